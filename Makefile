@@ -1,0 +1,51 @@
+# stylseg: two commands for a newcomer — `make reproduce` and `make test`.
+# Both create .venv (Python 3.10+) and install the kit on first use; both are idempotent.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+RUN    ?= runs/smoke
+PROFILE ?= smoke
+THREADS ?= 2
+export OMP_NUM_THREADS ?= $(THREADS)
+export MKL_NUM_THREADS ?= $(THREADS)
+export STYLSEG_THREADS ?= $(THREADS)
+export MPLBACKEND ?= Agg
+export PYTHONUNBUFFERED = 1
+
+.PHONY: install reproduce test test-slow test-notebooks bench lab clean-notebooks help
+
+help:
+	@echo "make reproduce   # all notebooks, smoke profile, built-in synthetic data -> $(RUN)/"
+	@echo "make test        # the test suite (what CI runs)"
+	@echo "make test-slow   # slow-marked checks (paper-profile steps on CPU)"
+	@echo "make bench       # benchmarks (print figures)"
+	@echo "make lab         # JupyterLab on notebooks/"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned, so that no newer (multi-GB) build is resolved
+	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install -q -e ".[dev,lab]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+install: $(VENV)/.installed
+
+reproduce: install
+	$(VENV)/bin/stylseg reproduce --profile $(PROFILE) --out $(RUN)
+
+test: install
+	$(PY) -m pytest -q -m "not slow" --timeout=1200 tests
+
+test-slow: install
+	$(PY) -m pytest -q -m slow tests
+
+bench: install
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lab: install
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-notebooks:
+	$(PY) -m stylseg.reproduce --strip notebooks/*.ipynb

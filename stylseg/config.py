@@ -1,0 +1,356 @@
+"""Configuration: small frozen dataclasses, one per stage, and three named profiles.
+
+Profiles (DESIGN.md): ``smoke`` (CI, minutes on 2 CPU cores), ``cpu`` (a laptop workshop,
+hours) and ``paper`` (the paper's settings, GPU). ``get_profile(name)`` returns a
+:class:`RunConfig` holding one config per stage; ``override`` replaces fields by
+``"stage.field"`` keys (what every command-line flag does), and unknown profile, stage or
+field names raise an error that lists the valid ones.
+
+Each stage reads only its own dataclass, so a stage can be rerun alone with the same
+``config.json`` that the run folder holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from .utils import StylsegError, read_json, write_json
+
+PROFILES = ("smoke", "cpu", "paper")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Data: which images, at what size."""
+
+    kind: str = "polyp"  # polyp | skin (synthetic kind, or real data protocol family)
+    source_domain: str = ""  # synthetic source domain name ("" = the kind's default source)
+    target_domain: str = ""  # synthetic target domain name ("" = the kind's default target)
+    n_per_domain: int = 64  # synthetic images per domain (train + test); 0 = all real images
+    test_fraction: float = 0.25  # synthetic: share of each domain held out as test
+    diffusion_size: int = 32  # px, square: DiffAE and stylization
+    seg_size: int = 64  # px, square: segmentation training and evaluation
+    synth_size: int = 128  # px, square: resolution at which synthetic scenes are drawn
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DDIMConfig:
+    """The DDIM schedule and the step grids (METHOD.md sections 2 and 7).
+
+    Step counts are UNet calls actually made. ``t0`` is a fraction of T.
+    """
+
+    T: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    t0: float = 0.125  # inversion depth as a fraction of T
+    finetune_invert_steps: int = 5
+    finetune_gen_steps: int = 3
+    apply_invert_steps: int = 10
+    apply_gen_steps: int = 5
+    eta: float = 0.0
+
+
+@dataclass(frozen=True)
+class DiffAEConfig:
+    """The Diffusion Autoencoder's architecture and training."""
+
+    image_size: int = 32
+    base_channels: int = 32
+    channel_mult: Tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 1
+    attn_resolutions: Tuple[int, ...] = (8,)
+    enc_channel_mult: Tuple[int, ...] = (1, 2, 2)
+    z_dim: int = 64
+    dropout: float = 0.0
+    batch_size: int = 16
+    lr: float = 2e-4
+    train_steps: int = 300
+    ema_decay: float = 0.995
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    sample_every: int = 100
+    checkpoint_every: int = 100
+    max_seconds: float = 0.0  # 0 = no wall-clock cap; else stop (and save) after this many seconds
+
+
+@dataclass(frozen=True)
+class StylizeConfig:
+    """One-shot fine-tuning of D_B + SPN and applying it (METHOD.md sections 3, 4, 7)."""
+
+    iterations: int = 10
+    lr_unet: float = 1e-4
+    lr_spn: float = 1e-4
+    batch_size: int = 4
+    spn_form: str = "paper"  # paper (1x1 conv stack, no time) | osasis (time scale-shift MLP)
+    spn_hidden: int = 64
+    spn_lambda: float = 0.1
+    loss_set: str = "osasis"  # paper | osasis
+    embedder: str = "weightfree"  # weightfree | clip
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str = "openai"
+    # weights: paper set (l1 L_adv, l2 L_cycle, l3 L_SPN) and OSASIS set
+    w_adv: float = 1.0
+    w_cycle: float = 0.0
+    w_spn: float = 1.0
+    w_in_domain: float = 0.5
+    w_recon_embed: float = 30.0
+    w_recon_l1: float = 10.0
+    w_recon_perceptual: float = 10.0
+    w_magnitude: float = 1.0
+    style_pair_tries: int = 4
+    backprop: str = "per_step"  # per_step (OSASIS) | chain (full chain, gradient checkpointing)
+    apply_batch_size: int = 16
+    mix_style_z: bool = False
+
+
+@dataclass(frozen=True)
+class SegConfig:
+    """Segmentation training (METHOD.md section 5)."""
+
+    archs: Tuple[str, ...] = ("unet",)
+    encoder: str = "resnet18"
+    encoder_depth: int = 5
+    decoder_channels: Tuple[int, ...] = (256, 128, 64, 32, 16)
+    pranet_backbone: str = "resnet18"
+    pretrained: bool = False  # ImageNet encoder weights through the weights registry
+    image_size: int = 64
+    batch_size: int = 12
+    epochs: int = 3
+    lr: float = 1e-3
+    epochs_by_arch: Tuple[Tuple[str, int], ...] = ()
+    lr_by_arch: Tuple[Tuple[str, float], ...] = ()
+    multiscale: Tuple[float, ...] = ()  # PraNet-style multi-scale training, e.g. (0.75, 1.0, 1.25)
+    grad_clip: float = 0.0
+    color_jitter: bool = False
+    augment: bool = True
+    seeds: int = 1
+
+    def epochs_for(self, arch: str) -> int:
+        return dict(self.epochs_by_arch).get(arch, self.epochs)
+
+    def lr_for(self, arch: str) -> float:
+        return dict(self.lr_by_arch).get(arch, self.lr)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    protocol: str = "standard"  # standard | paper
+    bootstrap: int = 1000
+    arms: Tuple[str, ...] = ("direct", "st", "recon", "histogram", "reinhard", "fda")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run uses; written as ``RUN/config.json``."""
+
+    profile: str = "smoke"
+    seed: int = 0
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    ddim: DDIMConfig = field(default_factory=DDIMConfig)
+    diffae: DiffAEConfig = field(default_factory=DiffAEConfig)
+    stylize: StylizeConfig = field(default_factory=StylizeConfig)
+    seg: SegConfig = field(default_factory=SegConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path) -> Path:
+        return write_json(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+        return _from_dict(cls, d, "config")
+
+    @classmethod
+    def load(cls, path) -> "RunConfig":
+        return cls.from_dict(read_json(path))
+
+    def override(self, **kv: Any) -> "RunConfig":
+        """Replace fields: ``cfg.override(**{"seg.epochs": 5, "seed": 1})``."""
+        return override(self, kv)
+
+
+STAGES = ("data", "ddim", "diffae", "stylize", "seg", "eval")
+
+
+def _paper_seg() -> SegConfig:
+    return SegConfig(
+        archs=("unet", "unetpp", "pranet"), encoder="resnet34", pranet_backbone="res2net50d",
+        pretrained=True, image_size=256, batch_size=12, epochs=30, lr=5e-5,
+        epochs_by_arch=(("pranet", 40), ("unet", 30), ("unetpp", 30)),
+        lr_by_arch=(("pranet", 1e-4), ("unet", 5e-5), ("unetpp", 8e-5)),
+        grad_clip=0.5, seeds=3,
+    )
+
+
+def _profiles() -> Dict[str, RunConfig]:
+    smoke = RunConfig(
+        profile="smoke",
+        data=DataConfig(n_per_domain=64, diffusion_size=32, seg_size=64),
+        ddim=DDIMConfig(t0=0.125, finetune_invert_steps=5, finetune_gen_steps=3, apply_invert_steps=10, apply_gen_steps=5),
+        diffae=DiffAEConfig(image_size=32, base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+                            attn_resolutions=(8,), enc_channel_mult=(1, 2, 2), z_dim=64, batch_size=16,
+                            lr=2e-4, train_steps=300, sample_every=100, checkpoint_every=100, max_seconds=90.0),
+        stylize=StylizeConfig(iterations=10, lr_unet=1e-4, lr_spn=1e-4, batch_size=4, spn_lambda=0.1, w_cycle=0.0),
+        seg=SegConfig(archs=("unet",), encoder="resnet18", encoder_depth=3, decoder_channels=(64, 32, 16),
+                      image_size=64, batch_size=12, epochs=3, lr=1e-3, seeds=1),
+    )
+    cpu = RunConfig(
+        profile="cpu",
+        data=DataConfig(n_per_domain=256, diffusion_size=64, seg_size=128),
+        ddim=DDIMConfig(t0=0.25, finetune_invert_steps=10, finetune_gen_steps=5, apply_invert_steps=20, apply_gen_steps=10),
+        diffae=DiffAEConfig(image_size=64, base_channels=48, channel_mult=(1, 2, 2, 2), num_res_blocks=1,
+                            attn_resolutions=(16,), enc_channel_mult=(1, 2, 2, 2), z_dim=128, batch_size=16,
+                            lr=2e-4, train_steps=4000, sample_every=500, checkpoint_every=250, max_seconds=2400.0),
+        stylize=StylizeConfig(iterations=100, lr_unet=1e-4, lr_spn=1e-4, batch_size=4, spn_lambda=0.1, w_cycle=0.0),
+        seg=SegConfig(archs=("unet",), encoder="resnet18", image_size=128, batch_size=12, epochs=20, lr=3e-4, seeds=3),
+    )
+    paper = RunConfig(
+        profile="paper",
+        data=DataConfig(n_per_domain=0, diffusion_size=256, seg_size=256, synth_size=256),
+        ddim=DDIMConfig(t0=0.5, finetune_invert_steps=25, finetune_gen_steps=10, apply_invert_steps=50, apply_gen_steps=25),
+        diffae=DiffAEConfig(image_size=256, base_channels=128, channel_mult=(1, 1, 2, 2, 4, 4), num_res_blocks=2,
+                            attn_resolutions=(16,), enc_channel_mult=(1, 1, 2, 2, 4, 4), z_dim=512, dropout=0.1,
+                            batch_size=32, lr=1e-4, train_steps=100_000, ema_decay=0.9999, warmup_steps=1000,
+                            sample_every=5000, checkpoint_every=2000, max_seconds=0.0),
+        stylize=StylizeConfig(iterations=200, lr_unet=5e-6, lr_spn=1e-4, batch_size=8, spn_lambda=0.1,
+                              embedder="clip", w_cycle=0.0),
+        seg=_paper_seg(),
+    )
+    return {"smoke": smoke, "cpu": cpu, "paper": paper}
+
+
+def get_profile(name: str = "smoke") -> RunConfig:
+    """The named profile's :class:`RunConfig`; unknown names list the valid ones."""
+    profs = _profiles()
+    if name not in profs:
+        raise StylsegError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}")
+    return profs[name]
+
+
+# --------------------------------------------------------------------------- overrides
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a value (possibly a command-line string) to the annotated type."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", "").split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise StylsegError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            inner = args[0]
+            return tuple(_coerce(v, inner, where) for v in value)
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise StylsegError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise StylsegError(f"{where}: expected an integer, got {value!r}")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise StylsegError(f"{where}: expected an integer, got {value!r}") from None
+        if f != int(f):
+            raise StylsegError(f"{where}: expected an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise StylsegError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise StylsegError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _hints(cls) -> Dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _from_dict(cls, d: Mapping[str, Any], where: str):
+    hints = _hints(cls)
+    valid = {f.name for f in fields(cls)}
+    unknown = set(d) - valid
+    if unknown:
+        raise StylsegError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; valid fields: {', '.join(sorted(valid))}")
+    kw = {}
+    for k, v in d.items():
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp):
+            kw[k] = _from_dict(tp, v, f"{where}.{k}")
+        else:
+            if typing.get_origin(tp) is tuple and isinstance(v, list):
+                args = typing.get_args(tp)
+                if args and typing.get_origin(args[0]) is tuple:  # tuple of pairs
+                    v = tuple(tuple(x) for x in v)
+                    kw[k] = v
+                    continue
+            kw[k] = _coerce(v, tp, f"{where}.{k}")
+    return cls(**kw)
+
+
+def override(cfg: RunConfig, kv: Mapping[str, Any]) -> RunConfig:
+    """Return ``cfg`` with ``{"stage.field": value}`` (or top-level ``{"seed": 1}``) replaced.
+
+    Values may be strings (from a command line) and are converted to the field's type.
+    ``None`` values are ignored, so unset flags keep the profile's default.
+    """
+    top_hints = _hints(RunConfig)
+    out = cfg
+    for key, value in kv.items():
+        if value is None:
+            continue
+        if "." in key:
+            stage, name = key.split(".", 1)
+            if stage not in STAGES:
+                raise StylsegError(f"unknown config stage {stage!r} in {key!r}; valid stages: {', '.join(STAGES)}")
+            sub = getattr(out, stage)
+            hints = _hints(type(sub))
+            if name not in hints:
+                raise StylsegError(
+                    f"unknown field {name!r} in stage {stage!r}; valid fields: {', '.join(sorted(hints))}")
+            new_sub = replace(sub, **{name: _coerce(value, hints[name], key)})
+            out = replace(out, **{stage: new_sub})
+        else:
+            if key not in top_hints or key in STAGES:
+                raise StylsegError(f"unknown config field {key!r}; valid: profile, seed, device, or STAGE.FIELD with "
+                                   f"STAGE in {', '.join(STAGES)}")
+            out = replace(out, **{key: _coerce(value, top_hints[key], key)})
+    return out
+
+
+def parse_set_args(items) -> Dict[str, str]:
+    """``["seg.epochs=5", "ddim.t0=0.25"]`` -> dict; used by ``--set`` on the command line."""
+    out = {}
+    for it in items or ():
+        if "=" not in it:
+            raise StylsegError(f"--set expects KEY=VALUE (e.g. seg.epochs=5), got {it!r}")
+        k, v = it.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def describe(cfg: RunConfig) -> str:
+    """Human-readable dump of a config (for notebooks and ``--help``)."""
+    return json.dumps(cfg.to_dict(), indent=2)

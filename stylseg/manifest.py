@@ -1,0 +1,88 @@
+"""The stylized-arm format shared by every stylizer (diffusion, recon, cheap baselines).
+
+An arm folder holds paired ``images/`` + ``masks/`` (same stem, PNG, the profile's size)
+and ``manifest.json``::
+
+    {"arm": "histogram", "method": "histogram", "params": {...}, "style": "path/to/style.png",
+     "source": "path/to/input", "size": 64, "substitute": null,
+     "items": [{"name": "12", "image": "images/12.png", "mask": "masks/12.png",
+                "source_image": ".../images/12.png"}, ...],
+     "scores": {...}}
+
+:class:`ArmWriter` writes items atomically and rewrites the manifest after each batch, so
+an interrupted run resumes: items whose files and manifest entry exist are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional
+
+import numpy as np
+
+from .data.io import write_image, write_mask
+from .utils import StylsegError, read_json, write_json
+
+MANIFEST = "manifest.json"
+
+
+class ArmWriter:
+    def __init__(self, out: os.PathLike, arm: str, method: str, params: Mapping[str, Any],
+                 source: os.PathLike, style: Optional[os.PathLike] = None, size: Optional[int] = None,
+                 substitute: Optional[str] = None):
+        self.out = Path(out)
+        (self.out / "images").mkdir(parents=True, exist_ok=True)
+        (self.out / "masks").mkdir(parents=True, exist_ok=True)
+        path = self.out / MANIFEST
+        fresh = {"arm": arm, "method": method, "params": dict(params), "source": str(source),
+                 "style": str(style) if style else None, "size": size, "substitute": substitute,
+                 "items": [], "scores": {}}
+        if path.is_file():
+            old = read_json(path)
+            if old.get("method") != method or old.get("params") != fresh["params"] or old.get("style") != fresh["style"]:
+                raise StylsegError(
+                    f"{path}: this folder holds arm {old.get('arm')!r} made with other settings "
+                    f"(method {old.get('method')!r}); choose another --out or delete the folder")
+            self.manifest = old
+        else:
+            self.manifest = fresh
+        self._done = {it["name"] for it in self.manifest["items"]
+                      if (self.out / it["image"]).is_file() and (self.out / it["mask"]).is_file()}
+        self.manifest["items"] = [it for it in self.manifest["items"] if it["name"] in self._done]
+
+    def done(self, name: str) -> bool:
+        return name in self._done
+
+    def add(self, name: str, image: np.ndarray, mask: np.ndarray, source_image: os.PathLike = "",
+            extra: Optional[Mapping[str, Any]] = None) -> None:
+        """Write one pair (RGB uint8 image, bool mask); call :meth:`flush` to save the manifest."""
+        write_image(self.out / "images" / f"{name}.png", image)
+        write_mask(self.out / "masks" / f"{name}.png", mask)
+        item = {"name": name, "image": f"images/{name}.png", "mask": f"masks/{name}.png",
+                "source_image": str(source_image)}
+        if extra:
+            item.update(extra)
+        if name not in self._done:
+            self.manifest["items"].append(item)
+            self._done.add(name)
+
+    def flush(self) -> Path:
+        return write_json(self.out / MANIFEST, self.manifest)
+
+    def set_scores(self, scores: Mapping[str, Any]) -> None:
+        self.manifest.setdefault("scores", {}).update(scores)
+        self.flush()
+
+
+def read_manifest(folder: os.PathLike) -> Dict[str, Any]:
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise StylsegError(f"{path}: no manifest; this folder was not written by a stylseg stylizer")
+    return read_json(path)
+
+
+def add_scores(folder: os.PathLike, scores: Mapping[str, Any]) -> None:
+    m = read_manifest(folder)
+    m.setdefault("scores", {}).update(scores)
+    write_json(Path(folder) / MANIFEST, m)

@@ -1,0 +1,157 @@
+"""``stylseg reproduce``: run the numbered notebooks in order with papermill into a run folder.
+
+Each notebook ``notebooks/NN_name.ipynb`` is executed with the parameters it declares (of
+PROFILE, SEED, DEVICE, DATA_DIR, RUN_DIR, KIND, SOURCE_DIR, TARGET_DIR, STYLE, PROTOCOL,
+STYLES, ARCHS, SEEDS), written executed to ``RUN/notebooks/NN_name.ipynb``, and marked done in
+``RUN/notebooks/NN_name.done.json`` with its parameters. A rerun skips notebooks already done
+with the same parameters, so an interrupted reproduction resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from .layout import RunLayout
+from .utils import StylsegError, project_root, read_json, write_json
+
+#: notebooks ``stylseg reproduce`` runs (00-07); 08 is the interactive playground.
+PIPELINE_MAX = 7
+
+
+def notebooks_dir() -> Path:
+    env = os.environ.get("STYLSEG_NOTEBOOKS")
+    if env:
+        return Path(env)
+    return project_root() / "notebooks"
+
+
+def pipeline_notebooks(folder: Optional[Path] = None, upto: int = PIPELINE_MAX) -> List[Path]:
+    folder = Path(folder or notebooks_dir())
+    if not folder.is_dir():
+        raise StylsegError(f"{folder}: notebooks folder not found; run from a checkout of the stylseg repository "
+                           f"or set STYLSEG_NOTEBOOKS")
+    nbs = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb") if int(p.name[:2]) <= upto)
+    if not nbs:
+        raise StylsegError(f"{folder}: no numbered notebooks (NN_name.ipynb) found")
+    return nbs
+
+
+def declared_parameters(nb_path: Path) -> Dict[str, Any]:
+    """Names and defaults in the notebook's ``parameters`` cell."""
+    import papermill as pm
+
+    return {k: v.get("default") for k, v in pm.inspect_notebook(str(nb_path)).items()}
+
+
+def _digest(params: Dict[str, Any], nb_path: Path) -> str:
+    h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    h.update(nb_path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_notebooks(run_dir: os.PathLike, params: Dict[str, Any], notebooks: Optional[Sequence[Path]] = None,
+                  force: bool = False, log=print, kernel_name: Optional[str] = None) -> List[Dict[str, Any]]:
+    """Execute ``notebooks`` (default: the pipeline) in order; returns one record per notebook
+    with its name, status (ran | skipped) and seconds. Stops at the first failing notebook,
+    naming it and the executed copy that shows the error."""
+    import papermill as pm
+
+    layout = RunLayout(Path(run_dir).resolve())
+    out_dir = layout.notebooks
+    out_dir.mkdir(parents=True, exist_ok=True)
+    params = dict(params, RUN_DIR=str(layout.root))
+    records = []
+    for nb in notebooks or pipeline_notebooks():
+        declared = declared_parameters(nb)
+        mine = {k: v for k, v in params.items() if k in declared}
+        done_path = out_dir / (nb.stem + ".done.json")
+        digest = _digest(mine, nb)
+        if not force and done_path.is_file() and read_json(done_path).get("digest") == digest:
+            log(f"[skip] {nb.name} (done with the same parameters)")
+            records.append({"notebook": nb.name, "status": "skipped", "seconds": 0.0})
+            continue
+        if done_path.exists():
+            done_path.unlink()
+        log(f"[run ] {nb.name} {json.dumps(mine, default=str)}")
+        t = time.time()
+        out_nb = out_dir / nb.name
+        try:
+            pm.execute_notebook(str(nb), str(out_nb), parameters=mine, cwd=str(nb.parent), progress_bar=False,
+                                kernel_name=kernel_name, log_output=False)
+        except pm.PapermillExecutionError as e:
+            raise StylsegError(f"notebook {nb.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
+                               f"  the executed copy with the error: {out_nb}") from None
+        secs = time.time() - t
+        write_json(done_path, {"digest": digest, "parameters": mine, "seconds": secs,
+                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        log(f"[done] {nb.name} in {secs:.1f} s")
+        records.append({"notebook": nb.name, "status": "ran", "seconds": secs})
+    write_json(out_dir / "timings.json", records)
+    return records
+
+
+def register(p: argparse.ArgumentParser) -> None:
+    from .cli import add_common
+
+    p.add_argument("--out", required=True, help="run folder (created; rerun the same command to resume)")
+    p.add_argument("--kind", default="polyp", help="polyp | skin")
+    p.add_argument("--data", default="", help="real data root (with --protocol)")
+    p.add_argument("--protocol", default="", help="paper-polyp | paper-skin: the real-data split of METHOD.md")
+    p.add_argument("--source", default="", help="source-domain paired folder (images/, masks/)")
+    p.add_argument("--target", default="", help="target-domain paired folder (test set)")
+    p.add_argument("--style", default="", help="the one target-domain style image")
+    p.add_argument("--styles", type=int, default=1, help="repeat stylized and baseline arms with K style images")
+    p.add_argument("--archs", default="", help="comma-separated architectures (default: the profile's)")
+    p.add_argument("--seeds", type=int, default=0, help="seeds 0..K-1 for segmentation (default: the profile's)")
+    p.add_argument("--upto", type=int, default=PIPELINE_MAX, help="run notebooks 00..NN only")
+    p.add_argument("--force", action="store_true", help="rerun notebooks even if done")
+    add_common(p, profile=False)
+    p.add_argument("--profile", default="smoke", help="smoke | cpu | paper")
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from .config import get_profile
+
+    get_profile(args.profile)  # validates the name
+    if args.protocol and not args.data:
+        from .utils import data_dir
+
+        args.data = str(data_dir())
+    params = {"PROFILE": args.profile, "SEED": args.seed or 0, "DEVICE": args.device or "auto",
+              "DATA_DIR": args.data, "KIND": args.kind, "PROTOCOL": args.protocol, "SOURCE_DIR": args.source,
+              "TARGET_DIR": args.target, "STYLE": args.style, "STYLES": args.styles, "ARCHS": args.archs,
+              "SEEDS": args.seeds}
+    t = time.time()
+    recs = run_notebooks(args.out, params, notebooks=pipeline_notebooks(upto=args.upto), force=args.force)
+    total = time.time() - t
+    print(f"reproduction finished in {total / 60:.1f} min; results in {Path(args.out).resolve()}")
+    for r in recs:
+        print(f"  {r['notebook']:<40} {r['status']:<8} {r['seconds']:7.1f} s")
+    idx = RunLayout(args.out).index_html
+    if idx.is_file():
+        print(f"open {idx.resolve()}")
+    return 0
+
+
+def main(argv=None) -> int:  # `python -m stylseg.reproduce --strip notebooks/*.ipynb`
+    from .nbtools import strip_outputs
+
+    ap = argparse.ArgumentParser(prog="python -m stylseg.reproduce")
+    ap.add_argument("--strip", nargs="+", help="strip outputs from these notebooks in place")
+    a = ap.parse_args(argv)
+    for p in a.strip or []:
+        if strip_outputs(p):
+            print(f"stripped {p}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""Shared utilities: errors, registries, seeding, devices, directories, atomic files,
+model folders (config JSON + safetensors) and the environment report.
+
+Everything here is small and dependency-light so that every stage can import it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Dict, Generic, Iterator, Mapping, Optional, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+class StylsegError(Exception):
+    """An error caused by the user's input or environment, with a message saying what to do.
+
+    The command line prints the message (no traceback) and exits with status 2.
+    """
+
+
+# --------------------------------------------------------------------------- registries
+class Registry(Generic[T]):
+    """A name -> object mapping whose unknown-name error lists the valid names.
+
+    >>> r = Registry("segmenter"); r.register("unet")(object)  # doctest: +ELLIPSIS
+    <class 'object'>
+    """
+
+    def __init__(self, what: str):
+        self.what = what
+        self._items: Dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def deco(obj: T) -> T:
+            if name in self._items:
+                raise ValueError(f"{self.what} {name!r} registered twice")
+            self._items[name] = obj
+            return obj
+
+        return deco
+
+    def add(self, name: str, obj: T) -> T:
+        return self.register(name)(obj)
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise StylsegError(
+                f"unknown {self.what} {name!r}; valid names: {', '.join(sorted(self._items))}"
+            ) from None
+
+    def names(self) -> list:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._items))
+
+    def items(self):
+        return sorted(self._items.items())
+
+
+# --------------------------------------------------------------------------- seeding, threads, device
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) so that CPU runs repeat exactly."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def set_threads(n: Optional[int] = None) -> int:
+    """Set torch's intra-op threads (default: ``STYLSEG_THREADS`` or the CPU count, at most 2
+    on the 2-core development machines when ``OMP_NUM_THREADS`` says so). Returns the value."""
+    import torch
+
+    if n is None:
+        env = os.environ.get("STYLSEG_THREADS") or os.environ.get("OMP_NUM_THREADS")
+        n = int(env) if env else max(1, os.cpu_count() or 1)
+    torch.set_num_threads(max(1, int(n)))
+    return torch.get_num_threads()
+
+
+def resolve_device(device: str = "auto"):
+    """``"auto"`` -> CUDA if available, else CPU; ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as given.
+
+    Asking for CUDA on a machine without it raises a :class:`StylsegError`.
+    """
+    import torch
+
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise StylsegError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
+    if not (str(device) == "cpu" or str(device).startswith("cuda") or str(device) == "mps"):
+        raise StylsegError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N, mps")
+    return torch.device(device)
+
+
+# --------------------------------------------------------------------------- directories
+def project_root() -> Path:
+    """The repository root when running from a checkout (the folder holding ``stylseg/``)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path:
+    """Where datasets live: ``$STYLSEG_DATA_DIR``, else ``../shared/data`` next to a checkout
+    when it exists, else ``~/.cache/stylseg/data``."""
+    env = os.environ.get("STYLSEG_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    shared = project_root().parent / "shared" / "data"
+    if shared.is_dir():
+        return shared
+    return cache_dir() / "data"
+
+
+def cache_dir() -> Path:
+    """``$STYLSEG_CACHE_DIR`` or ``~/.cache/stylseg``."""
+    env = os.environ.get("STYLSEG_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "stylseg"
+
+
+def weights_dir() -> Path:
+    """``$STYLSEG_WEIGHTS_DIR`` or ``<cache>/weights``: where fetched or hand-placed weights live."""
+    env = os.environ.get("STYLSEG_WEIGHTS_DIR")
+    return Path(env).expanduser() if env else cache_dir() / "weights"
+
+
+# --------------------------------------------------------------------------- atomic files
+@contextmanager
+def atomic_path(path: os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``.
+
+    An interrupted write never leaves a half-written file under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: os.PathLike, obj: Any) -> Path:
+    """Write JSON atomically (sorted keys, indent 2)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return Path(path)
+
+
+def read_json(path: os.PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise StylsegError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise StylsegError(f"{path}: not valid JSON ({e}); delete it and rerun the stage that writes it") from None
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def sha256_file(path: os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- model folders
+MODEL_CONFIG = "config.json"
+MODEL_WEIGHTS = "model.safetensors"
+
+
+def save_model_folder(path: os.PathLike, kind: str, config: Mapping[str, Any], state_dict: Mapping[str, Any],
+                      extra: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write a model folder: ``config.json`` (``{"kind", "stylseg_version", "config", ...extra}``)
+    and ``model.safetensors``, both atomically. ``kind`` names the architecture family
+    (``"diffae"``, ``"segmenter"``, ``"stylizer"`` ...) so that loading the wrong folder fails clearly."""
+    from safetensors.torch import save_file
+
+    from . import __version__
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    with atomic_path(path / MODEL_WEIGHTS) as tmp:
+        save_file(tensors, str(tmp))
+    meta = {"kind": kind, "stylseg_version": __version__, "config": dict(config)}
+    if extra:
+        meta.update(extra)
+    write_json(path / MODEL_CONFIG, meta)
+    return path
+
+
+def load_model_folder(path: os.PathLike, kind: str, map_location: str = "cpu"):
+    """Read a model folder written by :func:`save_model_folder`.
+
+    Returns ``(meta, state_dict)`` where ``meta["config"]`` is the architecture config.
+    Raises :class:`StylsegError` naming the file when the folder is missing, incomplete,
+    corrupt or of another kind.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    cfg_path, w_path = path / MODEL_CONFIG, path / MODEL_WEIGHTS
+    if not path.is_dir():
+        raise StylsegError(f"{path}: model folder not found (it should hold {MODEL_CONFIG} and {MODEL_WEIGHTS})")
+    if not cfg_path.is_file() or not w_path.is_file():
+        missing = [p.name for p in (cfg_path, w_path) if not p.is_file()]
+        raise StylsegError(f"{path}: not a stylseg model folder, missing {', '.join(missing)}")
+    meta = read_json(cfg_path)
+    if meta.get("kind") != kind:
+        raise StylsegError(
+            f"{cfg_path}: this folder holds a {meta.get('kind')!r} model, but a {kind!r} model was expected; "
+            f"pass the folder written by the stage that trains a {kind}"
+        )
+    try:
+        state = load_file(str(w_path), device=map_location)
+    except Exception as e:  # safetensors raises several types on corrupt files
+        raise StylsegError(f"{w_path}: cannot read weights ({e}); the file is corrupt, retrain or re-copy it") from None
+    return meta, state
+
+
+# --------------------------------------------------------------------------- environment report
+def env_report(device: str = "auto", seed: Optional[int] = None) -> Dict[str, Any]:
+    """Versions, hardware and device: written as ``env.json`` next to every run's outputs."""
+    import importlib.metadata as md
+
+    from . import __version__
+
+    def ver(name: str) -> Optional[str]:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return None
+
+    rep: Dict[str, Any] = {
+        "stylseg": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "seed": seed,
+        "packages": {
+            n: ver(n)
+            for n in ("torch", "torchvision", "numpy", "diffusers", "open_clip_torch",
+                      "segmentation-models-pytorch", "timm", "pysodmetrics", "papermill", "accelerate")
+        },
+    }
+    try:
+        import torch
+
+        dev = resolve_device(device)
+        rep.update(device=str(dev), torch_threads=torch.get_num_threads(),
+                   cuda=torch.version.cuda, cuda_available=torch.cuda.is_available())
+        if dev.type == "cuda":
+            rep["gpu"] = torch.cuda.get_device_name(dev)
+    except Exception as e:  # report, never fail, here
+        rep["device_error"] = str(e)
+    return rep
+
+
+def format_env(rep: Mapping[str, Any]) -> str:
+    pk = rep.get("packages", {})
+    lines = [f"stylseg {rep.get('stylseg')} | python {rep.get('python')} | {rep.get('platform')}",
+             f"device {rep.get('device')} ({rep.get('gpu', 'no GPU')}), torch threads {rep.get('torch_threads')}",
+             "packages: " + ", ".join(f"{k} {v}" for k, v in pk.items() if v)]
+    return "\n".join(lines)
