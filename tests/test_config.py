@@ -1,0 +1,72 @@
+import json
+
+import pytest
+
+from stylseg.config import PROFILES, RunConfig, get_profile, parse_set_args
+from stylseg.utils import StylsegError
+
+
+def test_profiles_follow_design_table():
+    s, c, p = (get_profile(n) for n in PROFILES)
+    assert (s.data.diffusion_size, s.data.seg_size) == (32, 64)
+    assert (c.data.diffusion_size, c.data.seg_size) == (64, 128)
+    assert (p.data.diffusion_size, p.data.seg_size) == (256, 256)
+    assert (s.ddim.t0, c.ddim.t0, p.ddim.t0) == (0.125, 0.25, 0.5)
+    assert (p.ddim.apply_invert_steps, p.ddim.apply_gen_steps) == (50, 25)
+    assert p.stylize.lr_unet == 5e-6 and p.stylize.iterations == 200 and p.stylize.batch_size == 8
+    # DiffAE-256 configuration in the paper profile
+    assert p.diffae.base_channels == 128 and p.diffae.channel_mult == (1, 1, 2, 2, 4, 4)
+    assert p.diffae.z_dim == 512 and p.diffae.attn_resolutions == (16,)
+    # paper segmentation settings (METHOD.md section 5)
+    assert p.seg.lr_for("unet") == 5e-5 and p.seg.lr_for("unetpp") == 8e-5 and p.seg.lr_for("pranet") == 1e-4
+    assert p.seg.epochs_for("pranet") == 40 and p.seg.epochs_for("unet") == 30
+    assert p.seg.batch_size == 12 and p.seg.image_size == 256
+
+
+def test_json_round_trip(tmp_path):
+    for name in PROFILES:
+        cfg = get_profile(name).override(**{"seg.archs": "unet,pranet", "seed": 3})
+        cfg.save(tmp_path / "c.json")
+        back = RunConfig.load(tmp_path / "c.json")
+        assert back == cfg
+        assert json.loads((tmp_path / "c.json").read_text())["seg"]["archs"] == ["unet", "pranet"]
+
+
+def test_override_converts_strings_and_keeps_rest():
+    cfg = get_profile("smoke")
+    new = cfg.override(**{"seg.epochs": "7", "ddim.t0": "0.3", "seg.color_jitter": "true", "device": "cpu"})
+    assert new.seg.epochs == 7 and new.ddim.t0 == 0.3 and new.seg.color_jitter is True and new.device == "cpu"
+    assert new.diffae == cfg.diffae and cfg.seg.epochs == 3  # frozen original untouched
+    assert cfg.override(**{"seg.epochs": None}) == cfg
+
+
+@pytest.mark.parametrize("bad,msg", [
+    ({"seg.nope": 1}, "valid fields: "),
+    ({"nostage.x": 1}, "valid stages: data"),
+    ({"seg.epochs": "three"}, "expected an integer"),
+    ({"seg.epochs": "2.5"}, "expected an integer"),
+    ({"ddim.t0": "abc"}, "expected a number"),
+    ({"seg.color_jitter": "maybe"}, "true/false"),
+    ({"bogus": 1}, "unknown config field"),
+])
+def test_override_errors_list_valid_names(bad, msg):
+    with pytest.raises(StylsegError, match=msg):
+        get_profile("smoke").override(**bad)
+
+
+def test_unknown_profile_lists_valid():
+    with pytest.raises(StylsegError, match="valid profiles: smoke, cpu, paper"):
+        get_profile("fast")
+
+
+def test_from_dict_rejects_unknown_fields():
+    d = get_profile("smoke").to_dict()
+    d["seg"]["epochz"] = 3
+    with pytest.raises(StylsegError, match="epochz"):
+        RunConfig.from_dict(d)
+
+
+def test_parse_set_args():
+    assert parse_set_args(["seg.epochs=5", "ddim.t0 = 0.25"]) == {"seg.epochs": "5", "ddim.t0": "0.25"}
+    with pytest.raises(StylsegError, match="KEY=VALUE"):
+        parse_set_args(["seg.epochs"])

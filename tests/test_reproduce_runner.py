@@ -1,0 +1,78 @@
+"""The papermill runner: order, parameters passed only where declared, resume, clear failure."""
+
+import json
+
+import pytest
+
+from stylseg.nbtools import new_notebook, strip_outputs, write_notebook
+from stylseg.reproduce import pipeline_notebooks, run_notebooks
+from stylseg.utils import StylsegError
+
+PARAMS = '''PROFILE = "smoke"  # profile
+SEED = 0  # seed
+DEVICE = "auto"  # device
+DATA_DIR = ""  # data
+RUN_DIR = "../runs/x"  # run folder'''
+
+
+def _nb(folder, name, body, extra_params=""):
+    nb = new_notebook([
+        ("md", f"# {name}"),
+        ("code", PARAMS + extra_params, ["parameters"]),
+        ("code", "from stylseg import nbtools\ncfg, layout, device = nbtools.setup(globals(), quiet=True)"),
+        ("code", body),
+    ])
+    write_notebook(nb, folder / name)
+
+
+@pytest.fixture
+def nbdir(tmp_path):
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    _nb(d, "00_first.ipynb", "import pathlib\n(layout.root / 'first.txt').write_text(str(SEED) + PROFILE)")
+    _nb(d, "01_second.ipynb", "(layout.root / 'second.txt').write_text(str(EXTRA))", "\nEXTRA = 1  # extra")
+    _nb(d, "09_not_pipeline.ipynb", "raise SystemExit('must not run')")
+    return d
+
+
+def test_runs_in_order_resumes_and_passes_declared_params(nbdir, tmp_path):
+    run = tmp_path / "run"
+    nbs = pipeline_notebooks(nbdir)
+    assert [p.name for p in nbs] == ["00_first.ipynb", "01_second.ipynb"]
+    recs = run_notebooks(run, {"PROFILE": "smoke", "SEED": 3, "EXTRA": 7, "UNUSED": 1}, nbs, log=lambda *_: None)
+    assert [r["status"] for r in recs] == ["ran", "ran"]
+    assert (run / "first.txt").read_text() == "3smoke"
+    assert (run / "second.txt").read_text() == "7"
+    done = json.loads((run / "notebooks" / "00_first.done.json").read_text())
+    assert "UNUSED" not in done["parameters"] and "EXTRA" not in done["parameters"]
+    assert json.loads((run / "config.json").read_text())["seed"] == 3
+    # second call: skipped; changed parameter: rerun
+    assert [r["status"] for r in run_notebooks(run, {"PROFILE": "smoke", "SEED": 3, "EXTRA": 7}, nbs,
+                                               log=lambda *_: None)] == ["skipped", "skipped"]
+    recs = run_notebooks(run, {"PROFILE": "smoke", "SEED": 3, "EXTRA": 8}, nbs, log=lambda *_: None)
+    assert [r["status"] for r in recs] == ["skipped", "ran"]
+    assert (run / "second.txt").read_text() == "8"
+
+
+def test_failure_names_notebook_and_bad_parameter(nbdir, tmp_path):
+    nbs = pipeline_notebooks(nbdir)
+    with pytest.raises(StylsegError, match="notebook 00_first.ipynb failed.*PROFILE='fast' is unknown"):
+        run_notebooks(tmp_path / "run", {"PROFILE": "fast"}, nbs, log=lambda *_: None)
+    assert not (tmp_path / "run" / "notebooks" / "00_first.done.json").exists()
+
+
+def test_strip_outputs(nbdir, tmp_path):
+    run_notebooks(tmp_path / "run", {}, pipeline_notebooks(nbdir), log=lambda *_: None)
+    executed = tmp_path / "run" / "notebooks" / "00_first.ipynb"
+    assert strip_outputs(executed) is True
+    nb = json.loads(executed.read_text())
+    assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
+    assert strip_outputs(executed) is False
+
+
+def test_missing_notebooks_folder(tmp_path):
+    with pytest.raises(StylsegError, match="notebooks folder not found"):
+        pipeline_notebooks(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StylsegError, match="no numbered notebooks"):
+        pipeline_notebooks(tmp_path / "empty")

@@ -1,0 +1,84 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from stylseg.manifest import ArmWriter, read_manifest
+from stylseg.utils import (Registry, StylsegError, atomic_path, load_model_folder, resolve_device, save_model_folder,
+                           seed_everything, write_json)
+
+
+def test_registry_unknown_lists_valid():
+    r = Registry("segmenter")
+    r.add("unet", 1)
+    r.add("pranet", 2)
+    assert r.get("unet") == 1 and r.names() == ["pranet", "unet"]
+    with pytest.raises(StylsegError, match="unknown segmenter 'unet3'; valid names: pranet, unet"):
+        r.get("unet3")
+    with pytest.raises(ValueError):
+        r.add("unet", 3)
+
+
+def test_seeding_repeats():
+    seed_everything(5)
+    a = (torch.rand(3), np.random.rand(3))
+    seed_everything(5)
+    b = (torch.rand(3), np.random.rand(3))
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_resolve_device():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(StylsegError, match="valid: auto, cpu"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(StylsegError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "a.json"
+    write_json(target, {"x": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert json.loads(target.read_text()) == {"x": 1}
+    assert sorted(os.listdir(tmp_path)) == ["a.json"]
+
+
+def test_model_folder_round_trip_and_errors(tmp_path):
+    sd = {"w": torch.randn(3, 4), "b": torch.zeros(2)}
+    save_model_folder(tmp_path / "m", "segmenter", {"arch": "unet"}, sd)
+    meta, back = load_model_folder(tmp_path / "m", "segmenter")
+    assert meta["config"] == {"arch": "unet"} and torch.equal(back["w"], sd["w"])
+    with pytest.raises(StylsegError, match="holds a 'segmenter' model, but a 'diffae' model was expected"):
+        load_model_folder(tmp_path / "m", "diffae")
+    with pytest.raises(StylsegError, match="model folder not found"):
+        load_model_folder(tmp_path / "nope", "diffae")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(StylsegError, match="corrupt"):
+        load_model_folder(tmp_path / "m", "segmenter")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    with pytest.raises(StylsegError, match="missing model.safetensors"):
+        load_model_folder(tmp_path / "m", "segmenter")
+
+
+def test_arm_writer_resumes_and_refuses_other_settings(tmp_path):
+    img = np.zeros((8, 8, 3), np.uint8)
+    mask = np.zeros((8, 8), bool)
+    mask[2:5, 2:5] = True
+    w = ArmWriter(tmp_path / "arm", "histogram", "histogram", {"a": 1}, source="src", size=8)
+    w.add("0", img, mask)
+    w.flush()
+    w.add("1", img, mask)  # written, but manifest not flushed: an interrupted run
+    w2 = ArmWriter(tmp_path / "arm", "histogram", "histogram", {"a": 1}, source="src", size=8)
+    assert w2.done("0") and not w2.done("1")
+    w2.add("1", img, mask)
+    w2.flush()
+    assert [it["name"] for it in read_manifest(tmp_path / "arm")["items"]] == ["0", "1"]
+    with pytest.raises(StylsegError, match="other settings"):
+        ArmWriter(tmp_path / "arm", "histogram", "histogram", {"a": 2}, source="src", size=8)
