@@ -1,0 +1,80 @@
+"""One smoke reproduction, end to end, as a newcomer's `make reproduce` runs it: every pipeline
+notebook executed by papermill into a temporary run folder, then the contract's files checked."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stylseg.layout import RunLayout
+from stylseg.reproduce import pipeline_notebooks
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("smoke") / "run"
+    env = dict(os.environ, STYLSEG_THREADS=os.environ.get("STYLSEG_THREADS", "2"), MPLBACKEND="Agg")
+    r = subprocess.run([sys.executable, "-m", "stylseg", "reproduce", "--profile", "smoke", "--out", str(run)],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500)
+    assert r.returncode == 0, f"reproduce failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    return run, r.stdout
+
+
+def test_every_pipeline_notebook_ran(smoke_run):
+    run, out = smoke_run
+    names = [p.name for p in pipeline_notebooks()]
+    assert names and names[0].startswith("00_")
+    for name in names:
+        executed = run / "notebooks" / name
+        assert executed.is_file(), f"{name} was not executed"
+        nb = json.loads(executed.read_text())
+        errors = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
+                  if o.get("output_type") == "error"]
+        assert not errors, f"{name} holds an error output"
+        assert (run / "notebooks" / name.replace(".ipynb", ".done.json")).is_file()
+    timings = json.loads((run / "notebooks" / "timings.json").read_text())
+    assert [t["notebook"] for t in timings] == names
+
+
+def test_run_folder_contract(smoke_run):
+    run, _ = smoke_run
+    L = RunLayout(run)
+    cfg = json.loads(L.config.read_text())
+    assert cfg["profile"] == "smoke"
+    assert json.loads(L.env.read_text())["packages"]["torch"]
+    names = {p.name[:2] for p in pipeline_notebooks()}
+    if "00" in names:
+        for which in ("source", "target"):
+            for split in ("train", "test"):
+                imgs = list((L.domain(which, split) / "images").glob("*.png"))
+                masks = list((L.domain(which, split) / "masks").glob("*.png"))
+                assert imgs and len(imgs) == len(masks), (which, split)
+        assert L.style_image.is_file() and L.split_json.is_file()
+    if "02" in names:
+        assert (L.diffae / "config.json").is_file() and (L.diffae / "model.safetensors").is_file()
+    if "04" in names:
+        assert (L.finetune / "config.json").is_file()
+    if "05" in names:
+        for arm in ("st", "recon", "histogram", "reinhard", "fda"):
+            m = json.loads((L.stylized(arm) / "manifest.json").read_text())
+            assert len(m["items"]) == len(list((L.domain("source", "train") / "images").glob("*.png"))), arm
+    if "06" in names:
+        assert list((run / "seg").glob("*/direct/seed0/metrics.json"))
+    if "07" in names:
+        res = json.loads((L.eval / "results.json").read_text())
+        assert res
+        assert (L.eval / "results.md").is_file() and list(L.eval.glob("radar_*.png"))
+        assert L.index_html.is_file()
+
+
+def test_rerun_resumes_without_redoing_work(smoke_run):
+    run, _ = smoke_run
+    r = subprocess.run([sys.executable, "-m", "stylseg", "reproduce", "--profile", "smoke", "--out", str(run)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "[run ]" not in r.stdout and r.stdout.count("[skip]") == len(pipeline_notebooks())
