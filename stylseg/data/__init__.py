@@ -1,0 +1,38 @@
+"""Data: paired image/mask folders, synthetic domains, known public layouts, checks and splits.
+
+Public API (imported lazily, so ``stylseg data check`` does not import torch)::
+
+    PairedDataset, load_pairs                    # stylseg.data.dataset
+    check_folder, CheckReport                    # stylseg.data.check
+    SYNTH_DOMAINS, generate_domain, make_sample  # stylseg.data.synth
+    LAYOUTS, open_layout, materialise            # stylseg.data.layouts
+    prepare_run_data                             # stylseg.data.split
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "PairedDataset": "dataset", "load_pairs": "dataset", "IMAGENET_MEAN": "dataset", "IMAGENET_STD": "dataset",
+    "check_folder": "check", "CheckReport": "check",
+    "SYNTH_DOMAINS": "synth", "DEFAULT_DOMAINS": "synth", "generate_domain": "synth", "make_sample": "synth",
+    "get_domain": "synth", "default_domains": "synth", "DomainStyle": "synth",
+    "LAYOUTS": "layouts", "open_layout": "layouts", "materialise": "layouts",
+    "prepare_run_data": "split", "FETCH": "fetch", "fetch_dataset": "fetch",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'stylseg.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
