@@ -1,0 +1,212 @@
+"""Algorithm 2 as one call: train on the original set and on each arm, test, evaluate, tabulate.
+
+``compare(train_dir, arms, tests, archs, seeds, out_dir, cfg)`` trains each architecture on
+the original training set (arm ``direct``), on every named arm (stylized, control, baseline
+folders) and, when ``oracle_dir`` is given, on labelled target-domain images (arm ``oracle``:
+the upper bound, showing how much of the domain gap an arm closes), for seeds 0..K-1;
+predicts every test set; evaluates in both protocols; writes the run-folder contract::
+
+    out_dir/<arch>/<arm>/seed<k>/model/, checkpoints/, history.json,
+                                 predictions/<test>/<stem>.png, metrics.json
+    out_dir/results.json, results.md, results_<protocol>.csv
+
+and returns the results (see :func:`aggregate`). Finished (arch, arm, seed) triples, those
+whose ``metrics.json`` exists, are skipped, so an interrupted comparison resumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from ..metrics import METRIC_LABELS, PAPER_METRICS, PROTOCOLS, bootstrap_ci, evaluate_folder
+from ..utils import StylsegError, atomic_path, read_json, write_json
+from .predict import predict_folder
+from .train import train_segmenter
+
+#: preferred order of arms in tables
+ARM_ORDER = ("direct", "st", "recon", "jitter", "histogram", "reinhard", "fda", "oracle")
+#: standard-protocol metrics that are maxima of a dataset-mean curve (no per-image interval)
+DATASET_LEVEL = {"standard": ("dice_max", "iou_max", "e_max", "e_mean"), "paper": ()}
+
+
+def _order(names: Iterable[str]) -> List[str]:
+    names = list(dict.fromkeys(names))
+    return sorted(names, key=lambda a: (ARM_ORDER.index(a) if a in ARM_ORDER else len(ARM_ORDER), a))
+
+
+def _seeds(seeds: Union[int, Sequence[int]]) -> List[int]:
+    return list(range(int(seeds))) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
+
+
+def compare(train_dir: os.PathLike, arms: Mapping[str, os.PathLike], tests: Mapping[str, os.PathLike],
+            archs: Sequence[str], seeds: Union[int, Sequence[int]], out_dir: os.PathLike, cfg,
+            oracle_dir: Optional[os.PathLike] = None, device: str = "auto", progress: bool = True,
+            log=print) -> Dict[str, Any]:
+    """Algorithm 2. ``arms``: name -> paired folder (``direct`` is ``train_dir``, ``oracle`` is
+    ``oracle_dir``); ``tests``: name -> paired folder; ``seeds``: K (seeds 0..K-1) or a list."""
+    arm_dirs: Dict[str, Path] = {"direct": Path(train_dir)}
+    for name, d in arms.items():
+        if name in ("direct", "oracle"):
+            raise StylsegError(f"arm name {name!r} is reserved (direct = --train, oracle = --oracle); rename it")
+        arm_dirs[name] = Path(d)
+    if oracle_dir is not None:
+        arm_dirs["oracle"] = Path(oracle_dir)
+    if not tests:
+        raise StylsegError("no test set given; pass at least one --test NAME=DIR")
+    for name, d in list(arm_dirs.items()) + [(f"test {k}", Path(v)) for k, v in tests.items()]:
+        if not (Path(d) / "images").is_dir():
+            raise StylsegError(f"{d} ({name}): not a paired folder with images/ and masks/")
+    out = Path(out_dir)
+    seed_list = _seeds(seeds)
+    total = len(archs) * len(arm_dirs) * len(seed_list)
+    k = 0
+    for arch in archs:
+        for arm, d in arm_dirs.items():
+            for s in seed_list:
+                k += 1
+                run = out / arch / arm / f"seed{s}"
+                if (run / "metrics.json").is_file():
+                    log(f"[{k}/{total}] {arch} {arm} seed{s}: done, skipped")
+                    continue
+                log(f"[{k}/{total}] {arch} {arm} seed{s}: training on {d}")
+                model_dir = train_segmenter(arch, d, run, cfg, seed=s, device=device, progress=progress,
+                                            keep_last=False)
+                res: Dict[str, Any] = {"arch": arch, "arm": arm, "seed": s, "train_dir": str(d), "tests": {}}
+                for tname, tdir in tests.items():
+                    pdir = predict_folder(model_dir, tdir, run / "predictions" / tname, device=device,
+                                          progress=progress)
+                    res["tests"][tname] = {"dir": str(tdir),
+                                           **{p: evaluate_folder(pdir, tdir, protocol=p) for p in PROTOCOLS}}
+                write_json(run / "metrics.json", res)
+    return aggregate(out, n_boot=cfg.eval.bootstrap)
+
+
+# --------------------------------------------------------------------------- aggregation
+def collect(out_dir: os.PathLike) -> List[Dict[str, Any]]:
+    """All ``<arch>/<arm>/seed<k>/metrics.json`` under ``out_dir``."""
+    return [read_json(p) for p in sorted(Path(out_dir).glob("*/*/seed*/metrics.json"))]
+
+
+def aggregate(out_dir: os.PathLike, n_boot: int = 1000, write: bool = True) -> Dict[str, Any]:
+    """Summarise every finished run under ``out_dir``: one row per (arch, arm, test, protocol,
+    metric) with the mean and standard deviation (ddof 1) over seeds and a bootstrap 95%
+    interval over test images (per-image values averaged over seeds, then images resampled).
+    Writes ``results.json``, ``results.md`` and ``results_<protocol>.csv`` when ``write``."""
+    runs = collect(out_dir)
+    if not runs:
+        raise StylsegError(f"{out_dir}: no finished segmentation runs (<arch>/<arm>/seed<k>/metrics.json); "
+                           f"run `stylseg seg compare` first")
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    for r in runs:
+        for tname, t in r["tests"].items():
+            for prot in PROTOCOLS:
+                if prot in t:
+                    groups.setdefault((r["arch"], r["arm"], tname, prot), []).append({"seed": r["seed"], **t[prot]})
+    rows = []
+    for (arch, arm, tname, prot), items in sorted(groups.items()):
+        items = sorted(items, key=lambda x: x["seed"])
+        names = [p["name"] for p in items[0]["per_image"]]
+        for metric in items[0]["metrics"]:
+            vals = [it["metrics"][metric] for it in items]
+            row = {"arch": arch, "arm": arm, "test": tname, "protocol": prot, "metric": metric,
+                   "mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                   "values": vals, "seeds": [it["seed"] for it in items], "n_images": len(names), "ci": None}
+            if metric not in DATASET_LEVEL[prot] and metric in items[0]["per_image"][0]:
+                per = np.mean([[dict((q["name"], q[metric]) for q in it["per_image"])[nm] for nm in names]
+                               for it in items], axis=0)
+                row["ci"] = list(bootstrap_ci(per, n=n_boot, seed=0))
+            rows.append(row)
+    res = {"archs": sorted({r[0] for r in groups}), "arms": _order(r[1] for r in groups),
+           "tests": list(dict.fromkeys(r[2] for r in groups)), "protocols": [p for p in PROTOCOLS
+                                                                           if any(g[3] == p for g in groups)],
+           "n_bootstrap": n_boot, "rows": rows}
+    if write:
+        out = Path(out_dir)
+        write_json(out / "results.json", res)
+        with atomic_path(out / "results.md") as tmp:
+            tmp.write_text(results_markdown(res))
+        for prot in res["protocols"]:
+            write_results_csv(out / f"results_{prot}.csv", res, prot)
+    return res
+
+
+def table(results: Mapping[str, Any], test: str, protocol: str) -> Dict[tuple, Dict[str, Dict[str, Any]]]:
+    """``{(arch, arm): {metric: row}}`` for one test set and protocol."""
+    out: Dict[tuple, Dict[str, Dict[str, Any]]] = {}
+    for r in results["rows"]:
+        if r["test"] == test and r["protocol"] == protocol:
+            out.setdefault((r["arch"], r["arm"]), {})[r["metric"]] = r
+    return out
+
+
+def _cell(r: Optional[Mapping[str, Any]]) -> str:
+    if r is None:
+        return "-"
+    s = f"{r['mean']:.4f}"
+    if len(r["values"]) > 1:
+        s += f" ± {r['std']:.4f}"
+    if r.get("ci"):
+        s += f" [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]"
+    return s
+
+
+def gap_closed(results: Mapping[str, Any], arch: str, arm: str, test: str, protocol: str,
+               metric: str = "dice") -> Optional[float]:
+    """``(arm - direct) / (oracle - direct)`` of ``metric``: the share of the domain gap an arm closes."""
+    t = table(results, test, protocol)
+    try:
+        d, o, a = (t[(arch, x)][metric]["mean"] for x in ("direct", "oracle", arm))
+    except KeyError:
+        return None
+    return None if abs(o - d) < 1e-12 else (a - d) / (o - d)
+
+
+def results_markdown(results: Mapping[str, Any], metrics: Sequence[str] = PAPER_METRICS) -> str:
+    """Tables in the paper's format: one per (test set, protocol); rows arch x arm; cells
+    ``mean ± std over seeds [bootstrap 95% interval over images]``."""
+    lines = ["# Segmentation results", "",
+             "Cells: mean ± standard deviation over seeds [bootstrap 95% interval over test images]. "
+             "MAE: lower is better.", ""]
+    for test in results["tests"]:
+        for prot in results["protocols"]:
+            t = table(results, test, prot)
+            if not t:
+                continue
+            n_img = next(iter(next(iter(t.values())).values()))["n_images"]
+            lines += [f"## test `{test}` ({n_img} images), {prot} protocol", ""]
+            has_oracle = any(arm == "oracle" for _, arm in t)
+            head = ["arch", "arm"] + [METRIC_LABELS[m] for m in metrics] + (["gap closed (Dice)"] if has_oracle else [])
+            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for arch in results["archs"]:
+                for arm in results["arms"]:
+                    row = t.get((arch, arm))
+                    if row is None:
+                        continue
+                    cells = [arch, arm] + [_cell(row.get(m)) for m in metrics]
+                    if has_oracle:
+                        g = gap_closed(results, arch, arm, test, prot) if arm not in ("direct", "oracle") else None
+                        cells.append(f"{100 * g:.0f}%" if g is not None else "")
+                    lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def write_results_csv(path: os.PathLike, results: Mapping[str, Any], protocol: str) -> Path:
+    """One line per (arch, arm, test, metric): mean, std, ci_low, ci_high, n_seeds, n_images."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["arch", "arm", "test", "metric", "mean", "std", "ci_low", "ci_high", "n_seeds", "n_images"])
+            for r in results["rows"]:
+                if r["protocol"] != protocol:
+                    continue
+                ci = r.get("ci") or [None, None]
+                w.writerow([r["arch"], r["arm"], r["test"], r["metric"], f"{r['mean']:.6f}", f"{r['std']:.6f}",
+                            "" if ci[0] is None else f"{ci[0]:.6f}", "" if ci[1] is None else f"{ci[1]:.6f}",
+                            len(r["values"]), r["n_images"]])
+    return Path(path)

@@ -1,0 +1,196 @@
+"""Training a segmenter on a paired folder (METHOD.md section 5), resumable exactly.
+
+``train_segmenter(arch, train_dir, out_dir, cfg)`` writes::
+
+    out_dir/checkpoints/last.pt    model + optimizer + RNG states + epoch + history (resume)
+    out_dir/checkpoints/best.pt    model weights of the best epoch (validation Dice, else train loss)
+    out_dir/history.json           per epoch: loss, validation Dice, seconds
+    out_dir/model/                 the final (last-epoch) model folder, kind "segmenter"
+
+Adam at ``cfg.seg.lr_for(arch)`` for ``cfg.seg.epochs_for(arch)`` epochs, batch
+``cfg.seg.batch_size``, images ``cfg.seg.image_size`` px (ImageNet-normalised), PraNet's
+structure loss (summed over side outputs). Options: PraNet's multi-scale training
+(``cfg.seg.multiscale``, e.g. ``(0.75, 1, 1.25)``: one optimizer step per scale and batch,
+sizes rounded to multiples of 32, as PraNet's train script), PraNet's gradient clipping
+(``cfg.seg.grad_clip``: every gradient element clamped to ``[-c, c]``), paired geometric
+augmentation (``augment``) and colour jitter (``color_jitter``). bf16 autocast on CUDA only.
+
+Exact resume: the shuffling order and augmentation of epoch ``e`` are drawn from
+``(seed, e)``; the checkpoint holds the model, the optimizer and the RNG states, so a run
+interrupted after any epoch and rerun gives the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..utils import StylsegError, atomic_path, read_json, resolve_device, save_model_folder, seed_everything, \
+    set_threads, write_json
+from .losses import dice_score, structure_loss
+from .models import create_segmenter, segmenter_config
+
+CHECKPOINTS = "checkpoints"
+
+
+def _save_pt(path: Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _batches(n: int, bs: int, g: torch.Generator) -> List[torch.Tensor]:
+    """A shuffled split of ``range(n)`` into batches of ``bs``; a last batch of one item is merged
+    into the previous one (BatchNorm needs two)."""
+    perm = torch.randperm(n, generator=g)
+    out = list(torch.split(perm, bs))
+    if len(out) > 1 and len(out[-1]) == 1:
+        out[-2] = torch.cat([out[-2], out.pop()])
+    return out
+
+
+def _signature(arch: str, cfg, seed: int, train_dir: Path, n: int) -> Dict[str, Any]:
+    sc = cfg.seg
+    return {"model": segmenter_config(arch, sc), "pretrained": sc.pretrained, "image_size": sc.image_size,
+            "batch_size": sc.batch_size, "lr": sc.lr_for(arch), "multiscale": list(sc.multiscale),
+            "grad_clip": sc.grad_clip, "augment": sc.augment, "color_jitter": sc.color_jitter, "seed": seed,
+            "train_dir": str(Path(train_dir).resolve()), "n_train": n}
+
+
+@torch.no_grad()
+def evaluate_dice(model, images: torch.Tensor, masks: torch.Tensor, device, batch_size: int = 16) -> float:
+    """Mean Dice at threshold 0.5 of ``model`` on ``images (N,3,S,S)`` (normalised) vs ``masks (N,1,S,S)``."""
+    was = model.training
+    model.eval()
+    scores = []
+    for i in range(0, len(images), batch_size):
+        out = model(images[i:i + batch_size].to(device))
+        scores.append(dice_score(out, masks[i:i + batch_size].to(device)).cpu())
+    model.train(was)
+    return float(torch.cat(scores).mean())
+
+
+def train_segmenter(arch: str, train_dir: os.PathLike, out_dir: os.PathLike, cfg, *, val_dir: Optional[os.PathLike] = None,
+                    seed: int = 0, device: str = "auto", progress: bool = True, stop_after: Optional[int] = None,
+                    keep_last: bool = True) -> Optional[Path]:
+    """Train ``arch`` on the paired folder ``train_dir``; returns the final model folder ``out_dir/model``.
+
+    ``cfg``: a :class:`~stylseg.config.RunConfig` (its ``seg`` part is used); ``val_dir``: a
+    paired folder scored each epoch (Dice at 0.5); ``stop_after``: stop after this many epochs
+    in this call (returns ``None``; rerun to continue from ``checkpoints/last.pt``);
+    ``keep_last=False`` deletes ``last.pt`` once the model folder is written.
+    A finished run (model folder present, same settings) is returned as is.
+    """
+    from tqdm.auto import tqdm
+
+    from ..data import PairedDataset
+
+    sc = cfg.seg
+    dev = resolve_device(cfg.device if device in (None, "", "auto") else device)
+    if dev.type == "cpu":
+        set_threads()
+    out = Path(out_dir)
+    model_dir, ck_dir = out / "model", out / CHECKPOINTS
+    ds = PairedDataset(train_dir, sc.image_size, mode="seg", augment=sc.augment, seed=seed, cache=True,
+                       color_jitter=sc.color_jitter)
+    n = len(ds)
+    if n < 2:
+        raise StylsegError(f"{train_dir}: {n} training pair(s); at least 2 are needed")
+    sig = _signature(arch, cfg, seed, Path(train_dir), n)
+    epochs = sc.epochs_for(arch)
+    if (model_dir / "config.json").is_file() and (out / "history.json").is_file():
+        meta = read_json(model_dir / "config.json")
+        if meta.get("train") == sig and meta.get("epochs") == epochs:
+            return model_dir
+
+    seed_everything(seed)
+    arch_kw = segmenter_config(arch, sc)
+    model = create_segmenter(arch_kw.pop("arch"), pretrained=sc.pretrained, image_size=sc.image_size, **arch_kw)
+    model.to(dev).train()
+    opt = torch.optim.Adam(model.parameters(), lr=sc.lr_for(arch))
+    history: List[Dict[str, Any]] = []
+    start, best = 0, -float("inf")
+    last = ck_dir / "last.pt"
+    if last.is_file():
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        if ck.get("signature") != sig:
+            diff = [k for k in sig if ck.get("signature", {}).get(k) != sig[k]]
+            raise StylsegError(f"{last}: checkpoint of a run with other settings ({', '.join(diff)}); "
+                               f"use another --out or delete {out} to start again")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        start, history, best = ck["epoch"], ck["history"], ck["best"]
+        torch.set_rng_state(ck["rng"]["torch"])
+        np.random.set_state(ck["rng"]["numpy"])
+        random.setstate(ck["rng"]["python"])
+    val = None
+    if val_dir is not None:
+        vds = PairedDataset(val_dir, sc.image_size, mode="seg", augment=False)
+        val = vds.tensors()
+    rates = list(sc.multiscale) or [1.0]
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"
+                else torch.autocast("cpu", enabled=False))
+    steps_per_epoch = len(_batches(n, sc.batch_size, torch.Generator().manual_seed(0))) * len(rates)
+    bar = tqdm(total=(epochs - start) * steps_per_epoch, desc=f"{arch} {out.parent.name}/{out.name}"[:40],
+               disable=not progress, leave=False)
+    done_now = 0
+    for epoch in range(start, epochs):
+        t0 = time.perf_counter()
+        ds.set_epoch(epoch)
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)
+        losses = []
+        for idx in _batches(n, sc.batch_size, g):
+            items = [ds[int(i)] for i in idx]
+            x = torch.stack([it["image"] for it in items]).to(dev)
+            m = torch.stack([it["mask"] for it in items]).to(dev)
+            for rate in rates:
+                xs, ms = x, m
+                if rate != 1.0:
+                    s = int(round(sc.image_size * rate / 32) * 32)
+                    xs = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=True)
+                    ms = F.interpolate(m, size=(s, s), mode="bilinear", align_corners=True)
+                with autocast:
+                    pred = model(xs)
+                loss = structure_loss(pred, ms)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if sc.grad_clip > 0:  # PraNet's clip_gradient: element-wise clamp
+                    for p in model.parameters():
+                        if p.grad is not None:
+                            p.grad.clamp_(-sc.grad_clip, sc.grad_clip)
+                opt.step()
+                losses.append(float(loss.detach()))
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
+        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0}
+        if val is not None:
+            rec["val_dice"] = evaluate_dice(model, val[0], val[1], dev)
+        history.append(rec)
+        score = rec["val_dice"] if val is not None else -rec["loss"]
+        if score > best:
+            best = score
+            _save_pt(ck_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch + 1, "score": score})
+        _save_pt(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                        "history": history, "best": best, "signature": sig,
+                        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                                "python": random.getstate()}})
+        write_json(out / "history.partial.json", history)
+        done_now += 1
+        if stop_after is not None and done_now >= stop_after and epoch + 1 < epochs:
+            bar.close()
+            return None
+    bar.close()
+    config = {**segmenter_config(arch, sc), "image_size": sc.image_size, "normalize": "imagenet"}
+    save_model_folder(model_dir, "segmenter", config, model.state_dict(),
+                      extra={"train": sig, "epochs": epochs, "history": history})
+    write_json(out / "history.json", history)
+    (out / "history.partial.json").unlink(missing_ok=True)
+    if not keep_last:
+        last.unlink(missing_ok=True)
+    return model_dir
