@@ -187,7 +187,7 @@ class PairedDataset:
         """uint8 ``(H,W,3)`` or ``(N,H,W,3)`` -> float ``(3,H,W)`` / ``(N,3,H,W)`` in this mode's range."""
         import torch
 
-        t = torch.from_numpy(np.ascontiguousarray(img)).float()
+        t = torch.from_numpy(np.array(img, dtype=np.float32))
         t = t.permute(2, 0, 1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
         if self.mode == "diffusion":
             return t.div_(127.5).sub_(1.0).contiguous()
@@ -199,7 +199,7 @@ class PairedDataset:
     def _mask_tensor(mask: np.ndarray):
         import torch
 
-        return torch.from_numpy(np.ascontiguousarray(mask)[None].astype(np.float32))
+        return torch.from_numpy(np.array(mask, dtype=np.float32)[None])
 
     # ------------------------------------------------------------------ augmentation
     def _augment(self, img: np.ndarray, mask: np.ndarray, i: int) -> Tuple[np.ndarray, np.ndarray]:

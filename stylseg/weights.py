@@ -1,0 +1,161 @@
+"""The weights registry: every pretrained file the kit can load, with its source and checksum.
+
+``stylseg weights list | fetch NAME | path NAME``. Files live in
+``utils.weights_dir()/<name>/<file>`` (``$STYLSEG_WEIGHTS_DIR``, default
+``~/.cache/stylseg/weights``). Library code calls :func:`resolve`, which never downloads:
+a missing file raises a :class:`~stylseg.utils.StylsegError` saying how to fetch it or where
+to put it by hand. Offline, ``fetch`` fails at once with the same directions.
+
+Checksums: the OpenAI CLIP URL's folder is the file's full sha256 (open_clip verifies it the
+same way); torchvision's and Res2Net's file names embed the first hex digits of the sha256
+(``resnet18-f37072fd.pth``), which is verified; hub files without a published digest are
+marked "unverified".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from .downloads import download_hf, download_url
+from .utils import Registry, StylsegError, weights_dir
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One pretrained file: a URL or a Hugging Face hub file, and how to check it."""
+
+    name: str
+    filename: str
+    description: str
+    url: str = ""
+    hf_repo: str = ""
+    hf_filename: str = ""
+    sha256: Optional[str] = None
+    sha256_prefix: Optional[str] = None
+    used_by: str = ""
+    license: str = ""
+
+    @property
+    def source(self) -> str:
+        return self.url or f"hf://{self.hf_repo}/{self.hf_filename}"
+
+    @property
+    def checksum(self) -> str:
+        if self.sha256:
+            return f"sha256 {self.sha256}"
+        if self.sha256_prefix:
+            return f"sha256 {self.sha256_prefix}..."
+        return "unverified"
+
+    def manual_url(self) -> str:
+        return self.url or f"https://huggingface.co/{self.hf_repo}/resolve/main/{self.hf_filename}"
+
+
+WEIGHTS: Registry = Registry("weights")
+
+_CLIP_SHA = "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
+WEIGHTS.add("clip-vit-b-32-openai", WeightsEntry(
+    "clip-vit-b-32-openai", "ViT-B-32.pt", "OpenAI CLIP ViT-B/32 (open_clip 'ViT-B-32', pretrained 'openai'), 338 MB",
+    url=f"https://openaipublic.azureedge.net/clip/models/{_CLIP_SHA}/ViT-B-32.pt", sha256=_CLIP_SHA,
+    used_by="stylize: CLIP directional loss (embedder=clip); open_clip.create_model('ViT-B-32', pretrained=PATH)",
+    license="MIT (OpenAI CLIP)"))
+for _n, _f, _mb in (("resnet18", "resnet18-f37072fd.pth", 45), ("resnet34", "resnet34-b627a593.pth", 83),
+                    ("resnet50", "resnet50-0676ba61.pth", 98)):
+    WEIGHTS.add(f"{_n}-imagenet", WeightsEntry(
+        f"{_n}-imagenet", _f, f"torchvision {_n} ImageNet-1k (IMAGENET1K_V1), {_mb} MB",
+        url=f"https://download.pytorch.org/models/{_f}", sha256_prefix=_f.split("-")[1].split(".")[0],
+        used_by="seg: U-Net / U-Net++ encoder (torchvision state dict, load into the smp encoder without fc.*)",
+        license="BSD-3-Clause (torchvision)"))
+WEIGHTS.add("res2net50d-imagenet", WeightsEntry(
+    "res2net50d-imagenet", "model.safetensors", "timm res2net50d.in1k (Res2Net-50 26w x 4s, deep stem, avg-pool "
+    "shortcut: the v1b design), 102 MB", hf_repo="timm/res2net50d.in1k", hf_filename="model.safetensors",
+    used_by="seg: PraNet backbone (timm.create_model('res2net50d', pretrained_cfg_overlay=dict(file=PATH)))",
+    license="Apache-2.0 (timm) / Res2Net"))
+WEIGHTS.add("res2net50-v1b-26w-4s", WeightsEntry(
+    "res2net50-v1b-26w-4s", "res2net50_v1b_26w_4s-3cf99910.pth",
+    "Res2Net-50 v1b 26w x 4s ImageNet weights of the Res2Net authors, as PraNet's code loads them, 98 MB",
+    url="https://shanghuagao.oss-cn-beijing.aliyuncs.com/res2net/res2net50_v1b_26w_4s-3cf99910.pth",
+    sha256_prefix="3cf99910", used_by="seg: PraNet backbone in its original form (optional)",
+    license="see github.com/Res2Net/Res2Net-PretrainedModels"))
+
+
+def path(name: str) -> Path:
+    """Where the file of ``name`` lives (whether or not it is there)."""
+    e = WEIGHTS.get(name)
+    return weights_dir() / e.name / e.filename
+
+
+def resolve(name: str) -> Path:
+    """The local file of the weights ``name``; raises :class:`StylsegError` when absent
+    (never downloads: library calls do not fetch what the user did not ask for)."""
+    e = WEIGHTS.get(name)
+    p = path(name)
+    if not p.is_file():
+        raise StylsegError(f"weights {name} not found at {p}; run `stylseg weights fetch {name}` on a machine with "
+                           f"internet, or download {e.manual_url()} and put it at {p}")
+    return p
+
+
+def fetch(name: str, progress: bool = True) -> Path:
+    """Download the weights ``name`` into the weights folder (verified); returns the path.
+    A file already there is verified and kept."""
+    e = WEIGHTS.get(name)
+    dest = path(name)
+    if e.url:
+        return download_url(e.url, dest, sha256=e.sha256, sha256_prefix=e.sha256_prefix, progress=progress)
+    return download_hf(e.hf_repo, e.hf_filename, dest, sha256=e.sha256, sha256_prefix=e.sha256_prefix)
+
+
+def list_weights() -> List[Dict[str, object]]:
+    """One dict per entry: name, file, present, path, source, checksum, description, used_by."""
+    out = []
+    for name, e in WEIGHTS.items():
+        p = path(name)
+        out.append({"name": name, "file": e.filename, "present": p.is_file(), "path": str(p), "source": e.source,
+                    "checksum": e.checksum, "description": e.description, "used_by": e.used_by,
+                    "license": e.license})
+    return out
+
+
+# --------------------------------------------------------------------------- CLI
+def register(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION")
+    a = sub.add_parser("list", help="list the registry and what is present locally")
+    a.set_defaults(func=_cmd_list)
+    a = sub.add_parser("fetch", help="download (and verify) weights by name")
+    a.add_argument("names", nargs="+", metavar="NAME")
+    a.set_defaults(func=_cmd_fetch)
+    a = sub.add_parser("path", help="print the local path of weights NAME (exit 1 if absent)")
+    a.add_argument("name", metavar="NAME")
+    a.set_defaults(func=_cmd_path)
+
+
+def _cmd_list(args) -> int:
+    print(f"weights folder: {weights_dir()}  (set STYLSEG_WEIGHTS_DIR to change it)")
+    for r in list_weights():
+        mark = "present" if r["present"] else "missing"
+        print(f"{r['name']:<22} [{mark}] {r['description']}")
+        print(f"{'':<22} source: {r['source']}  ({r['checksum']})")
+        print(f"{'':<22} used by: {r['used_by']}")
+    return 0
+
+
+def _cmd_fetch(args) -> int:
+    for n in args.names:
+        p = fetch(n)
+        print(f"{n}: {p}")
+    return 0
+
+
+def _cmd_path(args) -> int:
+    WEIGHTS.get(args.name)
+    p = path(args.name)
+    print(p)
+    if not p.is_file():
+        print(f"(missing: run `stylseg weights fetch {args.name}`)", file=sys.stderr)
+        return 1
+    return 0
