@@ -1,0 +1,285 @@
+"""The report of a run: tables in the paper's format, radar charts, the qualitative grid, index.html.
+
+``build_report(run_dir)`` reads ``RUN/seg/<arch>/<arm>/seed<k>/metrics.json`` (written by
+:func:`stylseg.seg.compare`) and the stylized arms' manifests (``RUN/stylized/<arm>/manifest.json``,
+their ``scores``), and writes::
+
+    RUN/eval/results.json, results.md, results_<protocol>.csv   tables with intervals
+    RUN/eval/radar_<arch>.png        Dice, IoU, Spec., F_beta^w, S_alpha, E_phi^max, 1-MAE per arm
+                                     (the paper's Figures 5 and 7)
+    RUN/eval/qualitative_<test>.png  image, ground truth, direct, each arm (Figures 4 and 6)
+    RUN/index.html                   links to everything, executed notebooks included
+
+CLI: ``stylseg report --run DIR``.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .layout import RunLayout
+from .metrics import METRIC_LABELS, PAPER_METRICS
+from .utils import StylsegError, atomic_path, read_json, write_json
+
+RADAR_AXES = ("dice", "iou", "specificity", "wfm", "s_alpha", "e_max", "mae")
+RADAR_LABELS = {"dice": "Dice", "iou": "IoU", "specificity": "Spec.", "wfm": r"$F^w_\beta$",
+                "s_alpha": r"$S_\alpha$", "e_max": r"$E_\phi^{max}$", "mae": "1 - MAE"}
+
+
+def _seg_results(layout: RunLayout, n_boot: int) -> Optional[Dict[str, Any]]:
+    from .seg.compare import aggregate, collect
+
+    root = layout.root / "seg"
+    if not root.is_dir() or not collect(root):
+        return None
+    return aggregate(root, n_boot=n_boot)
+
+
+def stylizer_scores(layout: RunLayout) -> Dict[str, Dict[str, Any]]:
+    """``{arm: {"method", "params", "n_items", "scores"}}`` from ``RUN/stylized/*/manifest.json``."""
+    out = {}
+    root = layout.root / "stylized"
+    if not root.is_dir():
+        return out
+    for man in sorted(root.glob("*/manifest.json")):
+        m = read_json(man)
+        out[man.parent.name] = {"method": m.get("method"), "params": m.get("params", {}),
+                                "n_items": len(m.get("items", [])), "substitute": m.get("substitute"),
+                                "scores": m.get("scores", {})}
+    return out
+
+
+def primary_test(results: Mapping[str, Any]) -> str:
+    """The target-domain test set when present (``target``, or a name containing it), else the first."""
+    tests = list(results["tests"])
+    for t in tests:
+        if t == "target":
+            return t
+    for t in tests:
+        if "target" in t or "tgt" in t:
+            return t
+    return tests[0]
+
+
+def radar_values(results: Mapping[str, Any], arch: str, test: str, protocol: str) -> Dict[str, List[float]]:
+    """``{arm: [Dice, IoU, Spec., F^w, S_alpha, E_phi^max, 1 - MAE]}`` (means over seeds)."""
+    from .seg.compare import table
+
+    t = table(results, test, protocol)
+    out = {}
+    for arm in results["arms"]:
+        row = t.get((arch, arm))
+        if row is None:
+            continue
+        out[arm] = [(1 - row[k]["mean"]) if k == "mae" else row[k]["mean"] for k in RADAR_AXES]
+    return out
+
+
+def plot_radar(values: Mapping[str, Sequence[float]], title: str = "", ax=None):
+    """A radar chart over the seven metrics, one polygon per arm; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    n = len(RADAR_AXES)
+    ang = np.linspace(0, 2 * np.pi, n, endpoint=False).tolist()
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.2, 5.2), subplot_kw={"projection": "polar"})
+    else:
+        fig = ax.figure
+    lo = min(min(v) for v in values.values())
+    rmin = max(0.0, np.floor((lo - 0.05) * 10) / 10)
+    for arm, v in values.items():
+        v = list(v)
+        ax.plot(ang + ang[:1], v + v[:1], lw=1.6, label=arm, ls="--" if arm in ("direct", "oracle") else "-")
+        ax.fill(ang + ang[:1], v + v[:1], alpha=0.06)
+    ax.set_xticks(ang)
+    ax.set_xticklabels([RADAR_LABELS[k] for k in RADAR_AXES])
+    ax.set_ylim(rmin, 1.0)
+    ax.set_title(title, pad=18)
+    ax.legend(loc="upper right", bbox_to_anchor=(1.35, 1.12), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_qualitative(layout: RunLayout, results: Mapping[str, Any], test: str, arch: Optional[str] = None,
+                     n: int = 4, seed: int = 0):
+    """The grid of the paper's Figures 4/6: rows = test images, columns = image, ground truth,
+    then the prediction (seed ``seed``) of each arm, ``direct`` first. Images with the largest
+    Dice spread between arms come first (where the arms differ). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from .data.io import read_image, read_mask
+
+    arch = arch or results["archs"][0]
+    seg = layout.root / "seg" / arch
+    arms = [a for a in results["arms"] if (seg / a / f"seed{seed}" / "metrics.json").is_file()]
+    if not arms:
+        raise StylsegError(f"{seg}: no finished seed{seed} runs to draw")
+    metrics = {a: read_json(seg / a / f"seed{seed}" / "metrics.json") for a in arms}
+    tinfo = metrics[arms[0]]["tests"][test]
+    test_dir = Path(tinfo["dir"])
+    per = {a: {r["name"]: r["dice"] for r in metrics[a]["tests"][test]["standard"]["per_image"]} for a in arms}
+    names = list(per[arms[0]])
+    spread = {nm: np.ptp([per[a].get(nm, 0.0) for a in arms]) for nm in names}
+    pick = sorted(names, key=lambda nm: -spread[nm])[:n]
+    cols = ["image", "ground truth"] + arms
+    fig, axes = plt.subplots(len(pick), len(cols), figsize=(1.7 * len(cols), 1.75 * len(pick)), squeeze=False)
+    from .data.io import list_images
+
+    img_files = {p.stem: p for p in list_images(test_dir / "images")}
+    mask_files = {p.stem: p for p in list_images(test_dir / "masks")}
+    for r, nm in enumerate(pick):
+        panels = [read_image(img_files[nm]), read_mask(mask_files[nm])]
+        for a in arms:
+            pp = seg / a / f"seed{seed}" / "predictions" / test / f"{nm}.png"
+            panels.append(np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(pp)) if pp.is_file()
+                          else np.zeros_like(panels[1], dtype=np.uint8))
+        for c, (ax, im) in enumerate(zip(axes[r], panels)):
+            ax.imshow(im, cmap=None if im.ndim == 3 else "gray", vmin=0, vmax=1 if im.dtype == bool else 255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(cols[c], fontsize=9)
+            if c >= 2:
+                ax.set_xlabel(f"Dice {per[arms[c - 2]].get(nm, float('nan')):.2f}", fontsize=8)
+        axes[r][0].set_ylabel(nm, fontsize=8)
+    fig.suptitle(f"{arch}, test '{test}', seed {seed} (probability maps; Dice = mean over thresholds)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _stylizer_markdown(st: Mapping[str, Mapping[str, Any]]) -> str:
+    if not st:
+        return ""
+    keys = sorted({k for v in st.values() for k, x in v["scores"].items() if isinstance(x, (int, float))})
+    lines = ["# Stylized arms", "", "| arm | method | images | " + " | ".join(keys) + " |",
+             "|" + "---|" * (3 + len(keys))]
+    for arm, v in st.items():
+        cells = [arm, str(v["method"]), str(v["n_items"])]
+        cells += [f"{v['scores'][k]:.4f}" if isinstance(v["scores"].get(k), (int, float)) else "-" for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _rel(p: Path, root: Path) -> str:
+    return html.escape(os.path.relpath(p, root))
+
+
+def write_index(layout: RunLayout, results: Optional[Mapping[str, Any]], figures: Sequence[Path]) -> Path:
+    """``RUN/index.html``: the run's configuration, environment, executed notebooks, tables and figures."""
+    root = layout.root
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>stylseg run</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}img{max-width:100%}</style></head><body>",
+             f"<h1>stylseg run <code>{html.escape(str(root))}</code></h1>"]
+    if layout.config.is_file():
+        cfg = read_json(layout.config)
+        parts.append(f"<p>profile <b>{html.escape(str(cfg.get('profile')))}</b>, seed {cfg.get('seed')}. "
+                     f"<a href='config.json'>config.json</a>"
+                     + (" · <a href='env.json'>env.json</a>" if layout.env.is_file() else "") + "</p>")
+    nbs = sorted(layout.notebooks.glob("*.ipynb")) if layout.notebooks.is_dir() else []
+    if nbs:
+        parts.append("<h2>Executed notebooks</h2><ul>" + "".join(
+            f"<li><a href='{_rel(p, root)}'>{html.escape(p.name)}</a></li>" for p in nbs) + "</ul>")
+    if results:
+        parts.append("<h2>Segmentation results</h2><p>"
+                     + " · ".join(f"<a href='{_rel(p, root)}'>{html.escape(p.name)}</a>"
+                                  for p in sorted(layout.eval.glob("results*")))
+                     + "</p>")
+        from .seg.compare import _cell, table
+
+        for test in results["tests"]:
+            for prot in results["protocols"]:
+                t = table(results, test, prot)
+                parts.append(f"<h3>test <code>{html.escape(test)}</code>, {prot} protocol</h3><table><tr><th>arch</th>"
+                             "<th>arm</th>" + "".join(f"<th>{METRIC_LABELS[m]}</th>" for m in PAPER_METRICS) + "</tr>")
+                for (arch, arm), row in sorted(t.items(), key=lambda kv: (kv[0][0], results["arms"].index(kv[0][1]))):
+                    parts.append(f"<tr><td>{arch}</td><td>{arm}</td>" + "".join(
+                        f"<td>{html.escape(_cell(row.get(m)))}</td>" for m in PAPER_METRICS) + "</tr>")
+                parts.append("</table>")
+    if figures:
+        parts.append("<h2>Figures</h2>" + "".join(
+            f"<p><a href='{_rel(f, root)}'><img src='{_rel(f, root)}' alt='{html.escape(f.name)}'></a></p>"
+            for f in figures))
+    st_dir = root / "stylized"
+    if st_dir.is_dir():
+        parts.append("<h2>Stylized arms</h2><ul>" + "".join(
+            f"<li><a href='{_rel(m, root)}'>{html.escape(m.parent.name)}</a></li>"
+            for m in sorted(st_dir.glob("*/manifest.json"))) + "</ul>")
+    other = [p for p in (layout.diffae / "history.json", layout.finetune / "history.json", layout.split_json,
+                         layout.style_image) if p.is_file()]
+    other += sorted((layout.diffae / "samples").glob("*.png"))[:8] if (layout.diffae / "samples").is_dir() else []
+    if other:
+        parts.append("<h2>Other outputs</h2><ul>" + "".join(
+            f"<li><a href='{_rel(p, root)}'>{_rel(p, root)}</a></li>" for p in other) + "</ul>")
+    parts.append("</body></html>")
+    with atomic_path(layout.index_html) as tmp:
+        tmp.write_text("\n".join(parts))
+    return layout.index_html
+
+
+def build_report(run_dir: os.PathLike, protocol: Optional[str] = None, n_boot: Optional[int] = None) -> Path:
+    """Write ``RUN/eval/*`` and ``RUN/index.html`` from what the run folder holds; returns index.html.
+    ``protocol`` for the radar charts (default: the run's ``eval.protocol``, else standard)."""
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg",) and not os.environ.get("DISPLAY"):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .seg.compare import results_markdown, write_results_csv
+
+    layout = RunLayout(run_dir)
+    if not layout.root.is_dir():
+        raise StylsegError(f"{layout.root}: run folder not found")
+    cfg = read_json(layout.config) if layout.config.is_file() else {}
+    protocol = protocol or cfg.get("eval", {}).get("protocol", "standard")
+    n_boot = n_boot if n_boot is not None else int(cfg.get("eval", {}).get("bootstrap", 1000))
+    results = _seg_results(layout, n_boot)
+    st = stylizer_scores(layout)
+    ev = layout.eval
+    ev.mkdir(parents=True, exist_ok=True)
+    write_json(ev / "results.json", {"seg": results, "stylizers": st, "radar_protocol": protocol})
+    md = (results_markdown(results) if results else "# Segmentation results\n\nNo finished runs under seg/.\n")
+    with atomic_path(ev / "results.md") as tmp:
+        tmp.write_text(md + "\n" + _stylizer_markdown(st))
+    figures: List[Path] = []
+    if results:
+        for prot in results["protocols"]:
+            write_results_csv(ev / f"results_{prot}.csv", results, prot)
+        test = primary_test(results)
+        prot = protocol if protocol in results["protocols"] else results["protocols"][0]
+        for arch in results["archs"]:
+            vals = radar_values(results, arch, test, prot)
+            if vals:
+                fig = plot_radar(vals, title=f"{arch}, test '{test}', {prot} protocol")
+                with atomic_path(ev / f"radar_{arch}.png") as tmp:
+                    fig.savefig(tmp, dpi=110, format="png")
+                plt.close(fig)
+                figures.append(ev / f"radar_{arch}.png")
+        for t in results["tests"]:
+            fig = plot_qualitative(layout, results, t)
+            with atomic_path(ev / f"qualitative_{t}.png") as tmp:
+                fig.savefig(tmp, dpi=100, format="png")
+            plt.close(fig)
+            figures.append(ev / f"qualitative_{t}.png")
+    return write_index(layout, results, figures)
+
+
+# --------------------------------------------------------------------------- CLI
+def register(parser) -> None:
+    """``stylseg report --run DIR [--protocol standard|paper]``."""
+    parser.add_argument("--run", required=True, help="run folder (RUN/seg, RUN/stylized ...)")
+    parser.add_argument("--protocol", default=None, choices=("standard", "paper"),
+                        help="protocol of the radar charts (default: the run's eval.protocol)")
+    parser.set_defaults(func=_cli_report)
+
+
+def _cli_report(args) -> int:
+    out = build_report(args.run, protocol=args.protocol)
+    print(f"wrote {out}")
+    return 0
