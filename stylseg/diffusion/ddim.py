@@ -1,15 +1,26 @@
 """DDIM: schedule, step grid, deterministic sampling and inversion (METHOD.md sections 2, 7).
 
 Symbols (DDIM, Song et al. 2021; DiffAE, Preechakul et al. 2022):
-- ``alpha_bar[t]`` (``a_t`` in METHOD.md) = prod_{s<=t} (1 - beta_s), linear betas, T = 1000.
+
+- ``alpha_bar[t]`` (``a_t`` in METHOD.md) = prod_{s<=t} (1 - beta_s), linear betas, T = 1000,
+  the same numbers as diffusers' ``DDIMScheduler(beta_schedule="linear")``.
+- forward process (DDPM eq. 4): ``x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps``.
 - x0-prediction (paper eq. 3): ``f(x_t) = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)``.
-- generation step (eq. 4/9 with eta = 0): ``x_{t'} = sqrt(a_{t'}) f(x_t) + sqrt(1 - a_{t'}) eps``.
-- inversion ("stochastic encoding"): the same formula towards a larger t', eps at the current t.
+- generation step (paper eq. 4/9, DDIM eq. 12 with eta = 0):
+  ``x_{t'} = sqrt(a_{t'}) f(x_t) + sqrt(1 - a_{t'} - sigma^2) eps + sigma z`` with
+  ``sigma = eta sqrt((1 - a_{t'})/(1 - a_t)) sqrt(1 - a_t/a_{t'})`` (DDIM eq. 16).
+- inversion (DiffAE's "stochastic encoding"): the same formula towards a larger t', eps
+  evaluated at the current t.
+
+When ``clip_x0`` is on, ``f(x_t)`` is clamped to [-1, 1] and eps is re-derived from the clamped
+x0, as DiffAE / guided-diffusion do (diffusers: ``clip_sample=True`` with
+``use_clipped_model_output=True``).
 
 Timestep grid over a depth ``t0`` (fraction of T) with ``n`` UNet calls:
-``t_i = round(i * t0 * (T - 1) / n)``, i = 0..n. Inversion walks t_0 -> t_n calling the UNet at
-t_0..t_{n-1}; generation starts exactly at t_n and walks down, its last step going to
-``a = 1`` (x0), calling the UNet at each grid point it leaves.
+``t_i = round(i * t0 * (T - 1) / n)``, i = 0..n; the grid point ``t_0 = 0`` stands for the clean
+image (``a = 1``). Inversion walks t_0 -> t_n calling the UNet at t_0..t_{n-1}; generation starts
+exactly at t_n and walks down, calling the UNet at t_n..t_1, its last step going to ``a = 1`` (x0).
+Both make exactly n UNet calls and, for a fixed epsilon function, are exact mirrors.
 """
 
 from __future__ import annotations
@@ -20,11 +31,17 @@ from typing import Callable, List, Optional, Sequence
 import torch
 
 EpsFn = Callable[..., torch.Tensor]  # eps_fn(x_t (B,C,H,W), t (B,) long, cond) -> eps (B,C,H,W)
+#: ``callback(i, t, x_t, x0_pred)``: step index i (0-based), the timestep t at which the UNet was
+#: called, the latent x_t it was called on (B,C,H,W) and its clamped x0-prediction (B,C,H,W).
+Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 
 
 @dataclass
 class DDIMSchedule:
-    """Linear beta schedule, epsilon prediction (as diffusers' ``DDIMScheduler(beta_schedule="linear")``)."""
+    """Linear beta schedule, epsilon prediction (as diffusers' ``DDIMScheduler(beta_schedule="linear")``).
+
+    ``betas`` and ``alphas_cumprod`` are float64 tensors of length T (index t = 0..T-1).
+    """
 
     T: int = 1000
     beta_start: float = 1e-4
@@ -36,6 +53,7 @@ class DDIMSchedule:
 
     @classmethod
     def from_config(cls, cfg) -> "DDIMSchedule":
+        """From a :class:`~stylseg.config.DDIMConfig` (fields ``T``, ``beta_start``, ``beta_end``)."""
         return cls(T=cfg.T, beta_start=cfg.beta_start, beta_end=cfg.beta_end)
 
     def alpha_bar(self, t: int) -> float:
@@ -43,53 +61,69 @@ class DDIMSchedule:
         return 1.0 if t < 0 else float(self.alphas_cumprod[t])
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Forward process q(x_t | x0): ``sqrt(a_t) x0 + sqrt(1-a_t) eps``; ``t`` (B,) long."""
-        a = self.alphas_cumprod.to(x0.device)[t].float().view(-1, *([1] * (x0.ndim - 1)))
+        """Forward process q(x_t | x0): ``sqrt(a_t) x0 + sqrt(1-a_t) eps``.
+
+        ``x0`` (B,C,H,W) in [-1,1], ``noise`` like ``x0`` (standard normal), ``t`` (B,) long.
+        """
+        t = torch.as_tensor(t, device=x0.device).long().view(-1)
+        a = self.alphas_cumprod.to(x0.device)[t].to(x0.dtype).view(-1, *([1] * (x0.ndim - 1)))
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    def snr(self, t: int) -> float:
+        """Signal-to-noise ratio ``a_t / (1 - a_t)`` at integer t."""
+        a = self.alpha_bar(t)
+        return a / (1.0 - a)
 
 
 def ddim_timesteps(t0: float, n: int, T: int = 1000) -> List[int]:
     """The grid ``[t_0=0, ..., t_n]`` with ``t_i = round(i * t0 * (T-1) / n)`` (METHOD.md section 7).
 
     ``t0`` is a fraction of T in (0, 1]; ``n`` >= 1 UNet calls. Duplicates (when n > t0*(T-1))
-    are rejected because they would waste UNet calls.
+    are rejected because they would waste UNet calls. ``ddim_timesteps(0.5, 5)`` ->
+    ``[0, 100, 200, 300, 400, 500]`` (rounded from multiples of 99.9).
     """
-    if not (0.0 < t0 <= 1.0):
+    if not (0.0 < float(t0) <= 1.0):
         raise ValueError(f"t0 must be a fraction of T in (0, 1], got {t0}")
-    if n < 1:
+    if int(n) < 1:
         raise ValueError(f"need at least one step, got {n}")
-    grid = [int(round(i * t0 * (T - 1) / n)) for i in range(n + 1)]
+    grid = [int(round(i * t0 * (T - 1) / n)) for i in range(int(n) + 1)]
     if len(set(grid)) != len(grid):
         raise ValueError(f"{n} steps over t0={t0} (T={T}) give repeated timesteps; use fewer steps")
     return grid
 
 
 def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, a_t: float, clip_x0: bool = True) -> torch.Tensor:
-    """Paper eq. 3: ``f(x_t) = (x_t - sqrt(1-a_t) eps) / sqrt(a_t)``, optionally clamped to [-1, 1]."""
+    """Paper eq. 3: ``f(x_t) = (x_t - sqrt(1-a_t) eps) / sqrt(a_t)``, optionally clamped to [-1, 1].
+
+    ``x_t``, ``eps`` (B,C,H,W); ``a_t`` = alpha_bar at t (float in (0, 1]).
+    """
     x0 = (x_t - (1.0 - a_t) ** 0.5 * eps) / a_t ** 0.5
     return x0.clamp(-1.0, 1.0) if clip_x0 else x0
 
 
 def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, a_t: float, a_next: float, *, clip_x0: bool = True,
-              eta: float = 0.0, a_prev_for_sigma: Optional[float] = None, generator=None):
+              eta: float = 0.0, generator: Optional[torch.Generator] = None,
+              noise: Optional[torch.Tensor] = None):
     """One DDIM update from ``t`` (``a_t``) to ``t'`` (``a_next``), either direction.
 
-    Returns ``(x_next, x0_pred)``. With ``clip_x0`` the noise direction is recomputed from the
-    clamped x0 so that the update stays consistent (as diffusers does). ``eta > 0`` (generation
-    only) adds sigma-scaled fresh noise (DDIM eq. 16).
+    ``x_t``, ``eps`` (B,C,H,W). Returns ``(x_next, x0_pred)``. With ``clip_x0`` the x0-prediction
+    is clamped to [-1,1] and the noise direction re-derived from it (DiffAE; diffusers'
+    ``use_clipped_model_output=True``). ``eta > 0`` (generation direction only) adds
+    sigma-scaled fresh noise (DDIM eq. 16), drawn from ``generator`` or given as ``noise``.
     """
     x0 = predict_x0(x_t, eps, a_t, clip_x0=False)
     if clip_x0:
         x0 = x0.clamp(-1.0, 1.0)
-        eps = (x_t - a_t ** 0.5 * x0) / (1.0 - a_t) ** 0.5
+        if a_t < 1.0:
+            eps = (x_t - a_t ** 0.5 * x0) / (1.0 - a_t) ** 0.5
     sigma = 0.0
     if eta > 0 and a_next > a_t:  # generation direction only
         sigma = eta * ((1 - a_next) / (1 - a_t) * (1 - a_t / a_next)) ** 0.5
     dir_coef = max(1.0 - a_next - sigma ** 2, 0.0) ** 0.5
     x_next = a_next ** 0.5 * x0 + dir_coef * eps
     if sigma > 0:
-        noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype) \
-            if generator is not None else torch.randn_like(x_t)
+        if noise is None:
+            noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
         x_next = x_next + sigma * noise
     return x_next, x0
 
@@ -98,51 +132,68 @@ def _tvec(t: int, x: torch.Tensor) -> torch.Tensor:
     return torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
 
 
-def ddim_sample(model: EpsFn, x: torch.Tensor, timesteps: Sequence[int], *, cond=None, eta: float = 0.0,
-                clip_x0: bool = True, callback=None, schedule: Optional[DDIMSchedule] = None,
-                generator=None) -> torch.Tensor:
-    """Generate: walk the ascending grid ``timesteps`` (``[t_0=0, ..., t_n]``) downwards from
-    ``x`` = x_{t_n} (B,C,H,W) to x0 in [-1,1], making exactly ``n = len(timesteps)-1`` UNet calls.
+def _check_grid(ts: Sequence[int], T: int) -> List[int]:
+    ts = [int(t) for t in ts]
+    if len(ts) < 2:
+        raise ValueError(f"a DDIM grid needs at least two points (one UNet call), got {ts}")
+    if any(b <= a for a, b in zip(ts, ts[1:])) or ts[0] < 0 or ts[-1] >= T:
+        raise ValueError(f"the DDIM grid must be strictly increasing within [0, {T - 1}], got {ts}")
+    return ts
 
-    The UNet is called at t_n, ..., t_1; the last step goes from t_1 to ``a = 1``. A grid
-    starting at ``t_0 = 0`` is walked the same way (one more call at t_0 = 0 is not made).
-    ``callback(i, t, x_t, x0_pred)`` sees every step.
+
+def _a(schedule: DDIMSchedule, t: int, first: bool) -> float:
+    """alpha_bar at a grid point; the grid's first point t_0 = 0 is the clean image (a = 1)."""
+    return 1.0 if (first and t == 0) else schedule.alpha_bar(t)
+
+
+def ddim_sample(model: EpsFn, x: torch.Tensor, timesteps: Sequence[int], *, cond=None, eta: float = 0.0,
+                clip_x0: bool = True, callback: Optional[Callback] = None,
+                schedule: Optional[DDIMSchedule] = None, generator: Optional[torch.Generator] = None
+                ) -> torch.Tensor:
+    """Generate (paper eq. 4/9): walk the ascending grid ``timesteps`` = ``[t_0, ..., t_n]``
+    downwards from ``x`` = x_{t_n} (B,C,H,W) to x_{t_0}, making exactly n UNet calls
+    ``model(x_t, t (B,) long, cond)`` at t_n, ..., t_1.
+
+    With the standard grid (``t_0 = 0``, :func:`ddim_timesteps`) the last step goes to ``a = 1``
+    and the result is x0 in [-1,1]; a grid starting at ``t_0 > 0`` stops at x_{t_0}.
+    ``eta`` > 0 adds DDIM's stochastic term (``generator`` for reproducible noise).
+    ``callback(i, t, x_t, x0_pred)`` sees every step (the latent the UNet was called on).
     """
     schedule = schedule or DDIMSchedule()
-    ts = list(timesteps)
-    down = ts[::-1][:-1]  # t_n ... t_1
-    targets = ts[::-1][1:-1] + [-1]  # t_{n-1} ... t_1, then clean
-    for i, (t, t_next) in enumerate(zip(down, targets)):
+    ts = _check_grid(timesteps, schedule.T)
+    n = len(ts) - 1
+    for i in range(n):
+        t, t_next = ts[n - i], ts[n - i - 1]
         eps = model(x, _tvec(t, x), cond)
-        x, x0 = ddim_step(x, eps, schedule.alpha_bar(t), schedule.alpha_bar(t_next), clip_x0=clip_x0, eta=eta,
-                          generator=generator)
+        x_new, x0 = ddim_step(x, eps, schedule.alpha_bar(t), _a(schedule, t_next, t_next == ts[0]),
+                              clip_x0=clip_x0, eta=eta, generator=generator)
         if callback is not None:
             callback(i, t, x, x0)
+        x = x_new
     return x
 
 
 def ddim_invert(model: EpsFn, x: torch.Tensor, timesteps: Sequence[int], *, cond=None, eta: float = 0.0,
-                clip_x0: bool = True, callback=None, schedule: Optional[DDIMSchedule] = None) -> torch.Tensor:
-    """Invert (DiffAE's deterministic "stochastic encoding"): from x0 (B,C,H,W) in [-1,1] walk
-    the ascending grid up to x_{t_n}, epsilon evaluated at the current t, ``n`` UNet calls.
+                clip_x0: bool = True, callback: Optional[Callback] = None,
+                schedule: Optional[DDIMSchedule] = None) -> torch.Tensor:
+    """Invert (DiffAE's deterministic "stochastic encoding"): from ``x`` = x_{t_0} (B,C,H,W) (the
+    clean image in [-1,1] when ``t_0 = 0``) walk the ascending grid up to x_{t_n}, epsilon evaluated
+    at the current t, exactly n UNet calls at t_0, ..., t_{n-1}.
 
-    The first step goes from the clean image (``a = 1``, the UNet called at t_0) to t_1, so that
-    :func:`ddim_sample` over the same grid is its exact mirror. ``eta`` must be 0.
+    ``x_{t_{i+1}} = sqrt(a_{t_{i+1}}) f(x_{t_i}) + sqrt(1 - a_{t_{i+1}}) eps(x_{t_i}, t_i, cond)``;
+    at ``t_0 = 0`` the image itself is the x0-prediction (a = 1), so that :func:`ddim_sample` over
+    the same grid is its exact mirror. ``eta`` must be 0. ``callback(i, t, x_t, x0_pred)`` as in
+    :func:`ddim_sample`.
     """
     if eta != 0.0:
         raise ValueError("DDIM inversion is deterministic: eta must be 0")
     schedule = schedule or DDIMSchedule()
-    ts = list(timesteps)
+    ts = _check_grid(timesteps, schedule.T)
     for i in range(len(ts) - 1):
         t, t_next = ts[i], ts[i + 1]
-        a_t = 1.0 if i == 0 else schedule.alpha_bar(t)
         eps = model(x, _tvec(t, x), cond)
-        if i == 0:
-            x0 = x.clamp(-1, 1) if clip_x0 else x
-            x_new = schedule.alpha_bar(t_next) ** 0.5 * x0 + (1 - schedule.alpha_bar(t_next)) ** 0.5 * eps
-        else:
-            x_new, x0 = ddim_step(x, eps, a_t, schedule.alpha_bar(t_next), clip_x0=clip_x0)
-        x = x_new
+        x_new, x0 = ddim_step(x, eps, _a(schedule, t, i == 0), schedule.alpha_bar(t_next), clip_x0=clip_x0)
         if callback is not None:
-            callback(i, t_next, x, x0)
+            callback(i, t, x, x0)
+        x = x_new
     return x

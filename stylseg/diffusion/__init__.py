@@ -1,0 +1,36 @@
+"""Diffusion core: DDIM sampling and inversion, the Diffusion Autoencoder and its training.
+
+::
+
+    from stylseg.diffusion import (DDIMSchedule, ddim_timesteps, ddim_step, predict_x0, ddim_sample,
+                                   ddim_invert, DiffAE, train_diffae)
+    model = DiffAE.from_config(cfg.diffae, cfg.ddim)
+    z = model.encode(x)                                  # (B,3,S,S) in [-1,1] -> (B, z_dim)
+    x_t0 = model.encode_stochastic(x, z, t0, steps)      # DDIM inversion to t0 (fraction of T)
+    x0 = model.render(x_t0, z, t0, steps)                # DDIM generation back to x0
+
+Heavy modules (the model, training) load lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .ddim import DDIMSchedule, ddim_invert, ddim_sample, ddim_step, ddim_timesteps, predict_x0
+
+_LAZY = {
+    "DiffAE": "model", "ConditionalUNet": "model", "SemanticEncoder": "model", "CondResBlock": "model",
+    "train_diffae": "train", "load_images": "train", "training_status": "train",
+    "psnr": "quality", "ssim": "quality", "sdedit_psnr": "quality", "code_matters": "quality", "eps_mse": "quality",
+}
+
+__all__ = ["DDIMSchedule", "ddim_timesteps", "ddim_step", "predict_x0", "ddim_sample", "ddim_invert"] + sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'stylseg.diffusion' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,466 @@
+"""The Diffusion Autoencoder (DiffAE, Preechakul et al. CVPR 2022; METHOD.md section 2).
+
+- :class:`SemanticEncoder` ``Enc_phi``: x (B,3,H,W) in [-1,1] -> ``z_sem`` (B, z_dim): a
+  convolutional down-path of plain residual blocks (channels ``base * enc_channel_mult``),
+  global average pooling and a linear map to ``z_dim``.
+- :class:`ConditionalUNet` ``eps_theta(x_t, t, z_sem)``: DiffAE's UNet. Every residual block is
+  conditioned by adaptive group norm applied in sequence (DiffAE eq. 9 / METHOD.md section 2)::
+
+      h = GN(h);  h = h * (1 + s_t) + b_t;  h = h * (1 + s_z)
+
+  with ``(s_t, b_t) = Linear(SiLU(emb_t))`` and ``s_z = Linear(SiLU(z_sem))``; the convolution
+  after it and the UNet's output convolution are zero-initialised, and self-attention
+  (diffusers' :class:`~diffusers.models.attention_processor.Attention`, output projection
+  zero-initialised) sits at the configured resolutions and in the middle block. The time
+  embedding is diffusers' sinusoidal ``get_timestep_embedding`` + ``TimestepEmbedding`` MLP.
+- :class:`DiffAE` holds both plus the DDIM schedule and gives ``encode``, ``encode_stochastic``
+  (DDIM inversion to t0) and ``render`` (DDIM generation from t0), and a Gaussian fitted to the
+  training set's ``z_sem`` so that ``sample`` can draw new images (DiffAE proper trains a latent
+  DDIM for that; a Gaussian is the kit's lightweight stand-in).
+
+Optional "mix" conditioning (OSASIS): ``unet(x_t, t, z, z_coarse=...)`` conditions the middle
+block and the coarse half of the decoder levels (the lower-resolution ones) on ``z_coarse``
+and every other block on ``z``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..utils import StylsegError, load_model_folder, save_model_folder
+from .ddim import DDIMSchedule, ddim_invert, ddim_sample, ddim_timesteps
+
+KIND = "diffae"
+ARCH_KEYS = ("image_size", "base_channels", "channel_mult", "num_res_blocks", "attn_resolutions",
+             "enc_channel_mult", "z_dim", "dropout")
+SCHEDULE_KEYS = ("T", "beta_start", "beta_end")
+
+
+def _groups(ch: int) -> int:
+    """GroupNorm groups: 32 as in DiffAE when channels allow, else about 4 channels per group."""
+    g = min(32, max(1, ch // 4))
+    while ch % g:
+        g -= 1
+    return g
+
+
+def randn(shape, generator: Optional[torch.Generator] = None, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Standard normal noise drawn on the generator's device (CPU by default) and moved to ``device``,
+    so that a seeded CPU generator gives the same noise whatever the model's device."""
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    return torch.randn(tuple(shape), generator=generator, device=gdev, dtype=torch.float32).to(device=device,
+                                                                                               dtype=dtype)
+
+
+def _zero(m: nn.Module) -> nn.Module:
+    for p in m.parameters():
+        nn.init.zeros_(p)
+    return m
+
+
+class CondResBlock(nn.Module):
+    """Residual block with DiffAE's conditioning.
+
+    ``h = conv(SiLU(GN(x)))``; ``h = GN(h)``; ``h = h*(1+s_t)+b_t``; ``h = h*(1+s_z)``;
+    ``h = conv_zero(dropout(SiLU(h)))``; returns ``skip(x) + h``. Shapes: x (B,cin,H,W),
+    temb (B,temb_dim), z (B,z_dim) -> (B,cout,H,W). Without ``temb_dim`` / ``z_dim`` the block is a
+    plain residual block (as used in the semantic encoder).
+    """
+
+    def __init__(self, cin: int, cout: int, temb_dim: Optional[int] = None, z_dim: Optional[int] = None,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(cin), cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm2 = nn.GroupNorm(_groups(cout), cout)
+        self.time_mlp = nn.Sequential(nn.SiLU(), nn.Linear(temb_dim, 2 * cout)) if temb_dim else None
+        self.z_mlp = nn.Sequential(nn.SiLU(), nn.Linear(z_dim, cout)) if z_dim else None
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = _zero(nn.Conv2d(cout, cout, 3, padding=1))
+        self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor] = None,
+                z: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.norm2(h)
+        if self.time_mlp is not None:
+            s_t, b_t = self.time_mlp(temb)[:, :, None, None].chunk(2, dim=1)
+            h = h * (1 + s_t) + b_t
+        if self.z_mlp is not None:
+            s_z = self.z_mlp(z)[:, :, None, None]
+            h = h * (1 + s_z)
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+def _attention(ch: int) -> nn.Module:
+    """Single-head spatial self-attention with GroupNorm and a residual connection (diffusers'
+    ``Attention`` as its UNet2D middle block builds it), output projection zero-initialised."""
+    from diffusers.models.attention_processor import Attention
+
+    attn = Attention(ch, heads=1, dim_head=ch, norm_num_groups=_groups(ch), residual_connection=True, bias=True,
+                     upcast_softmax=True, _from_deprecated_attn_block=True)
+    _zero(attn.to_out[0])
+    return attn
+
+
+class _Down(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class _Up(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class _Level(nn.Module):
+    """One resolution level: residual blocks, each optionally followed by attention."""
+
+    def __init__(self):
+        super().__init__()
+        self.res = nn.ModuleList()
+        self.attn = nn.ModuleList()
+
+
+def _check_arch(cfg: Mapping[str, Any]) -> None:
+    size, mult = int(cfg["image_size"]), tuple(cfg["channel_mult"])
+    for name, m in (("channel_mult", mult), ("enc_channel_mult", tuple(cfg["enc_channel_mult"]))):
+        if len(m) < 1:
+            raise StylsegError(f"diffae.{name} must not be empty")
+        if size % (2 ** (len(m) - 1)):
+            raise StylsegError(f"diffae.image_size={size} is not divisible by 2^{len(m) - 1} "
+                               f"(diffae.{name} has {len(m)} levels); pick a size that is a multiple of "
+                               f"{2 ** (len(m) - 1)}")
+
+
+class ConditionalUNet(nn.Module):
+    """``eps_theta(x_t, t, z_sem)``: x_t (B,3,H,W), t (B,) long in [0,T), z (B,z_dim) -> eps (B,3,H,W).
+
+    Channels ``base_channels * channel_mult[l]`` at level l (resolution ``image_size / 2^l``),
+    ``num_res_blocks`` conditioned blocks per level on the way down and one more on the way up,
+    attention where the resolution is in ``attn_resolutions``, a middle block res-attn-res,
+    zero-initialised output convolution (an untrained model predicts eps = 0).
+    """
+
+    def __init__(self, image_size: int, base_channels: int, channel_mult: Sequence[int], num_res_blocks: int,
+                 attn_resolutions: Sequence[int], z_dim: int, dropout: float = 0.0, in_channels: int = 3):
+        super().__init__()
+        from diffusers.models.embeddings import TimestepEmbedding
+
+        self.base_channels = base_channels
+        temb = 4 * base_channels
+        self.time_embed = TimestepEmbedding(base_channels, temb)
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        n_levels = len(channel_mult)
+        #: decoder levels (index from the top) conditioned on ``z_coarse`` in mix mode: the lower half
+        self.coarse_from = (n_levels + 1) // 2
+        attn_res = set(int(a) for a in attn_resolutions)
+
+        ch, res = base_channels, image_size
+        skips = [ch]
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        for lvl, m in enumerate(channel_mult):
+            level = _Level()
+            for _ in range(num_res_blocks):
+                level.res.append(CondResBlock(ch, base_channels * m, temb, z_dim, dropout))
+                ch = base_channels * m
+                level.attn.append(_attention(ch) if res in attn_res else nn.Identity())
+                skips.append(ch)
+            self.down.append(level)
+            if lvl < n_levels - 1:
+                self.downsample.append(_Down(ch))
+                skips.append(ch)
+                res //= 2
+            else:
+                self.downsample.append(nn.Identity())
+        self.mid1 = CondResBlock(ch, ch, temb, z_dim, dropout)
+        self.mid_attn = _attention(ch)
+        self.mid2 = CondResBlock(ch, ch, temb, z_dim, dropout)
+        self.up = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        for lvl in reversed(range(n_levels)):
+            m = channel_mult[lvl]
+            level = _Level()
+            for _ in range(num_res_blocks + 1):
+                level.res.append(CondResBlock(ch + skips.pop(), base_channels * m, temb, z_dim, dropout))
+                ch = base_channels * m
+                level.attn.append(_attention(ch) if res in attn_res else nn.Identity())
+            self.up.append(level)  # self.up[k] is level n_levels-1-k
+            if lvl > 0:
+                self.upsample.append(_Up(ch))
+                res *= 2
+            else:
+                self.upsample.append(nn.Identity())
+        assert not skips
+        self.norm_out = nn.GroupNorm(_groups(ch), ch)
+        self.conv_out = _zero(nn.Conv2d(ch, in_channels, 3, padding=1))
+
+    def time_embedding(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        from diffusers.models.embeddings import get_timestep_embedding
+
+        # guided-diffusion / DiffAE convention: [cos, sin], frequencies exp(-ln(1e4) k / half)
+        e = get_timestep_embedding(t, self.base_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
+        return self.time_embed(e.to(dtype))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
+                z_coarse: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if t.ndim == 0:
+            t = t.expand(x_t.shape[0])
+        temb = self.time_embedding(t, x_t.dtype)
+        z = z.to(x_t.dtype)
+        zc = z if z_coarse is None else z_coarse.to(x_t.dtype)
+        h = self.conv_in(x_t)
+        hs = [h]
+        for level, down in zip(self.down, self.downsample):
+            for res, attn in zip(level.res, level.attn):
+                h = attn(res(h, temb, z))
+                hs.append(h)
+            if not isinstance(down, nn.Identity):
+                h = down(h)
+                hs.append(h)
+        h = self.mid2(self.mid_attn(self.mid1(h, temb, zc)), temb, zc)
+        n_levels = len(self.up)
+        for k, (level, up) in enumerate(zip(self.up, self.upsample)):
+            lvl = n_levels - 1 - k
+            zz = zc if lvl >= self.coarse_from else z
+            for res, attn in zip(level.res, level.attn):
+                h = attn(res(torch.cat([h, hs.pop()], dim=1), temb, zz))
+            h = up(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class SemanticEncoder(nn.Module):
+    """``Enc_phi``: x (B,3,H,W) in [-1,1] -> z_sem (B, z_dim).
+
+    Plain residual blocks (``num_res_blocks`` per level, channels ``base * enc_channel_mult``,
+    attention at ``attn_resolutions``), stride-2 downsampling between levels, then GN, SiLU,
+    global average pooling and a linear map to ``z_dim`` (DiffAE's encoder ends in the same pool
+    and a 1x1 projection).
+    """
+
+    def __init__(self, image_size: int, base_channels: int, enc_channel_mult: Sequence[int], num_res_blocks: int,
+                 attn_resolutions: Sequence[int], z_dim: int, dropout: float = 0.0, in_channels: int = 3):
+        super().__init__()
+        attn_res = set(int(a) for a in attn_resolutions)
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        blocks: List[nn.Module] = []
+        ch, res = base_channels, image_size
+        for lvl, m in enumerate(enc_channel_mult):
+            for _ in range(num_res_blocks):
+                blocks.append(_Plain(CondResBlock(ch, base_channels * m, dropout=dropout)))
+                ch = base_channels * m
+                if res in attn_res:
+                    blocks.append(_attention(ch))
+            if lvl < len(enc_channel_mult) - 1:
+                blocks.append(_Down(ch))
+                res //= 2
+        self.blocks = nn.Sequential(*blocks)
+        self.norm_out = nn.GroupNorm(_groups(ch), ch)
+        self.proj = nn.Linear(ch, z_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.blocks(self.conv_in(x))
+        h = F.silu(self.norm_out(h)).mean(dim=(2, 3))
+        return self.proj(h)
+
+
+class _Plain(nn.Module):
+    """Adapter so that an unconditioned :class:`CondResBlock` fits in ``nn.Sequential``."""
+
+    def __init__(self, block: CondResBlock):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class DiffAE(nn.Module):
+    """Diffusion Autoencoder: semantic encoder + conditional DDIM decoder + DDIM schedule.
+
+    ``model(x_t, t, z)`` calls the UNet, so ``ddim_sample(model, x, grid, cond=z)`` works.
+    ``model.config`` is a plain dict (architecture + schedule), ``model.schedule`` a
+    :class:`~stylseg.diffusion.ddim.DDIMSchedule`.
+    """
+
+    def __init__(self, config: Mapping[str, Any]):
+        super().__init__()
+        missing = [k for k in ARCH_KEYS + SCHEDULE_KEYS if k not in config]
+        if missing:
+            raise StylsegError(f"DiffAE config lacks {', '.join(missing)}")
+        cfg = {k: config[k] for k in ARCH_KEYS + SCHEDULE_KEYS}
+        for k in ("channel_mult", "attn_resolutions", "enc_channel_mult"):
+            cfg[k] = [int(v) for v in cfg[k]]
+        _check_arch(cfg)
+        self.config: Dict[str, Any] = cfg
+        self.schedule = DDIMSchedule(T=int(cfg["T"]), beta_start=float(cfg["beta_start"]),
+                                     beta_end=float(cfg["beta_end"]))
+        self.encoder = SemanticEncoder(cfg["image_size"], cfg["base_channels"], cfg["enc_channel_mult"],
+                                       cfg["num_res_blocks"], cfg["attn_resolutions"], cfg["z_dim"],
+                                       float(cfg["dropout"]))
+        self.unet = ConditionalUNet(cfg["image_size"], cfg["base_channels"], cfg["channel_mult"],
+                                    cfg["num_res_blocks"], cfg["attn_resolutions"], cfg["z_dim"],
+                                    float(cfg["dropout"]))
+        zd = int(cfg["z_dim"])
+        # Gaussian fitted to the training set's z_sem (see fit_latent_gaussian); identity until fitted
+        self.register_buffer("z_mean", torch.zeros(zd))
+        self.register_buffer("z_chol", torch.eye(zd))
+
+    # ------------------------------------------------------------------ construction / IO
+    @classmethod
+    def from_config(cls, diffae_cfg, ddim_cfg=None) -> "DiffAE":
+        """From a :class:`~stylseg.config.DiffAEConfig` and :class:`~stylseg.config.DDIMConfig`."""
+        from ..config import DDIMConfig
+
+        ddim_cfg = ddim_cfg or DDIMConfig()
+        d = {k: getattr(diffae_cfg, k) for k in ARCH_KEYS}
+        d.update({k: getattr(ddim_cfg, k) for k in SCHEDULE_KEYS})
+        return cls(d)
+
+    def save_pretrained(self, path: os.PathLike, extra: Optional[Mapping[str, Any]] = None) -> Path:
+        """Write a model folder (``config.json`` with kind "diffae" + ``model.safetensors``)."""
+        return save_model_folder(path, KIND, self.config, self.state_dict(), extra=extra)
+
+    @classmethod
+    def from_pretrained(cls, path: os.PathLike, map_location: str = "cpu") -> "DiffAE":
+        """Load a folder written by :meth:`save_pretrained` (or ``stylseg diffae train``).
+
+        Raises :class:`~stylseg.utils.StylsegError` naming the file when the folder is missing,
+        holds another kind of model or another architecture, or its weights do not fit."""
+        meta, state = load_model_folder(path, KIND, map_location=map_location)
+        cfg_path = Path(path) / "config.json"
+        try:
+            model = cls(meta["config"])
+        except (StylsegError, KeyError, TypeError, ValueError) as e:
+            raise StylsegError(f"{cfg_path}: not a DiffAE configuration this version can build ({e}); "
+                               f"retrain with `stylseg diffae train`") from None
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            first = str(e).splitlines()[0]
+            raise StylsegError(f"{Path(path) / 'model.safetensors'}: weights do not match {cfg_path} ({first}); "
+                               f"the folder is inconsistent, retrain or re-copy it") from None
+        return model.to(map_location).eval()
+
+    def num_parameters(self) -> Dict[str, int]:
+        enc = sum(p.numel() for p in self.encoder.parameters())
+        unet = sum(p.numel() for p in self.unet.parameters())
+        return {"encoder": enc, "unet": unet, "total": enc + unet}
+
+    # ------------------------------------------------------------------ the DiffAE API
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
+                z_coarse: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``eps_theta(x_t, t, z_sem)`` = ``self.unet(...)``: (B,3,H,W), (B,) long, (B,z_dim) -> (B,3,H,W)."""
+        return self.unet(x_t, t, z, z_coarse)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        s = self.config["image_size"]
+        if x.ndim != 4 or x.shape[1] != 3 or x.shape[-1] != s or x.shape[-2] != s:
+            raise StylsegError(f"DiffAE expects images (B,3,{s},{s}) in [-1,1], got {tuple(x.shape)}; "
+                               f"resize the images to the model's image_size={s}")
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``z_sem = Enc_phi(x)``: x (B,3,S,S) in [-1,1] -> (B, z_dim)."""
+        self._check_input(x)
+        return self.encoder(x)
+
+    def grid(self, t0: float, steps: int) -> List[int]:
+        """The DDIM grid over depth ``t0`` (fraction of T) with ``steps`` UNet calls."""
+        return ddim_timesteps(t0, steps, self.schedule.T)
+
+    def _eps_fn(self, z_coarse: Optional[torch.Tensor]):
+        if z_coarse is None:
+            return self
+        return lambda x, t, z: self.unet(x, t, z, z_coarse)
+
+    def encode_stochastic(self, x: torch.Tensor, z: torch.Tensor, t0: float, steps: int, callback=None,
+                          z_coarse: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """DiffAE's deterministic encoding: DDIM-invert x (B,3,S,S) in [-1,1] with z (B,z_dim) over
+        ``ddim_timesteps(t0, steps, T)`` to x_{t0} (B,3,S,S) (about unit variance at t0 = 1)."""
+        self._check_input(x)
+        return ddim_invert(self._eps_fn(z_coarse), x, self.grid(t0, steps), cond=z, callback=callback,
+                           schedule=self.schedule)
+
+    def render(self, x_t0: torch.Tensor, z: torch.Tensor, t0: float, steps: int, callback=None, eta: float = 0.0,
+               generator: Optional[torch.Generator] = None, z_coarse: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """DDIM generation (paper eq. 4/9) from x_{t0} (B,3,S,S) conditioned on z (B,z_dim) over
+        the same grid as :meth:`encode_stochastic`; returns x0 (B,3,S,S) in [-1,1]."""
+        self._check_input(x_t0)
+        return ddim_sample(self._eps_fn(z_coarse), x_t0, self.grid(t0, steps), cond=z, eta=eta, callback=callback,
+                           schedule=self.schedule, generator=generator)
+
+    def noise_to(self, x: torch.Tensor, t0: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Forward-noise x (B,3,S,S) to the top of the grid ``t_n = round(t0 (T-1))`` with fresh noise."""
+        t = self.grid(t0, 1)[-1]
+        noise = randn(x.shape, generator, x.device, x.dtype)
+        return self.schedule.add_noise(x, noise, torch.full((x.shape[0],), t, device=x.device))
+
+    @torch.no_grad()
+    def sdedit(self, x: torch.Tensor, t0: float, steps: int, generator: Optional[torch.Generator] = None,
+               z: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """SDEdit reconstruction: noise x (B,3,S,S) to t0 with fresh Gaussian noise, render it with
+        its own ``z_sem`` (or ``z``). Returns (B,3,S,S) in [-1,1]."""
+        z = self.encode(x) if z is None else z
+        return self.render(self.noise_to(x, t0, generator), z, t0, steps)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, t0: float, invert_steps: int, gen_steps: Optional[int] = None
+                    ) -> torch.Tensor:
+        """Deterministic round trip: encode z, invert to t0, render back (the stylization's ``recon`` arm).
+
+        With ``gen_steps`` != ``invert_steps`` the generation runs its own grid from the same t0."""
+        z = self.encode(x)
+        xt = self.encode_stochastic(x, z, t0, invert_steps)
+        return self.render(xt, z, t0, gen_steps or invert_steps)
+
+    # ------------------------------------------------------------------ sampling new images
+    @torch.no_grad()
+    def fit_latent_gaussian(self, z: torch.Tensor, shrink: float = 0.1) -> None:
+        """Fit ``N(mean, Sigma)`` to training codes z (N, z_dim); Sigma shrunk towards its diagonal
+        by ``shrink`` (few images, many dimensions). Stored as buffers, saved with the model."""
+        z = z.detach().double()
+        mean = z.mean(0)
+        zc = z - mean
+        cov = zc.T @ zc / max(z.shape[0] - 1, 1)
+        cov = (1 - shrink) * cov + shrink * torch.diag(torch.diag(cov))
+        cov = cov + 1e-6 * torch.eye(cov.shape[0], dtype=cov.dtype) * max(float(torch.diag(cov).mean()), 1e-6)
+        self.z_mean.copy_(mean.to(self.z_mean))
+        self.z_chol.copy_(torch.linalg.cholesky(cov).to(self.z_chol))
+
+    def sample_z(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """n codes (n, z_dim) from the fitted Gaussian."""
+        e = randn((n, self.z_mean.shape[0]), generator, self.z_mean.device)
+        return self.z_mean + e @ self.z_chol.T
+
+    @torch.no_grad()
+    def sample(self, n: int, steps: int = 20, generator: Optional[torch.Generator] = None,
+               z: Optional[torch.Tensor] = None, eta: float = 0.0) -> torch.Tensor:
+        """New images (n,3,S,S) in [-1,1]: x_T ~ N(0, I) at full depth, z from the fitted Gaussian
+        (or given), ``steps`` DDIM calls."""
+        s = self.config["image_size"]
+        dev = self.z_mean.device
+        if z is None:
+            z = self.sample_z(n, generator)
+        x = randn((n, 3, s, s), generator, dev)
+        return self.render(x, z.to(dev), 1.0, steps, eta=eta, generator=generator)

@@ -1,0 +1,363 @@
+"""Training the Diffusion Autoencoder (DiffAE's simple loss, METHOD.md section 2).
+
+Loss (DDPM's "simple" objective, DiffAE eq. 8): with x0 a training image, ``t ~ U{0..T-1}``,
+``eps ~ N(0, I)`` and ``x_t = sqrt(a_t) x0 + sqrt(1-a_t) eps``::
+
+    L = || eps_theta(x_t, t, Enc_phi(x0)) - eps ||^2
+
+encoder and UNet trained jointly. AdamW with linear warm-up, gradient clipping, EMA weights
+(diffusers' ``EMAModel``; the EMA weights are the saved model), bf16 autocast on GPU only.
+
+Runs on `accelerate <https://huggingface.co/docs/accelerate>`_: one CPU, one GPU, or many GPUs
+and nodes with ``accelerate launch -m stylseg.cli diffae train --data DIR --out DIR --profile
+paper`` (``cfg.diffae.batch_size`` is per process; each process draws its own batches).
+
+The output folder ``out_dir`` is itself the model folder (``config.json`` + ``model.safetensors``,
+EMA weights, loadable by ``DiffAE.from_pretrained(out_dir)``) and also holds ``samples/`` (sample
+and reconstruction grids), ``history.json``, ``loss_curve.png`` and ``checkpoint/`` (model, EMA,
+optimizer, LR schedule, step and RNG states; a rerun resumes exactly where it stopped).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..utils import StylsegError, atomic_path, read_json, resolve_device, write_json
+from .model import ARCH_KEYS, SCHEDULE_KEYS, DiffAE
+
+CHECKPOINT = "checkpoint"
+STATE_FILE = "state.pt"
+#: DiffAEConfig fields that may change between a run and its resumption
+RESUMABLE_CHANGES = ("train_steps", "max_seconds", "sample_every", "checkpoint_every", "sample_steps")
+
+
+# --------------------------------------------------------------------------- data
+def image_folder(path: os.PathLike) -> Path:
+    """The folder holding the images: ``path/images`` for a paired folder, else ``path`` itself."""
+    path = Path(path)
+    if not path.exists():
+        raise StylsegError(f"{path}: folder not found; pass a folder of images (or a paired folder with images/)")
+    if (path / "images").is_dir():
+        return path / "images"
+    if not path.is_dir():
+        raise StylsegError(f"{path}: not a folder; pass a folder of images (or a paired folder with images/)")
+    return path
+
+
+def load_images(path: os.PathLike, size: int, log: Optional[Callable[[str], None]] = None):
+    """Every image of a folder (or of ``path/images``), any mode and size, resized to ``size x size``
+    (bilinear, as the paper resizes): returns ``(tensor (N,3,size,size) in [-1,1], names)``.
+
+    An empty folder or an unreadable file raises :class:`StylsegError` naming it.
+    """
+    from ..data.io import list_images, read_image, resize_image, to_tensor_pm1
+
+    folder = image_folder(path)
+    files = list_images(folder)
+    if not files:
+        raise StylsegError(f"{folder}: no images found (png, jpg, tif, bmp); point --data at a folder of training "
+                           f"images, e.g. RUN/data/source/train made by `stylseg data synth` or notebook 00")
+    sizes = set()
+    out = []
+    for f in files:
+        img = read_image(f)  # raises StylsegError naming an unreadable file
+        sizes.add(img.shape[:2])
+        out.append(to_tensor_pm1(resize_image(img, size)))
+    if log and (len(sizes) > 1 or (size, size) not in sizes):
+        log(f"{folder}: {len(files)} images of {len(sizes)} size(s) resized to {size}x{size}")
+    return torch.stack(out), [f.name for f in files]
+
+
+# --------------------------------------------------------------------------- helpers
+class _LossModule(nn.Module):
+    """The training objective as one module, so that ``accelerate`` (DDP, autocast) wraps its forward.
+
+    forward(x0 (B,3,S,S) in [-1,1], t (B,) long, noise (B,3,S,S)) -> scalar MSE (DiffAE eq. 8)."""
+
+    def __init__(self, model: DiffAE):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x0, t, noise):
+        z = self.model.encoder(x0)
+        x_t = self.model.schedule.add_noise(x0, noise, t)
+        eps = self.model.unet(x_t, t, z)
+        return torch.mean((eps.float() - noise.float()) ** 2)
+
+
+def _fingerprint(cfg, n_images: int) -> Dict[str, Any]:
+    d = {k: v for k, v in cfg.diffae.__dict__.items() if k not in RESUMABLE_CHANGES}
+    d.update({k: getattr(cfg.ddim, k) for k in SCHEDULE_KEYS})
+    d["seed"] = cfg.seed
+    d["n_images"] = n_images
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def to_uint8_grid(rows: List[torch.Tensor], pad: int = 2) -> np.ndarray:
+    """Tile rows of images (each (N,3,S,S) in [-1,1], same N) into one uint8 (H,W,3) array."""
+    from ..data.io import from_tensor_pm1
+
+    rows = [from_tensor_pm1(r.detach().float().cpu()) for r in rows]
+    n, s = rows[0].shape[0], rows[0].shape[1]
+    grid = np.full((len(rows) * (s + pad) + pad, n * (s + pad) + pad, 3), 255, np.uint8)
+    for i, r in enumerate(rows):
+        for j in range(n):
+            y, x = pad + i * (s + pad), pad + j * (s + pad)
+            grid[y:y + s, x:x + s] = r[j]
+    return grid
+
+
+@torch.no_grad()
+def preview(model: DiffAE, x: torch.Tensor, t0: float, steps: int, sample_steps: int, seed: int = 0,
+            gaussian: bool = False) -> np.ndarray:
+    """The training preview grid: row 1 the images x (N,3,S,S), row 2 their SDEdit reconstructions
+    at ``t0`` (fresh noise, own z_sem), row 3 fresh samples from pure noise rendered with each
+    image's z_sem (what the code alone carries), row 4 samples with z from the fitted Gaussian
+    (meaningful once it is fitted, at the end of training)."""
+    g = torch.Generator().manual_seed(seed)
+    was = model.training
+    model.eval()
+    z = model.encode(x)
+    rec = model.sdedit(x, t0, steps, generator=g, z=z)
+    from .model import randn
+
+    xT = randn(x.shape, g, x.device)
+    own = model.render(xT, z, 1.0, sample_steps)
+    rows = [x, rec, own]
+    if gaussian:
+        rows.append(model.render(xT, model.sample_z(x.shape[0], g).to(x.device), 1.0, sample_steps))
+    model.train(was)
+    return to_uint8_grid(rows)
+
+
+def save_loss_curve(history: Dict[str, Any], path: os.PathLike) -> Path:
+    """Loss per step (light) and its running mean (bold), log scale, as a PNG."""
+    from matplotlib.figure import Figure
+
+    steps, loss = np.asarray(history["step"]), np.asarray(history["loss"])
+    fig = Figure(figsize=(6, 3.2), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    if len(loss):
+        ax.plot(steps, loss, lw=0.6, alpha=0.4, label="loss per step")
+        k = max(1, len(loss) // 20)
+        sm = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], sm, lw=2, label=f"running mean ({k} steps)")
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("epsilon MSE")
+    ax.set_title("DiffAE training loss")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return Path(path)
+
+
+def loss_falls(history: Dict[str, Any], frac: float = 0.1) -> Dict[str, float]:
+    """Mean loss over the first and the last ``frac`` of the steps: ``{"first", "last", "ratio"}``."""
+    loss = np.asarray(history.get("loss", []), dtype=float)
+    if len(loss) < 2:
+        return {"first": float("nan"), "last": float("nan"), "ratio": float("nan")}
+    k = max(1, int(round(len(loss) * frac)))
+    first, last = float(loss[:k].mean()), float(loss[-k:].mean())
+    return {"first": first, "last": last, "ratio": last / first}
+
+
+def training_status(out_dir: os.PathLike) -> Dict[str, Any]:
+    """What ``out_dir`` holds: ``{"step", "finished", "model"}`` (model: a loadable model folder)."""
+    out = Path(out_dir)
+    st = {"step": 0, "finished": False, "model": (out / "model.safetensors").is_file() and (out / "config.json").is_file()}
+    if st["model"]:
+        meta = read_json(out / "config.json")
+        tr = meta.get("training", {})
+        st.update(step=int(tr.get("step", 0)), finished=bool(tr.get("finished", False)),
+                  train_steps=tr.get("train_steps"))
+    return st
+
+
+def _ema_model(model: DiffAE, ema) -> DiffAE:
+    m = copy.deepcopy(model)
+    ema.copy_to(m.parameters())
+    return m.eval()
+
+
+# --------------------------------------------------------------------------- training
+def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bool = True, device: str = "auto",
+                 progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    """Train a DiffAE on the images in ``data_dir`` into ``out_dir``; returns ``out_dir``.
+
+    ``cfg`` is a :class:`~stylseg.config.RunConfig` (``cfg.diffae``, ``cfg.ddim``, ``cfg.seed``).
+    Images are read once (any mode/size), resized to ``cfg.diffae.image_size`` and cached in
+    memory; horizontal flips augment them. ``train_steps`` optimizer steps of batch
+    ``batch_size`` (per process), stopping early and cleanly after ``max_seconds`` (0 = no cap).
+    Every ``sample_every`` steps a preview grid goes to ``out_dir/samples/``; every
+    ``checkpoint_every`` steps, and at the end, a checkpoint to ``out_dir/checkpoint/``.
+
+    With ``resume`` (default) a run continues from ``out_dir/checkpoint`` exactly (same result as an
+    uninterrupted run); a finished run is not repeated (raise ``train_steps`` to train on). A
+    checkpoint made with another architecture or training setup raises :class:`StylsegError`.
+    """
+    from accelerate import Accelerator
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    dc = cfg.diffae
+    out = Path(out_dir)
+    if (out / "config.json").is_file():
+        kind = read_json(out / "config.json").get("kind")
+        if kind != "diffae":
+            raise StylsegError(f"{out / 'config.json'}: --out already holds a {kind!r} model; choose another --out folder")
+    dev = resolve_device(device)
+    acc = Accelerator(cpu=dev.type == "cpu", mixed_precision="bf16" if dev.type == "cuda" else "no")
+    main = acc.is_main_process
+    say = log if main else (lambda *_: None)
+
+    images, names = load_images(data_dir, dc.image_size, log=say)
+    n_img = images.shape[0]
+    fp = _fingerprint(cfg, n_img)
+    ckpt_path = out / CHECKPOINT / STATE_FILE
+
+    torch.manual_seed(cfg.seed + 7919 * acc.process_index)
+    model = DiffAE.from_config(dc, cfg.ddim)
+    opt = torch.optim.AdamW(model.parameters(), lr=dc.lr, weight_decay=0.0)
+    warm = max(1, dc.warmup_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+    ema = EMAModel(model.parameters(), decay=dc.ema_decay)
+    gen = torch.Generator(device=acc.device).manual_seed(cfg.seed * 1000 + 17 + acc.process_index)
+    step = 0
+    history: Dict[str, Any] = {"step": [], "loss": [], "lr": [], "seconds": []}
+    train_seconds = 0.0
+
+    if resume and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") != fp:
+            old, new = state.get("fingerprint", {}), fp
+            diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                             if old.get(k) != new.get(k))
+            raise StylsegError(f"{ckpt_path}: this checkpoint was trained with another setup ({diff}); use another "
+                               f"--out folder, or delete {out} (or pass --no-resume) to start over")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        ema.load_state_dict(state["ema"])
+        gen.set_state(state["rng"]["generator"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        step, history, train_seconds = state["step"], state["history"], state.get("train_seconds", 0.0)
+        say(f"resuming from {ckpt_path} at step {step}")
+        done = training_status(out)
+        if step >= dc.train_steps and done["model"] and done["step"] == step:
+            say(f"{out}: already trained ({step} steps with this configuration); nothing to do")
+            return out
+    elif not resume and ckpt_path.is_file():
+        say(f"--no-resume: starting over, {ckpt_path} will be overwritten")
+
+    ema.to(acc.device)
+    images = images.to(acc.device)
+    loss_mod = _LossModule(model)
+    loss_mod, opt = acc.prepare(loss_mod, opt)
+    raw = acc.unwrap_model(loss_mod).model
+    fixed = images[: min(8, n_img)]
+
+    def save_checkpoint():
+        if not main:
+            return
+        st = {"model": raw.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+              "ema": ema.state_dict(), "step": step, "history": history, "train_seconds": train_seconds,
+              "fingerprint": fp,
+              "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state(),
+                      "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
+        with atomic_path(ckpt_path) as tmp:
+            torch.save(st, tmp)
+        write_json(out / "history.json", _history_summary(history, step, dc, train_seconds, n_img))
+
+    def save_preview(m: DiffAE, tag: str, gaussian: bool = False):
+        if not main:
+            return
+        from ..data.io import write_image
+
+        write_image(out / "samples" / f"{tag}.png",
+                    preview(m, fixed, cfg.ddim.t0, cfg.ddim.apply_gen_steps, dc.sample_steps, seed=cfg.seed,
+                                    gaussian=gaussian))
+
+    start = time.time()
+    stopped_by = "steps"
+    bar = tqdm(total=dc.train_steps, initial=min(step, dc.train_steps), desc="DiffAE training",
+               disable=not (progress and acc.is_local_main_process), dynamic_ncols=True)
+    loss_mod.train()
+    B = dc.batch_size
+    T = cfg.ddim.T
+    while step < dc.train_steps:
+        if dc.max_seconds and time.time() - start >= dc.max_seconds:
+            stopped_by = "time"
+            say(f"stopping at step {step}: diffae.max_seconds={dc.max_seconds:g} reached (rerun to continue)")
+            break
+        t_step = time.time()
+        idx = torch.randint(0, n_img, (B,), generator=gen, device=acc.device)
+        flip = torch.rand(B, generator=gen, device=acc.device) < 0.5
+        x0 = images[idx]
+        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        t = torch.randint(0, T, (B,), generator=gen, device=acc.device)
+        noise = torch.randn(x0.shape, generator=gen, device=acc.device)
+        loss = loss_mod(x0, t, noise)
+        acc.backward(loss)
+        if dc.grad_clip > 0:
+            acc.clip_grad_norm_(loss_mod.parameters(), dc.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        ema.step(raw.parameters())
+        step += 1
+        train_seconds += time.time() - t_step
+        lv = float(acc.gather(loss.detach()).mean()) if acc.num_processes > 1 else float(loss.detach())
+        history["step"].append(step)
+        history["loss"].append(lv)
+        history["lr"].append(float(sched.get_last_lr()[0]))
+        history["seconds"].append(round(time.time() - start, 3))
+        bar.update(1)
+        bar.set_postfix(loss=f"{lv:.4f}")
+        if dc.sample_every and step % dc.sample_every == 0 and step < dc.train_steps:
+            save_preview(_ema_model(raw, ema), f"step_{step:07d}")
+        if dc.checkpoint_every and step % dc.checkpoint_every == 0:
+            save_checkpoint()
+    bar.close()
+    acc.wait_for_everyone()
+    save_checkpoint()
+    if main:
+        final = _ema_model(raw, ema)
+        with torch.no_grad():
+            z = torch.cat([final.encode(images[i:i + 64]) for i in range(0, n_img, 64)])
+        final.fit_latent_gaussian(z.float().cpu())
+        finished = step >= dc.train_steps
+        summary = _history_summary(history, step, dc, train_seconds, n_img)
+        summary.update(finished=finished, stopped_by=stopped_by)
+        write_json(out / "history.json", summary)
+        final.save_pretrained(out, extra={"training": {
+            "step": step, "train_steps": dc.train_steps, "finished": finished, "stopped_by": stopped_by,
+            "data": str(Path(data_dir)), "n_images": n_img, "seed": cfg.seed, "seconds": round(train_seconds, 2),
+            "final_loss": summary.get("final_loss"), "diffae": fp}})
+        save_loss_curve(history, out / "loss_curve.png")
+        save_preview(final, "final", gaussian=True)
+        say(f"DiffAE: {step}/{dc.train_steps} steps, loss {summary.get('final_loss')}, "
+            f"{summary['images_per_second']:.1f} images/s -> {out}")
+    acc.wait_for_everyone()
+    return out
+
+
+def _history_summary(history: Dict[str, Any], step: int, dc, train_seconds: float, n_img: int) -> Dict[str, Any]:
+    loss = history["loss"]
+    k = max(1, len(loss) // 20)
+    ips = step * dc.batch_size / train_seconds if train_seconds > 0 else 0.0
+    return {**history, "steps_done": step, "train_steps": dc.train_steps, "n_images": n_img,
+            "train_seconds": round(train_seconds, 3), "images_per_second": ips,
+            "final_loss": float(np.mean(loss[-k:])) if loss else None, "loss_falls": loss_falls(history)}
