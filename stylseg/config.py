@@ -78,6 +78,7 @@ class DiffAEConfig:
     sample_every: int = 100
     checkpoint_every: int = 100
     max_seconds: float = 0.0  # 0 = no wall-clock cap; else stop (and save) after this many seconds
+    sample_steps: int = 20  # UNet calls of the full-depth samples in the training previews
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def _profiles() -> Dict[str, RunConfig]:
         ddim=DDIMConfig(t0=0.125, finetune_invert_steps=5, finetune_gen_steps=3, apply_invert_steps=10, apply_gen_steps=5),
         diffae=DiffAEConfig(image_size=32, base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
                             attn_resolutions=(8,), enc_channel_mult=(1, 2, 2), z_dim=64, batch_size=16,
-                            lr=2e-4, train_steps=300, sample_every=100, checkpoint_every=100, max_seconds=90.0),
+                            lr=1e-3, train_steps=240, sample_every=100, checkpoint_every=100, max_seconds=90.0),
         stylize=StylizeConfig(iterations=10, lr_unet=1e-4, lr_spn=1e-4, batch_size=4, spn_lambda=0.1, w_cycle=0.0),
         seg=SegConfig(archs=("unet",), encoder="resnet18", encoder_depth=3, decoder_channels=(64, 32, 16),
                       image_size=64, batch_size=8, epochs=4, lr=3e-3, seeds=1),
