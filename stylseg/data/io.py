@@ -77,32 +77,32 @@ def read_image(path: os.PathLike) -> np.ndarray:
 def read_mask(path: os.PathLike, threshold: float = 0.5) -> np.ndarray:
     """Read a binary mask as ``bool`` ``(H, W)``.
 
-    Accepts {0,1}, {0,255}, 16-bit, RGB(A) and JPEG-noisy masks: the image is reduced to
-    one channel (max over colour channels, so a red-on-black mask works), scaled to [0,1]
-    by its own maximum code value (1 for {0,1} masks, 255 for 8-bit) and thresholded at
+    Accepts {0,1}, {0,255}, 16-bit, two-level label images ({0, k} for any k), RGB(A) and
+    JPEG-noisy masks: the image is reduced to one channel (max over colour channels, so a
+    red-on-black mask works), scaled to [0,1] by its code range (1 for {0,1} masks, k for a
+    two-level {0,k} image, 255 for other 8-bit, 65535 for other 16-bit) and thresholded at
     ``threshold``.
     """
     im = _open(path)
     arr = np.asarray(im)
-    if im.mode in ("RGBA", "LA"):
+    if im.mode in ("RGBA", "LA", "PA"):
         arr = arr[..., :-1]
     if arr.ndim == 3:
         arr = arr.max(axis=2)
-    arr = arr.astype(np.float64)
-    top = arr.max(initial=0)
+    if arr.dtype == bool:
+        return arr.copy()
+    top = float(arr.max(initial=0))
     if top <= 0:
         return np.zeros(arr.shape, dtype=bool)
     if top <= 1.0:
         scale = 1.0
+    elif (top < 128 or top > 255) and not np.any((arr != 0) & (arr != arr.max())):
+        scale = top  # two-level label image such as {0, 38} or a 16-bit {0, 1000}
     elif top <= 255:
         scale = 255.0
     else:
         scale = 65535.0
-    # A {0,1} mask saved as 8-bit has max 1: scale 1. A noisy 8-bit mask whose max is small
-    # (e.g. 3) is still a {0,1}-style encoding only if all values are <= 1.
-    if 1.0 < top < 128 and np.all(np.isin(np.unique(arr), np.arange(0, int(top) + 1))) and len(np.unique(arr)) == 2:
-        scale = top  # two-level label image such as {0, 38}
-    return (arr / scale) >= threshold
+    return arr >= threshold * scale
 
 
 def write_image(path: os.PathLike, img: np.ndarray) -> Path:
@@ -117,9 +117,15 @@ def write_image(path: os.PathLike, img: np.ndarray) -> Path:
 
 
 def write_mask(path: os.PathLike, mask: np.ndarray) -> Path:
-    """Write a mask as single-channel PNG with values {0, 255}, atomically."""
-    arr = (np.asarray(mask) > 0).astype(np.uint8) * 255 if np.asarray(mask).dtype == bool or np.asarray(mask).max(initial=0) <= 1 \
-        else (np.asarray(mask) >= 128).astype(np.uint8) * 255
+    """Write a mask as single-channel PNG with values {0, 255}, atomically.
+
+    ``mask``: bool, or numbers in [0, 1] (foreground >= 0.5), or 8-bit codes (foreground >= 128)."""
+    m = np.asarray(mask)
+    if m.ndim == 3:
+        m = m.max(axis=2)
+    if m.dtype != bool:
+        m = m >= (0.5 if m.max(initial=0) <= 1 else 128)
+    arr = m.astype(np.uint8) * 255
     with atomic_path(path) as tmp:
         Image.fromarray(arr, mode="L").save(tmp, format="PNG")
     return Path(path)

@@ -16,6 +16,7 @@ once (missing files of an interrupted call are completed).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -438,6 +439,7 @@ def prepare_run_data(layout, cfg, kind: str = "", data_dir: str = "", protocol: 
     else:
         params, build = _plan_synthetic(layout, cfg, kind, styles, progress)
     params["split_version"] = SPLIT_VERSION
+    params = json.loads(json.dumps(params))  # as it reads back from split.json (tuples -> lists)
 
     split_path = layout.split_json
     if split_path.is_file():

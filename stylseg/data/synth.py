@@ -401,8 +401,11 @@ def make_sample(kind: str = "polyp", domain: str = "", seed: int = 0, index: int
 
 
 def domain_params(kind: str, domain: str, n: int, size: int, seed: int) -> Dict:
-    return {"kind": kind, "domain": domain, "n": int(n), "size": int(size), "seed": int(seed),
-            "generator_version": GENERATOR_VERSION, "style": dataclasses.asdict(get_domain(kind, domain))}
+    import json
+
+    d = {"kind": kind, "domain": domain, "n": int(n), "size": int(size), "seed": int(seed),
+         "generator_version": GENERATOR_VERSION, "style": dataclasses.asdict(get_domain(kind, domain))}
+    return json.loads(json.dumps(d))  # as it reads back from domain.json (tuples -> lists)
 
 
 def generate_domain(out: os.PathLike, kind: str = "polyp", domain: str = "", n: int = 64, size: int = 128,
