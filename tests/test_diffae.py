@@ -1,0 +1,173 @@
+"""DiffAE: shapes, DiffAE conditioning, zero-initialisation, the encode/invert/render API, model folders."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stylseg.config import DDIMConfig, DiffAEConfig, get_profile
+from stylseg.diffusion import DiffAE, ddim_sample, ddim_timesteps
+from stylseg.diffusion.model import CondResBlock
+from stylseg.utils import StylsegError, save_model_folder
+
+TINY = DiffAEConfig(image_size=16, base_channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,),
+                    enc_channel_mult=(1, 2), z_dim=8)
+
+
+def tiny(seed=0, randomize_output=True):
+    torch.manual_seed(seed)
+    m = DiffAE.from_config(TINY, DDIMConfig()).eval()
+    if randomize_output:  # leave the zero-initialised state so that outputs depend on the inputs
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                if p.abs().sum() == 0 and p.ndim > 1:
+                    p.normal_(0, 0.05)
+    return m
+
+
+def test_shapes_and_zero_initialised_output():
+    torch.manual_seed(0)
+    m = DiffAE.from_config(TINY, DDIMConfig())
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    z = m.encode(x)
+    assert z.shape == (3, 8)
+    with torch.no_grad():
+        eps = m(torch.randn_like(x), torch.tensor([0, 500, 999]), z)
+    assert eps.shape == x.shape
+    assert float(eps.abs().max()) == 0.0  # zero-initialised output convolution
+    # every conditioned block's second conv and every attention output projection start at zero
+    zero = [n for n, p in m.named_parameters() if ("conv2" in n or "to_out" in n or "conv_out" in n)]
+    assert zero and all(float(dict(m.named_parameters())[n].abs().max()) == 0 for n in zero)
+    assert m.config["image_size"] == 16 and m.schedule.T == 1000
+    assert m.num_parameters()["total"] == sum(p.numel() for p in m.parameters())
+
+
+def test_conditioning_matches_diffae_formula():
+    """h = GN(h); h = h*(1+s_t)+b_t; h = h*(1+s_z), then SiLU, conv; plus the skip."""
+    torch.manual_seed(1)
+    blk = CondResBlock(8, 16, temb_dim=12, z_dim=5).eval()
+    with torch.no_grad():
+        blk.conv2.weight.normal_(0, 0.1)
+    x, temb, z = torch.randn(2, 8, 6, 6), torch.randn(2, 12), torch.randn(2, 5)
+    h = blk.conv1(F.silu(blk.norm1(x)))
+    h = F.group_norm(h, blk.norm2.num_groups, blk.norm2.weight, blk.norm2.bias, blk.norm2.eps)
+    st = blk.time_mlp[1](F.silu(temb))
+    s_t, b_t = st[:, :16, None, None], st[:, 16:, None, None]
+    s_z = blk.z_mlp[1](F.silu(z))[:, :, None, None]
+    h = h * (1 + s_t) + b_t
+    h = h * (1 + s_z)
+    ref = blk.skip(x) + blk.conv2(F.silu(h))
+    torch.testing.assert_close(blk(x, temb, z), ref)
+
+
+def test_outputs_depend_on_t_and_z_and_mix_mode():
+    m = tiny()
+    x = torch.randn(2, 3, 16, 16)
+    z = torch.randn(2, 8)
+    t = torch.tensor([100, 100])
+    e = m(x, t, z)
+    assert (e - m(x, t, z + 1)).abs().max() > 1e-4
+    assert (e - m(x, torch.tensor([700, 700]), z)).abs().max() > 1e-4
+    torch.testing.assert_close(m(x, t, z, z_coarse=z), e)  # mix with the same code = no mix
+    mixed = m(x, t, z, z_coarse=z + 1)
+    assert (mixed - e).abs().max() > 1e-5 and (mixed - m(x, t, z + 1)).abs().max() > 1e-5
+
+
+def test_encode_stochastic_render_use_the_grid():
+    m = tiny()
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    z = m.encode(x)
+    inv, gen = [], []
+    with torch.no_grad():
+        xt = m.encode_stochastic(x, z, 0.25, 5, callback=lambda i, t, xt, x0: inv.append(t))
+        x0 = m.render(xt, z, 0.25, 5, callback=lambda i, t, xt, x0: gen.append(t))
+    grid = ddim_timesteps(0.25, 5)
+    assert inv == grid[:-1] and gen == grid[::-1][:-1]
+    assert x0.shape == x.shape and x0.abs().max() <= 1
+    # render is ddim_sample over the same grid with cond = z
+    with torch.no_grad():
+        torch.testing.assert_close(ddim_sample(m, xt, grid, cond=z, schedule=m.schedule), x0)
+
+
+def test_untrained_model_round_trip_is_perfect_and_therefore_no_quality_gate():
+    torch.manual_seed(0)
+    m = DiffAE.from_config(TINY, DDIMConfig()).eval()
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(m.reconstruct(x, 0.5, 10), x, atol=1e-5, rtol=1e-5)
+
+
+def test_wrong_input_size_names_the_fix():
+    m = tiny()
+    with pytest.raises(StylsegError, match="image_size=16"):
+        m.encode(torch.zeros(1, 3, 32, 32))
+
+
+def test_save_load_round_trip(tmp_path):
+    m = tiny()
+    m.fit_latent_gaussian(torch.randn(20, 8) * 2 + 1)
+    m.save_pretrained(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["kind"] == "diffae" and meta["config"]["channel_mult"] == [1, 2]
+    m2 = DiffAE.from_pretrained(tmp_path / "m")
+    x, t, z = torch.randn(2, 3, 16, 16), torch.tensor([3, 600]), torch.randn(2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(m2(x, t, z), m(x, t, z))
+        torch.testing.assert_close(m2.encode(x), m.encode(x))
+    torch.testing.assert_close(m2.z_mean, m.z_mean)
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    torch.testing.assert_close(m2.sample_z(4, g1), m.sample_z(4, g2))
+
+
+def test_latent_gaussian_matches_codes():
+    m = tiny()
+    z = torch.randn(400, 8) * torch.linspace(0.5, 2, 8) + 3
+    m.fit_latent_gaussian(z, shrink=0.0)
+    s = m.sample_z(4000, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(s.mean(0), z.mean(0), atol=0.15, rtol=0)
+    torch.testing.assert_close(s.std(0), z.std(0), atol=0.15, rtol=0.1)
+
+
+def test_wrong_kind_and_wrong_architecture_errors_name_the_file(tmp_path):
+    save_model_folder(tmp_path / "seg", "segmenter", {"arch": "unet"}, {"w": torch.zeros(2)})
+    with pytest.raises(StylsegError, match=r"config\.json.*'segmenter'"):
+        DiffAE.from_pretrained(tmp_path / "seg")
+    save_model_folder(tmp_path / "other", "diffae", {"arch": "something else"}, {"w": torch.zeros(2)})
+    with pytest.raises(StylsegError, match=r"other/config\.json"):
+        DiffAE.from_pretrained(tmp_path / "other")
+    m = tiny()
+    cfg = dict(m.config, base_channels=8)
+    save_model_folder(tmp_path / "mismatch", "diffae", cfg, m.state_dict())
+    with pytest.raises(StylsegError, match=r"model\.safetensors"):
+        DiffAE.from_pretrained(tmp_path / "mismatch")
+    with pytest.raises(StylsegError, match="not found"):
+        DiffAE.from_pretrained(tmp_path / "missing")
+
+
+def test_profiles_build_with_expected_sizes():
+    counts = {}
+    for prof in ("smoke", "cpu"):
+        cfg = get_profile(prof)
+        counts[prof] = DiffAE.from_config(cfg.diffae, cfg.ddim).num_parameters()["total"]
+    assert 0.7e6 < counts["smoke"] < 2e6
+    assert 2e6 < counts["cpu"] < 6e6
+
+
+@pytest.mark.slow
+def test_paper_profile_builds_and_trains_one_step_on_cpu():
+    """DiffAE-256 (base 128, mult 1,1,2,2,4,4, 2 res blocks, attention at 16 px, z 512): one step at batch 1."""
+    from stylseg.diffusion.train import _LossModule
+
+    cfg = get_profile("paper")
+    torch.manual_seed(0)
+    m = DiffAE.from_config(cfg.diffae, cfg.ddim)
+    n = m.num_parameters()
+    print(f"paper-profile DiffAE parameters: {n}")
+    assert 100e6 < n["total"] < 160e6
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    x = torch.rand(1, 3, 256, 256) * 2 - 1
+    loss = _LossModule(m)(x, torch.tensor([500]), torch.randn_like(x))
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss) and float(loss) == pytest.approx(1.0, abs=0.1)  # zero-init output: MSE = E[eps^2]
