@@ -152,10 +152,10 @@ def save_loss_curve(history: Dict[str, Any], path: os.PathLike) -> Path:
         sm = np.convolve(loss, np.ones(k) / k, mode="valid")
         ax.plot(steps[k - 1:], sm, lw=2, label=f"running mean ({k} steps)")
         ax.set_yscale("log")
+        ax.legend(loc="upper right")
     ax.set_xlabel("step")
     ax.set_ylabel("epsilon MSE")
     ax.set_title("DiffAE training loss")
-    ax.legend(loc="upper right")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
