@@ -152,6 +152,92 @@ def plot_qualitative(layout: RunLayout, results: Mapping[str, Any], test: str, a
     return fig
 
 
+def plot_arms(layout: RunLayout, arms: Sequence[str], n: int = 3):
+    """The first ``n`` training images of the original set (``direct``) and of each arm, side by side."""
+    import matplotlib.pyplot as plt
+
+    from .data.io import list_images, read_image
+
+    folders = {"direct": layout.domain("source", "train")}
+    folders.update({a: layout.stylized(a) for a in arms})
+    folders["oracle (target)"] = layout.domain("target", "train")
+    folders = {k: v for k, v in folders.items() if (Path(v) / "images").is_dir()}
+    fig, axes = plt.subplots(n, len(folders), figsize=(1.7 * len(folders), 1.7 * n), squeeze=False)
+    for c, (name, folder) in enumerate(folders.items()):
+        files = list_images(Path(folder) / "images")[:n]
+        for r in range(n):
+            ax = axes[r][c]
+            if r < len(files):
+                ax.imshow(read_image(files[r]))
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0][c].set_title(name, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_histories(layout: RunLayout, arch: Optional[str] = None, seed: int = 0):
+    """Training loss per epoch of every arm (``RUN/seg/<arch>/<arm>/seed<k>/history.json``)."""
+    import matplotlib.pyplot as plt
+
+    root = layout.root / "seg"
+    archs = [arch] if arch else sorted(p.name for p in root.iterdir() if p.is_dir())
+    fig, axes = plt.subplots(1, len(archs), figsize=(4.5 * len(archs), 3.2), squeeze=False)
+    for ax, a in zip(axes[0], archs):
+        for h in sorted((root / a).glob(f"*/seed{seed}/history.json")):
+            hist = read_json(h)
+            ax.plot([e["epoch"] for e in hist], [e["loss"] for e in hist], marker="o", label=h.parent.parent.name)
+        ax.set_title(f"{a}, seed {seed}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("structure loss")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def protocol_table(results: Mapping[str, Any], test: str, arch: Optional[str] = None) -> str:
+    """Markdown: each of the seven metrics in the standard and the paper protocol, per arm."""
+    from .seg.compare import table
+
+    arch = arch or results["archs"][0]
+    std, pap = table(results, test, "standard"), table(results, test, "paper")
+    lines = ["| arm | " + " | ".join(f"{METRIC_LABELS[m]} std / paper" for m in PAPER_METRICS) + " |",
+             "|" + "---|" * (1 + len(PAPER_METRICS))]
+    for arm in results["arms"]:
+        if (arch, arm) in std and (arch, arm) in pap:
+            lines.append(f"| {arm} | " + " | ".join(
+                f"{std[(arch, arm)][m]['mean']:.3f} / {pap[(arch, arm)][m]['mean']:.3f}" for m in PAPER_METRICS) + " |")
+    return "\n".join(lines)
+
+
+def plot_protocols(layout: RunLayout, results: Mapping[str, Any], test: str, arch: Optional[str] = None,
+                   seed: int = 0, metrics: Sequence[str] = ("dice", "specificity", "s_alpha", "e_max")):
+    """Per-image values, standard (x) against paper (y) protocol, every arm of seed ``seed``:
+    points off the diagonal are images the two definitions judge differently."""
+    import matplotlib.pyplot as plt
+
+    arch = arch or results["archs"][0]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.3), squeeze=False)
+    for arm in results["arms"]:
+        p = layout.seg(arch, arm, seed) / "metrics.json"
+        if not p.is_file():
+            continue
+        t = read_json(p)["tests"][test]
+        pap = {r["name"]: r for r in t["paper"]["per_image"]}
+        for ax, m in zip(axes[0], metrics):
+            xs = [r[m] for r in t["standard"]["per_image"]]
+            ys = [pap[r["name"]][m] for r in t["standard"]["per_image"]]
+            ax.scatter(xs, ys, s=10, alpha=0.7, label=arm)
+    for ax, m in zip(axes[0], metrics):
+        ax.plot([0, 1.05], [0, 1.05], "k:", lw=1)
+        ax.set_title(METRIC_LABELS[m])
+        ax.set_xlabel("standard")
+        ax.set_ylabel("paper")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def _stylizer_markdown(st: Mapping[str, Mapping[str, Any]]) -> str:
     if not st:
         return ""

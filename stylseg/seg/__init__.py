@@ -7,14 +7,14 @@ Public API::
     structure_loss, dice_score                             # stylseg.seg.losses
     train_segmenter                                        # stylseg.seg.train
     predict_folder                                         # stylseg.seg.predict
-    compare, aggregate                                     # stylseg.seg.compare
+    compare, compare_run, aggregate                        # stylseg.seg.compare
 """
 
-from .compare import aggregate, compare
+from .compare import aggregate, compare, compare_run
 from .losses import dice_score, structure_loss
 from .models import SEGMENTERS, PraNet, count_parameters, create_segmenter, load_segmenter
 from .predict import predict_folder
 from .train import train_segmenter
 
-__all__ = ["SEGMENTERS", "PraNet", "aggregate", "compare", "count_parameters", "create_segmenter", "dice_score",
+__all__ = ["SEGMENTERS", "PraNet", "aggregate", "compare", "compare_run", "count_parameters", "create_segmenter", "dice_score",
            "load_segmenter", "predict_folder", "structure_loss", "train_segmenter"]

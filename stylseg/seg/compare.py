@@ -122,7 +122,7 @@ def aggregate(out_dir: os.PathLike, n_boot: int = 1000, write: bool = True) -> D
                 row["ci"] = list(bootstrap_ci(per, n=n_boot, seed=0))
             rows.append(row)
     res = {"archs": sorted({r[0] for r in groups}), "arms": _order(r[1] for r in groups),
-           "tests": list(dict.fromkeys(r[2] for r in groups)), "protocols": [p for p in PROTOCOLS
+           "tests": list(dict.fromkeys(t for r in runs for t in r["tests"])), "protocols": [p for p in PROTOCOLS
                                                                            if any(g[3] == p for g in groups)],
            "n_bootstrap": n_boot, "rows": rows}
     if write:
@@ -210,3 +210,30 @@ def write_results_csv(path: os.PathLike, results: Mapping[str, Any], protocol: s
                             "" if ci[0] is None else f"{ci[0]:.6f}", "" if ci[1] is None else f"{ci[1]:.6f}",
                             len(r["values"]), r["n_images"]])
     return Path(path)
+
+
+def compare_run(layout, cfg, archs: Union[str, Sequence[str], None] = None, seeds: Union[int, Sequence[int], None] = None,
+                device: str = "auto", make_baselines: bool = True, progress: bool = True, log=print) -> Dict[str, Any]:
+    """Algorithm 2 on a run folder: ``direct`` = ``RUN/data/source/train``; every arm under
+    ``RUN/stylized/`` (the cheap baselines made first when missing and ``make_baselines``);
+    ``oracle`` = ``RUN/data/target/train``; test sets ``target`` (``RUN/data/target/test``) and
+    ``source`` (``RUN/data/source/test``); outputs in ``RUN/seg``. ``archs``: names or a
+    comma-separated string (empty = ``cfg.seg.archs``); ``seeds``: K (0 or None = ``cfg.seg.seeds``)."""
+    from ..baselines import ensure_baseline_arms
+
+    if isinstance(archs, str):
+        archs = [a for a in archs.split(",") if a]
+    archs = list(archs or cfg.seg.archs)
+    if not seeds:
+        seeds = cfg.seg.seeds
+    if make_baselines:
+        arms = ensure_baseline_arms(layout, cfg.data.seg_size, progress=progress)
+    else:
+        arms = {p.parent.name: p.parent for p in sorted((layout.root / "stylized").glob("*/manifest.json"))}
+    arms = {k: arms[k] for k in _order(arms)}
+    tests = {"target": layout.domain("target", "test"), "source": layout.domain("source", "test")}
+    tests = {k: v for k, v in tests.items() if (Path(v) / "images").is_dir()}
+    oracle = layout.domain("target", "train")
+    return compare(layout.domain("source", "train"), arms, tests, archs, seeds, layout.root / "seg", cfg,
+                   oracle_dir=oracle if (Path(oracle) / "masks").is_dir() else None, device=device,
+                   progress=progress, log=log)
