@@ -47,6 +47,20 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.tensor(vals, dtype=torch.float32)
 
 
+@torch.no_grad()
+def round_trip_error(eps_fn, x: torch.Tensor, t0: float, steps: int, cond=None,
+                     schedule: Optional[DDIMSchedule] = None) -> float:
+    """Mean absolute error of DDIM inversion to t0 and generation back (``steps`` calls each) of
+    x (B,3,S,S) in [-1,1]: the sampler's discretisation error for this eps model (a unit test of
+    the sampler, not a quality gate: eps = 0 scores a perfect 0)."""
+    from .ddim import ddim_invert
+
+    schedule = schedule or DDIMSchedule()
+    grid = ddim_timesteps(t0, steps, schedule.T)
+    xt = ddim_invert(eps_fn, x, grid, cond=cond, schedule=schedule)
+    return float((ddim_sample(eps_fn, xt, grid, cond=cond, schedule=schedule) - x).abs().mean())
+
+
 def zero_eps(x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
     """The trivial epsilon model eps = 0 (what a zero-initialised UNet predicts)."""
     return torch.zeros_like(x)

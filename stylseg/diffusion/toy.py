@@ -40,6 +40,12 @@ class GaussianEps:
         mu, var = self.mean.to(x_t.device), self.var.to(x_t.device)
         return (1 - a).sqrt() * (x_t - a.sqrt() * mu) / (a * var + 1 - a)
 
+    @classmethod
+    def fit(cls, x: torch.Tensor, min_var: float = 1e-3, schedule: DDIMSchedule = None) -> "GaussianEps":
+        """The Gaussian fitted to images x (N,3,H,W): per-pixel mean and variance (at least ``min_var``)."""
+        var = x.var(0, unbiased=False) if x.shape[0] > 1 else torch.full_like(x[0], 0.1)
+        return cls(mean=x.mean(0), var=var.clamp_min(min_var), schedule=schedule)
+
     def sample_data(self, shape, generator: torch.Generator = None) -> torch.Tensor:
         """Draw x0 ~ N(mean, var) of ``shape`` (B,C,H,W)."""
         e = torch.randn(tuple(shape), generator=generator)
