@@ -71,7 +71,7 @@ def load_images(path: os.PathLike, size: int, log: Optional[Callable[[str], None
     for f in files:
         img = read_image(f)  # raises StylsegError naming an unreadable file
         sizes.add(img.shape[:2])
-        out.append(to_tensor_pm1(resize_image(img, size)))
+        out.append(to_tensor_pm1(np.array(resize_image(img, size))))
     if log and (len(sizes) > 1 or (size, size) not in sizes):
         log(f"{folder}: {len(files)} images of {len(sizes)} size(s) resized to {size}x{size}")
     return torch.stack(out), [f.name for f in files]
