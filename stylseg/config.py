@@ -109,6 +109,10 @@ class StylizeConfig:
     backprop: str = "per_step"  # per_step (OSASIS) | chain (full chain, gradient checkpointing)
     apply_batch_size: int = 16
     mix_style_z: bool = False
+    clip_preprocess: str = "tensor"  # tensor (bicubic resize + CLIP mean/std) | osasis (OSASIS's transform)
+    grad_clip: float = 0.0  # 0 = off; else clip D_B + SPN gradients to this norm
+    checkpoint_every: int = 5  # fine-tuning iterations between resumable checkpoints
+    upsample: str = "bilinear"  # diffusion size -> seg size: bilinear | detail (input + upsampled residual)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,43 @@
+"""One-shot structure-aware stylization (METHOD.md sections 1, 3, 4, 7).
+
+Public API (imported lazily, so ``stylseg stylize --help`` stays quick)::
+
+    SPN, spn_shift, build_spn                      # stylseg.stylize.spn
+    WeightFreeEmbedder, ClipEmbedder, make_embedder, register_tiny_clip, SUBSTITUTE   # .embedders
+    StyleLoss, structure_map, directional_loss, ms_ssim   # .losses
+    make_style_pair, finetune, load_history        # .finetune
+    Stylizer                                       # .pipeline
+    apply_stylizer, upsample_result                # .apply
+    score_arm, train_oracle, load_oracle, DomainClassifier, format_scores   # .scores
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "SPN": "spn", "spn_shift": "spn", "build_spn": "spn",
+    "WeightFreeEmbedder": "embedders", "ClipEmbedder": "embedders", "make_embedder": "embedders",
+    "register_tiny_clip": "embedders", "SUBSTITUTE": "embedders", "EMBEDDERS": "embedders",
+    "StyleLoss": "losses", "structure_map": "losses", "directional_loss": "losses", "ms_ssim": "losses",
+    "make_style_pair": "finetune", "finetune": "finetune", "load_history": "finetune",
+    "Stylizer": "pipeline",
+    "apply_stylizer": "apply", "upsample_result": "apply",
+    "score_arm": "scores", "train_oracle": "scores", "load_oracle": "scores", "DomainClassifier": "scores",
+    "format_scores": "scores",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'stylseg.stylize' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,107 @@
+"""``stylseg stylize ACTION``: finetune, apply, baseline, score.
+
+    stylseg stylize finetune --diffae RUN/diffae --style RUN/data/style.png \\
+        --content RUN/data/source/train --out RUN/finetune --profile smoke
+    stylseg stylize apply --model RUN/finetune --input RUN/data/source/train --out RUN/stylized/st
+    stylseg stylize apply --model RUN/finetune --input ... --out RUN/stylized/st_nospn --no-spn
+    stylseg stylize apply --mode recon --diffae RUN/diffae --input ... --out RUN/stylized/recon
+    stylseg stylize baseline --method histogram --style IMG --input DIR --out DIR
+    stylseg stylize score --input RUN/data/source/train --output RUN/stylized/st --target RUN/data/target/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    from ..cli import add_common
+
+    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+
+    p = sub.add_parser("finetune", help="fine-tune D_B + SPN from one style image (writes a stylizer folder)")
+    p.add_argument("--diffae", required=True, help="D_A model folder (stylseg diffae train)")
+    p.add_argument("--style", required=True, help="the one target-domain style image (any size or mode)")
+    p.add_argument("--content", required=True, help="domain-A training images (paired folder or image folder)")
+    p.add_argument("--out", required=True, help="stylizer folder to write (model + history + style pair)")
+    p.add_argument("--no-resume", action="store_true", help="start afresh instead of resuming a checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a folder made with other settings")
+    add_common(p)
+    p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("apply", help="stylize a paired folder (st) or make the D_A round-trip control (recon)")
+    p.add_argument("--model", default=None, help="stylizer folder (stylseg stylize finetune)")
+    p.add_argument("--input", required=True, help="paired folder (images/ + masks/) to stylize")
+    p.add_argument("--out", required=True, help="arm folder to write (images/, masks/, manifest.json)")
+    p.add_argument("--mode", default="st", choices=("st", "recon"), help="st (D_B + SPN) or recon (D_A round trip)")
+    p.add_argument("--no-spn", action="store_true", help="drop the SPN term (control arm)")
+    p.add_argument("--diffae", default=None, help="D_A folder (default: the one recorded in --model)")
+    p.add_argument("--upsample", default=None, choices=("bilinear", "detail"),
+                   help="diffusion size -> seg size (default: the profile's stylize.upsample)")
+    p.add_argument("--arm", default=None, help="arm name in the manifest (default: st, st_nospn or recon)")
+    add_common(p)
+    p.set_defaults(func=_cmd_apply)
+
+    from ..baselines import add_baseline_parser
+
+    add_baseline_parser(sub)
+
+    p = sub.add_parser("score", help="structure and style scores of an arm (added to its manifest)")
+    p.add_argument("--input", required=True, help="the paired folder the arm was made from")
+    p.add_argument("--output", required=True, help="the arm folder")
+    p.add_argument("--target", required=True, help="target-domain images (paired folder or image folder)")
+    p.add_argument("--oracle", default=None, help="oracle segmenter folder (made with --oracle-train)")
+    p.add_argument("--oracle-train", nargs="+", default=None, metavar="DIR",
+                   help="labelled paired folders of BOTH domains to train (or reuse) the oracle in --oracle")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    add_common(p)
+    p.set_defaults(func=_cmd_score)
+
+
+def _cmd_finetune(args) -> int:
+    from ..cli import config_from_args
+    from ..utils import set_threads
+    from .finetune import finetune
+
+    cfg = config_from_args(args)
+    set_threads()
+    out = finetune(args.diffae, args.style, args.content, args.out, cfg, resume=not args.no_resume,
+                   overwrite=args.overwrite, device=cfg.device)
+    print(f"wrote stylizer {out}")
+    return 0
+
+
+def _cmd_apply(args) -> int:
+    from ..cli import config_from_args
+    from ..utils import StylsegError, set_threads
+    from .apply import apply_stylizer
+
+    cfg = config_from_args(args)
+    set_threads()
+    if args.mode == "st" and not args.model:
+        raise StylsegError("--mode st needs --model DIR (a folder written by `stylseg stylize finetune`)")
+    out = apply_stylizer(args.model, args.input, args.out, cfg, mode=args.mode, use_spn=not args.no_spn,
+                         diffae_dir=args.diffae, device=cfg.device, upsample=args.upsample, arm=args.arm)
+    print(f"wrote arm {out}")
+    return 0
+
+
+def _cmd_score(args) -> int:
+    from ..cli import config_from_args
+    from ..utils import StylsegError, set_threads
+    from .scores import format_scores, score_arm, train_oracle
+
+    cfg = config_from_args(args)
+    set_threads()
+    oracle = args.oracle
+    if args.oracle_train:
+        if not oracle:
+            raise StylsegError("--oracle-train needs --oracle DIR (where the oracle segmenter is cached)")
+        oracle = train_oracle(args.oracle_train, oracle, cfg.data.seg_size, seed=cfg.seed, device=cfg.device)
+    res = score_arm(args.input, args.output, args.target, oracle=oracle, seed=cfg.seed)
+    if args.json:
+        print(json.dumps(res, indent=2, sort_keys=True))
+    else:
+        print(format_scores({"arm": res}))
+    return 0

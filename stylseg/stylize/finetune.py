@@ -1,0 +1,398 @@
+"""One-shot fine-tuning of D_B + SPN from one style image (METHOD.md sections 1, 3, 4, 7).
+
+``finetune(diffae_dir, style_path, content_dir, out_dir, cfg)`` writes a *stylizer* model
+folder (kind ``"stylizer"``): D_B's UNet and the SPN's weights, the config (with the path and
+sha256 of the D_A folder it was tuned from), the style pair PNGs, ``history.json`` and a
+resumable ``checkpoint.pt``.
+
+One iteration (OSASIS's loop, the kit's reading of the paper's Algorithm 1):
+
+1. draw a content batch of random training images ``x_in`` (B,3,S,S) in [-1,1];
+2. with the frozen encoder and D_A (no gradient): ``z = Enc(x_in)``, invert ``x_in`` to
+   ``t0`` (``cfg.ddim.finetune_invert_steps`` UNet calls); the same for ``x_A_style`` when
+   the loss set reconstructs the style pair;
+3. walk the generation grid with D_B (``cfg.ddim.finetune_gen_steps`` calls), adding
+   ``lambda * SPN(x_in, t)`` before each step; ``backprop="per_step"`` (OSASIS): at every
+   step, losses on the x0-prediction, one optimizer step, the latent detached before the
+   next step; ``backprop="chain"``: one optimizer step per iteration on the final output,
+   gradients through the whole chain with gradient checkpointing.
+
+Interpretations (METHOD.md section 7) are the kit's and are parameters: the style pair
+(``y_B`` = the style image resized to the DiffAE size, ``x_A_style`` = the best of
+``style_pair_tries`` SDEdit renders by D_A, chosen by ``10 L1 + (1 - MS-SSIM)``), ``L_SPN``
+as a structure-map loss, ``L_cycle`` with gradients through the last D_B call.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from ..data.io import from_tensor_pm1, read_image, write_image
+from ..diffusion.ddim import ddim_step
+from ..utils import (StylsegError, atomic_path, read_json, resolve_device, save_model_folder, seed_everything,
+                     sha256_file, write_json)
+from .embedders import SUBSTITUTE, embedder_substitute, make_embedder
+from .losses import LOSS_SETS, StyleLoss, cycle_l1, ms_ssim
+from .pipeline import (KIND, folder_sha256, gen_steps_iter, generate, invert, load_diffae, load_folder_tensor,
+                       load_image_pm1, diffae_size)
+from .spn import SPN, build_spn, spn_shift
+
+STYLE_Y = "style_y_B.png"
+STYLE_XA = "style_x_A.png"
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.json"
+BACKPROP = ("per_step", "chain")
+
+#: callback(iteration, step, t, x0_pred): iteration 0-based, step index in the generation walk,
+#: the timestep t the UNet was called at, the content batch's x0-prediction (B,3,S,S) in [-1,1]
+FinetuneCallback = Callable[[int, int, int, torch.Tensor], None]
+
+
+# --------------------------------------------------------------------------- the style pair
+@torch.no_grad()
+def make_style_pair(diffae, style_path: os.PathLike, t0: float, steps: int, tries: int = 4, seed: int = 0):
+    """``(y_B, x_A_style, errors)``: the style image (1,3,S,S) in [-1,1] at the DiffAE size and
+    the best of ``tries`` D_A SDEdit renders of it (noise ``y_B`` to ``t0``, denoise with D_A
+    conditioned on ``Enc(y_B)``, ``steps`` UNet calls), chosen by ``10 L1 + (1 - MS-SSIM)``
+    (OSASIS uses ``10 L1 + LPIPS``; LPIPS weights are not at hand offline). ``errors`` (tries,).
+
+    A style image of any size, aspect or mode (grayscale, RGBA, palette, 16-bit) is converted
+    to RGB and resized to a square, as the paper resizes every image."""
+    s = diffae_size(diffae)
+    dev = next(diffae.parameters()).device
+    y = load_image_pm1(style_path, s).unsqueeze(0).to(dev)
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    ys = y.expand(tries, -1, -1, -1)
+    noise = torch.randn(ys.shape, generator=g).to(dev)
+    t_top = diffae.grid(t0, 1)[-1]
+    xt = diffae.schedule.add_noise(ys, noise, torch.full((tries,), t_top, device=dev))
+    z = diffae.encoder(y).expand(tries, -1)
+    renders = generate(diffae.unet, xt, z, t0, steps, diffae.schedule)
+    err = 10 * (renders - ys).abs().mean(dim=(1, 2, 3)) + (1 - ms_ssim((renders + 1) / 2, (ys + 1) / 2))
+    best = int(torch.argmin(err))
+    return y, renders[best:best + 1], err.cpu()
+
+
+def _load_or_make_style_pair(diffae, style_path, out_dir: Path, cfg, device):
+    """Make the style pair once, save it as PNG in ``out_dir`` and always use the PNG versions
+    (so that a resumed run sees exactly the same pair)."""
+    py, px = out_dir / STYLE_Y, out_dir / STYLE_XA
+    if not (py.is_file() and px.is_file()):
+        y, xa, err = make_style_pair(diffae, style_path, cfg.ddim.t0, cfg.ddim.apply_gen_steps,
+                                     cfg.stylize.style_pair_tries, seed=cfg.seed)
+        write_image(py, from_tensor_pm1(y[0]))
+        write_image(px, from_tensor_pm1(xa[0]))
+        write_json(out_dir / "style_pair.json", {"errors": err.tolist(), "best": int(torch.argmin(err)),
+                                                 "criterion": "10*L1 + (1 - MS-SSIM)", "style": str(style_path)})
+    s = diffae_size(diffae)
+    return load_image_pm1(py, s).unsqueeze(0).to(device), load_image_pm1(px, s).unsqueeze(0).to(device)
+
+
+# --------------------------------------------------------------------------- settings
+def _settings(diffae_sha: str, style_path, content_files, cfg) -> Dict[str, Any]:
+    return {
+        "stylize": dataclasses.asdict(cfg.stylize),
+        "ddim": {k: getattr(cfg.ddim, k) for k in ("T", "beta_start", "beta_end", "t0", "finetune_invert_steps",
+                                                     "finetune_gen_steps", "apply_gen_steps")},
+        "diffae_sha256": diffae_sha,
+        "style_sha256": sha256_file(style_path),
+        "content": [p.name for p in content_files],
+        "seed": cfg.seed,
+    }
+
+
+def _digest(settings: Dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finished_digest(out_dir: os.PathLike) -> Optional[str]:
+    """The settings digest of a finished stylizer folder, or None."""
+    p = Path(out_dir) / "config.json"
+    if not p.is_file() or not (Path(out_dir) / "model.safetensors").is_file():
+        return None
+    try:
+        meta = read_json(p)
+    except StylsegError:
+        return None
+    return meta.get("settings_digest") if meta.get("kind") == KIND else None
+
+
+# --------------------------------------------------------------------------- RNG state
+def _rng_state(gen: torch.Generator) -> Dict[str, Any]:
+    st = {"gen": gen.get_state(), "torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+          "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(gen: torch.Generator, st: Dict[str, Any]) -> None:
+    gen.set_state(st["gen"])
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+# --------------------------------------------------------------------------- the loop
+def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.PathLike, out_dir: os.PathLike,
+             cfg, *, resume: bool = True, overwrite: bool = False, device="auto",
+             callback: Optional[FinetuneCallback] = None, progress: bool = True) -> Path:
+    """Fine-tune D_B + SPN on ``content_dir`` toward the style of ``style_path``; returns ``out_dir``.
+
+    ``diffae_dir``: D_A's model folder. ``content_dir``: a paired folder (``images/``) or a
+    folder of images (domain A, e.g. ``RUN/data/source/train``). ``cfg``: the run's
+    :class:`~stylseg.config.RunConfig` (``cfg.stylize``, ``cfg.ddim``, ``cfg.seed``).
+
+    A folder already finished with the same settings is returned at once; a checkpoint with
+    the same settings is resumed exactly (``resume=True``); a folder made with other settings
+    raises :class:`StylsegError` unless ``overwrite=True`` (start afresh).
+    """
+    from tqdm.auto import tqdm
+
+    sc = cfg.stylize
+    if sc.loss_set not in LOSS_SETS:
+        raise StylsegError(f"unknown loss set {sc.loss_set!r}; valid: {', '.join(LOSS_SETS)} (set stylize.loss_set)")
+    if sc.backprop not in BACKPROP:
+        raise StylsegError(f"unknown backprop mode {sc.backprop!r}; valid: {', '.join(BACKPROP)} (set stylize.backprop)")
+    if sc.iterations < 0 or sc.batch_size < 1:
+        raise StylsegError(f"stylize.iterations must be >= 0 and stylize.batch_size >= 1 "
+                           f"(got {sc.iterations}, {sc.batch_size})")
+    diffae_dir, style_path, out_dir = Path(diffae_dir), Path(style_path), Path(out_dir)
+    if not style_path.is_file():
+        raise StylsegError(f"{style_path}: style image not found (pass one target-domain image with --style)")
+    read_image(style_path)  # fails clearly on an unreadable file
+    dev = resolve_device(device)
+    diffae = load_diffae(diffae_dir, dev)
+    size = diffae_size(diffae)
+    content, files = load_folder_tensor(content_dir, size)
+    diffae_sha = folder_sha256(diffae_dir)
+    settings = _settings(diffae_sha, style_path, files, cfg)
+    digest = _digest(settings)
+
+    # ---------------------------------------------------------------- skip / resume / overwrite
+    done = finished_digest(out_dir)
+    ckpt_path = out_dir / CHECKPOINT
+    ckpt = None
+    if done == digest and resume:
+        return out_dir
+    if resume and ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt.get("digest") != digest:
+            if not overwrite:
+                raise StylsegError(f"{out_dir}: holds a fine-tuning run with other settings; choose another --out, "
+                                   f"or overwrite it (--overwrite / overwrite=True)")
+            ckpt = None
+    elif done is not None and done != digest and not overwrite:
+        raise StylsegError(f"{out_dir}: holds a stylizer made with other settings; choose another --out, "
+                           f"or overwrite it (--overwrite / overwrite=True)")
+    if ckpt is None and out_dir.exists():
+        for name in (CHECKPOINT, HISTORY, "config.json", "model.safetensors", STYLE_Y, STYLE_XA, "style_pair.json"):
+            if (out_dir / name).exists():
+                (out_dir / name).unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---------------------------------------------------------------- models, losses, optimizer
+    seed_everything(cfg.seed)
+    y_b, x_as = _load_or_make_style_pair(diffae, style_path, out_dir, cfg, dev)
+    embedder = make_embedder(sc, source=content if sc.embedder == "weightfree" else None, device=dev)
+    loss = StyleLoss(sc, embedder, y_b, x_as).to(dev)
+    unet_b = copy.deepcopy(diffae.unet).to(dev)
+    for p in unet_b.parameters():
+        p.requires_grad_(True)
+    spn = build_spn(sc, T=diffae.schedule.T).to(dev)
+    unet_b.train()
+    spn.train()
+    opt = torch.optim.Adam([{"params": unet_b.parameters(), "lr": sc.lr_unet},
+                            {"params": spn.parameters(), "lr": sc.lr_spn}])
+    gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed) + 1)
+    history: List[Dict[str, Any]] = []
+    start = 0
+    if ckpt is not None:
+        unet_b.load_state_dict(ckpt["unet_b"])
+        spn.load_state_dict(ckpt["spn"])
+        opt.load_state_dict(ckpt["opt"])
+        _set_rng_state(gen, ckpt["rng"])
+        history = ckpt["history"]
+        start = int(ckpt["iteration"])
+
+    lam, t0 = sc.spn_lambda, cfg.ddim.t0
+    n_inv, n_gen = cfg.ddim.finetune_invert_steps, cfg.ddim.finetune_gen_steps
+    sched = diffae.schedule
+    enc, unet_a = diffae.encoder, diffae.unet
+    z_style_mix = None
+    with torch.no_grad():
+        z_s = enc(x_as)
+        xs_top = invert(unet_a, x_as, z_s, t0, n_inv, sched) if loss.needs_style_branch else None
+        if sc.mix_style_z:
+            z_style_mix = enc(y_b)
+    params = [p for g_ in opt.param_groups for p in g_["params"]]
+
+    def step_opt(total: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        if sc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, sc.grad_clip)
+        opt.step()
+
+    def save_checkpoint(it: int) -> None:
+        state = {"digest": digest, "iteration": it, "unet_b": unet_b.state_dict(), "spn": spn.state_dict(),
+                 "opt": opt.state_dict(), "rng": _rng_state(gen), "history": history}
+        with atomic_path(ckpt_path) as tmp:
+            torch.save(state, tmp)
+        write_json(out_dir / HISTORY, {"substitute": embedder_substitute(embedder), "loss_set": sc.loss_set,
+                                       "weights": loss.weights, "iterations": history})
+
+    bar = tqdm(range(start, sc.iterations), desc="fine-tune D_B+SPN", disable=not progress,
+               initial=start, total=sc.iterations)
+    for it in bar:
+        tic = time.perf_counter()
+        n = content.shape[0]
+        idx = torch.randperm(n, generator=gen)[:sc.batch_size] if n >= sc.batch_size else \
+            torch.randint(0, n, (sc.batch_size,), generator=gen)
+        x_in = content[idx].to(dev)
+        with torch.no_grad():
+            z = enc(x_in)
+            x_t = invert(unet_a, x_in, z, t0, n_inv, sched)
+            e_in = embedder(x_in)
+        xs_t = xs_top
+        sums: Dict[str, float] = {}
+        n_updates = 0
+
+        def record(terms: Dict[str, torch.Tensor], total: torch.Tensor) -> None:
+            nonlocal n_updates
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            sums["total"] = sums.get("total", 0.0) + float(total.detach())
+            n_updates += 1
+
+        if sc.backprop == "per_step":
+            steps = gen_steps_iter(t0, n_gen, sched.T)
+            for i, (t, t_next) in steps:
+                tv = torch.full((x_in.shape[0],), int(t), device=dev, dtype=torch.long)
+                xp = spn_shift(x_t, x_in, tv, spn, lam)
+                eps = _eps(unet_b, xp, tv, z, z_style_mix)
+                x_next, x0 = ddim_step(xp, eps, sched.alpha_bar(t), sched.alpha_bar(t_next))
+                x0s = xs_next = None
+                if xs_t is not None:
+                    tvs = tv[:1]
+                    xsp = spn_shift(xs_t, x_as, tvs, spn, lam)
+                    eps_s = _eps(unet_b, xsp, tvs, z_s, z_style_mix)
+                    xs_next, x0s = ddim_step(xsp, eps_s, sched.alpha_bar(t), sched.alpha_bar(t_next))
+                terms = loss.terms(x_in, x0, x0s, e_in=e_in)
+                if loss.needs_cycle and i == len(steps) - 1:
+                    terms["cycle"] = _cycle(x0, x_in, y_b, diffae, unet_b, spn, lam, t0, n_inv, n_gen)
+                total = loss.total(terms)
+                step_opt(total)
+                record(terms, total)
+                x_t = x_next.detach()
+                xs_t = xs_next.detach() if xs_next is not None else None
+                if callback is not None:
+                    callback(it, i, int(t), x0.detach())
+        else:  # chain: backpropagate through every generation step (gradient checkpointing)
+            cb = (lambda i, t, xx, x0: callback(it, i, int(t), x0.detach())) if callback is not None else None
+            out = generate(unet_b, x_t, z, t0, n_gen, sched, spn=spn, x_in=x_in, lam=lam, z_coarse=z_style_mix,
+                           callback=cb, checkpoint=True)
+            outs = None
+            if xs_t is not None:
+                outs = generate(unet_b, xs_t, z_s, t0, n_gen, sched, spn=spn, x_in=x_as, lam=lam,
+                                z_coarse=z_style_mix, checkpoint=True)
+            terms = loss.terms(x_in, out, outs, e_in=e_in)
+            if loss.needs_cycle:
+                terms["cycle"] = _cycle(out, x_in, y_b, diffae, unet_b, spn, lam, t0, n_inv, n_gen)
+            total = loss.total(terms)
+            step_opt(total)
+            record(terms, total)
+        rec = {"iteration": it, "seconds": round(time.perf_counter() - tic, 4), "updates": n_updates}
+        rec.update({k: v / max(n_updates, 1) for k, v in sums.items()})
+        history.append(rec)
+        if progress:
+            bar.set_postfix({k: f"{v:.3g}" for k, v in rec.items() if k not in ("iteration", "seconds", "updates")})
+        if (it + 1) % max(1, sc.checkpoint_every) == 0 or it + 1 == sc.iterations:
+            save_checkpoint(it + 1)
+    bar.close()
+    if sc.iterations == 0 or not history:
+        save_checkpoint(start)
+
+    # ---------------------------------------------------------------- the model folder
+    state = {f"unet_b.{k}": v for k, v in unet_b.state_dict().items()}
+    state.update({f"spn.{k}": v for k, v in spn.state_dict().items()})
+    sub = embedder_substitute(embedder)
+    config = {"spn": spn.config(), "spn_lambda": lam, "stylize": dataclasses.asdict(sc),
+              "ddim": dataclasses.asdict(cfg.ddim), "image_size": size}
+    extra = {
+        "diffae": {"path": str(diffae_dir.resolve()), "relpath": os.path.relpath(diffae_dir.resolve(), out_dir.resolve()),
+                   "sha256": diffae_sha},
+        "style": {"path": str(style_path.resolve()), "sha256": settings["style_sha256"],
+                  "y_B": STYLE_Y, "x_A_style": STYLE_XA},
+        "content": {"path": str(Path(content_dir).resolve()), "n_images": len(files)},
+        "embedder": embedder.describe(), "substitute": sub, "loss_set": sc.loss_set, "weights": loss.weights,
+        "settings_digest": digest, "iterations_done": sc.iterations, "seed": cfg.seed,
+    }
+    save_model_folder(out_dir, KIND, config, state, extra=extra)
+    return out_dir
+
+
+def _eps(unet, x, t, z, z_coarse):
+    if z_coarse is None:
+        return unet(x, t, z)
+    return unet(x, t, z, z_coarse=z_coarse.expand(x.shape[0], -1))
+
+
+def _generate_grad_last(unet, x_t, z, t0, steps, sched, spn=None, x_in=None, lam=0.0):
+    """Generation whose gradient flows through the last UNet call only (earlier steps no_grad)."""
+    walk = gen_steps_iter(t0, steps, sched.T)
+    x = x_t
+    for i, (t, t_next) in walk:
+        tv = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+        with torch.set_grad_enabled(i == len(walk) - 1 and torch.is_grad_enabled()):
+            xs = spn_shift(x, x_in, tv, spn, lam)
+            x, _ = ddim_step(xs, unet(xs, tv, z), sched.alpha_bar(t), sched.alpha_bar(t_next))
+    return x
+
+
+def _cycle(g_x: torch.Tensor, x_in: torch.Tensor, y_b: torch.Tensor, diffae, unet_b, spn, lam, t0, n_inv, n_gen):
+    """``L_cycle = |G(F(G(x))) - G(x)|_1 + |F(G(F(y))) - F(y)|_1`` (paper eq. 11).
+
+    G: invert with D_A, generate with D_B + SPN; F: invert with D_B, generate with D_A.
+    ``g_x`` = G(x_in) carries the gradient of the current D_B call; G(F(G(x))) gets its
+    gradient through its last D_B call. The second term ends in D_A, so under the kit's rule
+    (the latent is detached between UNet calls) it carries no gradient to D_B: it is computed
+    and logged as the paper's value, without gradient.
+    """
+    enc, unet_a, sched = diffae.encoder, diffae.unet, diffae.schedule
+    with torch.no_grad():
+        gx = g_x.detach()
+        z1 = enc(gx)
+        f_gx = generate(unet_a, invert(unet_b, gx, z1, t0, n_inv, sched), z1, t0, n_gen, sched)
+        z2 = enc(f_gx)
+        xt2 = invert(unet_a, f_gx, z2, t0, n_inv, sched)
+    g_f_g_x = _generate_grad_last(unet_b, xt2, z2, t0, n_gen, sched, spn=spn, x_in=f_gx, lam=lam)
+    term1 = cycle_l1(g_f_g_x, g_x)
+    with torch.no_grad():
+        zy = enc(y_b)
+        f_y = generate(unet_a, invert(unet_b, y_b, zy, t0, n_inv, sched), zy, t0, n_gen, sched)
+        zf = enc(f_y)
+        g_f_y = generate(unet_b, invert(unet_a, f_y, zf, t0, n_inv, sched), zf, t0, n_gen, sched,
+                         spn=spn, x_in=f_y, lam=lam)
+        zg = enc(g_f_y)
+        f_g_f_y = generate(unet_a, invert(unet_b, g_f_y, zg, t0, n_inv, sched), zg, t0, n_gen, sched)
+        term2 = cycle_l1(f_g_f_y, f_y)
+    return term1 + term2
+
+
+def load_history(model_dir: os.PathLike) -> Dict[str, Any]:
+    """``history.json`` of a fine-tuning run: ``{"iterations": [{"iteration", "total", term...}], ...}``."""
+    return read_json(Path(model_dir) / HISTORY)

@@ -1,0 +1,222 @@
+"""Style losses for fine-tuning D_B + SPN (METHOD.md sections 3 and 7).
+
+Two loss sets, selected by ``StylizeConfig.loss_set``:
+
+``paper`` (paper eq. 13): ``L_style = l1 L_adv + l2 L_cycle + l3 L_SPN``
+
+- ``L_adv`` (``adv``): the directional loss
+  ``1 - cos(norm(E(y_B) - E(x_A_style)), norm(E(out_B) - E(x_A)))`` plus its magnitude term
+  ``adv_mag`` (weight ``w_adv * w_magnitude``).
+- ``L_cycle`` (``cycle``, eq. 11): ``|G(F(G(x))) - G(x)|_1 + |F(G(F(y))) - F(y)|_1``, computed by
+  :mod:`stylseg.stylize.finetune` (it needs the models); :func:`cycle_l1` is its distance.
+- ``L_SPN`` (``spn``): the kit's interpretation of eq. 12, ``|S(x0_B) - S(x_in)|^2`` with ``S``
+  the locally normalised luminance (:func:`structure_map`), a style-invariant structure map.
+
+``osasis`` (what OSASIS's code runs; default weights in brackets):
+
+- ``cross`` [1]: cross-domain directional loss (as ``adv``) + ``cross_mag``;
+- ``in_domain`` [0.5]: ``1 - cos(norm(E(x_A) - E(x_A_style)), norm(E(out_B) - E(y_B)))`` + ``in_domain_mag``;
+- reconstruction of the style pair through D_B (x_A_style -> D_B -> should give y_B):
+  ``recon_embed`` [30] ``1 - cos(E(out_style), E(y_B))``, ``recon_l1`` [10], ``recon_msssim`` [10]
+  (``1 - MS-SSIM``; MS-SSIM stands in for LPIPS, whose VGG weights are not at hand offline).
+
+The magnitude term (METHOD.md section 7): the cosine ignores how far the output moved (a tiny
+step in the right direction scores perfectly), so each directional loss adds
+``|dE_out - dE_ref|^2 / |dE_ref|^2`` (relative, so that it is 0 for the reference change and 1
+for no change, whatever the embedder's scale).
+
+All images are (B,3,H,W) in [-1,1]; every loss is differentiable with respect to ``out``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..utils import StylsegError
+from .embedders import gaussian_blur
+
+LOSS_SETS = ("paper", "osasis")
+
+#: the terms of each set and the config weight that scales each of them
+TERMS = {
+    "paper": {"adv": "w_adv", "adv_mag": ("w_adv", "w_magnitude"), "spn": "w_spn", "cycle": "w_cycle"},
+    "osasis": {"cross": "w_adv", "cross_mag": ("w_adv", "w_magnitude"),
+               "in_domain": "w_in_domain", "in_domain_mag": ("w_in_domain", "w_magnitude"),
+               "recon_embed": "w_recon_embed", "recon_l1": "w_recon_l1", "recon_msssim": "w_recon_perceptual"},
+}
+
+
+# --------------------------------------------------------------------------- structure map
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    """Rec. 601 luma of (B,3,H,W) in [-1,1] -> (B,1,H,W) in [0,1]."""
+    x01 = (x + 1) * 0.5
+    w = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x01 * w).sum(1, keepdim=True)
+
+
+def structure_map(x: torch.Tensor, sigma_frac: float = 1.0 / 24.0, c: float = 1e-3) -> torch.Tensor:
+    """Locally normalised luminance ``S(x) = (Y - G*Y) / sqrt(G*(Y - G*Y)^2 + c)`` (B,1,H,W).
+
+    ``Y`` is the luminance in [0,1], ``G`` a Gaussian of standard deviation ``sigma_frac * W``
+    px (scale-free: the same share of the image at any resolution). Subtracting the local
+    mean and dividing by the local contrast removes colour, brightness and contrast changes,
+    i.e. style, and keeps edges and shapes, i.e. structure. ``c`` keeps flat regions at ~0.
+    """
+    y = luminance(x)
+    s = max(0.5, sigma_frac * x.shape[-1])
+    d = y - gaussian_blur(y, s)
+    return d / (gaussian_blur(d * d, s) + c).sqrt()
+
+
+def spn_structure_loss(x0_b: torch.Tensor, x_in: torch.Tensor) -> torch.Tensor:
+    """``L_SPN = mean |S(x0_B) - S(x_in)|^2`` (kit's interpretation of paper eq. 12)."""
+    return F.mse_loss(structure_map(x0_b), structure_map(x_in))
+
+
+# --------------------------------------------------------------------------- directional
+def directional_loss(e_from: torch.Tensor, e_to: torch.Tensor, ref_from: torch.Tensor, ref_to: torch.Tensor,
+                     eps: float = 1e-8):
+    """Directional loss and its magnitude term (paper ``L_adv``; OSASIS's directional losses).
+
+    ``d_out = e_to - e_from`` (B,D), ``d_ref = ref_to - ref_from`` (B,D) or (1,D). Returns
+    ``(1 - cos(d_out, d_ref)).mean()`` and ``(|d_out - d_ref|^2 / |d_ref|^2).mean()``.
+    """
+    d_out = e_to - e_from
+    d_ref = (ref_to - ref_from).expand_as(d_out)
+    cos = F.cosine_similarity(d_out, d_ref, dim=-1, eps=eps)
+    mag = ((d_out - d_ref) ** 2).sum(-1) / ((d_ref ** 2).sum(-1) + eps)
+    return (1.0 - cos).mean(), mag.mean()
+
+
+# --------------------------------------------------------------------------- (MS-)SSIM
+def _ssim_parts(x: torch.Tensor, y: torch.Tensor, sigma: float = 1.5, data_range: float = 1.0):
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, my = gaussian_blur(x, sigma), gaussian_blur(y, sigma)
+    sxx = gaussian_blur(x * x, sigma) - mx * mx
+    syy = gaussian_blur(y * y, sigma) - my * my
+    sxy = gaussian_blur(x * y, sigma) - mx * my
+    cs = (2 * sxy + c2) / (sxx + syy + c2)
+    lum = (2 * mx * my + c1) / (mx * mx + my * my + c1)
+    return (lum * cs).mean(dim=(1, 2, 3)), cs.mean(dim=(1, 2, 3))
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Gaussian-window SSIM (Wang et al. 2004, sigma 1.5) per image (B,), images (B,C,H,W)."""
+    return _ssim_parts(x, y, data_range=data_range)[0]
+
+
+_MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, min_size: int = 8) -> torch.Tensor:
+    """Multi-scale SSIM (Wang et al. 2003) per image (B,), images (B,C,H,W) in ``data_range``.
+
+    Uses as many of the 5 standard scales as the image allows (each scale at least
+    ``min_size`` px), with the standard weights renormalised; negative contrast terms are
+    clamped at 0 (as pytorch-msssim does) so that fractional powers stay defined.
+    """
+    levels = 1
+    while levels < 5 and min(x.shape[-2:]) // (2 ** levels) >= min_size:
+        levels += 1
+    w = torch.tensor(_MS_WEIGHTS[:levels], device=x.device, dtype=x.dtype)
+    w = w / w.sum()
+    vals = []
+    for i in range(levels):
+        s, cs = _ssim_parts(x, y, data_range=data_range)
+        if i < levels - 1:
+            vals.append(F.relu(cs))
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+        else:
+            vals.append(F.relu(s))
+    stack = torch.stack(vals, dim=0)  # (levels, B)
+    return torch.prod(stack ** w.view(-1, 1), dim=0)
+
+
+def cycle_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference, the distance of ``L_cycle`` (paper eq. 11)."""
+    return (a - b).abs().mean()
+
+
+# --------------------------------------------------------------------------- the loss sets
+class StyleLoss(nn.Module):
+    """The selected loss set with its weights, holding the style pair's embeddings.
+
+    ``y_b`` (1,3,S,S) the style image, ``x_a_style`` (1,3,S,S) its domain-A rendering, both in
+    [-1,1]; ``embedder`` maps images to (B,D). Call :meth:`terms` with the content batch
+    ``x_in`` and D_B's x0-prediction ``x0_b`` (and, for the OSASIS set, the style branch's
+    x0-prediction ``x0_style``) to get the unweighted terms, :meth:`total` to weight them.
+    """
+
+    def __init__(self, scfg, embedder: nn.Module, y_b: torch.Tensor, x_a_style: torch.Tensor):
+        super().__init__()
+        if scfg.loss_set not in LOSS_SETS:
+            raise StylsegError(f"unknown loss set {scfg.loss_set!r}; valid: {', '.join(LOSS_SETS)} "
+                               f"(set stylize.loss_set)")
+        self.loss_set = scfg.loss_set
+        self.embedder = embedder
+        self.weights: Dict[str, float] = {}
+        for name, wkey in TERMS[self.loss_set].items():
+            keys = (wkey,) if isinstance(wkey, str) else wkey
+            w = 1.0
+            for k in keys:
+                w *= float(getattr(scfg, k))
+            self.weights[name] = w
+        self.register_buffer("y_b", y_b.detach())
+        self.register_buffer("x_a_style", x_a_style.detach())
+        with torch.no_grad():
+            self.register_buffer("e_yb", embedder(y_b).detach())
+            self.register_buffer("e_xas", embedder(x_a_style).detach())
+
+    @property
+    def needs_style_branch(self) -> bool:
+        """True when a term reconstructs the style pair (OSASIS set with a nonzero weight)."""
+        return self.loss_set == "osasis" and any(
+            self.weights[k] != 0 for k in ("recon_embed", "recon_l1", "recon_msssim"))
+
+    @property
+    def needs_cycle(self) -> bool:
+        return self.loss_set == "paper" and self.weights["cycle"] != 0
+
+    def active(self, name: str) -> bool:
+        return self.weights.get(name, 0.0) != 0.0
+
+    def terms(self, x_in: torch.Tensor, x0_b: torch.Tensor, x0_style: Optional[torch.Tensor] = None,
+              e_in: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """Unweighted loss terms (scalars). ``e_in`` = E(x_in) may be passed precomputed."""
+        if e_in is None:
+            with torch.no_grad():
+                e_in = self.embedder(x_in)
+        out: Dict[str, torch.Tensor] = {}
+        e_out = self.embedder(x0_b)
+        if self.loss_set == "paper":
+            out["adv"], out["adv_mag"] = directional_loss(e_in, e_out, self.e_xas, self.e_yb)
+            if self.active("spn"):
+                out["spn"] = spn_structure_loss(x0_b, x_in)
+        else:
+            out["cross"], out["cross_mag"] = directional_loss(e_in, e_out, self.e_xas, self.e_yb)
+            # in-domain: the change from y_B to out_B must match the change from x_A_style to x_A
+            out["in_domain"], out["in_domain_mag"] = directional_loss(self.e_yb, e_out, self.e_xas, e_in)
+            if self.needs_style_branch:
+                if x0_style is None:
+                    raise ValueError("the osasis loss set needs the style branch's x0-prediction")
+                e_s = self.embedder(x0_style)
+                out["recon_embed"] = (1.0 - F.cosine_similarity(e_s, self.e_yb.expand_as(e_s), dim=-1)).mean()
+                out["recon_l1"] = (x0_style - self.y_b).abs().mean()
+                out["recon_msssim"] = 1.0 - ms_ssim((x0_style + 1) / 2, (self.y_b.expand_as(x0_style) + 1) / 2).mean()
+        return out
+
+    def total(self, terms: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """``sum_k w_k * term_k`` over the terms present."""
+        tot = None
+        for k, v in terms.items():
+            w = self.weights.get(k, 0.0)
+            if w == 0.0:
+                continue
+            tot = w * v if tot is None else tot + w * v
+        if tot is None:
+            raise StylsegError("every style-loss weight is 0: nothing to train (check stylize.w_* in the config)")
+        return tot

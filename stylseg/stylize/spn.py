@@ -1,0 +1,137 @@
+"""The Structure-Preserving Network (SPN) and the term it adds to every D_B step.
+
+METHOD.md sections 1, 4 and 7. The SPN looks at the clean input image ``x_in`` and adds a
+pixel-space correction to the latent before each generation step of the fine-tuned decoder
+D_B (paper equations 7-9)::
+
+    x'_t = x_t + lambda * SPN(x_in, t)
+    x_{t-1} = sqrt(a_{t-1}) f(x'_t) + sqrt(1 - a_{t-1}) eps_B(x'_t, t, z)
+
+Two forms (``form``):
+
+- ``"paper"``: a stack of 1x1 convolutions on the input image, no time input
+  (Conv 3->h, SiLU, Conv h->h, SiLU, Conv h->3).
+- ``"osasis"``: OSASIS's per-pixel MLP with a time scale-shift: Conv 3->h, two blocks
+  (GroupNorm, ``h*(1+s_t)+b_t``, SiLU, 1x1 conv) h->2h->h, Conv h->3; the time embedding
+  (sinusoidal, two Linear layers) is fed the REAL timestep t in [0, T) (OSASIS fed the grid
+  index, a defect not copied).
+
+In both forms the last layer is zero-initialised, so that an untrained SPN adds nothing and
+fine-tuning starts from D_A's plain round trip. The same ``lambda`` is used in training and
+inference (it is saved with the stylizer).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..utils import Registry, StylsegError
+
+SPN_FORMS = ("paper", "osasis")
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of real timesteps ``t`` (B,) -> (B, dim) (as in DDPM / DiffAE)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+def _groups(ch: int) -> int:
+    for g in (32, 16, 8, 4, 2, 1):
+        if ch % g == 0:
+            return g
+    return 1
+
+
+class _TimeBlock(nn.Module):
+    """GroupNorm -> h*(1+s_t)+b_t -> SiLU -> 1x1 conv (OSASIS's SPN block)."""
+
+    def __init__(self, c_in: int, c_out: int, t_dim: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(_groups(c_in), c_in)
+        self.t_proj = nn.Linear(t_dim, 2 * c_in)
+        self.conv = nn.Conv2d(c_in, c_out, 1)
+
+    def forward(self, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        s, b = self.t_proj(temb)[:, :, None, None].chunk(2, dim=1)
+        return self.conv(F.silu(self.norm(h) * (1 + s) + b))
+
+
+class SPN(nn.Module):
+    """Structure-Preserving Network: ``SPN(x_in (B,3,H,W) in [-1,1], t (B,) long) -> (B,3,H,W)``.
+
+    Every layer is a 1x1 convolution, so the SPN is a per-pixel function of the input colour
+    (plus, in the ``osasis`` form, of the timestep). The output is unbounded; it starts at
+    exactly zero (last layer zero-initialised).
+    """
+
+    def __init__(self, form: str = "paper", hidden: int = 64, channels: int = 3, T: int = 1000):
+        super().__init__()
+        if form not in SPN_FORMS:
+            raise StylsegError(f"unknown SPN form {form!r}; valid forms: {', '.join(SPN_FORMS)} "
+                               f"(set stylize.spn_form)")
+        self.form, self.hidden, self.channels, self.T = form, int(hidden), int(channels), int(T)
+        h = self.hidden
+        self.conv_in = nn.Conv2d(channels, h, 1)
+        if form == "paper":
+            self.body = nn.Sequential(nn.SiLU(), nn.Conv2d(h, h, 1), nn.SiLU())
+        else:
+            t_dim = h
+            self.t_embed = nn.Sequential(nn.Linear(t_dim, 2 * t_dim), nn.SiLU(), nn.Linear(2 * t_dim, t_dim))
+            self.block1 = _TimeBlock(h, 2 * h, t_dim)
+            self.block2 = _TimeBlock(2 * h, h, t_dim)
+            self.act = nn.SiLU()
+        self.conv_out = nn.Conv2d(h, channels, 1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def config(self) -> dict:
+        return {"form": self.form, "hidden": self.hidden, "channels": self.channels, "T": self.T}
+
+    @property
+    def uses_time(self) -> bool:
+        return self.form == "osasis"
+
+    def forward(self, x_in: torch.Tensor, t: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h = self.conv_in(x_in)
+        if self.form == "paper":
+            h = self.body(h)
+        else:
+            if t is None:
+                raise ValueError("the osasis-form SPN needs the timestep t (B,) long")
+            if t.ndim == 0:
+                t = t.expand(x_in.shape[0])
+            temb = self.t_embed(timestep_embedding(t.to(x_in.device), self.hidden))
+            h = self.block2(self.block1(h, temb), temb)
+            h = self.act(h)
+        return self.conv_out(h)
+
+
+def spn_shift(x_t: torch.Tensor, x_in: torch.Tensor, t: torch.Tensor, spn: Optional[SPN], lam: float) -> torch.Tensor:
+    """``x'_t = x_t + lambda * SPN(x_in, t)`` (paper eq. 7; METHOD.md section 7).
+
+    ``x_t`` (B,3,H,W) latent at timestep ``t`` (B,) long; ``x_in`` (B,3,H,W) in [-1,1], the
+    clean input at the latent's resolution. ``spn=None`` or ``lam == 0`` returns ``x_t``.
+    """
+    if spn is None or lam == 0.0:
+        return x_t
+    return x_t + lam * spn(x_in, t)
+
+
+def build_spn(scfg, T: int = 1000) -> SPN:
+    """The SPN a :class:`~stylseg.config.StylizeConfig` asks for (``spn_form``, ``spn_hidden``)."""
+    return SPN(form=scfg.spn_form, hidden=scfg.spn_hidden, T=T)
+
+
+def count_parameters(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())

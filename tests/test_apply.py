@@ -1,0 +1,157 @@
+"""Applying a stylizer: the arm format, recon / no-SPN controls, upsampling, resume (METHOD.md 1, 7)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stylseg.data.io import read_image, read_mask, resize_image
+from stylseg.manifest import ArmWriter
+from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
+from stylseg.stylize.apply import apply_stylizer, upsample_result
+from stylseg.stylize.finetune import finetune
+from stylseg.stylize.pipeline import Stylizer
+from stylseg.utils import StylsegError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    d = tmp_path_factory.mktemp("apply")
+    cfg = tiny_config(**{"stylize.iterations": 1})
+    da = tiny_diffae(d / "diffae", cfg)
+    dom = tiny_domains(d / "data", n=7)
+    model = finetune(da, dom["style"], dom["source"], d / "ft", cfg, device="cpu", progress=False)
+    return {"d": d, "cfg": cfg, "diffae": da, "model": model, **dom}
+
+
+def test_st_arm_layout_and_manifest(env):
+    out = apply_stylizer(env["model"], env["source"], env["d"] / "st", env["cfg"], device="cpu", progress=False)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["arm"] == "st" and m["method"] == "diffusion-st" and len(m["items"]) == 7
+    assert m["params"]["unet_calls_per_image"] == 4 and m["params"]["use_spn"] is True
+    assert m["substitute"] == "weight-free style embedder instead of CLIP" and m["size"] == 32
+    for it in m["items"]:
+        img, mask = read_image(out / it["image"]), read_mask(out / it["mask"])
+        assert img.shape == (32, 32, 3) and mask.shape == (32, 32)
+        src_mask = read_mask(env["source"] / "masks" / f"{it['name']}.png")
+        assert np.array_equal(mask, src_mask)  # masks copied (same size here)
+
+
+def test_recon_and_nospn_controls(env):
+    cfg = env["cfg"]
+    rec = apply_stylizer(None, env["source"], env["d"] / "recon", cfg, mode="recon", diffae_dir=env["diffae"],
+                         device="cpu", progress=False)
+    assert json.loads((rec / "manifest.json").read_text())["substitute"] is None
+    nos = apply_stylizer(env["model"], env["source"], env["d"] / "nospn", cfg, use_spn=False, device="cpu",
+                         progress=False)
+    assert json.loads((nos / "manifest.json").read_text())["arm"] == "st_nospn"
+    # reference: the chain by hand with the loaded models
+    st = Stylizer.load(env["model"])
+    x = torch.stack([torch.from_numpy(resize_image(read_image(p), 16)).permute(2, 0, 1).float() / 127.5 - 1
+                     for p in sorted((env["source"] / "images").glob("*.png"))[:2]])
+    ref = st.reconstruct(x, cfg.ddim.t0, 2, 2)
+    got = np.stack([read_image(rec / "images" / f"{i:04d}.png") for i in range(2)])
+    want = np.stack([resize_image(a, 32) for a in ((ref.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()])
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+def test_untrained_stylizer_equals_recon(env, tmp_path):
+    """D_B = D_A and a zero SPN: the st chain is exactly the recon chain."""
+    cfg = env["cfg"].override(**{"stylize.iterations": 0})
+    m0 = finetune(env["diffae"], env["style"], env["source"], tmp_path / "ft0", cfg, device="cpu", progress=False)
+    st = Stylizer.load(m0)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert torch.equal(st.stylize(x, 0.1, 2, 2), st.reconstruct(x, 0.1, 2, 2))
+
+
+def test_upsample_detail_formula():
+    rng = np.random.default_rng(0)
+    inp = rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)
+    lo = resize_image(inp, 16)
+    # no stylization change: detail upsampling returns the full-resolution input exactly
+    assert np.array_equal(upsample_result(lo, inp, 32, "detail"), resize_image(inp, 32))
+    shifted = np.clip(lo.astype(int) + 10, 0, 255).astype(np.uint8)
+    out = upsample_result(shifted, inp, 32, "detail").astype(int)
+    hi = resize_image(inp, 32).astype(int)
+    inner = (hi > 20) & (hi < 235) & (resize_image(lo, 32) < 240)
+    assert np.abs((out - hi)[inner] - 10).max() <= 1
+    assert np.array_equal(upsample_result(shifted, inp, 32, "bilinear"), resize_image(shifted, 32))
+    with pytest.raises(StylsegError, match="bilinear, detail"):
+        upsample_result(lo, inp, 32, "nearest")
+
+
+def test_interrupted_apply_resumes_to_identical_files(env, monkeypatch):
+    cfg = env["cfg"]
+    full = apply_stylizer(env["model"], env["source"], env["d"] / "full", cfg, device="cpu", progress=False)
+    orig_add = ArmWriter.add
+    calls = {"n": 0}
+
+    def flaky(self, *a, **k):
+        if calls["n"] == 4:  # die in the middle of the second batch (batch size 3)
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return orig_add(self, *a, **k)
+
+    monkeypatch.setattr(ArmWriter, "add", flaky)
+    part = env["d"] / "part"
+    with pytest.raises(KeyboardInterrupt):
+        apply_stylizer(env["model"], env["source"], part, cfg, device="cpu", progress=False)
+    assert len(json.loads((part / "manifest.json").read_text())["items"]) == 3  # the first batch was flushed
+    monkeypatch.setattr(ArmWriter, "add", orig_add)
+    apply_stylizer(env["model"], env["source"], part, cfg, device="cpu", progress=False)
+    for sub in ("images", "masks"):
+        a = sorted(p.name for p in (full / sub).iterdir())
+        b = sorted(p.name for p in (part / sub).iterdir())
+        assert a == b and not any(n.startswith(".") for n in b)  # no temporary files left
+        for n in a:
+            assert (full / sub / n).read_bytes() == (part / sub / n).read_bytes()
+
+
+def test_grayscale_and_rgba_inputs_are_converted(env, tmp_path):
+    src = tmp_path / "mixed"
+    (src / "images").mkdir(parents=True)
+    (src / "masks").mkdir()
+    rgb = read_image(env["source"] / "images" / "0000.png")
+    Image.fromarray(rgb[..., 0]).save(src / "images" / "g.png")  # grayscale
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), "RGBA").save(src / "images" / "a.png")
+    for n in ("g", "a"):
+        Image.fromarray((read_mask(env["source"] / "masks" / "0000.png") * 255).astype(np.uint8)).save(src / "masks" / f"{n}.png")
+    out = apply_stylizer(env["model"], src, tmp_path / "out", env["cfg"], device="cpu", progress=False)
+    for n in ("g", "a"):
+        im = Image.open(out / "images" / f"{n}.png")
+        assert im.mode == "RGB" and im.size == (32, 32)
+
+
+def test_bad_model_folders(env, tmp_path):
+    cfg = env["cfg"]
+    with pytest.raises(StylsegError, match="model folder not found"):
+        apply_stylizer(tmp_path / "missing", env["source"], tmp_path / "o", cfg, device="cpu")
+    with pytest.raises(StylsegError, match="'diffae' model, but a 'stylizer' model was expected"):
+        apply_stylizer(env["diffae"], env["source"], tmp_path / "o", cfg, device="cpu")
+    other = tiny_diffae(tmp_path / "other_diffae", cfg, seed=1)
+    with pytest.raises(StylsegError, match="differs from the one"):
+        apply_stylizer(env["model"], env["source"], tmp_path / "o", cfg, diffae_dir=other, device="cpu")
+    with pytest.raises(StylsegError, match="no masks/ folder"):
+        apply_stylizer(env["model"], env["source"] / "images", tmp_path / "o", cfg, device="cpu")
+
+
+def test_cli_apply(env, tmp_path, monkeypatch):
+    from stylseg.cli import main
+    from stylseg.stylize._testing import TINY_DIFFAE
+
+    monkeypatch.setenv("STYLSEG_THREADS", "1")
+    sets = [a for k, v in TINY_DIFFAE.items() for a in ("--set", f"{k}={v}")]
+    assert main(["stylize", "apply", "--model", str(env["model"]), "--input", str(env["source"]), "--out",
+                 str(tmp_path / "c"), "--no-spn", "--device", "cpu", *sets]) == 0
+    assert json.loads((tmp_path / "c" / "manifest.json").read_text())["params"]["use_spn"] is False
+    assert main(["stylize", "apply", "--input", str(env["source"]), "--out", str(tmp_path / "d"), "--device", "cpu"]) == 2

@@ -1,0 +1,143 @@
+"""One-shot fine-tuning of D_B + SPN on a tiny random DiffAE (METHOD.md sections 3, 4, 7)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
+from stylseg.stylize.embedders import SUBSTITUTE
+from stylseg.stylize.finetune import STYLE_XA, STYLE_Y, finetune, make_style_pair
+from stylseg.stylize.pipeline import Stylizer, folder_sha256, load_diffae
+from stylseg.utils import StylsegError, load_model_folder
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread is fastest (and far faster on a shared, oversubscribed CPU)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ft")
+    cfg = tiny_config()
+    return {"d": d, "cfg": cfg, "diffae": tiny_diffae(d / "diffae", cfg), **tiny_domains(d / "data")}
+
+
+def test_style_pair_any_size_and_mode(env, tmp_path):
+    rgba = tmp_path / "style_rgba.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 25, 4), dtype=np.uint8), "RGBA").save(rgba)
+    m = load_diffae(env["diffae"])
+    y, xa, err = make_style_pair(m, rgba, 0.1, 2, tries=3)
+    assert y.shape == xa.shape == (1, 3, 16, 16) and err.shape == (3,)
+    assert y.min() >= -1 and y.max() <= 1
+    # the chosen render is the one with the smallest error (reproduce all three with the same seed)
+    _, xa2, err2 = make_style_pair(m, rgba, 0.1, 2, tries=3)
+    assert torch.equal(xa, xa2) and torch.equal(err, err2)
+
+
+def test_finetune_writes_a_loadable_stylizer(env):
+    cfg, d = env["cfg"], env["d"]
+    da_state = {k: v.clone() for k, v in load_diffae(env["diffae"]).state_dict().items()}
+    seen = []
+    out = finetune(env["diffae"], env["style"], env["source"], d / "ft", cfg, device="cpu", progress=False,
+                   callback=lambda it, i, t, x0: seen.append((it, i, t, tuple(x0.shape))))
+    meta, state = load_model_folder(out, "stylizer")
+    assert meta["diffae"]["sha256"] == folder_sha256(env["diffae"])
+    assert meta["substitute"] == SUBSTITUTE and meta["config"]["spn_lambda"] == cfg.stylize.spn_lambda
+    assert (out / STYLE_Y).is_file() and (out / STYLE_XA).is_file()
+    hist = json.loads((out / "history.json").read_text())
+    assert hist["substitute"] == SUBSTITUTE and len(hist["iterations"]) == cfg.stylize.iterations
+    for rec in hist["iterations"]:
+        assert {"cross", "cross_mag", "in_domain", "recon_l1", "recon_msssim", "recon_embed", "total"} <= set(rec)
+        assert rec["updates"] == cfg.ddim.finetune_gen_steps  # an optimizer step at every generation step
+    # callback: every iteration walks the generation grid downwards
+    grid = [0, 50, 100]  # ddim_timesteps(0.1, 2)
+    assert [(it, i, t) for it, i, t, _ in seen] == [(0, 0, 100), (0, 1, 50), (1, 0, 100), (1, 1, 50)]
+    assert all(s == (2, 3, 16, 16) for *_, s in seen) and grid
+    # D_A untouched, D_B and the SPN trained
+    da_after = load_diffae(env["diffae"]).state_dict()
+    assert all(torch.equal(v, da_after[k]) for k, v in da_state.items())
+    st = Stylizer.load(out)
+    assert any(not torch.equal(v, da_state[f"unet.{k}"]) for k, v in st.unet_b.state_dict().items())
+    assert st.spn.conv_out.weight.abs().sum() > 0
+    # same settings again: returns at once without retraining
+    mtime = (out / "model.safetensors").stat().st_mtime_ns
+    finetune(env["diffae"], env["style"], env["source"], out, cfg, device="cpu", progress=False)
+    assert (out / "model.safetensors").stat().st_mtime_ns == mtime
+    # other settings: a clear error unless overwrite
+    with pytest.raises(StylsegError, match="other settings"):
+        finetune(env["diffae"], env["style"], env["source"], out, cfg.override(**{"stylize.lr_spn": 1e-3}),
+                 device="cpu", progress=False)
+
+
+def test_exact_resume(env):
+    cfg = env["cfg"].override(**{"stylize.iterations": 4, "stylize.checkpoint_every": 2})
+    d = env["d"]
+    full = finetune(env["diffae"], env["style"], env["source"], d / "full", cfg, device="cpu", progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop(it, i, t, x0):
+        if it == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        finetune(env["diffae"], env["style"], env["source"], d / "part", cfg, device="cpu", progress=False,
+                 callback=stop)
+    assert not (d / "part" / "model.safetensors").exists() and (d / "part" / "checkpoint.pt").is_file()
+    finetune(env["diffae"], env["style"], env["source"], d / "part", cfg, device="cpu", progress=False)
+    _, a = load_model_folder(full, "stylizer")
+    _, b = load_model_folder(d / "part", "stylizer")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ha = json.loads((full / "history.json").read_text())["iterations"]
+    hb = json.loads((d / "part" / "history.json").read_text())["iterations"]
+    assert [r["total"] for r in ha] == [r["total"] for r in hb]
+
+
+def test_paper_set_with_cycle_and_chain_backprop(env):
+    cfg = env["cfg"].override(**{"stylize.loss_set": "paper", "stylize.w_cycle": 1.0, "stylize.backprop": "chain",
+                                  "stylize.iterations": 1, "stylize.spn_form": "osasis"})
+    out = finetune(env["diffae"], env["style"], env["source"], env["d"] / "paper", cfg, device="cpu", progress=False)
+    rec = json.loads((out / "history.json").read_text())["iterations"][0]
+    assert {"adv", "adv_mag", "spn", "cycle"} <= set(rec) and rec["updates"] == 1
+    assert Stylizer.load(out).spn.form == "osasis"
+
+
+def test_bad_inputs(env, tmp_path):
+    cfg = env["cfg"]
+    (tmp_path / "notamodel").mkdir()
+    with pytest.raises(StylsegError, match="not a stylseg model folder"):
+        finetune(tmp_path / "notamodel", env["style"], env["source"], tmp_path / "o", cfg, device="cpu")
+    with pytest.raises(StylsegError, match="style image not found"):
+        finetune(env["diffae"], tmp_path / "nope.png", env["source"], tmp_path / "o", cfg, device="cpu")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(StylsegError, match="unreadable or corrupt"):
+        finetune(env["diffae"], bad, env["source"], tmp_path / "o", cfg, device="cpu")
+    with pytest.raises(StylsegError, match="per_step, chain"):
+        finetune(env["diffae"], env["style"], env["source"], tmp_path / "o",
+                 cfg.override(**{"stylize.backprop": "full"}), device="cpu")
+
+
+def test_cli_finetune(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("STYLSEG_THREADS", "1")
+    from stylseg.cli import main
+
+    from stylseg.stylize._testing import TINY_DIFFAE
+
+    sets = []
+    for k, v in dict(TINY_DIFFAE, **{"stylize.iterations": 1}).items():
+        sets += ["--set", f"{k}={v}"]
+    rc = main(["stylize", "finetune", "--diffae", str(env["diffae"]), "--style", str(env["style"]), "--content",
+               str(env["source"]), "--out", str(tmp_path / "cli"), "--device", "cpu", *sets])
+    assert rc == 0 and (tmp_path / "cli" / "model.safetensors").is_file()
+    assert main(["stylize", "finetune", "--diffae", str(tmp_path), "--style", str(env["style"]), "--content",
+                 str(env["source"]), "--out", str(tmp_path / "cli2"), "--device", "cpu"]) == 2

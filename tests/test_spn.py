@@ -1,0 +1,104 @@
+"""The SPN (METHOD.md sections 4, 7) and the chain that adds it before every D_B step."""
+
+import pytest
+import torch
+
+from stylseg.diffusion.ddim import DDIMSchedule, ddim_sample, ddim_timesteps
+from stylseg.stylize.pipeline import generate
+from stylseg.stylize.spn import SPN, spn_shift, timestep_embedding
+from stylseg.utils import StylsegError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread is fastest (and far faster on a shared, oversubscribed CPU)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("form", ["paper", "osasis"])
+def test_zero_initialised_adds_nothing(form):
+    spn = SPN(form, hidden=16)
+    x_in, x_t = torch.rand(2, 3, 8, 8) * 2 - 1, torch.randn(2, 3, 8, 8)
+    t = torch.tensor([10, 500])
+    assert torch.equal(spn(x_in, t), torch.zeros_like(x_in))
+    assert torch.equal(spn_shift(x_t, x_in, t, spn, 0.1), x_t)
+
+
+@pytest.mark.parametrize("form", ["paper", "osasis"])
+def test_per_pixel_function(form):
+    """Every layer is a 1x1 conv: permuting the input's pixels permutes the output's."""
+    torch.manual_seed(0)
+    spn = SPN(form, hidden=16)
+    torch.nn.init.normal_(spn.conv_out.weight, std=0.1)
+    x = torch.rand(1, 3, 6, 6) * 2 - 1
+    perm = torch.randperm(36)
+    xp = x.flatten(2)[:, :, perm].view(1, 3, 6, 6)
+    t = torch.tensor([250])
+    assert torch.allclose(spn(xp, t).flatten(2), spn(x, t).flatten(2)[:, :, perm], atol=1e-6)
+
+
+def test_time_input_only_in_osasis_form():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 4, 4) * 2 - 1
+    for form, differs in (("paper", False), ("osasis", True)):
+        spn = SPN(form, hidden=16)
+        torch.nn.init.normal_(spn.conv_out.weight, std=0.1)
+        a, b = spn(x, torch.tensor([10])), spn(x, torch.tensor([600]))
+        assert (not torch.allclose(a, b)) == differs, form
+    assert SPN("osasis").uses_time and not SPN("paper").uses_time
+
+
+def test_timestep_embedding_is_of_the_real_timestep():
+    e = timestep_embedding(torch.tensor([0, 499]), 8)
+    assert torch.allclose(e[0], torch.tensor([1.0, 1, 1, 1, 0, 0, 0, 0]))
+    freqs = torch.exp(-torch.log(torch.tensor(10000.0)) * torch.arange(4) / 4)
+    assert torch.allclose(e[1, :4], torch.cos(499 * freqs), atol=1e-5)
+
+
+def test_unknown_form_lists_valid():
+    with pytest.raises(StylsegError, match="paper, osasis"):
+        SPN("mlp")
+
+
+class _Lin(torch.nn.Module):
+    """A tiny eps model: eps = 0.3 x_t + 0.01 t (stand-in UNet, conditioning ignored)."""
+
+    def forward(self, x, t, z):
+        return 0.3 * x + 0.01 * t.view(-1, 1, 1, 1).float() / 100
+
+
+def test_generate_without_spn_matches_ddim_sample():
+    sched = DDIMSchedule()
+    x = torch.randn(2, 3, 4, 4)
+    ref = ddim_sample(_Lin(), x, ddim_timesteps(0.25, 4), cond=None, schedule=sched)
+    out = generate(_Lin(), x, None, 0.25, 4, sched)
+    assert torch.allclose(out, ref, atol=1e-6)
+
+
+def test_generate_adds_lambda_spn_before_each_step():
+    """One step by hand: x' = x + lam SPN(x_in); x0 = clamp((x' - sqrt(1-a) eps(x'))/sqrt(a));
+    eps re-derived from the clamped x0; x_next = sqrt(a') x0 + sqrt(1-a') eps (eq. 7-9)."""
+    torch.manual_seed(0)
+    sched = DDIMSchedule()
+    spn = SPN("paper", hidden=8)
+    torch.nn.init.normal_(spn.conv_out.weight, std=0.5)
+    x, x_in, lam = torch.randn(1, 3, 4, 4), torch.rand(1, 3, 4, 4) * 2 - 1, 0.2
+    seen = []
+    out = generate(_Lin(), x, None, 0.1, 2, sched, spn=spn, x_in=x_in, lam=lam,
+                   callback=lambda i, t, xn, x0: seen.append(t))
+    grid = ddim_timesteps(0.1, 2)
+    assert seen == [grid[2], grid[1]]
+    xx = x
+    for t, tn in ((grid[2], grid[1]), (grid[1], -1)):
+        tv = torch.tensor([t])
+        with torch.no_grad():
+            xs = xx + lam * spn(x_in, tv)
+        a, an = sched.alpha_bar(t), sched.alpha_bar(tn)
+        eps = _Lin()(xs, tv, None)
+        x0 = ((xs - (1 - a) ** 0.5 * eps) / a ** 0.5).clamp(-1, 1)
+        eps = (xs - a ** 0.5 * x0) / (1 - a) ** 0.5
+        xx = an ** 0.5 * x0 + (1 - an) ** 0.5 * eps
+    assert torch.allclose(out.detach(), xx.detach(), atol=1e-5)

@@ -1,0 +1,140 @@
+"""Style embedders and losses against references and hand-computed cases (METHOD.md 3, 7)."""
+
+import numpy as np
+import pytest
+import torch
+
+from stylseg.config import get_profile
+from stylseg.stylize.embedders import (SUBSTITUTE, TINY_CLIP, ClipEmbedder, WeightFreeEmbedder, make_embedder,
+                                       rgb_to_lab)
+from stylseg.stylize.losses import (StyleLoss, directional_loss, ms_ssim, spn_structure_loss, ssim,
+                                    structure_map)
+from stylseg.utils import StylsegError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread is fastest (and far faster on a shared, oversubscribed CPU)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_rgb_to_lab_matches_skimage():
+    from skimage.color import rgb2lab
+
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    ref = rgb2lab(((x + 1) / 2).permute(0, 2, 3, 1).numpy())
+    assert np.abs(rgb_to_lab(x).permute(0, 2, 3, 1).numpy() - ref).max() < 1e-3
+
+
+def test_directional_loss_hand_cases():
+    e_from = torch.tensor([[1.0, 0.0]])
+    ref_from, ref_to = torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, 2.0]])
+    same, mag = directional_loss(e_from, e_from + torch.tensor([[0.0, 2.0]]), ref_from, ref_to)
+    assert same.item() == pytest.approx(0.0, abs=1e-6) and mag.item() == pytest.approx(0.0, abs=1e-6)
+    opp, mag = directional_loss(e_from, e_from - torch.tensor([[0.0, 2.0]]), ref_from, ref_to)
+    assert opp.item() == pytest.approx(2.0) and mag.item() == pytest.approx(4.0)  # |(-2)-(2)|^2/|2|^2
+    half, mag = directional_loss(e_from, e_from + torch.tensor([[0.0, 1.0]]), ref_from, ref_to)
+    assert half.item() == pytest.approx(0.0, abs=1e-6) and mag.item() == pytest.approx(0.25)  # tiny step: cos 0, mag > 0
+    _, none = directional_loss(e_from, e_from, ref_from, ref_to)
+    assert none.item() == pytest.approx(1.0)  # no change: magnitude term 1
+
+
+def test_ssim_matches_skimage_and_ms_ssim_identity():
+    from skimage.metrics import structural_similarity
+
+    torch.manual_seed(0)
+    a = torch.rand(1, 1, 32, 32)
+    b = (a + 0.1 * torch.randn_like(a)).clamp(0, 1)
+    ref = structural_similarity(a[0, 0].numpy(), b[0, 0].numpy(), data_range=1.0, gaussian_weights=True,
+                                sigma=1.5, use_sample_covariance=False)
+    assert ssim(a, b).item() == pytest.approx(ref, abs=0.03)
+    assert ms_ssim(a, a).item() == pytest.approx(1.0, abs=1e-5)
+    assert ms_ssim(a, b).item() < ms_ssim(a, (a + 0.02 * torch.randn_like(a)).clamp(0, 1)).item() < 1.0
+
+
+def test_structure_map_ignores_brightness_and_contrast():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 32, 32) * 1.2 - 0.6
+    gray = x.mean(1, keepdim=True).repeat(1, 3, 1, 1)
+    s = structure_map(gray)
+    s2 = structure_map((gray * 0.5 + 0.2))  # luminance a*Y + b
+    assert torch.corrcoef(torch.stack([s.flatten(), s2.flatten()]))[0, 1] > 0.99
+    assert spn_structure_loss(gray, gray).item() == 0.0
+    assert spn_structure_loss(gray.flip(-1), gray).item() > 0.1
+
+
+def test_weightfree_embedder_standardised_no_lbp_and_differentiable():
+    torch.manual_seed(0)
+    src = torch.rand(16, 3, 16, 16) * 2 - 1
+    e = WeightFreeEmbedder().fit(src)
+    z = e(src)
+    assert torch.allclose(z.mean(0), torch.zeros(e.dim), atol=1e-4)
+    assert torch.allclose(z.std(0), torch.ones(e.dim), atol=1e-3)
+    assert "lbp" not in " ".join(e.describe()).lower() and e.describe()["substitute"] == SUBSTITUTE
+    x = src[:2].clone().requires_grad_(True)
+    e(x).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    redder = src.clone()
+    redder[:, 0] = (redder[:, 0] + 0.5).clamp(-1, 1)
+    assert (e(redder)[:, 2] - e(src)[:, 2]).mean() > 1.0  # mean a* rises with red
+
+
+def test_tiny_clip_embedder_gradients_and_preprocessing():
+    e = ClipEmbedder(TINY_CLIP, "")
+    x = (torch.rand(2, 3, 16, 16) * 2 - 1).requires_grad_(True)
+    y = e(x)
+    assert y.shape == (2, 32) and torch.allclose(y.norm(dim=-1), torch.ones(2), atol=1e-5)
+    y.sum().backward()
+    assert x.grad.abs().sum() > 0 and not any(p.requires_grad for p in e.parameters())
+    assert e.prep(x).shape == (2, 3, 32, 32)
+    eo = ClipEmbedder(TINY_CLIP, "", preprocess="osasis")
+    assert eo.prep(x).shape == (2, 3, 32, 32)
+
+
+def test_missing_clip_weights_offline_names_fetch_and_fallback():
+    cfg = get_profile("paper").stylize
+    with pytest.raises(StylsegError) as ei:
+        make_embedder(cfg)
+    msg = str(ei.value)
+    assert "stylseg weights fetch clip-vit-b-32-openai" in msg and "stylize.embedder=weightfree" in msg
+
+
+def test_unknown_embedder_lists_valid():
+    cfg = get_profile("smoke").stylize
+    from dataclasses import replace
+
+    with pytest.raises(StylsegError, match="clip, weightfree"):
+        make_embedder(replace(cfg, embedder="dino"))
+
+
+@pytest.mark.parametrize("loss_set", ["paper", "osasis"])
+def test_style_loss_sets(loss_set):
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    sc = replace(get_profile("smoke").stylize, loss_set=loss_set)
+    src = torch.rand(8, 3, 16, 16) * 2 - 1
+    emb = make_embedder(sc, source=src)
+    y_b = torch.rand(1, 3, 16, 16) * 2 - 1
+    x_as = (y_b * 0.5).clamp(-1, 1)
+    loss = StyleLoss(sc, emb, y_b, x_as)
+    x_in = src[:2]
+    out = x_in.clone().requires_grad_(True)
+    terms = loss.terms(x_in, out, x0_style=x_as.clone() if loss_set == "osasis" else None)
+    expected = {"paper": {"adv", "adv_mag", "spn"},
+                "osasis": {"cross", "cross_mag", "in_domain", "in_domain_mag", "recon_embed", "recon_l1",
+                           "recon_msssim"}}[loss_set]
+    assert set(terms) == expected
+    if loss_set == "paper":
+        assert terms["adv_mag"].item() == pytest.approx(1.0, abs=1e-4)  # output = input: no change
+        assert terms["spn"].item() == 0.0
+    else:
+        assert terms["recon_l1"].item() == pytest.approx((x_as - y_b).abs().mean().item(), rel=1e-5)
+    tot = loss.total(terms)
+    manual = sum(loss.weights[k] * v for k, v in terms.items())
+    assert tot.item() == pytest.approx(manual.item(), rel=1e-6)
+    tot.backward()
+    assert out.grad is not None and torch.isfinite(out.grad).all()
