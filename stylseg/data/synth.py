@@ -92,18 +92,18 @@ DEFAULT_DOMAINS: Dict[str, Tuple[str, str]] = {"polyp": ("clinic", "colon"), "sk
 
 POLYP_DOMAINS.add("clinic", DomainStyle(
     description="CVC-ClinicDB-like: bright, sharp, wide-angle, pinkish-red mucosa, paler polyp, strong highlights",
-    background=(0.86, 0.42, 0.40), lesion=(0.93, 0.62, 0.55), vessel=(0.62, 0.10, 0.14), vessel_strength=0.45,
-    texture=0.07, gain=1.05, vignette=0.15, depth_dark=0.35, cast=(1.0, 1.0, 1.0), gamma=1.0, contrast=1.1,
-    saturation=1.05, blur=0.0, noise=0.008, jpeg=0, frame=0.0, specular=0.9, lesion_shading=0.55))
+    background=(0.84, 0.48, 0.42), lesion=(0.93, 0.66, 0.58), vessel=(0.62, 0.10, 0.14), vessel_strength=0.45,
+    texture=0.07, gain=0.98, vignette=0.15, depth_dark=0.5, cast=(1.0, 1.0, 1.0), gamma=1.0, contrast=1.1,
+    saturation=0.85, blur=0.0, noise=0.008, jpeg=0, frame=0.0, specular=0.9, lesion_shading=0.55))
 POLYP_DOMAINS.add("colon", DomainStyle(
-    description="CVC-ColonDB-like: darker, blurrier, yellow-orange cast, strong vignette, black frame, sensor noise",
-    background=(0.80, 0.52, 0.30), lesion=(0.78, 0.48, 0.26), vessel=(0.55, 0.25, 0.10), vessel_strength=0.25,
-    texture=0.05, gain=0.62, vignette=0.6, depth_dark=0.55, cast=(1.08, 0.95, 0.62), gamma=1.25, contrast=0.9,
-    saturation=0.95, blur=1.4, noise=0.035, jpeg=0, frame=1.18, specular=0.45, lesion_shading=0.7))
+    description="CVC-ColonDB-like: dimmer, blurrier, yellow-orange cast, vignette, black frame, paler polyp, noise",
+    background=(0.80, 0.50, 0.30), lesion=(0.92, 0.68, 0.48), vessel=(0.55, 0.25, 0.10), vessel_strength=0.25,
+    texture=0.05, gain=0.85, vignette=0.45, depth_dark=0.5, cast=(1.06, 0.95, 0.68), gamma=1.1, contrast=1.0,
+    saturation=0.95, blur=1.4, noise=0.03, jpeg=0, frame=1.18, specular=0.45, lesion_shading=0.6))
 POLYP_DOMAINS.add("etis", DomainStyle(
     description="ETIS-Larib-like: low contrast, greenish-grey cast, mild blur, heavy JPEG compression",
-    background=(0.70, 0.55, 0.50), lesion=(0.74, 0.60, 0.52), vessel=(0.50, 0.30, 0.28), vessel_strength=0.3,
-    texture=0.06, gain=0.9, vignette=0.35, depth_dark=0.45, cast=(0.82, 1.02, 0.92), gamma=0.9, contrast=0.6,
+    background=(0.62, 0.50, 0.48), lesion=(0.92, 0.74, 0.62), vessel=(0.50, 0.30, 0.28), vessel_strength=0.3,
+    texture=0.06, gain=0.9, vignette=0.35, depth_dark=0.45, cast=(0.82, 1.02, 0.92), gamma=0.9, contrast=0.7,
     saturation=0.55, blur=0.7, noise=0.02, jpeg=18, frame=0.0, specular=0.6, lesion_shading=0.6))
 
 SKIN_DOMAINS.add("derm_light", DomainStyle(
