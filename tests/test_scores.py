@@ -1,0 +1,121 @@
+"""Structure and style scores (METHOD.md section 7): hand cases and the do-nothing control."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from stylseg.data.io import read_image, write_image
+from stylseg.stylize._testing import tiny_domains
+from stylseg.stylize.scores import (boundary_band, edge_agreement, frechet_distance, lbp_histograms, lnl_ssim,
+                                    score_arm, style_features, train_oracle)
+from stylseg.utils import StylsegError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def dom(tmp_path_factory):
+    return tiny_domains(tmp_path_factory.mktemp("scores") / "data", n=12, size=32)
+
+
+def test_frechet_distance_1d_gaussians():
+    rng = np.random.default_rng(0)
+    a = rng.normal(1.0, 2.0, (20000, 1))
+    b = rng.normal(-1.0, 0.5, (20000, 1))
+    # (mu1 - mu2)^2 + (s1 - s2)^2 for 1-D Gaussians
+    assert frechet_distance(a, b) == pytest.approx(4.0 + 1.5 ** 2, rel=0.03)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_boundary_band_and_edge_agreement_hand_cases():
+    mask = np.zeros((32, 32), bool)
+    mask[10:22, 10:22] = True
+    band = boundary_band(mask, 3)
+    assert band[10, 15] and band[7, 15] and band[12, 15] and not band[6, 15] and not band[13, 15]
+    assert not boundary_band(np.zeros((8, 8), bool)).any()
+    img = np.full((32, 32, 3), 60, np.uint8)
+    img[mask] = 200
+    assert edge_agreement(img, img, mask) == 1.0
+    assert edge_agreement(img, (img * 0.5 + 20).astype(np.uint8), mask) == 1.0  # contrast change: same edges
+    moved = np.roll(img, 3, axis=1)
+    assert edge_agreement(img, moved, mask) < 0.6
+    assert np.isnan(edge_agreement(img, img, np.zeros((32, 32), bool)))
+
+
+def test_lnl_ssim_ignores_style_and_sees_structure(dom):
+    img = read_image(dom["source"] / "images" / "0001.png")
+    assert lnl_ssim(img, img) == pytest.approx(1.0)
+    restyled = np.clip(img.astype(float) * 0.6 + np.array([60, 10, 0]), 0, 255).astype(np.uint8)
+    assert lnl_ssim(img, restyled) > 0.9
+    assert lnl_ssim(img, np.flipud(img)) < 0.3
+
+
+def test_lbp_features_are_histograms():
+    img = (np.random.default_rng(1).random((32, 32, 3)) * 255).astype(np.uint8)
+    h = lbp_histograms(img)
+    assert h.shape == (28,) and h[:10].sum() == pytest.approx(1.0) and h[10:].sum() == pytest.approx(1.0)
+    assert style_features(img).shape == (37,)
+
+
+def _arm_from(src_paths, dst, names):
+    (dst / "images").mkdir(parents=True)
+    for p, n in zip(src_paths, names):
+        shutil.copy(p, dst / "images" / f"{n}.png")
+    return dst
+
+
+def test_doing_nothing_scores_structure_one_and_source_style(dom, tmp_path):
+    src, tgt = dom["source"], dom["target"]
+    oracle = train_oracle([src, tgt], tmp_path / "oracle", 32, epochs=1, batch_size=8, device="cpu", progress=False)
+    assert train_oracle([src, tgt], tmp_path / "oracle", 32, epochs=1, batch_size=8, device="cpu") == oracle  # cached
+    ident = _arm_from(sorted((src / "images").glob("*.png")), tmp_path / "ident",
+                      [p.stem for p in sorted((src / "images").glob("*.png"))])
+    (ident / "manifest.json").write_text(json.dumps({"arm": "ident", "items": [], "scores": {}}))
+    r = score_arm(src, ident, tgt, oracle=oracle)
+    assert r["structure_ssim"] == pytest.approx(1.0) and r["structure_edge_f1"] == pytest.approx(1.0)
+    assert r["oracle_dice_output"] == r["oracle_dice_input"]
+    assert r["style_fd_output"] == pytest.approx(r["style_fd_input"]) and r["style_fd_ratio"] == pytest.approx(1.0)
+    assert r["style_p_target_output"] == pytest.approx(r["style_p_target_input"])
+    assert r["style_p_target_input"] < 0.3 and r["style_clf_acc"] > 0.8  # the domains are told apart
+    assert json.loads((ident / "manifest.json").read_text())["scores"]["structure_ssim"] == pytest.approx(1.0)
+
+
+def test_perfect_style_scores_target(dom, tmp_path):
+    """An 'arm' whose images are target-domain images (same lesion geometry, other style):
+    P(target) rises to the targets' level and the Frechet distance falls."""
+    src, tgt = dom["source"], dom["target"]
+    names = [p.stem for p in sorted((src / "images").glob("*.png"))]
+    arm = _arm_from(sorted((tgt / "images").glob("*.png")), tmp_path / "perfect", names)
+    # score against a held-out target set: the same generator, other seeds
+    from stylseg.data.synth import generate_domain
+
+    held = generate_domain(tmp_path / "held", "polyp", "colon", n=12, size=32, seed=5, progress=False)
+    r = score_arm(src, arm, held)
+    assert r["style_p_target_output"] > 0.7 > r["style_p_target_input"]
+    assert r["style_fd_ratio"] < 0.5
+
+
+def test_score_errors(dom, tmp_path):
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    write_image(tmp_path / "empty" / "images" / "zzz.png", read_image(dom["style"]))
+    with pytest.raises(StylsegError, match="no output image has an input of the same name"):
+        score_arm(dom["source"], tmp_path / "empty", dom["target"])
+
+
+def test_cli_score(dom, tmp_path, monkeypatch, capsys):
+    from stylseg.cli import main
+
+    monkeypatch.setenv("STYLSEG_THREADS", "1")
+    assert main(["stylize", "score", "--input", str(dom["source"]), "--output", str(dom["source"]),
+                 "--target", str(dom["target"]), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["structure_ssim"] == pytest.approx(1.0)
