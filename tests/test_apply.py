@@ -155,3 +155,19 @@ def test_cli_apply(env, tmp_path, monkeypatch):
                  str(tmp_path / "c"), "--no-spn", "--device", "cpu", *sets]) == 0
     assert json.loads((tmp_path / "c" / "manifest.json").read_text())["params"]["use_spn"] is False
     assert main(["stylize", "apply", "--input", str(env["source"]), "--out", str(tmp_path / "d"), "--device", "cpu"]) == 2
+
+
+def test_apply_arms_shares_inversion_with_identical_results(env):
+    from stylseg.stylize.apply import apply_arms
+
+    cfg, d = env["cfg"], env["d"]
+    sep_st = apply_stylizer(env["model"], env["source"], d / "sep_st", cfg, device="cpu", progress=False)
+    sep_rec = apply_stylizer(env["model"], env["source"], d / "sep_rec", cfg, mode="recon", device="cpu",
+                             progress=False)
+    both = apply_arms(env["model"], env["source"], [{"out": d / "b_st"}, {"out": d / "b_rec", "mode": "recon"}],
+                      cfg, device="cpu", progress=False)
+    for a, b in ((sep_st, both[0]), (sep_rec, both[1])):
+        for p in sorted((a / "images").iterdir()):
+            assert p.read_bytes() == (b / "images" / p.name).read_bytes()
+        assert json.loads((a / "manifest.json").read_text())["params"] == \
+            json.loads((b / "manifest.json").read_text())["params"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +30,8 @@ import torch
 from ..data.io import from_tensor_pm1, read_image, read_mask, resize_image, resize_mask
 from ..manifest import ArmWriter
 from ..utils import StylsegError, resolve_device
-from .pipeline import Stylizer, diffae_size, folder_sha256, list_folder, load_diffae, masks_of, to_tensor_pm1
+from ..data.io import to_tensor_pm1
+from .pipeline import Stylizer, folder_sha256, generate, list_folder, load_diffae, masks_of
 
 MODES = ("st", "recon")
 UPSAMPLE = ("bilinear", "detail")
@@ -70,10 +71,27 @@ def apply_stylizer(model_dir: Optional[os.PathLike], input_dir: os.PathLike, out
     ``masks/``, copied). Images of any mode are converted to RGB (grayscale repeated, RGBA
     composited on black). ``use_spn=False`` drops the SPN term (the ``--no-spn`` control).
     """
-    from tqdm.auto import tqdm
-
     if mode not in MODES:
         raise StylsegError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    spec = {"out": out_dir, "mode": mode, "use_spn": use_spn, "arm": arm}
+    return apply_arms(model_dir, input_dir, [spec], cfg, diffae_dir=diffae_dir, device=device,
+                      upsample=upsample, progress=progress)[0]
+
+
+def apply_arms(model_dir: Optional[os.PathLike], input_dir: os.PathLike, specs: Sequence[Dict[str, Any]], cfg, *,
+               diffae_dir: Optional[os.PathLike] = None, device="auto", upsample: Optional[str] = None,
+               progress: bool = True) -> List[Path]:
+    """Write several arms from one input folder, sharing the D_A inversion (the most expensive
+    part: ``apply_invert_steps`` UNet calls) between them; each arm then costs only its
+    ``apply_gen_steps`` generation calls. ``specs``: dicts with ``out`` and optional ``mode``
+    (st | recon), ``use_spn`` (default True), ``arm`` (name). Each arm is written exactly as
+    :func:`apply_stylizer` writes it (same files, manifest and resume behaviour)."""
+    from tqdm.auto import tqdm
+
+    specs = [dict({"mode": "st", "use_spn": True, "arm": None}, **sp) for sp in specs]
+    for sp in specs:
+        if sp["mode"] not in MODES:
+            raise StylsegError(f"unknown mode {sp['mode']!r}; valid: {', '.join(MODES)}")
     how = upsample or cfg.stylize.upsample
     if how not in UPSAMPLE:
         raise StylsegError(f"unknown upsampling {how!r}; valid: {', '.join(UPSAMPLE)} (set stylize.upsample)")
@@ -90,8 +108,9 @@ def apply_stylizer(model_dir: Optional[os.PathLike], input_dir: os.PathLike, out
             raise StylsegError(f"{mdir}: no mask for image {p.name} (same file stem expected)")
         mask_paths.append(m)
 
+    needs_model = any(sp["mode"] == "st" for sp in specs)
     substitute = None
-    if mode == "st" or model_dir is not None:
+    if needs_model or model_dir is not None:
         if model_dir is None:
             raise StylsegError("mode 'st' needs the stylizer folder (--model DIR)")
         st = Stylizer.load(model_dir, diffae_dir=diffae_dir, device=dev)
@@ -108,43 +127,55 @@ def apply_stylizer(model_dir: Optional[os.PathLike], input_dir: os.PathLike, out
     seg = int(cfg.data.seg_size)
     t0, n_inv, n_gen = cfg.ddim.t0, cfg.ddim.apply_invert_steps, cfg.ddim.apply_gen_steps
     z_style = None
-    if mode == "st" and cfg.stylize.mix_style_z:
+    if needs_model and cfg.stylize.mix_style_z:
         from .finetune import STYLE_Y
         from .pipeline import load_image_pm1
 
         with torch.no_grad():
             z_style = st.diffae.encoder(load_image_pm1(Path(model_dir) / STYLE_Y, size)[None].to(dev))
-    use_spn = bool(use_spn) and mode == "st"
-    params = {"mode": mode, "use_spn": use_spn, "t0": t0, "invert_steps": n_inv, "gen_steps": n_gen,
-              "unet_calls_per_image": n_inv + n_gen, "diffusion_size": size, "upsample": how,
-              "spn_lambda": st.lam if use_spn else 0.0, "mix_style_z": z_style is not None,
-              "stylizer_sha256": model_sha, "diffae_sha256": diffae_sha}
-    arm = arm or (("st" if use_spn else "st_nospn") if mode == "st" else "recon")
-    method = "diffusion-st" if mode == "st" else "diffusion-recon"
-    writer = ArmWriter(out_dir, arm, method, params, source=Path(input_dir), style=style, size=seg,
-                       substitute=substitute if mode == "st" else None)
+    writers = []
+    for sp in specs:
+        mode = sp["mode"]
+        use_spn = bool(sp["use_spn"]) and mode == "st"
+        params = {"mode": mode, "use_spn": use_spn, "t0": t0, "invert_steps": n_inv, "gen_steps": n_gen,
+                  "unet_calls_per_image": n_inv + n_gen, "diffusion_size": size, "upsample": how,
+                  "spn_lambda": st.lam if use_spn else 0.0, "mix_style_z": z_style is not None and mode == "st",
+                  "stylizer_sha256": model_sha if mode == "st" else None, "diffae_sha256": diffae_sha}
+        arm = sp["arm"] or (("st" if use_spn else "st_nospn") if mode == "st" else "recon")
+        method = "diffusion-st" if mode == "st" else "diffusion-recon"
+        w = ArmWriter(sp["out"], arm, method, params, source=Path(input_dir), style=style if mode == "st" else None,
+                      size=seg, substitute=substitute if mode == "st" else None)
+        writers.append((w, mode, use_spn))
     bs = max(1, int(cfg.stylize.apply_batch_size))
     batches = [list(range(i, min(i + bs, len(files)))) for i in range(0, len(files), bs)]
     names = [p.stem for p in files]
-    todo = [b for b in batches if not all(writer.done(names[i]) for i in b)]
-    bar = tqdm(total=len(files), initial=len(files) - sum(len(b) for b in todo), desc=f"{arm} arm",
-               disable=not progress)
+    todo = [b for b in batches if not all(w.done(names[i]) for w, _, _ in writers for i in b)]
+    bar = tqdm(total=len(files), initial=len(files) - sum(len(b) for b in todo),
+               desc="+".join(w.manifest["arm"] for w, _, _ in writers), disable=not progress)
     for b in todo:
         imgs = [read_image(files[i]) for i in b]
         x = torch.stack([to_tensor_pm1(resize_image(im, size)) for im in imgs]).to(dev)
-        if mode == "st":
-            y = st.stylize(x, t0, n_inv, n_gen, use_spn=use_spn, z_style=z_style)
-        else:
-            y = st.reconstruct(x, t0, n_inv, n_gen)
-        outs = from_tensor_pm1(y)
-        for k, i in enumerate(b):
-            if writer.done(names[i]):
+        xt, z = st.invert(x, t0, n_inv)  # shared by every arm
+        masks = {}
+        for w, mode, use_spn in writers:
+            if all(w.done(names[i]) for i in b):
                 continue
-            img = upsample_result(outs[k], imgs[k], seg, how)
-            mask = resize_mask(read_mask(mask_paths[i]), seg)
-            writer.add(names[i], img, mask, source_image=files[i])
-        writer.flush()
+            with torch.no_grad():
+                if mode == "st":
+                    y = generate(st.unet_b, xt, z, t0, n_gen, st.schedule, spn=st.spn if use_spn else None,
+                                 x_in=x, lam=st.lam, z_coarse=z_style)
+                else:
+                    y = generate(st.diffae.unet, xt, z, t0, n_gen, st.schedule)
+            outs = from_tensor_pm1(y)
+            for k, i in enumerate(b):
+                if w.done(names[i]):
+                    continue
+                if i not in masks:
+                    masks[i] = resize_mask(read_mask(mask_paths[i]), seg)
+                w.add(names[i], upsample_result(outs[k], imgs[k], seg, how), masks[i], source_image=files[i])
+            w.flush()
         bar.update(len(b))
     bar.close()
-    writer.flush()
-    return Path(out_dir)
+    for w, _, _ in writers:
+        w.flush()
+    return [Path(sp["out"]) for sp in specs]
