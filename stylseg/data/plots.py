@@ -82,7 +82,7 @@ def plot_pairs(folders: Mapping[str, os.PathLike], n: int = 5, style: Optional[o
     return fig
 
 
-def colour_stats(folder: os.PathLike, n: int = 80, seed: int = 0, thumb: int = 96) -> Dict[str, np.ndarray]:
+def colour_stats(folder: os.PathLike, n: int = 80, seed: int = 0, thumb: int = 64) -> Dict[str, np.ndarray]:
     """Per-image colour statistics of up to ``n`` images of a paired (or image-only) folder:
     ``lab`` (N,3) mean CIELAB of the non-black pixels, ``rgb_hist`` (3, 32) mean normalised
     histogram of R, G, B, and ``lesion_contrast`` (N,) CIELAB distance between the mean lesion
