@@ -10,7 +10,8 @@ encoder and UNet trained jointly. AdamW with linear warm-up, gradient clipping, 
 
 Runs on `accelerate <https://huggingface.co/docs/accelerate>`_: one CPU, one GPU, or many GPUs
 and nodes with ``accelerate launch -m stylseg.cli diffae train --data DIR --out DIR --profile
-paper`` (``cfg.diffae.batch_size`` is per process; each process draws its own batches).
+paper`` (``cfg.diffae.batch_size`` is per process; each process draws its own batches; resuming is
+bit-exact on one process, and statistically equivalent on several).
 
 The output folder ``out_dir`` is itself the model folder (``config.json`` + ``model.safetensors``,
 EMA weights, loadable by ``DiffAE.from_pretrained(out_dir)``) and also holds ``samples/`` (sample
@@ -254,6 +255,8 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
         if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         step, history, train_seconds = state["step"], state["history"], state.get("train_seconds", 0.0)
+        if acc.num_processes > 1:  # the saved generator state is the main process's: give each its own stream
+            gen.manual_seed(cfg.seed * 1000 + 17 + acc.process_index + 1_000_003 * step)
         say(f"resuming from {ckpt_path} at step {step}")
         done = training_status(out)
         if step >= dc.train_steps and done["model"] and done["step"] == step:
