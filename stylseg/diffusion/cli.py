@@ -81,9 +81,10 @@ def _load(args, cfg):
     if getattr(args, "profile", None) and not getattr(args, "config", None):
         want = cfg.diffae.image_size
         if want != model.config["image_size"]:
-            raise StylsegError(f"{Path(args.model) / 'config.json'}: this model works at {model.config['image_size']} px "
-                               f"but --profile {args.profile} uses diffae.image_size={want}; pass the profile the model "
-                               f"was trained with, or a model trained in profile {args.profile}")
+            cfg_file = Path(args.model) / "config.json"
+            raise StylsegError(f"{cfg_file}: this model works at {model.config['image_size']} px "
+                               f"but --profile {args.profile} uses diffae.image_size={want}; pass the profile the "
+                               f"model was trained with, or a model trained in profile {args.profile}")
     return model, dev
 
 

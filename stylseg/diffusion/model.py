@@ -25,7 +25,6 @@ and every other block on ``z``.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence

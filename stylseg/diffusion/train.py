@@ -22,7 +22,6 @@ optimizer, LR schedule, step and RNG states; a rerun resumes exactly where it st
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch
 import torch.nn as nn
 
 from ..utils import StylsegError, atomic_path, read_json, resolve_device, write_json
-from .model import ARCH_KEYS, SCHEDULE_KEYS, DiffAE
+from .model import SCHEDULE_KEYS, DiffAE
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
@@ -176,7 +175,8 @@ def loss_falls(history: Dict[str, Any], frac: float = 0.1) -> Dict[str, float]:
 def training_status(out_dir: os.PathLike) -> Dict[str, Any]:
     """What ``out_dir`` holds: ``{"step", "finished", "model"}`` (model: a loadable model folder)."""
     out = Path(out_dir)
-    st = {"step": 0, "finished": False, "model": (out / "model.safetensors").is_file() and (out / "config.json").is_file()}
+    has_model = (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    st = {"step": 0, "finished": False, "model": has_model}
     if st["model"]:
         meta = read_json(out / "config.json")
         tr = meta.get("training", {})
@@ -216,7 +216,8 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
     if (out / "config.json").is_file():
         kind = read_json(out / "config.json").get("kind")
         if kind != "diffae":
-            raise StylsegError(f"{out / 'config.json'}: --out already holds a {kind!r} model; choose another --out folder")
+            raise StylsegError(f"{out / 'config.json'}: --out already holds a {kind!r} model; "
+                               f"choose another --out folder")
     dev = resolve_device(device)
     acc = Accelerator(cpu=dev.type == "cpu", mixed_precision="bf16" if dev.type == "cuda" else "no")
     main = acc.is_main_process
@@ -245,7 +246,8 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
             diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
                              if old.get(k) != new.get(k))
             raise StylsegError(f"{ckpt_path}: this checkpoint was trained with another setup ({diff}); use another "
-                               f"--out folder, or delete {out} (or pass --no-resume) to start over")
+                               f"--out folder, or delete {out} (or pass --no-resume; RETRAIN = True in notebook 02) "
+                               f"to start over")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
