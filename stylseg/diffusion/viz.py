@@ -29,7 +29,8 @@ def example_images(run_dir: Optional[os.PathLike], size: int, n: int = 1, seed: 
         if folder.is_dir():
             files = list_images(folder)[offset:offset + n]
             if len(files) == n:
-                return torch.stack([to_tensor_pm1(resize_image(read_image(f), size)) for f in files]), str(folder)
+                imgs = [to_tensor_pm1(np.array(resize_image(read_image(f), size))) for f in files]
+                return torch.stack(imgs), str(folder)
     from ..data.synth import default_domains, make_sample
 
     dom = default_domains("polyp")[0 if which == "source" else 1]
