@@ -112,7 +112,7 @@ class StylizeConfig:
     clip_preprocess: str = "tensor"  # tensor (bicubic resize + CLIP mean/std) | osasis (OSASIS's transform)
     grad_clip: float = 0.0  # 0 = off; else clip D_B + SPN gradients to this norm
     checkpoint_every: int = 5  # fine-tuning iterations between resumable checkpoints
-    upsample: str = "bilinear"  # diffusion size -> seg size: bilinear | detail (input + upsampled residual)
+    upsample: str = "detail"  # diffusion size -> seg size: detail (input + upsampled residual) | bilinear
 
 
 @dataclass(frozen=True)

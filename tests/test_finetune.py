@@ -141,3 +141,24 @@ def test_cli_finetune(env, tmp_path, monkeypatch):
     assert rc == 0 and (tmp_path / "cli" / "model.safetensors").is_file()
     assert main(["stylize", "finetune", "--diffae", str(tmp_path), "--style", str(env["style"]), "--content",
                  str(env["source"]), "--out", str(tmp_path / "cli2"), "--device", "cpu"]) == 2
+
+
+@pytest.mark.slow
+def test_one_paper_profile_iteration_on_cpu(tmp_path):
+    """One fine-tuning iteration of the paper profile (DiffAE-256 architecture, 25 + 10 UNet calls,
+    an optimizer step at every generation step) at batch 1 on the CPU: runs, and every term is finite."""
+    from stylseg.config import get_profile
+    from stylseg.data.synth import generate_domain
+    from stylseg.diffusion.model import DiffAE
+
+    cfg = get_profile("paper").override(**{"stylize.iterations": 1, "stylize.batch_size": 1,
+                                            "stylize.embedder": "weightfree", "stylize.style_pair_tries": 1})
+    DiffAE.from_config(cfg.diffae, cfg.ddim).save_pretrained(tmp_path / "diffae")
+    src = generate_domain(tmp_path / "src", "polyp", "clinic", n=2, size=256, seed=0, progress=False)
+    style = generate_domain(tmp_path / "tgt", "polyp", "colon", n=1, size=256, seed=1, progress=False)
+    out = finetune(tmp_path / "diffae", style / "images" / "0000.png", src, tmp_path / "ft", cfg, device="cpu",
+                   progress=False)
+    rec = json.loads((out / "history.json").read_text())["iterations"][0]
+    assert rec["updates"] == cfg.ddim.finetune_gen_steps
+    assert all(np.isfinite(v) for k, v in rec.items() if k not in ("iteration",))
+    print(f"paper profile, batch 1, CPU: {rec['seconds']:.1f} s/iteration")

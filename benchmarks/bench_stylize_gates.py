@@ -1,0 +1,134 @@
+"""Gates of the one-shot stylization (issue 5): style, structure, the SPN, and the cheap baselines.
+
+Synthetic polyp data, source domain (clinic) stylized toward the target domain (colon) from one
+target image. Prints, for each arm (st per loss set, st_nospn, recon, histogram, reinhard, fda):
+structure (SSIM of locally normalised luminance, boundary-edge F1, oracle Dice ratio) and style
+(Frechet distance ratio to the target, mean P(target) of a held-out domain classifier), then the
+gate verdicts:
+
+- style: P(target) rises from the inputs' value to >= 0.7 and the Frechet distance falls by >= half;
+  the recon control does neither;
+- structure: SSIM_S >= 0.8 and oracle Dice on stylized >= 0.9 x on originals;
+- SPN: at matched style (|dP| <= 0.05), structure with the SPN > without;
+- where a baseline wins, said plainly.
+
+    python benchmarks/bench_stylize_gates.py --profile cpu --run runs/gates_cpu   # the real gate (~1 h on 2 cores)
+    python benchmarks/bench_stylize_gates.py --profile smoke --run /tmp/gates     # ~3 min, smoke-sized models
+
+Reuses whatever the run folder already holds (data, D_A, fine-tuned stylizers, arms, oracle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="smoke", choices=("smoke", "cpu", "paper"))
+    ap.add_argument("--run", default=None, help="run folder (default: runs/gates_<profile>)")
+    ap.add_argument("--loss-sets", default="osasis,paper", help="loss sets to fine-tune and compare")
+    ap.add_argument("--set", action="append", default=[], metavar="STAGE.FIELD=VALUE", help="config overrides")
+    ap.add_argument("--oracle-epochs", type=int, default=15)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+
+    from stylseg.baselines import apply_baseline
+    from stylseg.config import get_profile, parse_set_args
+    from stylseg.data.split import prepare_run_data
+    from stylseg.diffusion.train import train_diffae
+    from stylseg.layout import RunLayout
+    from stylseg.stylize.apply import apply_arms
+    from stylseg.stylize.finetune import finetune
+    from stylseg.stylize.scores import format_scores, score_arm, train_oracle
+    from stylseg.utils import set_threads, write_json
+
+    set_threads()
+    cfg = get_profile(args.profile).override(**parse_set_args(args.set))
+    layout = RunLayout(Path(args.run or ROOT / "runs" / f"gates_{args.profile}"))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    if not layout.config.is_file():  # never overwrite a run's own config with the benchmark's overrides
+        cfg.save(layout.config)
+    tic = time.perf_counter()
+    prepare_run_data(layout, cfg, progress=False)
+    src, tgt_tr, tgt_te = (layout.domain("source", "train"), layout.domain("target", "train"),
+                           layout.domain("target", "test"))
+    train_diffae(src, layout.diffae, cfg, device=args.device, progress=False, log=lambda *a: None)
+    print(f"[{time.perf_counter() - tic:.0f}s] data + D_A ready ({layout.diffae})", flush=True)
+    tag = "_".join(x.replace("stylize.", "").replace("=", "").replace(".", "p") for x in args.set) or "default"
+    bench = layout.root / "bench_stylize" / tag
+    oracle = train_oracle([src, tgt_tr], layout.root / "bench_stylize" / "oracle", min(cfg.data.seg_size, 64), epochs=args.oracle_epochs,
+                          seed=cfg.seed, device=args.device, progress=False)
+    arms = {}
+    for ls in [s for s in args.loss_sets.split(",") if s]:
+        c = cfg.override(**{"stylize.loss_set": ls})
+        ft = finetune(layout.diffae, layout.style_image, src, bench / f"finetune_{ls}", c, device=args.device,
+                      progress=False, overwrite=True)
+        specs = [{"out": bench / f"st_{ls}", "arm": f"st_{ls}"},
+                 {"out": bench / f"st_nospn_{ls}", "arm": f"st_nospn_{ls}", "use_spn": False}]
+        if not arms:
+            specs.append({"out": bench / "recon", "arm": "recon", "mode": "recon"})
+        apply_arms(ft, src, specs, c, device=args.device, progress=False)
+        arms.update({s["arm"]: s["out"] for s in specs})
+        print(f"[{time.perf_counter() - tic:.0f}s] {ls}: fine-tuned and applied", flush=True)
+    for method, params in {"histogram": {}, "reinhard": {}, "fda": {"beta": 0.01}}.items():
+        arms[method] = apply_baseline(method, layout.style_image, src, bench / method, cfg.data.seg_size,
+                                      progress=False, **params)
+    rows = {a: score_arm(src, d, tgt_te, oracle=oracle, seed=cfg.seed) for a, d in arms.items()}
+    write_json(bench / "scores.json", rows)
+    cfg.save(bench / "config.json")
+    any_row = next(iter(rows.values()))
+    print(f"\nprofile {cfg.profile}: {any_row['n_images']} source training images at {any_row['size']} px, "
+          f"{any_row['n_target']} target test images; inputs: P(target) = {any_row['style_p_target_input']:.3f}, "
+          f"oracle Dice = {any_row['oracle_dice_input']:.3f}, classifier held-out accuracy "
+          f"{any_row['style_clf_acc']:.2f}")
+    cols = ("structure_ssim", "structure_edge_f1", "oracle_dice_ratio", "style_fd_ratio", "style_p_target_output")
+    print(format_scores(rows, cols))
+
+    def gates(r):
+        style = r["style_p_target_output"] >= 0.7 and r["style_fd_ratio"] <= 0.5
+        struct = r["structure_ssim"] >= 0.8 and r["oracle_dice_ratio"] >= 0.9
+        return style, struct
+
+    print("\ngates (style: P(target) >= 0.7 and FD ratio <= 0.5; structure: SSIM_S >= 0.8 and oracle Dice ratio >= 0.9)")
+    for a, r in rows.items():
+        s, t = gates(r)
+        print(f"  {a:<18} style {'PASS' if s else 'fail'}   structure {'PASS' if t else 'fail'}")
+    rec = rows.get("recon")
+    if rec:
+        moved = rec["style_p_target_output"] >= 0.7 or rec["style_fd_ratio"] <= 0.5
+        print(f"  recon control moves the style: {'YES (bad)' if moved else 'no (good)'}")
+    for ls in [s for s in args.loss_sets.split(",") if s]:
+        a, b = rows.get(f"st_{ls}"), rows.get(f"st_nospn_{ls}")
+        if a and b:
+            dp = abs(a["style_p_target_output"] - b["style_p_target_output"])
+            better = a["structure_ssim"] > b["structure_ssim"]
+            print(f"  SPN ({ls}): dP(target) = {dp:.3f} ({'matched' if dp <= 0.05 else 'NOT matched'}), "
+                  f"SSIM_S with {a['structure_ssim']:.3f} vs without {b['structure_ssim']:.3f}: "
+                  f"{'with SPN higher' if better else 'with SPN NOT higher'}")
+    st_best = max((r for k, r in rows.items() if k.startswith("st_") and "nospn" not in k),
+                  key=lambda r: r["style_p_target_output"], default=None)
+    if st_best:
+        for m in ("histogram", "reinhard", "fda"):
+            r = rows[m]
+            wins = [k for k, better in (("style P(target)", r["style_p_target_output"] > st_best["style_p_target_output"]),
+                                        ("style FD", r["style_fd_ratio"] < st_best["style_fd_ratio"]),
+                                        ("structure SSIM_S", r["structure_ssim"] > st_best["structure_ssim"]),
+                                        ("oracle Dice", r["oracle_dice_ratio"] > st_best["oracle_dice_ratio"])) if better]
+            print(f"  {m} beats the best st arm on: {', '.join(wins) if wins else 'nothing'}")
+    if args.profile != "cpu":
+        print(f"\nthis was the {args.profile} profile; the gates are set for the cpu profile: "
+              f"python benchmarks/bench_stylize_gates.py --profile cpu (D_A ~40 min + fine-tuning on 2 cores)")
+    print(f"total {time.perf_counter() - tic:.0f}s (shared CPU: timings are noisy)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
