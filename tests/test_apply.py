@@ -61,7 +61,10 @@ def test_recon_and_nospn_controls(env):
                      for p in sorted((env["source"] / "images").glob("*.png"))[:2]])
     ref = st.reconstruct(x, cfg.ddim.t0, 2, 2)
     got = np.stack([read_image(rec / "images" / f"{i:04d}.png") for i in range(2)])
-    want = np.stack([resize_image(a, 32) for a in ((ref.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()])
+    srcs = [read_image(p) for p in sorted((env["source"] / "images").glob("*.png"))[:2]]
+    lo = ((ref.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    assert cfg.stylize.upsample == "detail"  # the default: input + upsampled residual
+    want = np.stack([upsample_result(a, s, 32, "detail") for a, s in zip(lo, srcs)])
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
 
 
