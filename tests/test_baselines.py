@@ -119,3 +119,17 @@ def test_baseline_cli_parser(tmp_path):
     man = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert man["params"] == {"beta": 0.05} and len(man["items"]) == 2
     assert read_image(tmp_path / "o" / "images" / "0.png").shape == (8, 8, 3)
+
+
+def test_ensure_baseline_arms_in_a_run_folder(tmp_path):
+    from stylseg.layout import RunLayout
+
+    lay = RunLayout(tmp_path / "run")
+    make_pairs(lay.domain("source", "train"), 2)
+    write_image(lay.style_image, smooth(3))
+    arms = baselines.ensure_baseline_arms(lay, 8, progress=False)
+    assert sorted(arms) == ["fda", "histogram", "reinhard"]
+    assert json.loads((lay.stylized("fda") / "manifest.json").read_text())["params"] == {"beta": 0.01}
+    assert len(list((lay.stylized("reinhard") / "images").iterdir())) == 2
+    with pytest.raises(StylsegError, match="00_setup_and_data"):
+        baselines.ensure_baseline_arms(RunLayout(tmp_path / "empty"), 8)

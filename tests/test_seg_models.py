@@ -112,3 +112,25 @@ def test_pretrained_loads_through_weights_registry(monkeypatch, tmp_path):
     m = create_segmenter("unet", pretrained=True, **SMALL)
     assert seen == ["resnet18-imagenet"]
     assert torch.equal(m.encoder.conv1.weight, src["conv1.weight"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["unet", "unetpp", "pranet"])
+def test_paper_profile_step_on_cpu(arch):
+    """One paper-profile training step (256 px, batch 1, the paper's encoders) of each architecture."""
+    from stylseg.config import get_profile
+    from stylseg.seg.models import segmenter_config
+    from stylseg.seg.train import train_step
+
+    sc = get_profile("paper").seg
+    kw = segmenter_config(arch, sc)
+    torch.manual_seed(0)
+    model = create_segmenter(kw.pop("arch"), image_size=sc.image_size, **kw).train()
+    opt = torch.optim.Adam(model.parameters(), lr=sc.lr_for(arch))
+    x = torch.randn(1, 3, sc.image_size, sc.image_size)
+    m = torch.zeros(1, 1, sc.image_size, sc.image_size)
+    m[..., 64:160, 80:200] = 1
+    before = [p.detach().clone() for p in model.parameters()][:3]
+    loss = train_step(model, opt, x, m, sc)
+    assert np.isfinite(loss) and loss > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, list(model.parameters())[:3]))

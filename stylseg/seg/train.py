@@ -63,6 +63,38 @@ def _signature(arch: str, cfg, seed: int, train_dir: Path, n: int) -> Dict[str, 
             "train_dir": str(Path(train_dir).resolve()), "n_train": n}
 
 
+def load_batch(ds, idx, device):
+    """Stack items ``idx`` of a :class:`~stylseg.data.PairedDataset` (mode "seg") into
+    ``(images (B,3,S,S), masks (B,1,S,S))`` on ``device``."""
+    items = [ds[int(i)] for i in idx]
+    x = torch.stack([it["image"] for it in items]).to(device)
+    m = torch.stack([it["mask"] for it in items]).to(device)
+    return x, m
+
+
+def train_step(model, opt, x: torch.Tensor, m: torch.Tensor, sc, rate: float = 1.0, autocast=None) -> float:
+    """One optimizer step on ``x (B,3,S,S)``, ``m (B,1,S,S)``: resize by ``rate`` (PraNet's
+    multi-scale: to ``round(S * rate / 32) * 32``, bilinear), structure loss, backward, PraNet's
+    element-wise gradient clamp when ``sc.grad_clip > 0``, Adam step. Returns the loss."""
+    if rate != 1.0:
+        s = int(round(sc.image_size * rate / 32) * 32)
+        x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=True)
+        m = F.interpolate(m, size=(s, s), mode="bilinear", align_corners=True)
+    if autocast is None:
+        autocast = torch.autocast("cpu", enabled=False)
+    with autocast:
+        pred = model(x)
+    loss = structure_loss(pred, m)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if sc.grad_clip > 0:  # PraNet's clip_gradient: element-wise clamp
+        for p in model.parameters():
+            if p.grad is not None:
+                p.grad.clamp_(-sc.grad_clip, sc.grad_clip)
+    opt.step()
+    return float(loss.detach())
+
+
 @torch.no_grad()
 def evaluate_dice(model, images: torch.Tensor, masks: torch.Tensor, device, batch_size: int = 16) -> float:
     """Mean Dice at threshold 0.5 of ``model`` on ``images (N,3,S,S)`` (normalised) vs ``masks (N,1,S,S)``."""
@@ -146,26 +178,9 @@ def train_segmenter(arch: str, train_dir: os.PathLike, out_dir: os.PathLike, cfg
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)
         losses = []
         for idx in _batches(n, sc.batch_size, g):
-            items = [ds[int(i)] for i in idx]
-            x = torch.stack([it["image"] for it in items]).to(dev)
-            m = torch.stack([it["mask"] for it in items]).to(dev)
+            x, m = load_batch(ds, idx, dev)
             for rate in rates:
-                xs, ms = x, m
-                if rate != 1.0:
-                    s = int(round(sc.image_size * rate / 32) * 32)
-                    xs = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=True)
-                    ms = F.interpolate(m, size=(s, s), mode="bilinear", align_corners=True)
-                with autocast:
-                    pred = model(xs)
-                loss = structure_loss(pred, ms)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if sc.grad_clip > 0:  # PraNet's clip_gradient: element-wise clamp
-                    for p in model.parameters():
-                        if p.grad is not None:
-                            p.grad.clamp_(-sc.grad_clip, sc.grad_clip)
-                opt.step()
-                losses.append(float(loss.detach()))
+                losses.append(train_step(model, opt, x, m, sc, rate, autocast))
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
         rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0}
