@@ -6,7 +6,7 @@ Every notebook has one cell tagged ``parameters`` with at least::
     PROFILE = "smoke"   # smoke | cpu | paper
     SEED = 0            # random seed
     DEVICE = "auto"     # auto | cpu | cuda
-    DATA_DIR = ""       # real data folder; "" = the built-in synthetic domains
+    DATA_DIR = ""       # real data folder, empty: the built-in synthetic domains
     RUN_DIR = "../runs/smoke"  # run folder shared by all notebooks
 
 and the next cell calls :func:`setup`, which validates them (unknown or ill-typed values fail).
