@@ -78,3 +78,20 @@ def test_rerun_resumes_without_redoing_work(smoke_run):
                        capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "[run ]" not in r.stdout and r.stdout.count("[skip]") == len(pipeline_notebooks())
+
+
+def test_notebooks_run_with_their_defaults_under_nbval(smoke_run, tmp_path):
+    """`pytest --nbval-lax` on every notebook (08 included) with its own default parameters,
+    in a copy of the project whose `runs/smoke` is the finished smoke run: what a participant
+    gets when opening the notebooks after `make reproduce`."""
+    import shutil
+
+    run, _ = smoke_run
+    proj = tmp_path / "proj"
+    shutil.copytree(ROOT / "notebooks", proj / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copytree(run, proj / "runs" / "smoke", ignore=shutil.ignore_patterns("notebooks"))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider",
+                        "--nbval-cell-timeout=600", str(proj / "notebooks")],
+                       capture_output=True, text=True, cwd=proj, timeout=1200)
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and " failed" not in r.stdout

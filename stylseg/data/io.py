@@ -163,7 +163,7 @@ def to_tensor_pm1(img: np.ndarray):
     """RGB uint8 ``(H,W,3)`` -> float tensor ``(3,H,W)`` in [-1, 1] (diffusion convention)."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+    return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div(127.5).sub(1.0)
 
 
 def from_tensor_pm1(x) -> np.ndarray:
