@@ -35,7 +35,7 @@ from scipy import ndimage
 from ..utils import Registry, StylsegError, read_json, write_json
 
 #: bump when the renderer changes (a different version gives different images)
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: colon retuned (v1's colon was barely learnable; no colour transfer helped)
 KINDS = ("polyp", "skin")
 
 RGB = Tuple[float, float, float]
@@ -96,10 +96,10 @@ POLYP_DOMAINS.add("clinic", DomainStyle(
     texture=0.07, gain=0.98, vignette=0.15, depth_dark=0.5, cast=(1.0, 1.0, 1.0), gamma=1.0, contrast=1.1,
     saturation=0.85, blur=0.0, noise=0.008, jpeg=0, frame=0.0, specular=0.9, lesion_shading=0.55))
 POLYP_DOMAINS.add("colon", DomainStyle(
-    description="CVC-ColonDB-like: dimmer, blurrier, yellow-orange cast, vignette, black frame, paler polyp, noise",
-    background=(0.80, 0.50, 0.30), lesion=(0.92, 0.68, 0.48), vessel=(0.55, 0.25, 0.10), vessel_strength=0.25,
-    texture=0.05, gain=0.85, vignette=0.45, depth_dark=0.5, cast=(1.06, 0.95, 0.68), gamma=1.1, contrast=1.0,
-    saturation=0.95, blur=1.4, noise=0.03, jpeg=0, frame=1.18, specular=0.45, lesion_shading=0.6))
+    description="CVC-ColonDB-like: warm (yellowish) cast, low contrast, dimmer, vignette, black frame, blur, noise",
+    background=(0.78, 0.50, 0.44), lesion=(0.95, 0.72, 0.64), vessel=(0.62, 0.10, 0.14), vessel_strength=0.3,
+    texture=0.06, gain=0.85, vignette=0.45, depth_dark=0.45, cast=(1.06, 0.95, 0.72), gamma=0.9, contrast=0.7,
+    saturation=0.7, blur=1.2, noise=0.03, jpeg=0, frame=1.18, specular=0.6, lesion_shading=0.6))
 POLYP_DOMAINS.add("etis", DomainStyle(
     description="ETIS-Larib-like: low contrast, greenish-grey cast, mild blur, heavy JPEG compression",
     background=(0.62, 0.50, 0.48), lesion=(0.92, 0.74, 0.62), vessel=(0.50, 0.30, 0.28), vessel_strength=0.3,
