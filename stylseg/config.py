@@ -208,7 +208,7 @@ def _profiles() -> Dict[str, RunConfig]:
                             lr=1e-3, train_steps=240, sample_every=100, checkpoint_every=100, max_seconds=90.0),
         stylize=StylizeConfig(iterations=10, lr_unet=1e-4, lr_spn=1e-4, batch_size=4, spn_lambda=0.1, w_cycle=0.0),
         seg=SegConfig(archs=("unet",), encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8),
-                      image_size=64, batch_size=8, epochs=4, lr=3e-3, seeds=1),
+                      image_size=64, batch_size=8, epochs=8, lr=3e-3, seeds=1),
     )
     cpu = RunConfig(
         profile="cpu",

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional
 import numpy as np
 
 from .data.io import write_image, write_mask
-from .utils import StylsegError, read_json, write_json
+from .utils import StylsegError, read_json, sha256_file, write_json
 
 MANIFEST = "manifest.json"
 
@@ -35,15 +35,21 @@ class ArmWriter:
         (self.out / "images").mkdir(parents=True, exist_ok=True)
         (self.out / "masks").mkdir(parents=True, exist_ok=True)
         path = self.out / MANIFEST
+        style_sha = sha256_file(style) if style and Path(style).is_file() else None
         fresh = {"arm": arm, "method": method, "params": dict(params), "source": str(source),
-                 "style": str(style) if style else None, "size": size, "substitute": substitute,
-                 "items": [], "scores": {}}
+                 "style": str(style) if style else None, "style_sha256": style_sha, "size": size,
+                 "substitute": substitute, "items": [], "scores": {}}
         if path.is_file():
             old = read_json(path)
-            if old.get("method") != method or old.get("params") != fresh["params"] or old.get("style") != fresh["style"]:
+            # paths are informational (a run folder may be moved or opened from notebooks/):
+            # what must match is the method, its parameters and the style image's content
+            same_style = (old.get("style_sha256") == style_sha if "style_sha256" in old
+                          else Path(old.get("style") or "").name == Path(fresh["style"] or "").name)
+            if old.get("method") != method or old.get("params") != fresh["params"] or not same_style:
                 raise StylsegError(
                     f"{path}: this folder holds arm {old.get('arm')!r} made with other settings "
                     f"(method {old.get('method')!r}); choose another --out or delete the folder")
+            old.update(source=fresh["source"], style=fresh["style"], style_sha256=style_sha)
             self.manifest = old
         else:
             self.manifest = fresh

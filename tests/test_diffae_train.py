@@ -120,6 +120,15 @@ def test_time_cap_stops_cleanly_and_saves(tmp_path, data):
     meta = json.loads((out / "config.json").read_text())
     assert meta["training"]["finished"] is False and meta["training"]["stopped_by"] == "time"
     DiffAE.from_pretrained(out)
+    # a spent budget is not spent again by a rerun with the same settings (model unchanged) ...
+    before = (out / "model.safetensors").read_bytes()
+    train_diffae(data, out, cfg, progress=False, log=lambda *_: None)
+    assert (out / "model.safetensors").read_bytes() == before
+    # ... but a larger budget trains on from the checkpoint
+    train_diffae(data, out, cfg.override(**{"diffae.train_steps": 3, "diffae.max_seconds": 0}), progress=False,
+                 log=lambda *_: None)
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["training"]["finished"] is True and meta["training"]["step"] == 3
 
 
 def test_mismatched_checkpoint_and_foreign_out_folder(tmp_path, data):

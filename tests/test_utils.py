@@ -82,3 +82,22 @@ def test_arm_writer_resumes_and_refuses_other_settings(tmp_path):
     assert [it["name"] for it in read_manifest(tmp_path / "arm")["items"]] == ["0", "1"]
     with pytest.raises(StylsegError, match="other settings"):
         ArmWriter(tmp_path / "arm", "histogram", "histogram", {"a": 2}, source="src", size=8)
+
+
+def test_arm_writer_accepts_a_moved_run_but_not_another_style(tmp_path):
+    from stylseg.data.io import write_image
+
+    img = np.zeros((8, 8, 3), np.uint8)
+    mask = np.zeros((8, 8), bool)
+    style = write_image(tmp_path / "a" / "style.png", np.full((8, 8, 3), 9, np.uint8))
+    w = ArmWriter(tmp_path / "arm", "hist", "histogram", {}, source=tmp_path / "a", style=style, size=8)
+    w.add("0", img, mask)
+    w.flush()
+    moved = tmp_path / "b" / "style.png"
+    moved.parent.mkdir()
+    moved.write_bytes(style.read_bytes())
+    w2 = ArmWriter(tmp_path / "arm", "hist", "histogram", {}, source="../b", style=moved, size=8)
+    assert w2.done("0") and w2.manifest["style"] == str(moved)
+    other = write_image(tmp_path / "c" / "style.png", np.full((8, 8, 3), 200, np.uint8))
+    with pytest.raises(StylsegError, match="other settings"):
+        ArmWriter(tmp_path / "arm", "hist", "histogram", {}, source="x", style=other, size=8)

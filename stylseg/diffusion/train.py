@@ -181,7 +181,8 @@ def training_status(out_dir: os.PathLike) -> Dict[str, Any]:
         meta = read_json(out / "config.json")
         tr = meta.get("training", {})
         st.update(step=int(tr.get("step", 0)), finished=bool(tr.get("finished", False)),
-                  train_steps=tr.get("train_steps"))
+                  train_steps=tr.get("train_steps"), stopped_by=tr.get("stopped_by"),
+                  max_seconds=tr.get("max_seconds"))
     return st
 
 
@@ -263,6 +264,13 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
         done = training_status(out)
         if step >= dc.train_steps and done["model"] and done["step"] == step:
             say(f"{out}: already trained ({step} steps with this configuration); nothing to do")
+            return out
+        if done["model"] and done["step"] == step and done.get("stopped_by") == "time" \
+                and done.get("max_seconds") == dc.max_seconds:
+            # the profile's time budget was spent: rerunning (a notebook, `stylseg reproduce`) must not
+            # train on silently and invalidate everything built on this model
+            say(f"{out}: stopped at step {step} when diffae.max_seconds={dc.max_seconds:g} was spent; "
+                f"raise diffae.max_seconds (0 = no cap) to train on")
             return out
     elif not resume and ckpt_path.is_file():
         say(f"--no-resume: starting over, {ckpt_path} will be overwritten")
@@ -349,6 +357,7 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
         write_json(out / "history.json", summary)
         final.save_pretrained(out, extra={"training": {
             "step": step, "train_steps": dc.train_steps, "finished": finished, "stopped_by": stopped_by,
+            "max_seconds": dc.max_seconds,
             "data": str(Path(data_dir)), "n_images": n_img, "seed": cfg.seed, "seconds": round(train_seconds, 2),
             "final_loss": summary.get("final_loss"), "diffae": fp}})
         save_loss_curve(history, out / "loss_curve.png")
