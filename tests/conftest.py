@@ -40,3 +40,14 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     base = tmp_path_factory.getbasetemp()
     monkeypatch.setenv("STYLSEG_CACHE_DIR", str(base / "cache"))
     monkeypatch.setenv("STYLSEG_WEIGHTS_DIR", str(base / "weights"))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and far faster on a shared, oversubscribed CPU)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

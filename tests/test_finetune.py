@@ -14,13 +14,7 @@ from stylseg.stylize.pipeline import Stylizer, folder_sha256, load_diffae
 from stylseg.utils import StylsegError, load_model_folder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is fastest (and far faster on a shared, oversubscribed CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,7 @@ from stylseg.stylize.scores import (boundary_band, edge_agreement, frechet_dista
 from stylseg.utils import StylsegError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

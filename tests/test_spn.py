@@ -9,13 +9,7 @@ from stylseg.stylize.spn import SPN, spn_shift, timestep_embedding
 from stylseg.utils import StylsegError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is fastest (and far faster on a shared, oversubscribed CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("form", ["paper", "osasis"])

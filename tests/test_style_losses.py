@@ -12,13 +12,7 @@ from stylseg.stylize.losses import (StyleLoss, directional_loss, ms_ssim, spn_st
 from stylseg.utils import StylsegError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is fastest (and far faster on a shared, oversubscribed CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_rgb_to_lab_matches_skimage():
