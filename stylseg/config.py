@@ -69,8 +69,21 @@ class DiffAEConfig:
     enc_channel_mult: Tuple[int, ...] = (1, 2, 2)
     z_dim: int = 64
     dropout: float = 0.0
+    #: how the semantic encoder reduces its last feature map to z_sem: "mean" (DiffAE's global average
+    #: pool) or "flatten" (a linear map of the whole map, keeping where things are: small models trained
+    #: for minutes learn a z_sem that matters this way; see docs/diffusion.md)
+    enc_pool: str = "mean"
+    #: what the UNet's output means: "eps" (DiffAE) or "v" (v-parameterisation, converted to eps inside the
+    #: UNet so that samplers and D_B are unchanged; see docs/diffusion.md)
+    prediction: str = "eps"
     batch_size: int = 16
     lr: float = 2e-4
+    enc_lr_mult: float = 1.0  # the semantic encoder's learning rate is lr * enc_lr_mult
+    #: per-timestep weight of the epsilon-MSE: "eps" (DiffAE's simple loss, weight 1), "v" (1/a_t = 1 + 1/SNR:
+    #: the MSE of v, the loss that goes with prediction="v"), "min_snr" (min(SNR, gamma)/SNR, Hang et al. 2023)
+    #: or "x0_capped" (max(1, min(1/SNR, gamma)): the noisy steps count up to gamma times more)
+    loss_weighting: str = "eps"
+    loss_gamma: float = 5.0
     train_steps: int = 300
     ema_decay: float = 0.995
     warmup_steps: int = 20

@@ -171,3 +171,99 @@ def test_paper_profile_builds_and_trains_one_step_on_cpu():
     loss.backward()
     opt.step()
     assert torch.isfinite(loss) and float(loss) == pytest.approx(1.0, abs=0.1)  # zero-init output: MSE = E[eps^2]
+
+
+# ------------------------------------------------------------------ options: v-prediction, flatten pooling
+def test_v_prediction_is_converted_to_eps_exactly():
+    """prediction="v": the UNet's raw output r is v, and the module returns eps = sqrt(a) r + sqrt(1-a) x_t."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    m = DiffAE.from_config(replace(TINY, prediction="v"), DDIMConfig()).eval()
+    x0, eps = torch.rand(3, 3, 16, 16) * 2 - 1, torch.randn(3, 3, 16, 16)
+    t = torch.tensor([5, 400, 990])
+    xt = m.schedule.add_noise(x0, eps, t)
+    z = m.encode(x0)
+    a = m.schedule.alphas_cumprod[t].float().view(-1, 1, 1, 1)
+    with torch.no_grad():
+        untrained = m(xt, t, z)  # zero-initialised: v = 0
+        torch.testing.assert_close(untrained, (1 - a).sqrt() * xt)
+        # make the raw output exactly the true v: then the returned eps is the true eps
+        v_true = a.sqrt() * eps - (1 - a).sqrt() * x0
+        m.unet.conv_out.register_forward_hook(lambda mod, inp, out: v_true)
+        torch.testing.assert_close(m(xt, t, z), eps, atol=1e-5, rtol=1e-5)
+    assert "sqrt_a" not in m.state_dict()  # derived from the schedule, not stored
+
+
+def test_v_loss_weighting_is_the_v_mse():
+    from stylseg.diffusion.train import _LossModule
+
+    torch.manual_seed(0)
+    m = tiny()
+    x0, noise, t = torch.rand(4, 3, 16, 16) * 2 - 1, torch.randn(4, 3, 16, 16), torch.tensor([10, 300, 700, 999])
+    with torch.no_grad():
+        z = m.encoder(x0)
+        xt = m.schedule.add_noise(x0, noise, t)
+        e = m.unet(xt, t, z)
+        a = m.schedule.alphas_cumprod[t].float().view(-1, 1, 1, 1)
+        x0_hat = (xt - (1 - a).sqrt() * e) / a.sqrt()
+        v_hat, v = a.sqrt() * e - (1 - a).sqrt() * x0_hat, a.sqrt() * noise - (1 - a).sqrt() * x0
+        ref = ((v_hat - v) ** 2).flatten(1).mean(1).mean()
+        torch.testing.assert_close(_LossModule(m, "v")(x0, t, noise), ref, rtol=1e-4, atol=1e-6)
+        plain = ((e - noise) ** 2).flatten(1).mean(1).mean()
+        torch.testing.assert_close(_LossModule(m, "eps")(x0, t, noise), plain)
+        snr = (a / (1 - a)).flatten()
+        capped = ((1 / snr).clamp(1, 5) * ((e - noise) ** 2).flatten(1).mean(1)).mean()
+        torch.testing.assert_close(_LossModule(m, "x0_capped", 5.0)(x0, t, noise), capped, rtol=1e-5, atol=1e-7)
+    with pytest.raises(StylsegError, match="loss_weighting='nope'.*eps, v"):
+        _LossModule(m, "nope")
+
+
+def test_flatten_pool_keeps_where_things_are():
+    """enc_pool="flatten" maps the whole last feature map to z_sem: its size follows the levels, and
+    moving a blob moves z; unknown option values are refused with the valid ones."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    m = DiffAE.from_config(replace(TINY, enc_pool="flatten"), DDIMConfig()).eval()
+    lin = m.encoder.proj
+    assert lin.in_features == 32 * 8 * 8  # 2 levels: 16 -> 8 px, 32 channels, flattened
+    x = -torch.ones(2, 3, 16, 16)
+    x[0, :, 2:6, 2:6] = 1
+    x[1, :, 10:14, 10:14] = 1
+    with torch.no_grad():
+        z = m.encode(x)
+    assert z.shape == (2, 8) and (z[0] - z[1]).abs().max() > 1e-3
+    with pytest.raises(StylsegError, match="enc_pool='max'.*mean, flatten"):
+        DiffAE.from_config(replace(TINY, enc_pool="max"), DDIMConfig())
+    with pytest.raises(StylsegError, match="prediction='x0'.*eps, v"):
+        DiffAE.from_config(replace(TINY, prediction="x0"), DDIMConfig())
+
+
+def test_model_folders_without_the_new_keys_still_load(tmp_path):
+    """Folders written before enc_pool / prediction existed were mean-pooled eps models."""
+    m = tiny()
+    cfg = {k: v for k, v in m.config.items() if k not in ("enc_pool", "prediction")}
+    save_model_folder(tmp_path / "old", "diffae", cfg, m.state_dict())
+    m2 = DiffAE.from_pretrained(tmp_path / "old")
+    assert m2.config["enc_pool"] == "mean" and m2.config["prediction"] == "eps"
+    x, t, z = torch.randn(2, 3, 16, 16), torch.tensor([3, 600]), torch.randn(2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(m2(x, t, z), m(x, t, z))
+
+
+def test_v_model_save_load_round_trip(tmp_path):
+    from dataclasses import replace
+
+    torch.manual_seed(3)
+    m = DiffAE.from_config(replace(TINY, prediction="v", enc_pool="flatten"), DDIMConfig()).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.ndim > 1 and p.abs().sum() == 0:
+                p.normal_(0, 0.05)
+    m.save_pretrained(tmp_path / "v")
+    m2 = DiffAE.from_pretrained(tmp_path / "v")
+    x, t, z = torch.randn(2, 3, 16, 16), torch.tensor([3, 900]), torch.randn(2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(m2(x, t, z), m(x, t, z))
+        torch.testing.assert_close(m2.encode(x), m.encode(x))

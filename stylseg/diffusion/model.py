@@ -38,7 +38,11 @@ from .ddim import DDIMSchedule, ddim_invert, ddim_sample, ddim_timesteps
 
 KIND = "diffae"
 ARCH_KEYS = ("image_size", "base_channels", "channel_mult", "num_res_blocks", "attn_resolutions",
-             "enc_channel_mult", "z_dim", "dropout")
+             "enc_channel_mult", "z_dim", "dropout", "enc_pool", "prediction")
+#: architecture keys that model folders written before they existed may lack, with their old value
+ARCH_DEFAULTS = {"enc_pool": "mean", "prediction": "eps"}
+ENC_POOLS = ("mean", "flatten")
+PREDICTIONS = ("eps", "v")
 SCHEDULE_KEYS = ("T", "beta_start", "beta_end")
 
 
@@ -155,12 +159,29 @@ class ConditionalUNet(nn.Module):
     ``num_res_blocks`` conditioned blocks per level on the way down and one more on the way up,
     attention where the resolution is in ``attn_resolutions``, a middle block res-attn-res,
     zero-initialised output convolution (an untrained model predicts eps = 0).
+
+    ``prediction="v"``: the network's output is read as ``v = sqrt(a_t) eps - sqrt(1-a_t) x0``
+    (Salimans & Ho 2022) and converted, so the module still returns eps and every sampler and
+    copy (D_B) works unchanged. At high noise v is about ``-x0``: the network must then say what
+    the image is, which only ``z_sem`` tells it, so small models trained for minutes learn a code
+    that matters (see docs/diffusion.md). An untrained v-model predicts ``eps = sqrt(1-a_t) x_t``.
     """
 
     def __init__(self, image_size: int, base_channels: int, channel_mult: Sequence[int], num_res_blocks: int,
-                 attn_resolutions: Sequence[int], z_dim: int, dropout: float = 0.0, in_channels: int = 3):
+                 attn_resolutions: Sequence[int], z_dim: int, dropout: float = 0.0, in_channels: int = 3,
+                 prediction: str = "eps", alphas_cumprod: Optional[torch.Tensor] = None):
         super().__init__()
         from diffusers.models.embeddings import TimestepEmbedding
+
+        if prediction not in PREDICTIONS:
+            raise StylsegError(f"diffae.prediction={prediction!r} is not one of {', '.join(PREDICTIONS)}")
+        self.prediction = prediction
+        if prediction == "v":
+            if alphas_cumprod is None:
+                raise StylsegError("a v-predicting UNet needs the schedule's alphas_cumprod")
+            # derived from the schedule, not weights: kept out of the state dict
+            self.register_buffer("sqrt_a", alphas_cumprod.double().sqrt().float(), persistent=False)
+            self.register_buffer("sqrt_1ma", (1 - alphas_cumprod.double()).sqrt().float(), persistent=False)
 
         self.base_channels = base_channels
         temb = 4 * base_channels
@@ -242,7 +263,13 @@ class ConditionalUNet(nn.Module):
             for res, attn in zip(level.res, level.attn):
                 h = attn(res(torch.cat([h, hs.pop()], dim=1), temb, zz))
             h = up(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        if self.prediction == "v":
+            # v = sqrt(a_t) eps - sqrt(1-a_t) x0 (Salimans & Ho 2022)  =>  eps = sqrt(a_t) v + sqrt(1-a_t) x_t
+            sa = self.sqrt_a[t].to(out.dtype).view(-1, 1, 1, 1)
+            s1 = self.sqrt_1ma[t].to(out.dtype).view(-1, 1, 1, 1)
+            out = sa * out + s1 * x_t
+        return out
 
 
 class SemanticEncoder(nn.Module):
@@ -255,9 +282,11 @@ class SemanticEncoder(nn.Module):
     """
 
     def __init__(self, image_size: int, base_channels: int, enc_channel_mult: Sequence[int], num_res_blocks: int,
-                 attn_resolutions: Sequence[int], z_dim: int, dropout: float = 0.0, in_channels: int = 3):
+                 attn_resolutions: Sequence[int], z_dim: int, dropout: float = 0.0, in_channels: int = 3,
+                 pool: str = "mean"):
         super().__init__()
         attn_res = set(int(a) for a in attn_resolutions)
+        self.pool = pool
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
         blocks: List[nn.Module] = []
         ch, res = base_channels, image_size
@@ -272,11 +301,11 @@ class SemanticEncoder(nn.Module):
                 res //= 2
         self.blocks = nn.Sequential(*blocks)
         self.norm_out = nn.GroupNorm(_groups(ch), ch)
-        self.proj = nn.Linear(ch, z_dim)
+        self.proj = nn.Linear(ch * (res * res if pool == "flatten" else 1), z_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.blocks(self.conv_in(x))
-        h = F.silu(self.norm_out(h)).mean(dim=(2, 3))
+        h = F.silu(self.norm_out(self.blocks(self.conv_in(x))))
+        h = h.flatten(1) if self.pool == "flatten" else h.mean(dim=(2, 3))
         return self.proj(h)
 
 
@@ -301,6 +330,7 @@ class DiffAE(nn.Module):
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__()
+        config = {**ARCH_DEFAULTS, **config}
         missing = [k for k in ARCH_KEYS + SCHEDULE_KEYS if k not in config]
         if missing:
             raise StylsegError(f"DiffAE config lacks {', '.join(missing)}")
@@ -308,15 +338,18 @@ class DiffAE(nn.Module):
         for k in ("channel_mult", "attn_resolutions", "enc_channel_mult"):
             cfg[k] = [int(v) for v in cfg[k]]
         _check_arch(cfg)
+        if cfg["enc_pool"] not in ENC_POOLS:
+            raise StylsegError(f"diffae.enc_pool={cfg['enc_pool']!r} is not one of {', '.join(ENC_POOLS)}")
         self.config: Dict[str, Any] = cfg
         self.schedule = DDIMSchedule(T=int(cfg["T"]), beta_start=float(cfg["beta_start"]),
                                      beta_end=float(cfg["beta_end"]))
         self.encoder = SemanticEncoder(cfg["image_size"], cfg["base_channels"], cfg["enc_channel_mult"],
                                        cfg["num_res_blocks"], cfg["attn_resolutions"], cfg["z_dim"],
-                                       float(cfg["dropout"]))
+                                       float(cfg["dropout"]), pool=cfg["enc_pool"])
         self.unet = ConditionalUNet(cfg["image_size"], cfg["base_channels"], cfg["channel_mult"],
                                     cfg["num_res_blocks"], cfg["attn_resolutions"], cfg["z_dim"],
-                                    float(cfg["dropout"]))
+                                    float(cfg["dropout"]), prediction=cfg["prediction"],
+                                    alphas_cumprod=self.schedule.alphas_cumprod)
         zd = int(cfg["z_dim"])
         # Gaussian fitted to the training set's z_sem (see fit_latent_gaussian); identity until fitted
         self.register_buffer("z_mean", torch.zeros(zd))

@@ -37,6 +37,7 @@ from .model import SCHEDULE_KEYS, DiffAE
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
 #: DiffAEConfig fields that may change between a run and its resumption
+LOSS_WEIGHTINGS = ("eps", "v", "min_snr", "x0_capped")
 RESUMABLE_CHANGES = ("train_steps", "max_seconds", "sample_every", "checkpoint_every", "sample_steps")
 
 
@@ -83,15 +84,31 @@ class _LossModule(nn.Module):
 
     forward(x0 (B,3,S,S) in [-1,1], t (B,) long, noise (B,3,S,S)) -> scalar MSE (DiffAE eq. 8)."""
 
-    def __init__(self, model: DiffAE):
+    def __init__(self, model: DiffAE, weighting: str = "eps", gamma: float = 5.0):
         super().__init__()
+        if weighting not in LOSS_WEIGHTINGS:
+            raise StylsegError(f"diffae.loss_weighting={weighting!r} is not one of {', '.join(LOSS_WEIGHTINGS)}")
         self.model = model
+        a = model.schedule.alphas_cumprod.float()
+        snr = a / (1 - a)
+        if weighting == "eps":
+            w = torch.ones_like(a)
+        elif weighting == "v":
+            # |v_hat - v|^2 = |eps_hat - eps|^2 / a_t: the v-MSE (Salimans & Ho 2022)
+            w = 1 / a
+        elif weighting == "min_snr":
+            # min-SNR-gamma (Hang et al. 2023) for epsilon prediction: min(SNR, gamma) / SNR
+            w = snr.clamp(max=gamma) / snr
+        else:  # "x0_capped": x0-MSE capped at gamma x eps-MSE, i.e. weight max(1, min(1/SNR, gamma))
+            w = (1 / snr).clamp(min=1.0, max=gamma)
+        self.register_buffer("weight", w, persistent=False)
 
     def forward(self, x0, t, noise):
         z = self.model.encoder(x0)
         x_t = self.model.schedule.add_noise(x0, noise, t)
         eps = self.model.unet(x_t, t, z)
-        return torch.mean((eps.float() - noise.float()) ** 2)
+        per = ((eps.float() - noise.float()) ** 2).flatten(1).mean(1)
+        return torch.mean(self.weight.to(per.device)[t] * per)
 
 
 def _fingerprint(cfg, n_images: int) -> Dict[str, Any]:
@@ -231,7 +248,10 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
 
     torch.manual_seed(cfg.seed + 7919 * acc.process_index)
     model = DiffAE.from_config(dc, cfg.ddim)
-    opt = torch.optim.AdamW(model.parameters(), lr=dc.lr, weight_decay=0.0)
+    enc_ids = {id(p) for p in model.encoder.parameters()}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in enc_ids], "lr": dc.lr},
+              {"params": list(model.encoder.parameters()), "lr": dc.lr * dc.enc_lr_mult}]
+    opt = torch.optim.AdamW(groups, lr=dc.lr, weight_decay=0.0)
     warm = max(1, dc.warmup_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
     ema = EMAModel(model.parameters(), decay=dc.ema_decay)
@@ -277,7 +297,7 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
 
     ema.to(acc.device)
     images = images.to(acc.device)
-    loss_mod = _LossModule(model)
+    loss_mod = _LossModule(model, dc.loss_weighting, dc.loss_gamma)
     loss_mod, opt = acc.prepare(loss_mod, opt)
     raw = acc.unwrap_model(loss_mod).model
     fixed = images[: min(8, n_img)]
