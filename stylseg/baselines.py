@@ -187,21 +187,25 @@ RUN_BASELINES = {"histogram": {}, "reinhard": {}, "fda": {"beta": 0.01}}
 
 def ensure_baseline_arms(layout, size: int, methods=RUN_BASELINES, progress: bool = True) -> dict:
     """Make the cheap arms of a run folder that are missing: ``RUN/stylized/<method>`` from
-    ``RUN/data/source/train`` and ``RUN/data/style.png`` (arms already written, e.g. by notebook 05,
+    ``RUN/data/source/train`` and ``RUN/data/style.png``, and ``<method>@s<k>`` from each further
+    style image of ``--styles K`` (arms already written, e.g. by notebook 05,
     are kept; unfinished ones resume). Returns ``{arm: folder}`` of every arm under ``RUN/stylized``
     that has a manifest."""
-    src, style = layout.domain("source", "train"), layout.style_image
-    for p, what in ((src, "the source training set"), (style, "the style image")):
+    from .layout import arm_name
+
+    src, styles = layout.domain("source", "train"), layout.style_images()
+    for p, what in [(src, "the source training set")] + [(s, "a style image") for s in styles]:
         if not Path(p).exists():
             raise StylsegError(f"missing {what} at {p}: run notebooks/00_setup_and_data.ipynb first with the same RUN_DIR")
-    for method, params in dict(methods).items():
-        out = layout.stylized(method)
-        if (out / "manifest.json").is_file():
-            from .manifest import read_manifest
+    for k, style in enumerate(styles):
+        for method, params in dict(methods).items():
+            out = layout.stylized(arm_name(method, k))
+            if (out / "manifest.json").is_file():
+                from .manifest import read_manifest
 
-            m = read_manifest(out)
-            if len(m.get("items", [])) >= len(list_images(Path(src) / "images")):
-                continue
-        apply_baseline(method, style, src, out, size, progress=progress, **params)
+                m = read_manifest(out)
+                if len(m.get("items", [])) >= len(list_images(Path(src) / "images")):
+                    continue
+            apply_baseline(method, style, src, out, size, arm=arm_name(method, k), progress=progress, **params)
     root = layout.root / "stylized"
     return {p.parent.name: p.parent for p in sorted(root.glob("*/manifest.json"))}

@@ -5,7 +5,8 @@ RUN/config.json, RUN/env.json
 RUN/data/{source,target}/{train,test}/images|masks, RUN/data/style.png, RUN/data/split.json
 RUN/diffae/                      D_A model folder (+ samples/, history.json)
 RUN/finetune/                    D_B + SPN model folder (+ history.json)
-RUN/stylized/<arm>/images|masks + manifest.json
+RUN/finetune@s<k>/               the same for style image k >= 1 (``--styles K``)
+RUN/stylized/<arm>/images|masks + manifest.json   (<arm>@s<k>: the arm made with style image k >= 1)
 RUN/seg/<arch>/<arm>/seed<k>/    checkpoints, predictions/<test>/, metrics.json
 RUN/eval/results.json, results.md, radar_*.png, qualitative_*.png
 RUN/index.html
@@ -18,6 +19,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import List, Tuple
+
+#: an arm made with style image k >= 1 is named ``<arm>@s<k>``; style image 0 (``data/style.png``) keeps the plain name
+STYLE_TAG = "@s"
+
+
+def arm_name(arm: str, k: int) -> str:
+    """The arm ``arm`` made with style image ``k``: ``"st"`` for k = 0, ``"st@s2"`` for k = 2."""
+    return arm if int(k) == 0 else f"{arm}{STYLE_TAG}{int(k)}"
+
+
+def split_arm(name: str) -> Tuple[str, int]:
+    """Inverse of :func:`arm_name`: ``"st@s2" -> ("st", 2)``, ``"st" -> ("st", 0)``."""
+    base, sep, k = name.rpartition(STYLE_TAG)
+    return (base, int(k)) if sep and base and k.isdigit() else (name, 0)
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,17 @@ class RunLayout:
     def style_image(self) -> Path:
         return self.data / "style.png"
 
+    def style_images(self) -> List[Path]:
+        """The run's style images, index k = style image k: ``data/style.png`` first, then
+        ``data/styles/style_<k>.png`` for k = 1..K-1 where ``--styles K`` (from ``data/split.json``;
+        one image when the split does not say)."""
+        k = 1
+        if self.split_json.is_file():
+            import json
+
+            k = int(json.loads(self.split_json.read_text()).get("params", {}).get("styles", 1) or 1)
+        return [self.style_image] + [self.data / "styles" / f"style_{i}.png" for i in range(1, k)]
+
     @property
     def split_json(self) -> Path:
         return self.data / "split.json"
@@ -65,6 +92,10 @@ class RunLayout:
     @property
     def finetune(self) -> Path:
         return self.root / "finetune"
+
+    def finetune_for(self, k: int) -> Path:
+        """D_B + SPN fine-tuned on style image k (``finetune`` for k = 0)."""
+        return self.finetune if int(k) == 0 else self.root / f"finetune{STYLE_TAG}{int(k)}"
 
     def stylized(self, arm: str) -> Path:
         return self.root / "stylized" / arm

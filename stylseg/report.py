@@ -66,13 +66,21 @@ def primary_test(results: Mapping[str, Any]) -> str:
     return tests[0]
 
 
+def primary_arms(results: Mapping[str, Any]) -> List[str]:
+    """The arms made with style image 0 (plus direct and oracle): what the figures show; the arms of
+    further style images (``st@s1``, ...) appear in the tables and the style-spread table."""
+    from .layout import split_arm
+
+    return [a for a in results["arms"] if split_arm(a)[1] == 0]
+
+
 def radar_values(results: Mapping[str, Any], arch: str, test: str, protocol: str) -> Dict[str, List[float]]:
     """``{arm: [Dice, IoU, Spec., F^w, S_alpha, E_phi^max, 1 - MAE]}`` (means over seeds)."""
     from .seg.compare import table
 
     t = table(results, test, protocol)
     out = {}
-    for arm in results["arms"]:
+    for arm in primary_arms(results):
         row = t.get((arch, arm))
         if row is None:
             continue
@@ -116,7 +124,7 @@ def plot_qualitative(layout: RunLayout, results: Mapping[str, Any], test: str, a
 
     arch = arch or results["archs"][0]
     seg = layout.root / "seg" / arch
-    arms = [a for a in results["arms"] if (seg / a / f"seed{seed}" / "metrics.json").is_file()]
+    arms = [a for a in primary_arms(results) if (seg / a / f"seed{seed}" / "metrics.json").is_file()]
     if not arms:
         raise StylsegError(f"{seg}: no finished seed{seed} runs to draw")
     metrics = {a: read_json(seg / a / f"seed{seed}" / "metrics.json") for a in arms}
@@ -203,7 +211,7 @@ def protocol_table(results: Mapping[str, Any], test: str, arch: Optional[str] = 
     std, pap = table(results, test, "standard"), table(results, test, "paper")
     lines = ["| arm | " + " | ".join(f"{METRIC_LABELS[m]} std / paper" for m in PAPER_METRICS) + " |",
              "|" + "---|" * (1 + len(PAPER_METRICS))]
-    for arm in results["arms"]:
+    for arm in primary_arms(results):
         if (arch, arm) in std and (arch, arm) in pap:
             lines.append(f"| {arm} | " + " | ".join(
                 f"{std[(arch, arm)][m]['mean']:.3f} / {pap[(arch, arm)][m]['mean']:.3f}" for m in PAPER_METRICS) + " |")
@@ -218,7 +226,7 @@ def plot_protocols(layout: RunLayout, results: Mapping[str, Any], test: str, arc
 
     arch = arch or results["archs"][0]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.3), squeeze=False)
-    for arm in results["arms"]:
+    for arm in primary_arms(results):
         p = layout.seg(arch, arm, seed) / "metrics.json"
         if not p.is_file():
             continue

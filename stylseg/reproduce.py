@@ -108,8 +108,9 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default="", help="target-domain paired folder (test set)")
     p.add_argument("--style", default="", help="the one target-domain style image")
     p.add_argument("--styles", type=int, default=1,
-                   help="draw K style images from the target domain into RUN/data/styles/ (style_0 = style.png); "
-                        "the arms are built from style_0 (repeating them per style is not implemented yet)")
+                   help="one-shot spread: draw K style images from the target domain (style_0 = style.png) and "
+                        "make the stylized and baseline arms once per style image (<arm>@s<k>); the results "
+                        "show the spread over style images (default 1)")
     p.add_argument("--archs", default="", help="comma-separated architectures (default: the profile's)")
     p.add_argument("--seeds", type=int, default=0, help="seeds 0..K-1 for segmentation (default: the profile's)")
     p.add_argument("--upto", type=int, default=PIPELINE_MAX, help="run notebooks 00..NN only")

@@ -35,8 +35,14 @@ DATASET_LEVEL = {"standard": ("dice_max", "iou_max", "e_max", "e_mean"), "paper"
 
 
 def _order(names: Iterable[str]) -> List[str]:
-    names = list(dict.fromkeys(names))
-    return sorted(names, key=lambda a: (ARM_ORDER.index(a) if a in ARM_ORDER else len(ARM_ORDER), a))
+    """Arms in ARM_ORDER, an arm's other style images (``st@s1``, ...) right after it."""
+    from ..layout import split_arm
+
+    def key(a):
+        base, k = split_arm(a)
+        return (ARM_ORDER.index(base) if base in ARM_ORDER else len(ARM_ORDER), base, k)
+
+    return sorted(dict.fromkeys(names), key=key)
 
 
 def _seeds(seeds: Union[int, Sequence[int]]) -> List[int]:
@@ -125,6 +131,7 @@ def aggregate(out_dir: os.PathLike, n_boot: int = 1000, write: bool = True) -> D
            "tests": list(dict.fromkeys(t for r in runs for t in r["tests"])), "protocols": [p for p in PROTOCOLS
                                                                            if any(g[3] == p for g in groups)],
            "n_bootstrap": n_boot, "rows": rows}
+    res["style_spread"] = style_spread(res)
     if write:
         out = Path(out_dir)
         write_json(out / "results.json", res)
@@ -166,6 +173,62 @@ def gap_closed(results: Mapping[str, Any], arch: str, arm: str, test: str, proto
     return None if abs(o - d) < 1e-12 else (a - d) / (o - d)
 
 
+def style_spread(results: Mapping[str, Any], metrics: Sequence[str] = ("dice", "iou")) -> List[Dict[str, Any]]:
+    """How much the single style image matters (``--styles K``): for every arm made with more than one
+    style image (``st``, ``st@s1``, ...), per (arch, test, protocol, metric) the seed-mean of each style
+    image and their mean, min and max. Empty when every arm has one style image."""
+    from ..layout import split_arm
+
+    by: Dict[tuple, Dict[int, float]] = {}
+    for r in results["rows"]:
+        if r["metric"] not in metrics:
+            continue
+        base, k = split_arm(r["arm"])
+        by.setdefault((r["arch"], base, r["test"], r["protocol"], r["metric"]), {})[k] = r["mean"]
+    out = []
+    for (arch, base, test, prot, metric), per in by.items():
+        if len(per) < 2:
+            continue
+        ks = sorted(per)
+        vals = [per[k] for k in ks]
+        out.append({"arch": arch, "arm": base, "test": test, "protocol": prot, "metric": metric, "styles": ks,
+                    "values": vals, "mean": float(np.mean(vals)), "min": float(np.min(vals)),
+                    "max": float(np.max(vals))})
+    order = {a: i for i, a in enumerate(_order(r["arm"] for r in out))}
+    return sorted(out, key=lambda r: (r["test"], r["protocol"], r["metric"], r["arch"], order[r["arm"]]))
+
+
+def style_spread_markdown(results: Mapping[str, Any], metric: str = "dice") -> str:
+    """The :func:`style_spread` of ``metric`` as markdown tables (one per test set and protocol), with
+    the direct arm's value beside it; empty string when the run has one style image."""
+    spread = results.get("style_spread") or style_spread(results)
+    spread = [r for r in spread if r["metric"] == metric]
+    if not spread:
+        return ""
+    lines = [f"## Spread over style images ({METRIC_LABELS.get(metric, metric)})", "",
+             "One-shot: each stylized or baseline arm was made once per style image (`--styles K`); "
+             "`s0` is `data/style.png`. A wide min-max range means the result depends on which single "
+             "image was the reference.", ""]
+    for test in results["tests"]:
+        for prot in results["protocols"]:
+            rows = [r for r in spread if r["test"] == test and r["protocol"] == prot]
+            if not rows:
+                continue
+            t = table(results, test, prot)
+            k_max = max(len(r["styles"]) for r in rows)
+            head = ["arch", "arm", "direct"] + [f"s{k}" for k in range(k_max)] + ["mean", "min-max"]
+            lines += [f"### test `{test}`, {prot} protocol", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for r in rows:
+                d = t.get((r["arch"], "direct"), {}).get(metric)
+                per = dict(zip(r["styles"], r["values"]))
+                cells = [r["arch"], r["arm"], f"{d['mean']:.4f}" if d else "-"] + \
+                        [f"{per[k]:.4f}" if k in per else "-" for k in range(k_max)] + \
+                        [f"{r['mean']:.4f}", f"{r['min']:.4f}-{r['max']:.4f}"]
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
 def results_markdown(results: Mapping[str, Any], metrics: Sequence[str] = PAPER_METRICS) -> str:
     """Tables in the paper's format: one per (test set, protocol); rows arch x arm; cells
     ``mean ± std over seeds [bootstrap 95% interval over images]``."""
@@ -193,6 +256,9 @@ def results_markdown(results: Mapping[str, Any], metrics: Sequence[str] = PAPER_
                         cells.append(f"{100 * g:.0f}%" if g is not None else "")
                     lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
+    spread = style_spread_markdown(results)
+    if spread:
+        lines += [spread]
     return "\n".join(lines)
 
 

@@ -1,0 +1,107 @@
+"""One-shot spread (``--styles K``): arms per style image, their names, and the spread table."""
+
+import json
+
+import numpy as np
+import pytest
+
+from stylseg import baselines, report
+from stylseg.data.io import read_image, write_image, write_mask
+from stylseg.layout import RunLayout, arm_name, split_arm
+from stylseg.metrics import PROTOCOLS, evaluate_folder
+from stylseg.seg.compare import _order, aggregate, style_spread, style_spread_markdown
+from stylseg.utils import write_json
+
+
+def test_arm_names_round_trip():
+    for arm in ("st", "st_nospn", "histogram", "fda"):
+        assert arm_name(arm, 0) == arm
+        for k in (0, 1, 12):
+            assert split_arm(arm_name(arm, k)) == (arm, k)
+    assert arm_name("st", 2) == "st@s2"
+    assert split_arm("odd@sx") == ("odd@sx", 0) and split_arm("@s3") == ("@s3", 0)
+
+
+def test_arm_order_keeps_styles_with_their_arm():
+    names = ["oracle", "fda@s1", "histogram@s2", "st@s1", "direct", "histogram", "st", "fda", "histogram@s1", "recon"]
+    assert _order(names) == ["direct", "st", "st@s1", "recon", "histogram", "histogram@s1", "histogram@s2", "fda",
+                             "fda@s1", "oracle"]
+
+
+def _split(lay, styles):
+    write_json(lay.split_json, {"params": {"styles": styles}, "splits": {}})
+
+
+def test_style_images_follow_the_split(tmp_path):
+    lay = RunLayout(tmp_path / "run")
+    assert lay.style_images() == [lay.style_image]  # no split.json yet: one style image
+    _split(lay, 3)
+    assert lay.style_images() == [lay.style_image, lay.data / "styles" / "style_1.png",
+                                  lay.data / "styles" / "style_2.png"]
+    assert lay.finetune_for(0) == lay.finetune and lay.finetune_for(2) == lay.root / "finetune@s2"
+
+
+def test_baseline_arms_repeat_per_style_image(tmp_path):
+    lay = RunLayout(tmp_path / "run")
+    rng = np.random.default_rng(0)
+    src = lay.domain("source", "train")
+    for i in range(2):
+        write_image(src / "images" / f"{i}.png", rng.integers(60, 200, (12, 12, 3)).astype(np.uint8))
+        m = np.zeros((12, 12), bool)
+        m[3:8, 2:9] = True
+        write_mask(src / "masks" / f"{i}.png", m)
+    _split(lay, 2)
+    write_image(lay.style_image, np.full((12, 12, 3), (200, 40, 40), np.uint8))
+    with pytest.raises(Exception, match="style_1.png"):  # the second style image is missing: named
+        baselines.ensure_baseline_arms(lay, 12, progress=False)
+    write_image(lay.data / "styles" / "style_1.png", np.full((12, 12, 3), (30, 60, 210), np.uint8))
+    arms = baselines.ensure_baseline_arms(lay, 12, progress=False)
+    assert sorted(arms) == ["fda", "fda@s1", "histogram", "histogram@s1", "reinhard", "reinhard@s1"]
+    a = read_image(lay.stylized("histogram") / "images" / "0.png").astype(float)
+    b = read_image(lay.stylized("histogram@s1") / "images" / "0.png").astype(float)
+    assert a[..., 0].mean() > a[..., 2].mean() and b[..., 2].mean() > b[..., 0].mean()  # each took its own style
+    man = json.loads((lay.stylized("histogram@s1") / "manifest.json").read_text())
+    assert man["arm"] == "histogram@s1" and man["method"] == "histogram"
+
+
+def _fake_seg(lay, arms_quality, seeds=(0, 1)):
+    test = lay.domain("target", "test")
+    masks = []
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        m = np.zeros((16, 16), bool)
+        m[3 + i:10 + i, 4:12] = True
+        masks.append(m)
+        write_image(test / "images" / f"{i}.png", rng.integers(0, 255, (16, 16, 3)).astype(np.uint8))
+        write_mask(test / "masks" / f"{i}.png", m)
+    for arm, q in arms_quality.items():
+        for seed in seeds:
+            run = lay.seg("unet", arm, seed)
+            pred = run / "predictions" / "target"
+            for i, m in enumerate(masks):
+                noise = np.random.default_rng(seed * 10 + i).random((16, 16))
+                write_image(pred / f"{i}.png", (np.clip(q * m + (1 - q) * noise, 0, 1) * 255).round().astype(np.uint8))
+            write_json(run / "metrics.json", {"arch": "unet", "arm": arm, "seed": seed, "train_dir": "x", "tests": {
+                "target": {"dir": str(test), **{p: evaluate_folder(pred, test, p) for p in PROTOCOLS}}}})
+
+
+def test_style_spread_table(tmp_path):
+    lay = RunLayout(tmp_path / "run")
+    _fake_seg(lay, {"direct": 0.3, "histogram": 0.9, "histogram@s1": 0.5, "histogram@s2": 0.7, "fda": 0.6})
+    res = aggregate(lay.root / "seg", n_boot=50)
+    rows = {(r["arm"], r["protocol"], r["metric"]): r["mean"] for r in res["rows"] if r["test"] == "target"}
+    sp = [r for r in res["style_spread"] if r["metric"] == "dice" and r["protocol"] == "standard"]
+    assert [r["arm"] for r in sp] == ["histogram"]  # fda and direct have one style image: no spread row
+    r = sp[0]
+    per = [rows[(a, "standard", "dice")] for a in ("histogram", "histogram@s1", "histogram@s2")]
+    assert r["styles"] == [0, 1, 2] and r["values"] == pytest.approx(per)
+    assert r["min"] == pytest.approx(min(per)) and r["max"] == pytest.approx(max(per))
+    assert r["mean"] == pytest.approx(np.mean(per)) and r["max"] - r["min"] > 0.05
+    md = (lay.root / "seg" / "results.md").read_text()
+    assert "Spread over style images" in md and f"{min(per):.4f}-{max(per):.4f}" in md
+    assert style_spread_markdown(res) in md
+    # figures show the style-0 arms only; a one-style run has no spread
+    assert report.primary_arms(res) == ["direct", "histogram", "fda"]
+    assert "histogram@s1" not in report.radar_values(res, "unet", "target", "standard")
+    one = {**res, "rows": [x for x in res["rows"] if "@s" not in x["arm"]]}
+    assert style_spread(one) == [] and style_spread_markdown({**one, "style_spread": []}) == ""
