@@ -119,6 +119,10 @@ class StylizeConfig:
     w_recon_perceptual: float = 10.0
     w_magnitude: float = 1.0
     style_pair_tries: int = 4
+    #: depth (fraction of T) of the D_A renders that make x_A_style; 0 = ddim.t0. OSASIS renders the style image
+    #: half-way (0.5): at a shallow depth x_A_style keeps the style image's own look and the style direction
+    #: E(y_B) - E(x_A_style) nearly vanishes (docs/stylization.md)
+    style_pair_t0: float = 0.0
     backprop: str = "per_step"  # per_step (OSASIS) | chain (full chain, gradient checkpointing)
     apply_batch_size: int = 16
     mix_style_z: bool = False
@@ -228,9 +232,11 @@ def _profiles() -> Dict[str, RunConfig]:
         data=DataConfig(n_per_domain=256, diffusion_size=64, seg_size=128),
         ddim=DDIMConfig(t0=0.25, finetune_invert_steps=10, finetune_gen_steps=5, apply_invert_steps=20, apply_gen_steps=10),
         # ~3 M params; measured 3.6x the smoke model's cost per image (2000 steps ~ 40 min on 2 idle cores)
+        # flatten + v: a z_sem that matters after minutes of training (eps/mean: SSIM own = shuffled; docs/diffusion.md)
         diffae=DiffAEConfig(image_size=64, base_channels=24, channel_mult=(1, 2, 4, 4), num_res_blocks=1,
                             attn_resolutions=(8,), enc_channel_mult=(1, 2, 2, 4), z_dim=128, batch_size=16,
-                            lr=5e-4, train_steps=2000, sample_every=500, checkpoint_every=250, max_seconds=2400.0),
+                            lr=5e-4, train_steps=2000, sample_every=500, checkpoint_every=250, max_seconds=2400.0,
+                            enc_pool="flatten", prediction="v", loss_weighting="v"),
         stylize=StylizeConfig(iterations=100, lr_unet=1e-4, lr_spn=1e-4, batch_size=4, spn_lambda=0.1, w_cycle=0.0),
         seg=SegConfig(archs=("unet",), encoder="resnet18", image_size=128, batch_size=12, epochs=20, lr=3e-4, seeds=3),
     )

@@ -172,3 +172,33 @@ def test_cli_train_reconstruct_sample(tmp_path, data, capsys):
     assert cli.main(["diffae", "reconstruct", "--model", str(tmp_path / "m"), "--input", str(tmp_path / "empty"),
                      "--out", str(tmp_path / "x")]) == 2
     assert "no images found" in capsys.readouterr().err
+
+
+def test_checkpoints_older_than_the_recipe_options_resume(tmp_path, data):
+    """A checkpoint written before enc_pool / prediction / loss weighting existed lacks them in its
+    fingerprint: it resumes as the recipe it was (mean, eps, eps), and refuses the v recipe by name."""
+    log = lambda *_: None  # noqa: E731
+    cfg2, cfg4 = cfg_with(**{"diffae.train_steps": 2}), cfg_with(**{"diffae.train_steps": 4})
+    out = train_diffae(data, tmp_path / "m", cfg2, progress=False, log=log)
+    p = out / "checkpoint" / "state.pt"
+    st = torch.load(p, weights_only=False)
+    for k in ("enc_pool", "prediction", "enc_lr_mult", "loss_weighting", "loss_gamma"):
+        st["fingerprint"].pop(k)
+    torch.save(st, p)
+    train_diffae(data, out, cfg4, progress=False, log=log)
+    assert json.loads((out / "config.json").read_text())["training"]["step"] == 4
+    with pytest.raises(StylsegError, match=r"prediction: 'eps' -> 'v'"):
+        train_diffae(data, out, cfg4.override(**{"diffae.prediction": "v"}), progress=False, log=log)
+
+
+def test_v_recipe_trains_and_reloads(tmp_path, data):
+    cfg = cfg_with(**{"diffae.train_steps": 6, "diffae.prediction": "v", "diffae.loss_weighting": "v",
+                      "diffae.enc_pool": "flatten", "diffae.enc_lr_mult": 2.0})
+    out = train_diffae(data, tmp_path / "v", cfg, progress=False, log=lambda *_: None)
+    m = DiffAE.from_pretrained(out)
+    assert m.config["prediction"] == "v" and m.config["enc_pool"] == "flatten"
+    hist = json.loads((out / "history.json").read_text())
+    assert hist["steps_done"] == 6 and all(np.isfinite(hist["loss"]))
+    st = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+    lrs = [g["lr"] for g in st["optimizer"]["param_groups"]]
+    assert lrs[1] == pytest.approx(2 * lrs[0])  # the encoder's group runs at lr * enc_lr_mult

@@ -156,3 +156,19 @@ def test_one_paper_profile_iteration_on_cpu(tmp_path):
     assert rec["updates"] == cfg.ddim.finetune_gen_steps
     assert all(np.isfinite(v) for k, v in rec.items() if k not in ("iteration",))
     print(f"paper profile, batch 1, CPU: {rec['seconds']:.1f} s/iteration")
+
+
+def test_style_pair_depth_is_its_own_setting(env, tmp_path):
+    """stylize.style_pair_t0 renders x_A_style at its own depth (recorded), 0 means ddim.t0; out of range refused."""
+    cfg = env["cfg"].override(**{"stylize.iterations": 0})
+    out = finetune(env["diffae"], env["style"], env["source"], tmp_path / "default", cfg, device="cpu", progress=False)
+    assert json.loads((out / "style_pair.json").read_text())["t0"] == cfg.ddim.t0
+    deep = cfg.override(**{"stylize.style_pair_t0": 0.6})
+    out2 = finetune(env["diffae"], env["style"], env["source"], tmp_path / "deep", deep, device="cpu", progress=False)
+    assert json.loads((out2 / "style_pair.json").read_text())["t0"] == 0.6
+    a = np.asarray(Image.open(out / STYLE_XA), dtype=float)
+    b = np.asarray(Image.open(out2 / STYLE_XA), dtype=float)
+    assert np.abs(a - b).mean() > 0.5  # another depth, another render
+    with pytest.raises(StylsegError, match="style_pair_t0=1.5"):
+        finetune(env["diffae"], env["style"], env["source"], tmp_path / "bad",
+                 cfg.override(**{"stylize.style_pair_t0": 1.5}), device="cpu", progress=False)

@@ -119,6 +119,16 @@ def _fingerprint(cfg, n_images: int) -> Dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
+#: DiffAEConfig fields added after checkpoints were first written, with the behaviour those checkpoints had
+LEGACY_DEFAULTS = {"enc_pool": "mean", "prediction": "eps", "enc_lr_mult": 1.0, "loss_weighting": "eps",
+                   "loss_gamma": 5.0}
+
+
+def _with_legacy_defaults(fp: Dict[str, Any]) -> Dict[str, Any]:
+    """An older checkpoint's fingerprint with the fields it predates filled in (so it still resumes)."""
+    return {**LEGACY_DEFAULTS, **fp} if fp else fp
+
+
 def to_uint8_grid(rows: List[torch.Tensor], pad: int = 2) -> np.ndarray:
     """Tile rows of images (each (N,3,S,S) in [-1,1], same N) into one uint8 (H,W,3) array."""
     from ..data.io import from_tensor_pm1
@@ -262,8 +272,9 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
 
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if state.get("fingerprint") != fp:
-            old, new = state.get("fingerprint", {}), fp
+        old = _with_legacy_defaults(state.get("fingerprint", {}))
+        if old != fp:
+            new = fp
             diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
                              if old.get(k) != new.get(k))
             raise StylsegError(f"{ckpt_path}: this checkpoint was trained with another setup ({diff}); use another "

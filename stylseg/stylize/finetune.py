@@ -89,11 +89,14 @@ def _load_or_make_style_pair(diffae, style_path, out_dir: Path, cfg, device):
     (so that a resumed run sees exactly the same pair)."""
     py, px = out_dir / STYLE_Y, out_dir / STYLE_XA
     if not (py.is_file() and px.is_file()):
-        y, xa, err = make_style_pair(diffae, style_path, cfg.ddim.t0, cfg.ddim.apply_gen_steps,
+        t0 = cfg.stylize.style_pair_t0 or cfg.ddim.t0
+        if not 0.0 < t0 <= 1.0:
+            raise StylsegError(f"stylize.style_pair_t0={t0} must be in (0, 1] (a fraction of T; 0 = ddim.t0)")
+        y, xa, err = make_style_pair(diffae, style_path, t0, cfg.ddim.apply_gen_steps,
                                      cfg.stylize.style_pair_tries, seed=cfg.seed)
         write_image(py, from_tensor_pm1(y[0]))
         write_image(px, from_tensor_pm1(xa[0]))
-        write_json(out_dir / "style_pair.json", {"errors": err.tolist(), "best": int(torch.argmin(err)),
+        write_json(out_dir / "style_pair.json", {"errors": err.tolist(), "best": int(torch.argmin(err)), "t0": t0,
                                                  "criterion": "10*L1 + (1 - MS-SSIM)", "style": str(style_path)})
     s = diffae_size(diffae)
     return load_image_pm1(py, s).unsqueeze(0).to(device), load_image_pm1(px, s).unsqueeze(0).to(device)
