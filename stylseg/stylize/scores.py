@@ -206,12 +206,46 @@ def _paired(folder: os.PathLike) -> List[Tuple[Path, Path]]:
     return out
 
 
+#: the oracle's photometric augmentation (part of its cache key): it must judge where the lesion is, not its colours
+ORACLE_AUGMENT = "photometric-v1: per-image channel gain 0.6-1.4, brightness +-0.25, contrast 0.5-1.5, gamma 0.6-1.6, " \
+                 "grey mix 0-0.7, box blur 0-2 px, noise sd 0-0.06"
+
+
+def photometric_jitter(x, g):
+    """Random per-image colour, brightness, contrast, gamma, desaturation, blur and noise (ORACLE_AUGMENT)
+    of an ImageNet-normalised batch (B,3,H,W); returns the same normalisation. Geometry is untouched."""
+    import torch
+    import torch.nn.functional as F
+
+    mean = torch.tensor(_IMNET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(_IMNET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    u = (x * std + mean).clamp(0, 1)
+    b = x.shape[0]
+
+    def r(lo, hi, *shape):
+        return (lo + (hi - lo) * torch.rand((b, *shape), generator=g)).to(x)
+
+    u = u * r(0.6, 1.4, 3, 1, 1)
+    m = u.mean(dim=(1, 2, 3), keepdim=True)
+    u = (u - m) * r(0.5, 1.5, 1, 1, 1) + m + r(-0.25, 0.25, 1, 1, 1)
+    u = u.clamp(0, 1) ** r(0.6, 1.6, 1, 1, 1)
+    grey = u.mean(1, keepdim=True)
+    w = r(0.0, 0.7, 1, 1, 1)
+    u = (1 - w) * u + w * grey
+    k = int(torch.randint(0, 3, (1,), generator=g))
+    if k:
+        u = F.avg_pool2d(F.pad(u, (k, k, k, k), mode="replicate"), 2 * k + 1, stride=1)
+    u = u + r(0.0, 0.06, 1, 1, 1) * torch.randn(u.shape, generator=g).to(x)
+    return (u.clamp(0, 1) - mean) / std
+
+
 def train_oracle(train_dirs: Sequence[os.PathLike], out_dir: os.PathLike, size: int, *, epochs: int = 30,
                  batch_size: int = 16, lr: float = 2e-3, seed: int = 0, device="auto", progress: bool = True) -> Path:
     """Train (or reuse) the oracle segmenter on the labelled paired folders ``train_dirs`` (images of
     BOTH domains) at ``size`` px: a U-Net (ResNet-18 encoder, depth 3, random init), BCE + Dice,
-    flips. Cached as a model folder (kind ``oracle-segmenter``) in ``out_dir``: a folder trained on
-    the same files with the same settings is reused."""
+    flips and photometric jitter (``ORACLE_AUGMENT``: it judges where the lesion is, so a colour
+    change alone must not move its Dice). Cached as a model folder (kind ``oracle-segmenter``) in
+    ``out_dir``: a folder trained on the same files with the same settings is reused."""
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
@@ -221,7 +255,7 @@ def train_oracle(train_dirs: Sequence[os.PathLike], out_dir: os.PathLike, size: 
     pairs = [pm for d in train_dirs for pm in _paired(d)]
     settings = {"files": sorted(f"{Path(p).parent.parent.name}/{Path(p).parent.name}/{Path(p).name}" for p, _ in pairs),
                 "size": size, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                "arch": "smp.Unet resnet18 depth3 (64,32,16)"}
+                "arch": "smp.Unet resnet18 depth3 (64,32,16)", "augment": ORACLE_AUGMENT}
     out_dir = Path(out_dir)
     if (out_dir / "config.json").is_file():
         try:
@@ -251,6 +285,7 @@ def train_oracle(train_dirs: Sequence[os.PathLike], out_dir: os.PathLike, size: 
                 xb, yb = xb.flip(-1), yb.flip(-1)
             if torch.rand(1, generator=g).item() < 0.5:
                 xb, yb = xb.flip(-2), yb.flip(-2)
+            xb = photometric_jitter(xb, g)
             logit = net(xb)
             p = torch.sigmoid(logit)
             dice = 1 - (2 * (p * yb).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + yb.sum((1, 2, 3)) + 1)
