@@ -114,3 +114,23 @@ def test_cli_score(dom, tmp_path, monkeypatch, capsys):
                  "--target", str(dom["target"]), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["structure_ssim"] == pytest.approx(1.0)
+
+
+def test_oracle_photometric_jitter_changes_colour_not_geometry():
+    import torch
+
+    from stylseg.stylize.scores import _seg_tensor, photometric_jitter
+
+    img = np.zeros((2, 24, 24, 3), np.uint8)
+    img[:, 6:14, 8:18] = (220, 160, 140)
+    img[:, :, :, 0] += 40
+    x = _seg_tensor(list(img))
+    a = photometric_jitter(x, torch.Generator().manual_seed(0))
+    b = photometric_jitter(x, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and torch.equal(a, b)  # reproducible from the generator
+    assert (a - x).abs().mean() > 0.05  # colours moved
+    # geometry kept: the bright square is still where it was (correlation of the luminance maps)
+    la, lx = a.mean(1).flatten(1), x.mean(1).flatten(1)
+    la, lx = la - la.mean(1, keepdim=True), lx - lx.mean(1, keepdim=True)
+    corr = (la * lx).sum(1) / (la.norm(dim=1) * lx.norm(dim=1))
+    assert bool((corr > 0.8).all())
