@@ -57,10 +57,12 @@ def _digest(params: Dict[str, Any], nb_path: Path) -> str:
 
 
 def run_notebooks(run_dir: os.PathLike, params: Dict[str, Any], notebooks: Optional[Sequence[Path]] = None,
-                  force: bool = False, log=print, kernel_name: Optional[str] = None) -> List[Dict[str, Any]]:
+                  force: bool = False, log=print, kernel_name: Optional[str] = None,
+                  config_overrides: Optional[Dict[str, str]] = None) -> List[Dict[str, Any]]:
     """Execute ``notebooks`` (default: the pipeline) in order; returns one record per notebook
     with its name, status (ran | skipped) and seconds. Stops at the first failing notebook,
-    naming it and the executed copy that shows the error."""
+    naming it and the executed copy that shows the error. ``config_overrides`` (``--set``) were
+    written into ``RUN/config.json`` by the caller; they count as parameters for the skip check."""
     import papermill as pm
 
     layout = RunLayout(Path(run_dir).resolve())
@@ -72,7 +74,8 @@ def run_notebooks(run_dir: os.PathLike, params: Dict[str, Any], notebooks: Optio
         declared = declared_parameters(nb)
         mine = {k: v for k, v in params.items() if k in declared}
         done_path = out_dir / (nb.stem + ".done.json")
-        digest = _digest(mine, nb)
+        digest = _digest(dict(mine, **({"--set": dict(sorted(config_overrides.items()))} if config_overrides else {})),
+                         nb)
         if not force and done_path.is_file() and read_json(done_path).get("digest") == digest:
             log(f"[skip] {nb.name} (done with the same parameters)")
             records.append({"notebook": nb.name, "status": "skipped", "seconds": 0.0})
@@ -115,6 +118,9 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=0, help="seeds 0..K-1 for segmentation (default: the profile's)")
     p.add_argument("--upto", type=int, default=PIPELINE_MAX, help="run notebooks 00..NN only")
     p.add_argument("--force", action="store_true", help="rerun notebooks even if done")
+    p.add_argument("--set", action="append", default=[], metavar="STAGE.FIELD=VALUE",
+                   help="override a config field for the whole run (written to RUN/config.json, which every "
+                        "notebook reads), e.g. --set seg.epochs=5; repeat the same --set to resume")
     add_common(p, profile=False)
     p.add_argument("--profile", default="smoke", help="smoke | cpu | paper")
     p.set_defaults(func=_cmd)
@@ -132,8 +138,10 @@ def _cmd(args: argparse.Namespace) -> int:
               "DATA_DIR": args.data, "KIND": args.kind, "PROTOCOL": args.protocol, "SOURCE_DIR": args.source,
               "TARGET_DIR": args.target, "STYLE": args.style, "STYLES": args.styles, "ARCHS": args.archs,
               "SEEDS": args.seeds}
+    sets = write_run_config(args.out, args.profile, args.set)
     t = time.time()
-    recs = run_notebooks(args.out, params, notebooks=pipeline_notebooks(upto=args.upto), force=args.force)
+    recs = run_notebooks(args.out, params, notebooks=pipeline_notebooks(upto=args.upto), force=args.force,
+                         config_overrides=sets)
     total = time.time() - t
     print(f"reproduction finished in {total / 60:.1f} min; results in {Path(args.out).resolve()}")
     for r in recs:
@@ -142,6 +150,25 @@ def _cmd(args: argparse.Namespace) -> int:
     if idx.is_file():
         print(f"open {idx.resolve()}")
     return 0
+
+
+def write_run_config(run_dir: os.PathLike, profile: str, sets: Sequence[str]) -> Dict[str, str]:
+    """Apply ``--set`` items to the run's config (``RUN/config.json`` when it holds the same profile, else
+    the profile's) and save it, so that every notebook of the run reads them. Returns the parsed items."""
+    from .config import RunConfig, get_profile, parse_set_args
+
+    kv = parse_set_args(sets)
+    if not kv:
+        return {}
+    layout = RunLayout(run_dir)
+    cfg = get_profile(profile)
+    if layout.config.is_file():
+        saved = RunConfig.load(layout.config)
+        if saved.profile == profile:
+            cfg = saved
+    layout.root.mkdir(parents=True, exist_ok=True)
+    cfg.override(**kv).save(layout.config)  # unknown or ill-typed fields raise here, before any notebook runs
+    return kv
 
 
 def main(argv=None) -> int:  # `python -m stylseg.reproduce --strip notebooks/*.ipynb`

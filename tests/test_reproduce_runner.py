@@ -76,3 +76,29 @@ def test_missing_notebooks_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(StylsegError, match="no numbered notebooks"):
         pipeline_notebooks(tmp_path / "empty")
+
+
+def test_set_overrides_reach_every_notebook_and_count_for_resume(tmp_path):
+    """`stylseg reproduce --set seg.epochs=2`: written into RUN/config.json before the notebooks run, read by
+    each notebook's setup; a rerun with the same --set skips, another --set reruns; bad fields fail at once."""
+    from stylseg.reproduce import write_run_config
+
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    _nb(d, "00_a.ipynb", "(layout.root / 'a.txt').write_text(str(cfg.seg.epochs))")
+    _nb(d, "01_b.ipynb", "(layout.root / 'b.txt').write_text(str(cfg.seg.epochs) + ' ' + str(cfg.diffae.lr))")
+    run, nbs, quiet = tmp_path / "run", pipeline_notebooks(d), (lambda *_: None)
+    sets = write_run_config(run, "smoke", ["seg.epochs=2", "diffae.lr=0.01"])
+    recs = run_notebooks(run, {"PROFILE": "smoke"}, nbs, log=quiet, config_overrides=sets)
+    assert [r["status"] for r in recs] == ["ran", "ran"]
+    assert (run / "a.txt").read_text() == "2" and (run / "b.txt").read_text() == "2 0.01"
+    sets = write_run_config(run, "smoke", ["seg.epochs=2", "diffae.lr=0.01"])
+    assert [r["status"] for r in run_notebooks(run, {"PROFILE": "smoke"}, nbs, log=quiet,
+                                               config_overrides=sets)] == ["skipped", "skipped"]
+    sets = write_run_config(run, "smoke", ["seg.epochs=3"])  # the earlier lr override stays in the run's config
+    assert [r["status"] for r in run_notebooks(run, {"PROFILE": "smoke"}, nbs, log=quiet,
+                                               config_overrides=sets)] == ["ran", "ran"]
+    assert (run / "b.txt").read_text() == "3 0.01"
+    with pytest.raises(StylsegError, match="unknown field 'epoch'"):
+        write_run_config(run, "smoke", ["seg.epoch=3"])
+    assert write_run_config(tmp_path / "other", "smoke", []) == {} and not (tmp_path / "other").exists()

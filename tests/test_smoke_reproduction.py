@@ -95,3 +95,33 @@ def test_notebooks_run_with_their_defaults_under_nbval(smoke_run, tmp_path):
                        capture_output=True, text=True, cwd=proj, timeout=1200)
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
     assert " passed" in r.stdout and " failed" not in r.stdout
+
+
+def test_styles_k_repeats_the_arms_and_reports_the_spread(tmp_path):
+    """`stylseg reproduce --styles 2` (shortened with --set): the stylized and baseline arms are made once
+    per style image (<arm>@s1), each is trained on, and the results carry the spread over style images."""
+    run = tmp_path / "run"
+    env = dict(os.environ, STYLSEG_THREADS=os.environ.get("STYLSEG_THREADS", "2"), MPLBACKEND="Agg")
+    cmd = [sys.executable, "-m", "stylseg", "reproduce", "--profile", "smoke", "--styles", "2", "--out", str(run),
+           "--set", "diffae.train_steps=40", "--set", "diffae.max_seconds=0", "--set", "seg.epochs=1",
+           "--set", "stylize.iterations=2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500)
+    assert r.returncode == 0, f"reproduce failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    L = RunLayout(run)
+    cfg = json.loads(L.config.read_text())
+    assert cfg["seg"]["epochs"] == 1 and cfg["diffae"]["train_steps"] == 40  # --set reached the notebooks
+    styles = L.style_images()
+    assert len(styles) == 2 and all(p.is_file() for p in styles)
+    assert styles[0].read_bytes() != styles[1].read_bytes()
+    assert (L.finetune_for(1) / "model.safetensors").is_file()
+    n = len(list((L.domain("source", "train") / "images").glob("*.png")))
+    for arm in ("st", "st@s1", "histogram", "histogram@s1", "reinhard@s1", "fda@s1"):
+        m = json.loads((L.stylized(arm) / "manifest.json").read_text())
+        assert len(m["items"]) == n, arm
+        assert (L.seg("unet", arm, 0) / "metrics.json").is_file(), arm
+    res = json.loads((L.eval / "results.json").read_text())
+    spread = {(s["arm"], s["metric"]) for s in res["style_spread"] if s["test"] == "target"}
+    assert {("st", "dice"), ("histogram", "dice"), ("fda", "dice")} <= spread
+    assert "Spread over style images" in (L.eval / "results.md").read_text()
+    r2 = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert r2.returncode == 0 and r2.stdout.count("[skip]") == len(pipeline_notebooks())
