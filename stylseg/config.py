@@ -231,11 +231,12 @@ def _profiles() -> Dict[str, RunConfig]:
         profile="cpu",
         data=DataConfig(n_per_domain=256, diffusion_size=64, seg_size=128),
         ddim=DDIMConfig(t0=0.25, finetune_invert_steps=10, finetune_gen_steps=5, apply_invert_steps=20, apply_gen_steps=10),
-        # ~3 M params; measured 3.6x the smoke model's cost per image (2000 steps ~ 40 min on 2 idle cores)
-        # flatten + v: a z_sem that matters after minutes of training (eps/mean: SSIM own = shuffled; docs/diffusion.md)
+        # 3.7 M params; 4000 steps ~ 33 min on 2 idle cores (0.49 s/step at batch 16), capped at 40 min.
+        # flatten + v: a z_sem that matters after minutes of training (eps/mean: SSIM own = shuffled), and the
+        # code-matters gate needs the 4000 steps (+0.039 SSIM after 2000, +0.107 after 4000; docs/diffusion.md)
         diffae=DiffAEConfig(image_size=64, base_channels=24, channel_mult=(1, 2, 4, 4), num_res_blocks=1,
                             attn_resolutions=(8,), enc_channel_mult=(1, 2, 2, 4), z_dim=128, batch_size=16,
-                            lr=5e-4, train_steps=2000, sample_every=500, checkpoint_every=250, max_seconds=2400.0,
+                            lr=5e-4, train_steps=4000, sample_every=500, checkpoint_every=250, max_seconds=2400.0,
                             enc_pool="flatten", prediction="v", loss_weighting="v"),
         stylize=StylizeConfig(iterations=100, lr_unet=1e-4, lr_spn=1e-4, batch_size=4, spn_lambda=0.1, w_cycle=0.0),
         seg=SegConfig(archs=("unet",), encoder="resnet18", image_size=128, batch_size=12, epochs=20, lr=3e-4, seeds=3),
