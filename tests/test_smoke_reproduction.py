@@ -120,7 +120,7 @@ def test_styles_k_repeats_the_arms_and_reports_the_spread(tmp_path):
         assert len(m["items"]) == n, arm
         assert (L.seg("unet", arm, 0) / "metrics.json").is_file(), arm
     res = json.loads((L.eval / "results.json").read_text())
-    spread = {(s["arm"], s["metric"]) for s in res["style_spread"] if s["test"] == "target"}
+    spread = {(s["arm"], s["metric"]) for s in res["seg"]["style_spread"] if s["test"] == "target"}
     assert {("st", "dice"), ("histogram", "dice"), ("fda", "dice")} <= spread
     assert "Spread over style images" in (L.eval / "results.md").read_text()
     r2 = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
