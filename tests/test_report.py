@@ -6,36 +6,18 @@ import numpy as np
 import pytest
 
 from stylseg import report
-from stylseg.data.io import write_image, write_mask
 from stylseg.layout import RunLayout
 from stylseg.manifest import ArmWriter
-from stylseg.metrics import PROTOCOLS, evaluate_folder
 from stylseg.utils import write_json
+
+from _fake_runs import fake_seg_runs
 
 
 def make_run(root):
     """A run folder with hand-made predictions of 2 arms x 2 seeds on a 3-image target test set."""
     lay = RunLayout(root)
     test = lay.domain("target", "test")
-    rng = np.random.default_rng(0)
-    masks = []
-    for i in range(3):
-        m = np.zeros((16, 16), bool)
-        m[3 + i:10 + i, 4:12] = True
-        masks.append(m)
-        write_image(test / "images" / f"{i}.png", rng.integers(0, 255, (16, 16, 3)).astype(np.uint8))
-        write_mask(test / "masks" / f"{i}.png", m)
-    for arm, quality in (("direct", 0.4), ("histogram", 0.8)):
-        for seed in (0, 1):
-            run = lay.seg("unet", arm, seed)
-            pred_dir = run / "predictions" / "target"
-            for i, m in enumerate(masks):
-                noise = np.random.default_rng(seed * 10 + i).random((16, 16))
-                p = np.clip(quality * m + (1 - quality) * noise, 0, 1)
-                write_image(pred_dir / f"{i}.png", (p * 255).round().astype(np.uint8))
-            res = {"arch": "unet", "arm": arm, "seed": seed, "train_dir": "x",
-                   "tests": {"target": {"dir": str(test), **{pr: evaluate_folder(pred_dir, test, pr) for pr in PROTOCOLS}}}}
-            write_json(run / "metrics.json", res)
+    masks = fake_seg_runs(lay, {"direct": 0.4, "histogram": 0.8})
     w = ArmWriter(lay.stylized("histogram"), "histogram", "histogram", {}, source=test, size=16)
     w.add("0", np.zeros((16, 16, 3), np.uint8), masks[0])
     w.set_scores({"structure_ssim": 0.91, "style_fid": 12.5})

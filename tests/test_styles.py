@@ -8,9 +8,10 @@ import pytest
 from stylseg import baselines, report
 from stylseg.data.io import read_image, write_image, write_mask
 from stylseg.layout import RunLayout, arm_name, split_arm
-from stylseg.metrics import PROTOCOLS, evaluate_folder
 from stylseg.seg.compare import _order, aggregate, style_spread, style_spread_markdown
 from stylseg.utils import write_json
+
+from _fake_runs import fake_seg_runs
 
 
 def test_arm_names_round_trip():
@@ -64,30 +65,9 @@ def test_baseline_arms_repeat_per_style_image(tmp_path):
     assert man["arm"] == "histogram@s1" and man["method"] == "histogram"
 
 
-def _fake_seg(lay, arms_quality, seeds=(0, 1)):
-    test = lay.domain("target", "test")
-    masks = []
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        m = np.zeros((16, 16), bool)
-        m[3 + i:10 + i, 4:12] = True
-        masks.append(m)
-        write_image(test / "images" / f"{i}.png", rng.integers(0, 255, (16, 16, 3)).astype(np.uint8))
-        write_mask(test / "masks" / f"{i}.png", m)
-    for arm, q in arms_quality.items():
-        for seed in seeds:
-            run = lay.seg("unet", arm, seed)
-            pred = run / "predictions" / "target"
-            for i, m in enumerate(masks):
-                noise = np.random.default_rng(seed * 10 + i).random((16, 16))
-                write_image(pred / f"{i}.png", (np.clip(q * m + (1 - q) * noise, 0, 1) * 255).round().astype(np.uint8))
-            write_json(run / "metrics.json", {"arch": "unet", "arm": arm, "seed": seed, "train_dir": "x", "tests": {
-                "target": {"dir": str(test), **{p: evaluate_folder(pred, test, p) for p in PROTOCOLS}}}})
-
-
 def test_style_spread_table(tmp_path):
     lay = RunLayout(tmp_path / "run")
-    _fake_seg(lay, {"direct": 0.3, "histogram": 0.9, "histogram@s1": 0.5, "histogram@s2": 0.7, "fda": 0.6})
+    fake_seg_runs(lay, {"direct": 0.3, "histogram": 0.9, "histogram@s1": 0.5, "histogram@s2": 0.7, "fda": 0.6})
     res = aggregate(lay.root / "seg", n_boot=50)
     rows = {(r["arm"], r["protocol"], r["metric"]): r["mean"] for r in res["rows"] if r["test"] == "target"}
     sp = [r for r in res["style_spread"] if r["metric"] == "dice" and r["protocol"] == "standard"]
