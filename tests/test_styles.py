@@ -85,3 +85,18 @@ def test_style_spread_table(tmp_path):
     assert "histogram@s1" not in report.radar_values(res, "unet", "target", "standard")
     one = {**res, "rows": [x for x in res["rows"] if "@s" not in x["arm"]]}
     assert style_spread(one) == [] and style_spread_markdown({**one, "style_spread": []}) == ""
+
+
+def test_gap_closed_only_where_there_is_a_gap(tmp_path):
+    """On a test set where the oracle is no better than direct (the source test set) there is no gap to close."""
+    from stylseg.seg.compare import gap_closed
+
+    lay = RunLayout(tmp_path / "run")
+    fake_seg_runs(lay, {"direct": 0.3, "histogram": 0.6, "oracle": 0.9}, seeds=(0,))
+    res = aggregate(lay.root / "seg", n_boot=20)
+    g = gap_closed(res, "unet", "histogram", "target", "standard")
+    t = {(r["arm"]): r["mean"] for r in res["rows"] if r["metric"] == "dice" and r["protocol"] == "standard"}
+    assert g == pytest.approx((t["histogram"] - t["direct"]) / (t["oracle"] - t["direct"])) and 0 < g < 1
+    lay2 = RunLayout(tmp_path / "run2")
+    fake_seg_runs(lay2, {"direct": 0.9, "histogram": 0.6, "oracle": 0.3}, seeds=(0,))
+    assert gap_closed(aggregate(lay2.root / "seg", n_boot=20), "unet", "histogram", "target", "standard") is None

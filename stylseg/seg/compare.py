@@ -164,13 +164,14 @@ def _cell(r: Optional[Mapping[str, Any]]) -> str:
 
 def gap_closed(results: Mapping[str, Any], arch: str, arm: str, test: str, protocol: str,
                metric: str = "dice") -> Optional[float]:
-    """``(arm - direct) / (oracle - direct)`` of ``metric``: the share of the domain gap an arm closes."""
+    """``(arm - direct) / (oracle - direct)`` of ``metric``: the share of the domain gap an arm closes.
+    None where there is no gap to close (the oracle no better than direct, e.g. on the source test set)."""
     t = table(results, test, protocol)
     try:
         d, o, a = (t[(arch, x)][metric]["mean"] for x in ("direct", "oracle", arm))
     except KeyError:
         return None
-    return None if abs(o - d) < 1e-12 else (a - d) / (o - d)
+    return None if o - d < 1e-12 else (a - d) / (o - d)
 
 
 def style_spread(results: Mapping[str, Any], metrics: Sequence[str] = ("dice", "iou")) -> List[Dict[str, Any]]:
