@@ -192,6 +192,7 @@ def ensure_baseline_arms(layout, size: int, methods=RUN_BASELINES, progress: boo
     are kept; unfinished ones resume). Returns ``{arm: folder}`` of every arm under ``RUN/stylized``
     that has a manifest."""
     from .layout import arm_name
+    from .manifest import read_manifest
 
     src, styles = layout.domain("source", "train"), layout.style_images()
     for p, what in [(src, "the source training set")] + [(s, "a style image") for s in styles]:
@@ -201,8 +202,6 @@ def ensure_baseline_arms(layout, size: int, methods=RUN_BASELINES, progress: boo
         for method, params in dict(methods).items():
             out = layout.stylized(arm_name(method, k))
             if (out / "manifest.json").is_file():
-                from .manifest import read_manifest
-
                 m = read_manifest(out)
                 if len(m.get("items", [])) >= len(list_images(Path(src) / "images")):
                     continue

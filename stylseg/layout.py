@@ -69,6 +69,10 @@ class RunLayout:
     def style_image(self) -> Path:
         return self.data / "style.png"
 
+    def style_file(self, k: int) -> Path:
+        """``data/styles/style_<k>.png``: style image k of ``--styles K`` (``style_0`` is a copy of ``style.png``)."""
+        return self.data / "styles" / f"style_{int(k)}.png"
+
     def style_images(self) -> List[Path]:
         """The run's style images, index k = style image k: ``data/style.png`` first, then
         ``data/styles/style_<k>.png`` for k = 1..K-1 where ``--styles K`` (from ``data/split.json``;
@@ -78,7 +82,7 @@ class RunLayout:
             import json
 
             k = int(json.loads(self.split_json.read_text()).get("params", {}).get("styles", 1) or 1)
-        return [self.style_image] + [self.data / "styles" / f"style_{i}.png" for i in range(1, k)]
+        return [self.style_image] + [self.style_file(i) for i in range(1, k)]
 
     @property
     def split_json(self) -> Path:

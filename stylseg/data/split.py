@@ -391,7 +391,7 @@ def _plan_paper_skin(layout, cfg, data_dir: str, styles: int, progress: bool):
 
 # --------------------------------------------------------------------------- main entry
 def _style_paths(layout, styles: int) -> List[Path]:
-    return [layout.style_image] + [layout.data / "styles" / f"style_{k}.png" for k in range(styles)]
+    return [layout.style_image] + [layout.style_file(k) for k in range(styles)]
 
 
 def prepare_run_data(layout, cfg, kind: str = "", data_dir: str = "", protocol: str = "", source: str = "",
@@ -516,8 +516,7 @@ def _all_present(layout, doc) -> bool:
 
 def _result(layout, doc) -> Dict[str, object]:
     out: Dict[str, object] = {"root": layout.data, "split": layout.split_json, "style": layout.style_image,
-                              "styles": [layout.data / "styles" / f"style_{k}.png"
-                                         for k in range(doc["params"].get("styles", 1))]}
+                              "styles": [layout.style_file(k) for k in range(doc["params"].get("styles", 1))]}
     for key in doc.get("splits", {}):
         which, sp = key.split("/")
         out[f"{which}_{sp}"] = layout.domain(which, sp)

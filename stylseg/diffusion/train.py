@@ -32,12 +32,12 @@ import torch
 import torch.nn as nn
 
 from ..utils import StylsegError, atomic_path, read_json, resolve_device, write_json
-from .model import SCHEDULE_KEYS, DiffAE
+from .model import ARCH_DEFAULTS, SCHEDULE_KEYS, DiffAE
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
-#: DiffAEConfig fields that may change between a run and its resumption
 LOSS_WEIGHTINGS = ("eps", "v", "min_snr", "x0_capped")
+#: DiffAEConfig fields that may change between a run and its resumption
 RESUMABLE_CHANGES = ("train_steps", "max_seconds", "sample_every", "checkpoint_every", "sample_steps")
 
 
@@ -120,8 +120,7 @@ def _fingerprint(cfg, n_images: int) -> Dict[str, Any]:
 
 
 #: DiffAEConfig fields added after checkpoints were first written, with the behaviour those checkpoints had
-LEGACY_DEFAULTS = {"enc_pool": "mean", "prediction": "eps", "enc_lr_mult": 1.0, "loss_weighting": "eps",
-                   "loss_gamma": 5.0}
+LEGACY_DEFAULTS = {**ARCH_DEFAULTS, "enc_lr_mult": 1.0, "loss_weighting": "eps", "loss_gamma": 5.0}
 
 
 def _with_legacy_defaults(fp: Dict[str, Any]) -> Dict[str, Any]:
