@@ -165,7 +165,10 @@ class SegConfig:
 class EvalConfig:
     protocol: str = "standard"  # standard | paper
     bootstrap: int = 1000
-    arms: Tuple[str, ...] = ("direct", "st", "recon", "histogram", "reinhard", "fda")
+    #: the arms notebook 06 trains and every table shows, by base name (``--styles K`` adds each one's
+    #: ``<arm>@s<k>``): direct, oracle and any folder under RUN/stylized (notebook 05 writes st, st_nospn,
+    #: recon, histogram, reinhard, fda); e.g. ``--set eval.arms=direct,st,recon,histogram``
+    arms: Tuple[str, ...] = ("direct", "st", "st_nospn", "recon", "histogram", "reinhard", "fda", "oracle")
 
 
 @dataclass(frozen=True)

@@ -100,3 +100,44 @@ def test_gap_closed_only_where_there_is_a_gap(tmp_path):
     lay2 = RunLayout(tmp_path / "run2")
     fake_seg_runs(lay2, {"direct": 0.9, "histogram": 0.6, "oracle": 0.3}, seeds=(0,))
     assert gap_closed(aggregate(lay2.root / "seg", n_boot=20), "unet", "histogram", "target", "standard") is None
+
+
+def test_eval_arms_selects_what_is_trained(tmp_path, monkeypatch):
+    """``--set eval.arms=...`` decides which arms notebook 06 trains (with their ``@s<k>`` copies); the
+    baselines left out are not even made; a name that no folder holds is an error naming what there is."""
+    from stylseg.config import get_profile
+    import importlib
+
+    cmp = importlib.import_module("stylseg.seg.compare")
+
+    lay = RunLayout(tmp_path / "run")
+    rng = np.random.default_rng(0)
+    for part in ("source/train", "target/train", "target/test"):
+        d = lay.data / part
+        for i in range(2):
+            write_image(d / "images" / f"{i}.png", rng.integers(60, 200, (12, 12, 3)).astype(np.uint8))
+            m = np.zeros((12, 12), bool)
+            m[3:8, 2:9] = True
+            write_mask(d / "masks" / f"{i}.png", m)
+    _split(lay, 2)
+    write_image(lay.style_image, np.full((12, 12, 3), (200, 40, 40), np.uint8))
+    write_image(lay.data / "styles" / "style_1.png", np.full((12, 12, 3), (30, 60, 210), np.uint8))
+    for arm in ("st", "st@s1", "st_nospn", "recon"):  # what notebook 05 writes
+        write_json(lay.stylized(arm) / "manifest.json", {"arm": arm, "items": []})
+        (lay.stylized(arm) / "images").mkdir(parents=True)
+    seen = {}
+    monkeypatch.setattr(cmp, "compare", lambda train, arms, tests, archs, seeds, out, cfg, oracle_dir=None, **kw:
+                        seen.update(arms=list(arms), oracle=oracle_dir, tests=sorted(tests)))
+
+    cfg = get_profile("smoke").override(**{"eval.arms": "direct,st,recon,histogram"})
+    cmp.compare_run(lay, cfg, progress=False, log=lambda *a: None)
+    assert seen["arms"] == ["st", "st@s1", "recon", "histogram", "histogram@s1"] and seen["oracle"] is None
+    assert not lay.stylized("fda").exists() and not lay.stylized("reinhard@s1").exists()  # never made
+
+    cmp.compare_run(lay, get_profile("smoke"), progress=False, log=lambda *a: None)  # default: everything
+    assert seen["arms"] == ["st", "st@s1", "st_nospn", "recon", "histogram", "histogram@s1", "reinhard",
+                            "reinhard@s1", "fda", "fda@s1"]
+    assert seen["oracle"] == lay.domain("target", "train")
+
+    with pytest.raises(Exception, match=r"stt.*it has: fda, histogram, recon, reinhard, st, st_nospn"):
+        cmp.compare_run(lay, cfg.override(**{"eval.arms": "direct,stt"}), progress=False, log=lambda *a: None)

@@ -29,7 +29,7 @@ from .predict import predict_folder
 from .train import train_segmenter
 
 #: preferred order of arms in tables
-ARM_ORDER = ("direct", "st", "recon", "jitter", "histogram", "reinhard", "fda", "oracle")
+ARM_ORDER = ("direct", "st", "st_nospn", "recon", "jitter", "histogram", "reinhard", "fda", "oracle")
 #: standard-protocol metrics that are maxima of a dataset-mean curve (no per-image interval)
 DATASET_LEVEL = {"standard": ("dice_max", "iou_max", "e_max", "e_mean"), "paper": ()}
 
@@ -279,6 +279,35 @@ def write_results_csv(path: os.PathLike, results: Mapping[str, Any], protocol: s
     return Path(path)
 
 
+def select_arms(names: Union[str, Sequence[str], None]) -> Optional[set]:
+    """``eval.arms`` as a set of base names; None (every arm) for an empty list."""
+    if isinstance(names, str):
+        names = [a for a in names.split(",") if a]
+    names = [str(a).strip() for a in (names or ()) if str(a).strip()]
+    return set(names) or None
+
+
+def filter_arms(arms: Mapping[str, os.PathLike], wanted: Optional[set], log=print) -> Dict[str, Path]:
+    """The stylized arms whose base name (``st`` for ``st@s1``) is in ``wanted`` (None: all). A wanted
+    name that is neither direct, oracle nor any folder under RUN/stylized is an error naming what there is."""
+    from ..layout import split_arm
+
+    if wanted is None:
+        return dict(arms)
+    have = {split_arm(a)[0] for a in arms}
+    missing = sorted(wanted - have - {"direct", "oracle"})
+    if missing:
+        raise StylsegError(f"eval.arms names {', '.join(missing)}, which RUN/stylized does not hold "
+                           f"(it has: {', '.join(sorted(have)) or 'nothing'}; direct and oracle are always "
+                           f"possible): make the arm first (notebook 05, stylseg stylize apply, stylseg baseline) "
+                           f"or drop it from --set eval.arms=...")
+    kept = {a: Path(d) for a, d in arms.items() if split_arm(a)[0] in wanted}
+    skipped = sorted(set(arms) - set(kept))
+    if skipped:
+        log(f"eval.arms: skipping {', '.join(skipped)}")
+    return kept
+
+
 def compare_run(layout, cfg, archs: Union[str, Sequence[str], None] = None, seeds: Union[int, Sequence[int], None] = None,
                 device: str = "auto", make_baselines: bool = True, progress: bool = True, log=print) -> Dict[str, Any]:
     """Algorithm 2 on a run folder: ``direct`` = ``RUN/data/source/train``; every arm under
@@ -286,21 +315,25 @@ def compare_run(layout, cfg, archs: Union[str, Sequence[str], None] = None, seed
     ``oracle`` = ``RUN/data/target/train``; test sets ``target`` (``RUN/data/target/test``) and
     ``source`` (``RUN/data/source/test``); outputs in ``RUN/seg``. ``archs``: names or a
     comma-separated string (empty = ``cfg.seg.archs``); ``seeds``: K (0 or None = ``cfg.seg.seeds``)."""
-    from ..baselines import ensure_baseline_arms
+    from ..baselines import RUN_BASELINES, ensure_baseline_arms
 
     if isinstance(archs, str):
         archs = [a for a in archs.split(",") if a]
     archs = list(archs or cfg.seg.archs)
     if not seeds:
         seeds = cfg.seg.seeds
+    wanted = select_arms(cfg.eval.arms)
     if make_baselines:
-        arms = ensure_baseline_arms(layout, cfg.data.seg_size, progress=progress)
+        methods = {m: kw for m, kw in RUN_BASELINES.items() if wanted is None or m in wanted}
+        arms = ensure_baseline_arms(layout, cfg.data.seg_size, methods=methods, progress=progress)
     else:
         arms = {p.parent.name: p.parent for p in sorted((layout.root / "stylized").glob("*/manifest.json"))}
+    arms = filter_arms(arms, wanted, log=log)
     arms = {k: arms[k] for k in _order(arms)}
     tests = {"target": layout.domain("target", "test"), "source": layout.domain("source", "test")}
     tests = {k: v for k, v in tests.items() if (Path(v) / "images").is_dir()}
     oracle = layout.domain("target", "train")
+    use_oracle = (Path(oracle) / "masks").is_dir() and (wanted is None or "oracle" in wanted)
     return compare(layout.domain("source", "train"), arms, tests, archs, seeds, layout.root / "seg", cfg,
-                   oracle_dir=oracle if (Path(oracle) / "masks").is_dir() else None, device=device,
+                   oracle_dir=oracle if use_oracle else None, device=device,
                    progress=progress, log=log)
