@@ -101,3 +101,21 @@ def test_arm_writer_accepts_a_moved_run_but_not_another_style(tmp_path):
     other = write_image(tmp_path / "c" / "style.png", np.full((8, 8, 3), 200, np.uint8))
     with pytest.raises(StylsegError, match="other settings"):
         ArmWriter(tmp_path / "arm", "hist", "histogram", {}, source="x", style=other, size=8)
+
+
+def test_lazy_packages_do_not_import_torch_until_used():
+    """``stylseg data check`` and ``--help`` stay quick: the data and stylize packages list their public
+    names without importing torch, and the first use of a torch-backed name imports it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, stylseg.data as d, stylseg.stylize as s\n"
+            "assert 'SPN' in dir(s) and 'PairedDataset' in dir(d)\n"
+            "d.check_folder\n"
+            "assert 'torch' not in sys.modules, 'torch imported early'\n"
+            "s.SPN\n"
+            "assert 'torch' in sys.modules and 'SPN' in vars(s)\n"
+            "try:\n    d.nope\nexcept AttributeError as e:\n    assert 'stylseg.data' in str(e)\n"
+            "else:\n    raise SystemExit('no AttributeError')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

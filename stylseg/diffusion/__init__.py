@@ -14,7 +14,7 @@ Heavy modules (the model, training) load lazily.
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 from .ddim import DDIMSchedule, ddim_invert, ddim_sample, ddim_step, ddim_timesteps, predict_x0
 
@@ -27,10 +27,4 @@ _LAZY = {
 __all__ = ["DDIMSchedule", "ddim_timesteps", "ddim_step", "predict_x0", "ddim_sample", "ddim_invert"] + sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'stylseg.diffusion' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{mod}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
