@@ -6,6 +6,8 @@
 - :func:`fda`: Fourier Domain Adaptation (Yang & Soatto, CVPR 2020): the low-frequency
   square of the amplitude spectrum (half-width ``floor(beta * min(H, W))`` around the
   centre of the shifted spectrum) is replaced by the style image's; phase kept.
+- :func:`sensor_only`: no colour change, only the style image's blur and noise
+  (:mod:`stylseg.sensor`); ``apply_baseline(..., sensor=True)`` adds that step after any method.
 
 All take and return RGB ``uint8`` ``(H, W, 3)`` arrays. A style image of another mode
 (grayscale, RGBA, palette) is converted to RGB when read (:func:`stylseg.data.io.read_image`);
@@ -99,6 +101,17 @@ BASELINES.add("reinhard", reinhard)
 BASELINES.add("fda", fda)
 
 
+def sensor_only(img: np.ndarray, style: np.ndarray) -> np.ndarray:
+    """The sensor-matching step alone (blur and noise of ``style``, no colour change): the ablation
+    arm of ``stylize.sensor = "match"`` (:mod:`stylseg.sensor`)."""
+    from .sensor import match_sensor
+
+    return match_sensor(_check_rgb(img, "content image"), _check_rgb(style, "style image"))
+
+
+BASELINES.add("sensor", sensor_only)
+
+
 def _mask_path(masks: Path, stem: str) -> Optional[Path]:
     for ext in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
         p = masks / f"{stem}{ext}"
@@ -108,11 +121,14 @@ def _mask_path(masks: Path, stem: str) -> Optional[Path]:
 
 
 def apply_baseline(method: str, style_path: os.PathLike, input_dir: os.PathLike, out_dir: os.PathLike,
-                   size: int, arm: Optional[str] = None, progress: bool = True, **params: Any) -> Path:
+                   size: int, arm: Optional[str] = None, progress: bool = True, sensor: bool = False,
+                   **params: Any) -> Path:
     """Stylize every image of the paired folder ``input_dir`` (``images/`` + ``masks/``) with
-    ``method`` (``histogram``, ``reinhard``, ``fda``; ``params`` e.g. ``beta=0.01``) from the one
-    image ``style_path``, writing ``out_dir/images``, ``out_dir/masks`` and ``manifest.json`` at
-    ``size x size`` px. Items already written are skipped (resume). Returns ``out_dir``."""
+    ``method`` (``histogram``, ``reinhard``, ``fda``, ``sensor``; ``params`` e.g. ``beta=0.01``) from
+    the one image ``style_path``, writing ``out_dir/images``, ``out_dir/masks`` and ``manifest.json``
+    at ``size x size`` px. ``sensor=True`` follows the method with sensor matching (the style
+    image's blur and noise, :mod:`stylseg.sensor`). Items already written are skipped (resume).
+    Returns ``out_dir``."""
     from tqdm.auto import tqdm
 
     from .manifest import ArmWriter
@@ -130,9 +146,16 @@ def apply_baseline(method: str, style_path: os.PathLike, input_dir: os.PathLike,
         raise StylsegError(f"{img_dir}: no images found")
     if method == "fda":
         params = {"beta": float(params.get("beta", 0.01))}
-    writer = ArmWriter(out_dir, arm=arm or method, method=method, params=params, source=input_dir,
-                       style=style_path, size=int(size))
-    style_fit = resize_image(style, size) if method == "fda" else style
+    match = None
+    if sensor and method != "sensor":
+        from .sensor import SensorMatch
+
+        match = SensorMatch(resize_image(style, size))
+        params = dict(params, sensor="match", **match.params())
+    writer = ArmWriter(out_dir, arm=arm or (f"{method}_sensor" if match else method), method=method, params=params,
+                       source=input_dir, style=style_path, size=int(size))
+    # FDA's spectra must align and the sensor statistics depend on the size: both see the style at `size`
+    style_fit = resize_image(style, size) if method in ("fda", "sensor") else style
     todo = [f for f in files if not writer.done(f.stem)]
     for i, f in enumerate(tqdm(todo, desc=f"{method}", disable=not progress or not todo)):
         mp = _mask_path(msk_dir, f.stem)
@@ -140,7 +163,8 @@ def apply_baseline(method: str, style_path: os.PathLike, input_dir: os.PathLike,
             raise StylsegError(f"{f}: no mask with the same name in {msk_dir}; add it or remove the image")
         img = resize_image(read_image(f), size)
         mask = resize_mask(read_mask(mp), size)
-        writer.add(f.stem, fn(img, style_fit, **params), mask, source_image=f)
+        out = fn(img, style_fit, **{k: v for k, v in params.items() if k == "beta"})
+        writer.add(f.stem, match(out) if match else out, mask, source_image=f)
         if (i + 1) % 32 == 0:
             writer.flush()
     writer.flush()
@@ -152,7 +176,7 @@ def add_baseline_parser(subparsers):
     """Add the ``baseline`` action to a stage's sub-parsers (``stylseg stylize baseline ...``)."""
     from .cli import add_common
 
-    p = subparsers.add_parser("baseline", help="cheap stylizer from one style image: histogram | reinhard | fda",
+    p = subparsers.add_parser("baseline", help="cheap stylizer from one style image: histogram | reinhard | fda | sensor",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--method", required=True, choices=BASELINES.names())
     p.add_argument("--style", required=True, help="the one style image (target domain)")
@@ -160,6 +184,9 @@ def add_baseline_parser(subparsers):
     p.add_argument("--out", required=True, help="arm folder to write (images/, masks/, manifest.json)")
     p.add_argument("--size", type=int, default=None, help="output size in px (default: the profile's data.seg_size)")
     p.add_argument("--beta", type=float, default=None, help="FDA: low-frequency window (default 0.01)")
+    p.add_argument("--sensor", action="store_true",
+                   help="follow the method with the style image's blur and noise (stylseg.sensor); "
+                        "arm name <method>_sensor")
     p.add_argument("--arm", default=None, help="arm name in the manifest (default: the method)")
     add_common(p)
     p.set_defaults(func=_cli_baseline)
@@ -176,7 +203,8 @@ def _cli_baseline(args) -> int:
         if args.method != "fda":
             raise StylsegError("--beta only applies to --method fda")
         params["beta"] = args.beta
-    out = apply_baseline(args.method, args.style, args.input, args.out, size, arm=args.arm, **params)
+    out = apply_baseline(args.method, args.style, args.input, args.out, size, arm=args.arm, sensor=args.sensor,
+                         **params)
     print(f"wrote {out}")
     return 0
 

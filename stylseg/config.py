@@ -130,6 +130,10 @@ class StylizeConfig:
     grad_clip: float = 0.0  # 0 = off; else clip D_B + SPN gradients to this norm
     checkpoint_every: int = 5  # fine-tuning iterations between resumable checkpoints
     upsample: str = "detail"  # diffusion size -> seg size: detail (input + upsampled residual) | bilinear
+    #: after upsampling, the stylized arms' blur and noise: "off" (the input's, as upsampling left them) or
+    #: "match" (the style image's, estimated from it at the seg size: stylseg.sensor). The recon control
+    #: never gets it (it has no style image); see docs/stylization.md
+    sensor: str = "off"
 
 
 @dataclass(frozen=True)

@@ -169,3 +169,40 @@ def test_apply_arms_shares_inversion_with_identical_results(env):
             assert p.read_bytes() == (b / "images" / p.name).read_bytes()
         assert json.loads((a / "manifest.json").read_text())["params"] == \
             json.loads((b / "manifest.json").read_text())["params"]
+
+
+def test_sensor_match_gives_the_stylized_arms_the_style_images_noise(env, tmp_path):
+    """``stylize.sensor=match``: the st arm is the plain st arm followed by the style image's blur and
+    noise (same files as applying stylseg.sensor by hand); recon never gets it; a missing style image is
+    named with the way out."""
+    import shutil
+
+    from stylseg.sensor import SensorMatch
+    from stylseg.stylize.apply import apply_arms
+
+    cfg = env["cfg"].override(**{"stylize.sensor": "match"})
+    d = env["d"]
+    plain = apply_stylizer(env["model"], env["source"], d / "plain_st", env["cfg"], device="cpu", progress=False)
+    st, rec = apply_arms(env["model"], env["source"], [{"out": tmp_path / "st"}, {"out": tmp_path / "rec", "mode": "recon"}],
+                         cfg, device="cpu", progress=False)
+    m = json.loads((st / "manifest.json").read_text())["params"]
+    assert m["sensor"] == "match" and m["style_noise"] > 0
+    assert json.loads((rec / "manifest.json").read_text())["params"]["sensor"] == "off"
+    match = SensorMatch(resize_image(read_image(env["style"]), 32))
+    for p in sorted((plain / "images").iterdir()):
+        assert np.array_equal(read_image(st / "images" / p.name), match(read_image(p)))
+    want_rec = apply_stylizer(env["model"], env["source"], tmp_path / "rec0", env["cfg"], mode="recon", device="cpu",
+                              progress=False)
+    for p in sorted((want_rec / "images").iterdir()):
+        assert p.read_bytes() == (rec / "images" / p.name).read_bytes()
+
+    with pytest.raises(StylsegError, match="not one of off, match"):
+        apply_stylizer(env["model"], env["source"], tmp_path / "x", cfg.override(**{"stylize.sensor": "on"}),
+                       device="cpu", progress=False)
+    moved = tmp_path / "model_copy"
+    shutil.copytree(env["model"], moved)
+    cfgj = json.loads((moved / "config.json").read_text())
+    cfgj["style"]["path"] = str(tmp_path / "gone.png")
+    (moved / "config.json").write_text(json.dumps(cfgj))
+    with pytest.raises(StylsegError, match=r"gone.png.*stylize.sensor=off"):
+        apply_stylizer(moved, env["source"], tmp_path / "y", cfg, device="cpu", progress=False)

@@ -11,6 +11,9 @@ Upsampling from the diffusion size to the segmentation size (``cfg.stylize.upsam
 ``bilinear`` resizes the stylized image; ``detail`` (METHOD.md section 7) adds the upsampled
 stylization residual to the full-resolution input, ``x_hi + up(stylized_lo - x_lo)``, which
 keeps the input's fine detail. The ``recon`` arm goes through the same path.
+``cfg.stylize.sensor = "match"`` then gives the stylized arms the style image's blur and noise
+(:mod:`stylseg.sensor`; estimated from the style image at the segmentation size); ``recon``, which
+has no style image, never gets it.
 
 Batched (``cfg.stylize.apply_batch_size``) and resumable: the batches are a fixed partition
 of the sorted file list, a batch whose items are all written is skipped, files are written
@@ -35,6 +38,7 @@ from .pipeline import Stylizer, folder_sha256, generate, list_folder, load_diffa
 
 MODES = ("st", "recon")
 UPSAMPLE = ("bilinear", "detail")
+SENSOR = ("off", "match")
 
 
 def upsample_result(stylized_lo: np.ndarray, input_img: np.ndarray, size: int, how: str = "bilinear") -> np.ndarray:
@@ -84,14 +88,18 @@ def apply_arms(model_dir: Optional[os.PathLike], input_dir: os.PathLike, specs: 
     """Write several arms from one input folder, sharing the D_A inversion (the most expensive
     part: ``apply_invert_steps`` UNet calls) between them; each arm then costs only its
     ``apply_gen_steps`` generation calls. ``specs``: dicts with ``out`` and optional ``mode``
-    (st | recon), ``use_spn`` (default True), ``arm`` (name). Each arm is written exactly as
+    (st | recon), ``use_spn`` (default True), ``arm`` (name), ``sensor`` (off | match; default
+    ``cfg.stylize.sensor``; always off for recon). Each arm is written exactly as
     :func:`apply_stylizer` writes it (same files, manifest and resume behaviour)."""
     from tqdm.auto import tqdm
 
-    specs = [dict({"mode": "st", "use_spn": True, "arm": None}, **sp) for sp in specs]
+    specs = [dict({"mode": "st", "use_spn": True, "arm": None, "sensor": None}, **sp) for sp in specs]
     for sp in specs:
         if sp["mode"] not in MODES:
             raise StylsegError(f"unknown mode {sp['mode']!r}; valid: {', '.join(MODES)}")
+        sp["sensor"] = "off" if sp["mode"] == "recon" else (sp["sensor"] or cfg.stylize.sensor)
+        if sp["sensor"] not in SENSOR:
+            raise StylsegError(f"stylize.sensor={sp['sensor']!r} is not one of {', '.join(SENSOR)}")
     how = upsample or cfg.stylize.upsample
     if how not in UPSAMPLE:
         raise StylsegError(f"unknown upsampling {how!r}; valid: {', '.join(UPSAMPLE)} (set stylize.upsample)")
@@ -133,6 +141,9 @@ def apply_arms(model_dir: Optional[os.PathLike], input_dir: os.PathLike, specs: 
 
         with torch.no_grad():
             z_style = st.diffae.encoder(load_image_pm1(Path(model_dir) / STYLE_Y, size)[None].to(dev))
+    match = None
+    if any(sp["sensor"] == "match" for sp in specs):
+        match = _sensor_match(st.meta.get("style", {}), model_dir, seg)
     writers = []
     for sp in specs:
         mode = sp["mode"]
@@ -140,24 +151,27 @@ def apply_arms(model_dir: Optional[os.PathLike], input_dir: os.PathLike, specs: 
         params = {"mode": mode, "use_spn": use_spn, "t0": t0, "invert_steps": n_inv, "gen_steps": n_gen,
                   "unet_calls_per_image": n_inv + n_gen, "diffusion_size": size, "upsample": how,
                   "spn_lambda": st.lam if use_spn else 0.0, "mix_style_z": z_style is not None and mode == "st",
-                  "stylizer_sha256": model_sha if mode == "st" else None, "diffae_sha256": diffae_sha}
+                  "stylizer_sha256": model_sha if mode == "st" else None, "diffae_sha256": diffae_sha,
+                  "sensor": sp["sensor"]}
+        if sp["sensor"] == "match":
+            params.update(match.params())
         arm = sp["arm"] or (("st" if use_spn else "st_nospn") if mode == "st" else "recon")
         method = "diffusion-st" if mode == "st" else "diffusion-recon"
         w = ArmWriter(sp["out"], arm, method, params, source=Path(input_dir), style=style if mode == "st" else None,
                       size=seg, substitute=substitute if mode == "st" else None)
-        writers.append((w, mode, use_spn))
+        writers.append((w, mode, use_spn, match if sp["sensor"] == "match" else None))
     bs = max(1, int(cfg.stylize.apply_batch_size))
     batches = [list(range(i, min(i + bs, len(files)))) for i in range(0, len(files), bs)]
     names = [p.stem for p in files]
-    todo = [b for b in batches if not all(w.done(names[i]) for w, _, _ in writers for i in b)]
+    todo = [b for b in batches if not all(w.done(names[i]) for w, *_ in writers for i in b)]
     bar = tqdm(total=len(files), initial=len(files) - sum(len(b) for b in todo),
-               desc="+".join(w.manifest["arm"] for w, _, _ in writers), disable=not progress)
+               desc="+".join(w.manifest["arm"] for w, *_ in writers), disable=not progress)
     for b in todo:
         imgs = [read_image(files[i]) for i in b]
         x = torch.stack([to_tensor_pm1(resize_image(im, size)) for im in imgs]).to(dev)
         xt, z = st.invert(x, t0, n_inv)  # shared by every arm
         masks = {}
-        for w, mode, use_spn in writers:
+        for w, mode, use_spn, sensor in writers:
             if all(w.done(names[i]) for i in b):
                 continue
             with torch.no_grad():
@@ -172,10 +186,28 @@ def apply_arms(model_dir: Optional[os.PathLike], input_dir: os.PathLike, specs: 
                     continue
                 if i not in masks:
                     masks[i] = resize_mask(read_mask(mask_paths[i]), seg)
-                w.add(names[i], upsample_result(outs[k], imgs[k], seg, how), masks[i], source_image=files[i])
+                out = upsample_result(outs[k], imgs[k], seg, how)
+                w.add(names[i], sensor(out) if sensor is not None else out, masks[i], source_image=files[i])
             w.flush()
         bar.update(len(b))
     bar.close()
-    for w, _, _ in writers:
+    for w, *_ in writers:
         w.flush()
     return [Path(sp["out"]) for sp in specs]
+
+
+def _sensor_match(style_meta: Dict[str, Any], model_dir, size: int):
+    """The :class:`~stylseg.sensor.SensorMatch` of the stylizer's style image at ``size`` px: the
+    image the stylizer was fine-tuned on, found by its recorded path and checked by its sha256."""
+    from ..sensor import SensorMatch
+    from ..utils import sha256_file
+
+    path = Path(style_meta.get("path") or "")
+    if not path.is_file():
+        raise StylsegError(f"stylize.sensor=match needs the style image the stylizer in {model_dir} was fine-tuned on, "
+                           f"recorded as {path}, which is not there: put it back, or run with --set stylize.sensor=off")
+    want = style_meta.get("sha256")
+    if want and sha256_file(path) != want:
+        raise StylsegError(f"{path}: not the style image the stylizer in {model_dir} was fine-tuned on (sha256 differs); "
+                           f"restore it or run with --set stylize.sensor=off")
+    return SensorMatch(resize_image(read_image(path), size))

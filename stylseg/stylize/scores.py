@@ -428,12 +428,13 @@ SCORE_COLUMNS = ("structure_ssim", "structure_edge_f1", "oracle_dice_ratio", "st
 
 def format_scores(rows: Dict[str, Dict[str, Any]], columns: Sequence[str] = SCORE_COLUMNS) -> str:
     """A plain-text table: one row per arm, the given score columns."""
-    head = f"{'arm':<12}" + "".join(f"{c:>22}" for c in columns)
+    w = max([12] + [len(a) + 1 for a in rows])
+    head = f"{'arm':<{w}}" + "".join(f"{c:>22}" for c in columns)
     lines = [head]
     for arm, r in rows.items():
         vals = []
         for c in columns:
             v = r.get(c)
             vals.append(f"{v:>22.3f}" if isinstance(v, (int, float)) and v == v else f"{'-':>22}")
-        lines.append(f"{arm:<12}" + "".join(vals))
+        lines.append(f"{arm:<{w}}" + "".join(vals))
     return "\n".join(lines)
