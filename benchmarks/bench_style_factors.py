@@ -7,7 +7,9 @@ benchmark renders the *same* source scenes with the target's value of one group,
 all of them, so each arm is a perfect transfer of exactly those factors, and scores each arm like a
 stylizer's output (``stylseg.stylize.scores.score_arm``: SSIM_S, FD ratio, the domain classifier's
 P(target)). It shows which factors a stylizer must transfer for the style gate (P(target) >= 0.7,
-FD ratio <= 0.5) to be reachable at all, e.g. whether colour alone can get there.
+FD ratio <= 0.5) to be reachable at all, e.g. whether colour alone can get there, and how the
+structure scores judge a perfect transfer (same scenes, so the structure is kept exactly) against
+two controls that lose it (the lesion shifted by 3 px; other scenes).
 
     python benchmarks/bench_style_factors.py [--source clinic --target colon] [--n 128] [--size 128]
 """
@@ -53,6 +55,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="keep the images here (default: a temporary folder)")
     args = ap.parse_args(argv)
 
+    import numpy as np
+
+    from stylseg.data.io import list_images, read_image, write_image
     from stylseg.data.synth import SYNTH_DOMAINS, generate_domain, get_domain
     from stylseg.stylize.scores import format_scores, score_arm
     from stylseg.utils import set_threads
@@ -77,14 +82,28 @@ def main(argv=None) -> int:
         # same seed as the source folder: the same scenes (and masks), only the named factors differ
         out = generate_domain(root / name, args.kind, name, args.n, args.size, seed=0, progress=False)
         rows[arm] = score_arm(inp, out, target, write_manifest=False)
+    # controls of the structure scores: the lesion moved by 3 px, and other scenes (structure lost)
+    for arm, make in (("source, shifted 3 px", lambda i, img: np.roll(img, 3 * args.size // 128, axis=1)),
+                      ("other scenes", None)):
+        out = root / f"_control_{len(rows)}"
+        if make is None:
+            generate_domain(out, args.kind, args.source, args.n, args.size, seed=2, progress=False)
+        else:
+            for i, f in enumerate(list_images(inp / "images")):
+                write_image(out / "images" / f.name, make(i, read_image(f)))
+        rows[arm] = score_arm(inp, out, target, write_manifest=False)
     print(f"{args.n} {args.source} scenes at {args.size} px rendered with part of {args.target}'s look, scored "
           f"against {args.n_target} {args.target} images ({time.perf_counter() - t0:.0f} s); inputs: "
           f"P(target) {rows['colour']['style_p_target_input']:.3f}, domain classifier held-out accuracy "
           f"{rows['colour']['style_clf_acc']:.2f}")
-    print(format_scores(rows, ("structure_ssim", "style_fd_ratio", "style_p_target_output")))
+    print(format_scores(rows, ("structure_ssim", "structure_ssim_lesion", "style_fd_ratio", "style_p_target_output")))
     print("style gate: P(target) >= 0.7 and FD ratio <= 0.5; " + ", ".join(
         f"{a}: {'yes' if r['style_p_target_output'] >= 0.7 and r['style_fd_ratio'] <= 0.5 else 'no'}"
-        for a, r in rows.items()))
+        for a, r in rows.items() if a in ARMS))
+    ideal = rows["all (= target)"]
+    print(f"the perfect stylizer (the same scenes in the target's whole look) scores SSIM_S {ideal['structure_ssim']:.3f} "
+          f"(structure gate >= 0.8: {'met' if ideal['structure_ssim'] >= 0.8 else 'NOT met'}) and SSIM_S around the "
+          f"lesion {ideal['structure_ssim_lesion']:.3f} (>= 0.8: {'met' if ideal['structure_ssim_lesion'] >= 0.8 else 'NOT met'})")
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -146,6 +146,15 @@ def apply_baseline(method: str, style_path: os.PathLike, input_dir: os.PathLike,
         raise StylsegError(f"{img_dir}: no images found")
     if method == "fda":
         params = {"beta": float(params.get("beta", 0.01))}
+    if (input_dir / "manifest.json").is_file():  # the input is itself an arm (e.g. st -> st_sensor): remember which
+        import hashlib
+        import json
+
+        from .manifest import read_manifest
+
+        m = read_manifest(input_dir)
+        digest = hashlib.sha256(json.dumps(m.get("params", {}), sort_keys=True).encode()).hexdigest()
+        params = dict(params, input_arm={"arm": m.get("arm"), "params_sha256": digest})
     match = None
     if sensor and method != "sensor":
         from .sensor import SensorMatch

@@ -9,8 +9,8 @@ import torch
 
 from stylseg.data.io import read_image, write_image
 from stylseg.stylize._testing import tiny_domains
-from stylseg.stylize.scores import (boundary_band, edge_agreement, frechet_distance, lbp_histograms, lnl_ssim,
-                                    score_arm, style_features, train_oracle)
+from stylseg.stylize.scores import (boundary_band, edge_agreement, frechet_distance, lbp_histograms, lesion_ssim,
+                                    lnl_ssim, score_arm, style_features, train_oracle)
 from stylseg.utils import StylsegError
 
 
@@ -54,6 +54,23 @@ def test_lnl_ssim_ignores_style_and_sees_structure(dom):
     assert lnl_ssim(img, np.flipud(img)) < 0.3
 
 
+def test_lesion_ssim_sees_the_lesion_not_the_camera():
+    """Around the lesion at half the size: the target's whole look on the same scene keeps a high score
+    (the whole-image SSIM_S does not), a 3 px shift of the lesion does not, an empty mask is NaN."""
+    from stylseg.data.synth import make_sample
+
+    same, shifted, whole = [], [], []
+    for i in range(4):
+        img, mask = make_sample("polyp", "clinic", 0, i, 128)
+        tgt = make_sample("polyp", "colon", 0, i, 128)[0]  # the same scene (and mask) in the target's look
+        same.append(lesion_ssim(img, tgt, mask))
+        whole.append(lnl_ssim(img, tgt))
+        shifted.append(lesion_ssim(img, np.roll(img, 3, axis=1), mask))
+        assert lesion_ssim(img, img, mask) == pytest.approx(1.0)
+    assert np.mean(same) > 0.75 and np.mean(whole) < 0.6 and np.mean(shifted) < 0.5, (same, whole, shifted)
+    assert np.isnan(lesion_ssim(img, img, np.zeros_like(mask)))
+
+
 def test_lbp_features_are_histograms():
     img = (np.random.default_rng(1).random((32, 32, 3)) * 255).astype(np.uint8)
     h = lbp_histograms(img)
@@ -77,6 +94,7 @@ def test_doing_nothing_scores_structure_one_and_source_style(dom, tmp_path):
     (ident / "manifest.json").write_text(json.dumps({"arm": "ident", "items": [], "scores": {}}))
     r = score_arm(src, ident, tgt, oracle=oracle)
     assert r["structure_ssim"] == pytest.approx(1.0) and r["structure_edge_f1"] == pytest.approx(1.0)
+    assert r["structure_ssim_lesion"] == pytest.approx(1.0)
     assert r["oracle_dice_output"] == r["oracle_dice_input"]
     assert r["style_fd_output"] == pytest.approx(r["style_fd_input"]) and r["style_fd_ratio"] == pytest.approx(1.0)
     assert r["style_p_target_output"] == pytest.approx(r["style_p_target_input"])

@@ -60,11 +60,14 @@ def test_run_folder_contract(smoke_run):
     if "04" in names:
         assert (L.finetune / "config.json").is_file()
     if "05" in names:
-        for arm in ("st", "recon", "histogram", "reinhard", "fda"):
+        for arm in ("st", "recon", "histogram", "reinhard", "fda", "st_sensor", "sensor"):
             m = json.loads((L.stylized(arm) / "manifest.json").read_text())
             assert len(m["items"]) == len(list((L.domain("source", "train") / "images").glob("*.png"))), arm
     if "06" in names:
         assert list((run / "seg").glob("*/direct/seed0/metrics.json"))
+        trained = {p.parent.parent.name for p in (run / "seg").glob("*/*/seed0/metrics.json")}
+        assert {"direct", "st", "st_nospn", "recon", "histogram", "oracle"} <= trained
+        assert not trained & {"st_sensor", "sensor"}  # made by 05, but not in the default eval.arms
     if "07" in names:
         res = json.loads((L.eval / "results.json").read_text())
         assert res
