@@ -65,10 +65,39 @@ def test_finetune_writes_a_loadable_stylizer(env):
     mtime = (out / "model.safetensors").stat().st_mtime_ns
     finetune(env["diffae"], env["style"], env["source"], out, cfg, device="cpu", progress=False)
     assert (out / "model.safetensors").stat().st_mtime_ns == mtime
+    # settings that only matter when applying (upsampling, sensor matching, batch) never refit, even with overwrite
+    for kv in ({"stylize.sensor": "match"}, {"stylize.upsample": "bilinear", "stylize.apply_batch_size": 3}):
+        finetune(env["diffae"], env["style"], env["source"], out, cfg.override(**kv), device="cpu", progress=False,
+                 overwrite=True)
+        assert (out / "model.safetensors").stat().st_mtime_ns == mtime, kv
     # other settings: a clear error unless overwrite
     with pytest.raises(StylsegError, match="other settings"):
         finetune(env["diffae"], env["style"], env["source"], out, cfg.override(**{"stylize.lr_spn": 1e-3}),
                  device="cpu", progress=False)
+
+
+def test_folders_written_before_apply_only_fields_still_count_as_finished(env, tmp_path):
+    """A stylizer folder whose digest was made the old way (every stylize field, before ``stylize.sensor``
+    existed) is returned as finished, not refitted or refused."""
+    import dataclasses
+    import hashlib
+    import shutil
+
+    from stylseg.stylize import finetune as ft
+
+    cfg, d = env["cfg"], env["d"]
+    src = finetune(env["diffae"], env["style"], env["source"], d / "ft_legacy_src", cfg, device="cpu", progress=False)
+    old = tmp_path / "old"
+    shutil.copytree(src, old)
+    files = sorted((env["source"] / "images").glob("*.png"))
+    legacy = ft._settings(folder_sha256(env["diffae"]), env["style"], files, cfg)
+    legacy["stylize"] = {k: v for k, v in dataclasses.asdict(cfg.stylize).items() if k != "sensor"}
+    meta = json.loads((old / "config.json").read_text())
+    meta["settings_digest"] = hashlib.sha256(json.dumps(legacy, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    (old / "config.json").write_text(json.dumps(meta))
+    mtime = (old / "model.safetensors").stat().st_mtime_ns
+    assert finetune(env["diffae"], env["style"], env["source"], old, cfg, device="cpu", progress=False) == old
+    assert (old / "model.safetensors").stat().st_mtime_ns == mtime
 
 
 def test_exact_resume(env):

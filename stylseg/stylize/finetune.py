@@ -103,9 +103,20 @@ def _load_or_make_style_pair(diffae, style_path, out_dir: Path, cfg, device):
 
 
 # --------------------------------------------------------------------------- settings
-def _settings(diffae_sha: str, style_path, content_files, cfg) -> Dict[str, Any]:
+#: StylizeConfig fields that only matter when a stylizer is applied: not part of the fine-tuning settings, so
+#: changing them never refits a stylizer
+APPLY_ONLY = ("upsample", "sensor", "apply_batch_size")
+#: StylizeConfig fields added after stylizer folders were first written. Folders written before hold the digest
+#: of every other field (apply-only ones included), which is still accepted
+ADDED_LATER = ("sensor",)
+
+
+def _settings(diffae_sha: str, style_path, content_files, cfg, legacy: bool = False) -> Dict[str, Any]:
+    st = dataclasses.asdict(cfg.stylize)
+    for k in (ADDED_LATER if legacy else APPLY_ONLY):
+        st.pop(k, None)
     return {
-        "stylize": dataclasses.asdict(cfg.stylize),
+        "stylize": st,
         "ddim": {k: getattr(cfg.ddim, k) for k in ("T", "beta_start", "beta_end", "t0", "finetune_invert_steps",
                                                      "finetune_gen_steps", "apply_gen_steps")},
         "diffae_sha256": diffae_sha,
@@ -184,21 +195,22 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     diffae_sha = folder_sha256(diffae_dir)
     settings = _settings(diffae_sha, style_path, files, cfg)
     digest = _digest(settings)
+    accepted = {digest, _digest(_settings(diffae_sha, style_path, files, cfg, legacy=True))}
 
     # ---------------------------------------------------------------- skip / resume / overwrite
     done = finished_digest(out_dir)
     ckpt_path = out_dir / CHECKPOINT
     ckpt = None
-    if done == digest and resume:
+    if done in accepted and resume:
         return out_dir
     if resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ckpt.get("digest") != digest:
+        if ckpt.get("digest") not in accepted:
             if not overwrite:
                 raise StylsegError(f"{out_dir}: holds a fine-tuning run with other settings; choose another --out, "
                                    f"or overwrite it (--overwrite / overwrite=True)")
             ckpt = None
-    elif done is not None and done != digest and not overwrite:
+    elif done is not None and done not in accepted and not overwrite:
         raise StylsegError(f"{out_dir}: holds a stylizer made with other settings; choose another --out, "
                            f"or overwrite it (--overwrite / overwrite=True)")
     if ckpt is None and out_dir.exists():
