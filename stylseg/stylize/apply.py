@@ -151,10 +151,9 @@ def apply_arms(model_dir: Optional[os.PathLike], input_dir: os.PathLike, specs: 
         params = {"mode": mode, "use_spn": use_spn, "t0": t0, "invert_steps": n_inv, "gen_steps": n_gen,
                   "unet_calls_per_image": n_inv + n_gen, "diffusion_size": size, "upsample": how,
                   "spn_lambda": st.lam if use_spn else 0.0, "mix_style_z": z_style is not None and mode == "st",
-                  "stylizer_sha256": model_sha if mode == "st" else None, "diffae_sha256": diffae_sha,
-                  "sensor": sp["sensor"]}
-        if sp["sensor"] == "match":
-            params.update(match.params())
+                  "stylizer_sha256": model_sha if mode == "st" else None, "diffae_sha256": diffae_sha}
+        if sp["sensor"] == "match":  # recorded only when on, so that arms written before the option still resume
+            params.update(sensor="match", **match.params())
         arm = sp["arm"] or (("st" if use_spn else "st_nospn") if mode == "st" else "recon")
         method = "diffusion-st" if mode == "st" else "diffusion-recon"
         w = ArmWriter(sp["out"], arm, method, params, source=Path(input_dir), style=style if mode == "st" else None,
