@@ -247,6 +247,9 @@ def _profiles() -> Dict[str, RunConfig]:
                             enc_pool="flatten", prediction="v", loss_weighting="v"),
         stylize=StylizeConfig(iterations=100, lr_unet=1e-4, lr_spn=1e-4, batch_size=4, spn_lambda=0.1, w_cycle=0.0),
         seg=SegConfig(archs=("unet",), encoder="resnet18", image_size=128, batch_size=12, epochs=20, lr=3e-4, seeds=3),
+        # the arms of issue 6's cpu table; st_nospn is still made and scored by notebook 05, but 3 more segmentation
+        # runs (about 15 min on 2 cores) are left to --set eval.arms=...,st_nospn
+        eval=EvalConfig(arms=("direct", "st", "recon", "histogram", "reinhard", "fda", "oracle")),
     )
     paper = RunConfig(
         profile="paper",
