@@ -53,7 +53,8 @@ def _check(img: np.ndarray, what: str) -> np.ndarray:
         raise StylsegError(f"{what}: expected an RGB uint8 image (H, W, 3), got {img.dtype} {img.shape}")
     if min(img.shape[:2]) < 2 ** (max(PROFILE_LEVELS) + 1):
         raise StylsegError(f"{what}: {img.shape[1]}x{img.shape[0]} px is too small for sensor matching "
-                           f"(at least {2 ** (max(PROFILE_LEVELS) + 1)} px a side)")
+                           f"(at least {2 ** (max(PROFILE_LEVELS) + 1)} px a side; it works at the segmentation "
+                           f"size: raise --size / data.seg_size, or leave sensor matching off)")
     return img
 
 
