@@ -29,6 +29,15 @@ def test_arm_order_keeps_styles_with_their_arm():
                              "fda@s1", "oracle"]
 
 
+def _pairs(folder, rng, n=2):
+    """``n`` random 12 px images with one rectangular lesion each, as a paired folder."""
+    for i in range(n):
+        write_image(folder / "images" / f"{i}.png", rng.integers(60, 200, (12, 12, 3)).astype(np.uint8))
+        m = np.zeros((12, 12), bool)
+        m[3:8, 2:9] = True
+        write_mask(folder / "masks" / f"{i}.png", m)
+
+
 def _split(lay, styles):
     write_json(lay.split_json, {"params": {"styles": styles}, "splits": {}})
 
@@ -44,13 +53,7 @@ def test_style_images_follow_the_split(tmp_path):
 
 def test_baseline_arms_repeat_per_style_image(tmp_path):
     lay = RunLayout(tmp_path / "run")
-    rng = np.random.default_rng(0)
-    src = lay.domain("source", "train")
-    for i in range(2):
-        write_image(src / "images" / f"{i}.png", rng.integers(60, 200, (12, 12, 3)).astype(np.uint8))
-        m = np.zeros((12, 12), bool)
-        m[3:8, 2:9] = True
-        write_mask(src / "masks" / f"{i}.png", m)
+    _pairs(lay.domain("source", "train"), np.random.default_rng(0))
     _split(lay, 2)
     write_image(lay.style_image, np.full((12, 12, 3), (200, 40, 40), np.uint8))
     with pytest.raises(Exception, match="style_1.png"):  # the second style image is missing: named
@@ -113,12 +116,7 @@ def test_eval_arms_selects_what_is_trained(tmp_path, monkeypatch):
     lay = RunLayout(tmp_path / "run")
     rng = np.random.default_rng(0)
     for part in ("source/train", "target/train", "target/test"):
-        d = lay.data / part
-        for i in range(2):
-            write_image(d / "images" / f"{i}.png", rng.integers(60, 200, (12, 12, 3)).astype(np.uint8))
-            m = np.zeros((12, 12), bool)
-            m[3:8, 2:9] = True
-            write_mask(d / "masks" / f"{i}.png", m)
+        _pairs(lay.data / part, rng)
     _split(lay, 2)
     write_image(lay.style_image, np.full((12, 12, 3), (200, 40, 40), np.uint8))
     write_image(lay.data / "styles" / "style_1.png", np.full((12, 12, 3), (30, 60, 210), np.uint8))
