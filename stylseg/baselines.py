@@ -155,16 +155,19 @@ def apply_baseline(method: str, style_path: os.PathLike, input_dir: os.PathLike,
         m = read_manifest(input_dir)
         digest = hashlib.sha256(json.dumps(m.get("params", {}), sort_keys=True).encode()).hexdigest()
         params = dict(params, input_arm={"arm": m.get("arm"), "params_sha256": digest})
-    match = None
-    if sensor and method != "sensor":
-        from .sensor import SensorMatch
-
-        match = SensorMatch(resize_image(style, size))
-        params = dict(params, sensor="match", **match.params())
-    writer = ArmWriter(out_dir, arm=arm or (f"{method}_sensor" if match else method), method=method, params=params,
-                       source=input_dir, style=style_path, size=int(size))
     # FDA's spectra must align and the sensor statistics depend on the size: both see the style at `size`
     style_fit = resize_image(style, size) if method in ("fda", "sensor") else style
+    match = None
+    if sensor or method == "sensor":
+        from .sensor import SensorMatch
+
+        match = SensorMatch(resize_image(style, size))  # fails here, before any folder is made, on a bad size
+        if method == "sensor":
+            match = None  # the method is the step itself
+        else:
+            params = dict(params, sensor="match", **match.params())
+    writer = ArmWriter(out_dir, arm=arm or (f"{method}_sensor" if match else method), method=method, params=params,
+                       source=input_dir, style=style_path, size=int(size))
     todo = [f for f in files if not writer.done(f.stem)]
     for i, f in enumerate(tqdm(todo, desc=f"{method}", disable=not progress or not todo)):
         mp = _mask_path(msk_dir, f.stem)

@@ -86,5 +86,8 @@ def test_baseline_arms_with_the_sensor_step(tmp_path):
     assert man["arm"] == "histogram_sensor" and man["params"]["sensor"] == "match" and man["params"]["style_noise"] > 0
     a, b = read_image(plain / "images" / "0.png"), read_image(sens / "images" / "0.png")
     assert noise_sigma(b) > noise_sigma(a) + 0.005  # colon's noise (0.03) added after the colour transfer
+    with pytest.raises(StylsegError, match="too small.*--size"):  # refused before any folder is made
+        apply_baseline("sensor", style, src, tmp_path / "tiny", 16, progress=False)
+    assert not (tmp_path / "tiny").exists()
     c, x = read_image(alone / "images" / "0.png"), read_image(src / "images" / "0.png")
     assert abs(c.astype(float).mean() - x.astype(float).mean()) < 3 and not np.array_equal(c, x)
