@@ -147,14 +147,11 @@ def apply_baseline(method: str, style_path: os.PathLike, input_dir: os.PathLike,
     if method == "fda":
         params = {"beta": float(params.get("beta", 0.01))}
     if (input_dir / "manifest.json").is_file():  # the input is itself an arm (e.g. st -> st_sensor): remember which
-        import hashlib
-        import json
-
         from .manifest import read_manifest
+        from .utils import json_sha256
 
         m = read_manifest(input_dir)
-        digest = hashlib.sha256(json.dumps(m.get("params", {}), sort_keys=True).encode()).hexdigest()
-        params = dict(params, input_arm={"arm": m.get("arm"), "params_sha256": digest})
+        params = dict(params, input_arm={"arm": m.get("arm"), "params_sha256": json_sha256(m.get("params", {}))})
     # FDA's spectra must align and the sensor statistics depend on the size: both see the style at `size`
     style_fit = resize_image(style, size) if method in ("fda", "sensor") else style
     match = None

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import os
 import random
 import time
@@ -41,7 +39,7 @@ import torch
 from ..data.io import from_tensor_pm1, read_image, write_image
 from ..diffusion.ddim import ddim_step
 from ..utils import (StylsegError, atomic_path, read_json, resolve_device, save_model_folder, seed_everything,
-                     sha256_file, write_json)
+                     json_sha256, sha256_file, write_json)
 from .embedders import SUBSTITUTE, embedder_substitute, make_embedder
 from .losses import LOSS_SETS, StyleLoss, cycle_l1, ms_ssim
 from .pipeline import (KIND, folder_sha256, gen_steps_iter, generate, invert, load_diffae, load_folder_tensor,
@@ -127,7 +125,7 @@ def _settings(diffae_sha: str, style_path, content_files, cfg, legacy: bool = Fa
 
 
 def _digest(settings: Dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_sha256(settings)[:16]
 
 
 def finished_digest(out_dir: os.PathLike) -> Optional[str]:
