@@ -118,6 +118,8 @@ class StylizeConfig:
     w_recon_l1: float = 10.0
     w_recon_perceptual: float = 10.0
     w_magnitude: float = 1.0
+    #: the paper's L_SPN structure term in the OSASIS set (0: OSASIS as published; the paper set's is w_spn)
+    w_structure: float = 0.0
     style_pair_tries: int = 4
     #: depth (fraction of T) of the D_A renders that make x_A_style; 0 = ddim.t0. OSASIS renders the style image
     #: half-way (0.5): at a shallow depth x_A_style keeps the style image's own look and the style direction

@@ -132,3 +132,43 @@ def test_style_loss_sets(loss_set):
     assert tot.item() == pytest.approx(manual.item(), rel=1e-6)
     tot.backward()
     assert out.grad is not None and torch.isfinite(out.grad).all()
+
+
+def test_osasis_set_takes_the_structure_term_when_weighted():
+    """stylize.w_structure adds L_SPN to the OSASIS set: 0 for an unchanged structure, > 0 for a shifted one."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    base = replace(get_profile("smoke").stylize, loss_set="osasis")
+    src = torch.rand(8, 3, 16, 16) * 2 - 1
+    emb = make_embedder(base, source=src)
+    y_b = torch.rand(1, 3, 16, 16) * 2 - 1
+    assert "spn" not in StyleLoss(base, emb, y_b, y_b * 0.5).terms(src[:2], src[:2].clone(), x0_style=y_b.clone())
+    loss = StyleLoss(replace(base, w_structure=2.0), emb, y_b, y_b * 0.5)
+    assert loss.weights["spn"] == 2.0
+    x_in = src[:2]
+    same = loss.terms(x_in, (x_in * 0.5 + 0.2).requires_grad_(True), x0_style=y_b.clone())  # brightness/contrast only
+    moved = torch.roll(x_in, 3, dims=-1).requires_grad_(True)
+    terms = loss.terms(x_in, moved, x0_style=y_b.clone())
+    assert terms["spn"].item() > 0.1 and same["spn"].item() < 0.05 * terms["spn"].item()
+    loss.total(terms).backward()
+    assert moved.grad is not None and moved.grad.abs().sum() > 0
+
+
+def test_structure_weight_left_at_default_keeps_earlier_stylizer_digests(tmp_path):
+    """A stylizer fitted before stylize.w_structure existed keeps its settings digest; setting it refits."""
+    import dataclasses
+    import importlib
+
+    ft = importlib.import_module("stylseg.stylize.finetune")
+    style = tmp_path / "style.png"
+    style.write_bytes(b"not really an image, only hashed")
+    cfg = get_profile("smoke")
+    files = [tmp_path / "a.png", tmp_path / "b.png"]
+    now = ft._settings("d" * 64, style, files, cfg)
+    assert "w_structure" not in now["stylize"]
+    before = dict(now, stylize={k: v for k, v in dataclasses.asdict(cfg.stylize).items()
+                                if k not in ft.APPLY_ONLY + ("w_structure",)})
+    assert ft._digest(now) == ft._digest(before)
+    weighted = ft._settings("d" * 64, style, files, cfg.override(**{"stylize.w_structure": 1.0}))
+    assert weighted["stylize"]["w_structure"] == 1.0 and ft._digest(weighted) != ft._digest(now)

@@ -107,12 +107,19 @@ APPLY_ONLY = ("upsample", "sensor", "apply_batch_size")
 #: StylizeConfig fields added after stylizer folders were first written. Folders written before hold the digest
 #: of every other field (apply-only ones included), which is still accepted
 ADDED_LATER = ("sensor",)
+#: StylizeConfig fields added after stylizer folders were first written that enter the settings only when set
+#: away from their default, so folders written before (with the default's behaviour) keep their digest
+OMIT_IF_DEFAULT = ("w_structure",)
 
 
 def _settings(diffae_sha: str, style_path, content_files, cfg, legacy: bool = False) -> Dict[str, Any]:
     st = dataclasses.asdict(cfg.stylize)
     for k in (ADDED_LATER if legacy else APPLY_ONLY):
         st.pop(k, None)
+    defaults = type(cfg.stylize)()
+    for k in OMIT_IF_DEFAULT:
+        if k in st and st[k] == getattr(defaults, k):
+            st.pop(k)
     return {
         "stylize": st,
         "ddim": {k: getattr(cfg.ddim, k) for k in ("T", "beta_start", "beta_end", "t0", "finetune_invert_steps",

@@ -18,7 +18,10 @@ Two loss sets, selected by ``StylizeConfig.loss_set``:
 - ``in_domain`` [0.5]: ``1 - cos(norm(E(x_A) - E(x_A_style)), norm(E(out_B) - E(y_B)))`` + ``in_domain_mag``;
 - reconstruction of the style pair through D_B (x_A_style -> D_B -> should give y_B):
   ``recon_embed`` [30] ``1 - cos(E(out_style), E(y_B))``, ``recon_l1`` [10], ``recon_msssim`` [10]
-  (``1 - MS-SSIM``; MS-SSIM stands in for LPIPS, whose VGG weights are not at hand offline).
+  (``1 - MS-SSIM``; MS-SSIM stands in for LPIPS, whose VGG weights are not at hand offline);
+- ``spn`` [0, ``w_structure``]: the paper's ``L_SPN`` added to OSASIS's set (not in OSASIS's code, which
+  has no structure term): with it the SPN and D_B are trained to keep the input's structure while the
+  other terms move its style.
 
 The magnitude term (METHOD.md section 7): the cosine ignores how far the output moved (a tiny
 step in the right direction scores perfectly), so each directional loss adds
@@ -46,7 +49,8 @@ TERMS = {
     "paper": {"adv": "w_adv", "adv_mag": ("w_adv", "w_magnitude"), "spn": "w_spn", "cycle": "w_cycle"},
     "osasis": {"cross": "w_adv", "cross_mag": ("w_adv", "w_magnitude"),
                "in_domain": "w_in_domain", "in_domain_mag": ("w_in_domain", "w_magnitude"),
-               "recon_embed": "w_recon_embed", "recon_l1": "w_recon_l1", "recon_msssim": "w_recon_perceptual"},
+               "recon_embed": "w_recon_embed", "recon_l1": "w_recon_l1", "recon_msssim": "w_recon_perceptual",
+               "spn": "w_structure"},
 }
 
 
@@ -200,6 +204,8 @@ class StyleLoss(nn.Module):
             out["cross"], out["cross_mag"] = directional_loss(e_in, e_out, self.e_xas, self.e_yb)
             # in-domain: the change from y_B to out_B must match the change from x_A_style to x_A
             out["in_domain"], out["in_domain_mag"] = directional_loss(self.e_yb, e_out, self.e_xas, e_in)
+            if self.active("spn"):
+                out["spn"] = spn_structure_loss(x0_b, x_in)
             if self.needs_style_branch:
                 if x0_style is None:
                     raise ValueError("the osasis loss set needs the style branch's x0-prediction")
