@@ -213,6 +213,30 @@ class RunConfig:
 
 STAGES = ("data", "ddim", "diffae", "stylize", "seg", "eval")
 
+#: fields that take one of a few names, checked whenever a config is made or overridden, so that a typo in
+#: ``--set stylize.sensor=mtch`` stops the run at once instead of in the stage that first reads it (the
+#: modules that use them hold the same tuples: tests/test_config.py checks that they agree). Registries that
+#: users extend (style embedders, architectures) are checked by the registry itself.
+CHOICES: Dict[str, Tuple[str, ...]] = {
+    "data.kind": ("polyp", "skin"),
+    "diffae.enc_pool": ("mean", "flatten"),
+    "diffae.prediction": ("eps", "v"),
+    "diffae.loss_weighting": ("eps", "v", "min_snr", "x0_capped"),
+    "stylize.spn_form": ("paper", "osasis"),
+    "stylize.loss_set": ("paper", "osasis"),
+    "stylize.backprop": ("per_step", "chain"),
+    "stylize.clip_preprocess": ("tensor", "osasis"),
+    "stylize.upsample": ("bilinear", "detail"),
+    "stylize.sensor": ("off", "match"),
+    "eval.protocol": ("standard", "paper"),
+}
+
+
+def _check_choice(key: str, value: Any) -> None:
+    valid = CHOICES.get(key)
+    if valid is not None and value not in valid:
+        raise StylsegError(f"{key}={value!r} is not one of {', '.join(valid)} (set it with --set {key}=NAME)")
+
 
 def _paper_seg() -> SegConfig:
     return SegConfig(
@@ -345,6 +369,7 @@ def _from_dict(cls, d: Mapping[str, Any], where: str):
                     kw[k] = v
                     continue
             kw[k] = _coerce(v, tp, f"{where}.{k}")
+            _check_choice(f"{where.split('.', 1)[-1]}.{k}" if "." in where else f"{where}.{k}", kw[k])
     return cls(**kw)
 
 
@@ -368,7 +393,9 @@ def override(cfg: RunConfig, kv: Mapping[str, Any]) -> RunConfig:
             if name not in hints:
                 raise StylsegError(
                     f"unknown field {name!r} in stage {stage!r}; valid fields: {', '.join(sorted(hints))}")
-            new_sub = replace(sub, **{name: _coerce(value, hints[name], key)})
+            new_value = _coerce(value, hints[name], key)
+            _check_choice(key, new_value)
+            new_sub = replace(sub, **{name: new_value})
             out = replace(out, **{stage: new_sub})
         else:
             if key not in top_hints or key in STAGES:

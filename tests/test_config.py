@@ -70,3 +70,35 @@ def test_parse_set_args():
     assert parse_set_args(["seg.epochs=5", "ddim.t0 = 0.25"]) == {"seg.epochs": "5", "ddim.t0": "0.25"}
     with pytest.raises(StylsegError, match="KEY=VALUE"):
         parse_set_args(["seg.epochs"])
+
+
+def test_names_are_checked_when_a_config_is_made():
+    """A misspelt name (--set stylize.sensor=mtch) is refused at once, from --set and from a config file."""
+    cfg = get_profile("smoke")
+    with pytest.raises(StylsegError, match=r"stylize.sensor='mtch' is not one of off, match"):
+        cfg.override(**{"stylize.sensor": "mtch"})
+    assert cfg.override(**{"stylize.sensor": "match"}).stylize.sensor == "match"
+    d = cfg.to_dict()
+    d["diffae"]["prediction"] = "x0"
+    with pytest.raises(StylsegError, match=r"diffae.prediction='x0' is not one of eps, v"):
+        RunConfig.from_dict(d)
+    for name in ("smoke", "cpu", "paper"):  # every profile's own values are valid
+        RunConfig.from_dict(get_profile(name).to_dict())
+
+
+def test_config_choices_agree_with_the_modules_that_use_them():
+    from stylseg.config import CHOICES
+    from stylseg.data.synth import KINDS
+    from stylseg.diffusion.model import ENC_POOLS, PREDICTIONS
+    from stylseg.diffusion.train import LOSS_WEIGHTINGS
+    from stylseg.metrics import PROTOCOLS
+    from stylseg.stylize.apply import SENSOR, UPSAMPLE
+    from stylseg.stylize.finetune import BACKPROP
+    from stylseg.stylize.losses import LOSS_SETS
+    from stylseg.stylize.spn import SPN_FORMS
+
+    used = {"data.kind": KINDS, "diffae.enc_pool": ENC_POOLS, "diffae.prediction": PREDICTIONS,
+            "diffae.loss_weighting": LOSS_WEIGHTINGS, "eval.protocol": PROTOCOLS, "stylize.sensor": SENSOR,
+            "stylize.upsample": UPSAMPLE, "stylize.backprop": BACKPROP, "stylize.loss_set": LOSS_SETS,
+            "stylize.spn_form": SPN_FORMS, "stylize.clip_preprocess": ("tensor", "osasis")}
+    assert {k: set(v) for k, v in CHOICES.items()} == {k: set(v) for k, v in used.items()}
