@@ -369,7 +369,7 @@ def _from_dict(cls, d: Mapping[str, Any], where: str):
                     kw[k] = v
                     continue
             kw[k] = _coerce(v, tp, f"{where}.{k}")
-            _check_choice(f"{where.split('.', 1)[-1]}.{k}" if "." in where else f"{where}.{k}", kw[k])
+            _check_choice(f"{where}.{k}".split(".", 1)[-1], kw[k])  # "config.stylize.sensor" -> "stylize.sensor"
     return cls(**kw)
 
 
