@@ -42,6 +42,9 @@ def main(argv=None) -> int:
     ap.add_argument("--oracle-epochs", type=int, default=15)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-sensor", action="store_true", help="skip the sensor-matched arms (<arm>_sensor, sensor)")
+    ap.add_argument("--no-baselines", action="store_true",
+                    help="only the stylizer arms (st, st_nospn, recon, with their sensor versions): for sweeps of a "
+                         "stylizer setting whose baselines a default run already scored")
     args = ap.parse_args(argv)
 
     from stylseg.baselines import apply_baseline
@@ -82,7 +85,8 @@ def main(argv=None) -> int:
         apply_arms(ft, src, specs, c, device=args.device, progress=False)
         arms.update({s["arm"]: s["out"] for s in specs})
         print(f"[{time.perf_counter() - tic:.0f}s] {ls}: fine-tuned and applied", flush=True)
-    for method, params in {"histogram": {}, "reinhard": {}, "fda": {"beta": 0.01}}.items():
+    baselines = {} if args.no_baselines else {"histogram": {}, "reinhard": {}, "fda": {"beta": 0.01}}
+    for method, params in baselines.items():
         arms[method] = apply_baseline(method, layout.style_image, src, bench / method, cfg.data.seg_size,
                                       progress=False, **params)
     if not args.no_sensor:
@@ -92,8 +96,9 @@ def main(argv=None) -> int:
             if a != "recon":  # the control has no style image
                 arms[f"{a}_sensor"] = apply_baseline("sensor", layout.style_image, d, bench / f"{a}_sensor",
                                                      cfg.data.seg_size, arm=f"{a}_sensor", progress=False)
-        arms["sensor"] = apply_baseline("sensor", layout.style_image, src, bench / "sensor", cfg.data.seg_size,
-                                        progress=False)
+        if not args.no_baselines:
+            arms["sensor"] = apply_baseline("sensor", layout.style_image, src, bench / "sensor", cfg.data.seg_size,
+                                            progress=False)
         print(f"[{time.perf_counter() - tic:.0f}s] sensor-matched arms written", flush=True)
     rows = {a: score_arm(src, d, tgt_te, oracle=oracle, seed=cfg.seed) for a, d in arms.items()}
     write_json(bench / "scores.json", rows)

@@ -156,7 +156,8 @@ def test_osasis_set_takes_the_structure_term_when_weighted():
 
 
 def test_structure_weight_left_at_default_keeps_earlier_stylizer_digests(tmp_path):
-    """A stylizer fitted before stylize.w_structure existed keeps its settings digest; setting it refits."""
+    """A stylizer fitted before stylize.w_structure and stylize.spn_role existed keeps its settings digest; setting
+    either refits."""
     import dataclasses
     import importlib
 
@@ -166,9 +167,12 @@ def test_structure_weight_left_at_default_keeps_earlier_stylizer_digests(tmp_pat
     cfg = get_profile("smoke")
     files = [tmp_path / "a.png", tmp_path / "b.png"]
     now = ft._settings("d" * 64, style, files, cfg)
-    assert "w_structure" not in now["stylize"]
+    assert "w_structure" not in now["stylize"] and "spn_role" not in now["stylize"]
     before = dict(now, stylize={k: v for k, v in dataclasses.asdict(cfg.stylize).items()
-                                if k not in ft.APPLY_ONLY + ("w_structure",)})
+                                if k not in ft.APPLY_ONLY + ("w_structure", "spn_role")})
     assert ft._digest(now) == ft._digest(before)
     weighted = ft._settings("d" * 64, style, files, cfg.override(**{"stylize.w_structure": 1.0}))
     assert weighted["stylize"]["w_structure"] == 1.0 and ft._digest(weighted) != ft._digest(now)
+    split = ft._settings("d" * 64, style, files, cfg.override(**{"stylize.w_structure": 1.0,
+                                                                  "stylize.spn_role": "structure"}))
+    assert split["stylize"]["spn_role"] == "structure" and ft._digest(split) != ft._digest(weighted)

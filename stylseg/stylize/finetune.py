@@ -17,6 +17,18 @@ One iteration (OSASIS's loop, the kit's reading of the paper's Algorithm 1):
    next step; ``backprop="chain"``: one optimizer step per iteration on the final output,
    gradients through the whole chain with gradient checkpointing.
 
+Data parallel over processes (several GPUs, or several CPU processes): start the same command with
+``accelerate launch`` (or ``torchrun``). Every process draws the same global content batch of
+``stylize.batch_size`` images and works on its own slice of it; the gradients are averaged over the
+processes before each optimizer step, so the run computes what one process with the whole batch
+computes (up to float rounding), with 1/N of the activations per device. A single process, the
+default, does not touch ``torch.distributed``.
+
+``stylize.spn_role="structure"`` divides the labour as the SPN's name states: the structure term
+``L_SPN`` trains the SPN alone and the style terms train D_B alone (two gradient passes through the
+same graph per update); ``"joint"`` (default) sums every term into one loss for both, as the paper's
+eq. 13 is written.
+
 Interpretations (METHOD.md section 7) are the kit's and are parameters: the style pair
 (``y_B`` = the style image resized to the DiffAE size, ``x_A_style`` = the best of
 ``style_pair_tries`` SDEdit renders by D_A, chosen by ``10 L1 + (1 - MS-SSIM)``), ``L_SPN``
@@ -51,6 +63,8 @@ STYLE_XA = "style_x_A.png"
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
 BACKPROP = ("per_step", "chain")
+#: what the structure term trains (``stylize.spn_role``): every parameter, or the SPN alone (module docstring)
+SPN_ROLES = ("joint", "structure")
 
 #: callback(iteration, step, t, x0_pred): iteration 0-based, step index in the generation walk,
 #: the timestep t the UNet was called at, the content batch's x0-prediction (B,3,S,S) in [-1,1]
@@ -109,7 +123,7 @@ APPLY_ONLY = ("upsample", "sensor", "apply_batch_size")
 ADDED_LATER = ("sensor",)
 #: StylizeConfig fields added after stylizer folders were first written that enter the settings only when set
 #: away from their default, so folders written before (with the default's behaviour) keep their digest
-OMIT_IF_DEFAULT = ("w_structure",)
+OMIT_IF_DEFAULT = ("w_structure", "spn_role")
 
 
 def _settings(diffae_sha: str, style_path, content_files, cfg, legacy: bool = False) -> Dict[str, Any]:
@@ -165,6 +179,74 @@ def _set_rng_state(gen: torch.Generator, st: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+
+# --------------------------------------------------------------------------- data parallelism
+def launched_processes() -> int:
+    """How many processes ``accelerate launch`` / ``torchrun`` started (1 when run plainly)."""
+    for key in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+        if os.environ.get(key, "").isdigit():
+            return max(1, int(os.environ[key]))
+    return 1
+
+
+class _Parallel:
+    """Data parallelism for the fine-tuning loop, through ``accelerate`` when several processes run.
+
+    Every process draws the same global batch (the index generator is seeded alike) and keeps its
+    own contiguous slice (:meth:`shard`); :meth:`average_grads` all-reduces the gradients (one flat
+    buffer) before the optimizer step. With one process every method is the identity.
+    """
+
+    def __init__(self, device: torch.device):
+        self.world, self.rank, self.acc = 1, 0, None
+        self.device = device
+        if launched_processes() > 1:
+            from accelerate import Accelerator
+
+            self.acc = Accelerator(cpu=device.type == "cpu")
+            self.world, self.rank, self.device = self.acc.num_processes, self.acc.process_index, self.acc.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def check_batch(self, batch_size: int) -> None:
+        if batch_size % self.world:
+            raise StylsegError(f"stylize.batch_size={batch_size} does not split over {self.world} processes; "
+                               f"use a multiple of {self.world} (--set stylize.batch_size=...) or launch "
+                               f"fewer processes")
+
+    def shard(self, x: torch.Tensor) -> torch.Tensor:
+        """This process's slice of a global batch (B, ...) -> (B/N, ...)."""
+        if self.world == 1:
+            return x
+        n = x.shape[0] // self.world
+        return x[self.rank * n:(self.rank + 1) * n]
+
+    def average_grads(self, params: List[torch.Tensor]) -> None:
+        if self.world == 1:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = self.acc.reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="mean")
+        i = 0
+        for p, g in zip(params, grads):
+            p.grad = flat[i:i + g.numel()].view_as(g).clone()
+            i += g.numel()
+
+    def mean(self, values: Dict[str, float]) -> Dict[str, float]:
+        """Per-process loss values -> their mean over the processes (for the history)."""
+        if self.world == 1 or not values:
+            return values
+        keys = sorted(values)
+        v = self.acc.reduce(torch.tensor([values[k] for k in keys], device=self.device, dtype=torch.float64),
+                            reduction="mean")
+        return dict(zip(keys, v.tolist()))
+
+    def wait(self) -> None:
+        if self.acc is not None:
+            self.acc.wait_for_everyone()
+
+
 # --------------------------------------------------------------------------- the loop
 def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.PathLike, out_dir: os.PathLike,
              cfg, *, resume: bool = True, overwrite: bool = False, device="auto",
@@ -178,12 +260,18 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     A folder already finished with the same settings is returned at once; a checkpoint with
     the same settings is resumed exactly (``resume=True``); a folder made with other settings
     raises :class:`StylsegError` unless ``overwrite=True`` (start afresh).
+
+    Started by ``accelerate launch`` / ``torchrun`` with N processes, each process takes 1/N of every
+    content batch and the gradients are averaged (module docstring); ``callback`` and the progress
+    bar run on the main process only, which alone writes files.
     """
     from tqdm.auto import tqdm
 
     sc = cfg.stylize
     if sc.loss_set not in LOSS_SETS:
         raise StylsegError(f"unknown loss set {sc.loss_set!r}; valid: {', '.join(LOSS_SETS)} (set stylize.loss_set)")
+    if sc.spn_role not in SPN_ROLES:
+        raise StylsegError(f"unknown SPN role {sc.spn_role!r}; valid: {', '.join(SPN_ROLES)} (set stylize.spn_role)")
     if sc.backprop not in BACKPROP:
         raise StylsegError(f"unknown backprop mode {sc.backprop!r}; valid: {', '.join(BACKPROP)} (set stylize.backprop)")
     if sc.iterations < 0 or sc.batch_size < 1:
@@ -193,7 +281,9 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     if not style_path.is_file():
         raise StylsegError(f"{style_path}: style image not found (pass one target-domain image with --style)")
     read_image(style_path)  # fails clearly on an unreadable file
-    dev = resolve_device(device)
+    par = _Parallel(resolve_device(device))
+    par.check_batch(sc.batch_size)
+    dev = par.device
     diffae = load_diffae(diffae_dir, dev)
     size = diffae_size(diffae)
     content, files = load_folder_tensor(content_dir, size)
@@ -218,17 +308,27 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     elif done is not None and done not in accepted and not overwrite:
         raise StylsegError(f"{out_dir}: holds a stylizer made with other settings; choose another --out, "
                            f"or overwrite it (--overwrite / overwrite=True)")
-    if ckpt is None and out_dir.exists():
+    if ckpt is None and out_dir.exists() and par.main:
         for name in (CHECKPOINT, HISTORY, "config.json", "model.safetensors", STYLE_Y, STYLE_XA, "style_pair.json"):
             if (out_dir / name).exists():
                 (out_dir / name).unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if par.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    par.wait()
 
     # ---------------------------------------------------------------- models, losses, optimizer
     seed_everything(cfg.seed)
+    if par.main:
+        _load_or_make_style_pair(diffae, style_path, out_dir, cfg, dev)
+    par.wait()
     y_b, x_as = _load_or_make_style_pair(diffae, style_path, out_dir, cfg, dev)
     embedder = make_embedder(sc, source=content if sc.embedder == "weightfree" else None, device=dev)
     loss = StyleLoss(sc, embedder, y_b, x_as).to(dev)
+    split = sc.spn_role == "structure"
+    if split and not loss.active("spn"):
+        raise StylsegError(f"stylize.spn_role=structure trains the SPN with the structure term alone, whose weight is 0 "
+                           f"in the {sc.loss_set} loss set: set stylize.{'w_structure' if sc.loss_set == 'osasis' else 'w_spn'}"
+                           f" > 0, or stylize.spn_role=joint")
     unet_b = copy.deepcopy(diffae.unet).to(dev)
     for p in unet_b.parameters():
         p.requires_grad_(True)
@@ -259,15 +359,31 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
         if sc.mix_style_z:
             z_style_mix = enc(y_b)
     params = [p for g_ in opt.param_groups for p in g_["params"]]
+    unet_params, spn_params = list(unet_b.parameters()), list(spn.parameters())
 
-    def step_opt(total: torch.Tensor) -> None:
+    def step_opt(terms: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """One optimizer step on the weighted terms; returns the total (for the history)."""
         opt.zero_grad(set_to_none=True)
-        total.backward()
+        if not split:
+            total = loss.total(terms)
+            total.backward()
+        else:  # the structure term trains the SPN alone, the style terms D_B alone
+            structure = loss.weights["spn"] * terms["spn"]
+            g_spn = torch.autograd.grad(structure, spn_params, retain_graph=True, allow_unused=True)
+            style = loss.total(terms, exclude=("spn",))
+            style.backward(inputs=unet_params)
+            for p, g in zip(spn_params, g_spn):
+                p.grad = g
+            total = style.detach() + structure.detach()
+        par.average_grads(params)
         if sc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, sc.grad_clip)
         opt.step()
+        return total
 
     def save_checkpoint(it: int) -> None:
+        if not par.main:
+            return
         state = {"digest": digest, "iteration": it, "unet_b": unet_b.state_dict(), "spn": spn.state_dict(),
                  "opt": opt.state_dict(), "rng": _rng_state(gen), "history": history}
         with atomic_path(ckpt_path) as tmp:
@@ -275,14 +391,16 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
         write_json(out_dir / HISTORY, {"substitute": embedder_substitute(embedder), "loss_set": sc.loss_set,
                                        "weights": loss.weights, "iterations": history})
 
-    bar = tqdm(range(start, sc.iterations), desc="fine-tune D_B+SPN", disable=not progress,
+    if not par.main:
+        callback = None
+    bar = tqdm(range(start, sc.iterations), desc="fine-tune D_B+SPN", disable=not (progress and par.main),
                initial=start, total=sc.iterations)
     for it in bar:
         tic = time.perf_counter()
         n = content.shape[0]
         idx = torch.randperm(n, generator=gen)[:sc.batch_size] if n >= sc.batch_size else \
             torch.randint(0, n, (sc.batch_size,), generator=gen)
-        x_in = content[idx].to(dev)
+        x_in = par.shard(content[idx]).to(dev)
         with torch.no_grad():
             z = enc(x_in)
             x_t = invert(unet_a, x_in, z, t0, n_inv, sched)
@@ -314,8 +432,7 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
                 terms = loss.terms(x_in, x0, x0s, e_in=e_in)
                 if loss.needs_cycle and i == len(steps) - 1:
                     terms["cycle"] = _cycle(x0, x_in, y_b, diffae, unet_b, spn, lam, t0, n_inv, n_gen)
-                total = loss.total(terms)
-                step_opt(total)
+                total = step_opt(terms)
                 record(terms, total)
                 x_t = x_next.detach()
                 xs_t = xs_next.detach() if xs_next is not None else None
@@ -332,11 +449,10 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
             terms = loss.terms(x_in, out, outs, e_in=e_in)
             if loss.needs_cycle:
                 terms["cycle"] = _cycle(out, x_in, y_b, diffae, unet_b, spn, lam, t0, n_inv, n_gen)
-            total = loss.total(terms)
-            step_opt(total)
+            total = step_opt(terms)
             record(terms, total)
         rec = {"iteration": it, "seconds": round(time.perf_counter() - tic, 4), "updates": n_updates}
-        rec.update({k: v / max(n_updates, 1) for k, v in sums.items()})
+        rec.update(par.mean({k: v / max(n_updates, 1) for k, v in sums.items()}))
         history.append(rec)
         if progress:
             bar.set_postfix({k: f"{v:.3g}" for k, v in rec.items() if k not in ("iteration", "seconds", "updates")})
@@ -345,6 +461,9 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     bar.close()
     if sc.iterations == 0 or not history:
         save_checkpoint(start)
+    if not par.main:
+        par.wait()
+        return out_dir
 
     # ---------------------------------------------------------------- the model folder
     state = {f"unet_b.{k}": v for k, v in unet_b.state_dict().items()}
@@ -361,7 +480,10 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
         "embedder": embedder.describe(), "substitute": sub, "loss_set": sc.loss_set, "weights": loss.weights,
         "settings_digest": digest, "iterations_done": sc.iterations, "seed": cfg.seed,
     }
+    if par.world > 1:
+        extra["processes"] = par.world
     save_model_folder(out_dir, KIND, config, state, extra=extra)
+    par.wait()
     return out_dir
 
 

@@ -215,12 +215,12 @@ class StyleLoss(nn.Module):
                 out["recon_msssim"] = 1.0 - ms_ssim((x0_style + 1) / 2, (self.y_b.expand_as(x0_style) + 1) / 2).mean()
         return out
 
-    def total(self, terms: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """``sum_k w_k * term_k`` over the terms present."""
+    def total(self, terms: Dict[str, torch.Tensor], exclude=()) -> torch.Tensor:
+        """``sum_k w_k * term_k`` over the terms present (but those named in ``exclude``)."""
         tot = None
         for k, v in terms.items():
             w = self.weights.get(k, 0.0)
-            if w == 0.0:
+            if w == 0.0 or k in exclude:
                 continue
             tot = w * v if tot is None else tot + w * v
         if tot is None:

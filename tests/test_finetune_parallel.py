@@ -1,0 +1,128 @@
+"""Fine-tuning over several processes (``accelerate launch`` / ``torchrun``) and the SPN's role.
+
+Data parallelism must compute what one process with the whole batch computes; the
+``stylize.spn_role=structure`` split must route the structure term to the SPN alone and the style
+terms to D_B alone.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from stylseg.stylize._testing import TINY_DIFFAE, tiny_config, tiny_diffae, tiny_domains
+from stylseg.stylize.finetune import finetune
+from stylseg.stylize.pipeline import Stylizer
+from stylseg.utils import StylsegError, load_model_folder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ftpar")
+    cfg = tiny_config()
+    return {"d": d, "cfg": cfg, "diffae": tiny_diffae(d / "diffae", cfg), **tiny_domains(d / "data")}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _weights(folder):
+    return load_model_folder(folder, "stylizer")[1]
+
+
+def test_two_processes_compute_what_one_process_computes(env):
+    """torchrun with 2 CPU processes, each on half of every batch of 4, gives the weights and the loss history of
+    one process on the whole batch (up to float rounding of the gradient average)."""
+    d = env["d"]
+    sets = {**TINY_DIFFAE, "stylize.batch_size": 4, "stylize.iterations": 3, "stylize.w_structure": 0.5}
+    argv = ["stylize", "finetune", "--diffae", str(env["diffae"]), "--style", str(env["style"]),
+            "--content", str(env["source"]), "--profile", "smoke", "--device", "cpu"]
+    for k, v in sets.items():
+        argv += ["--set", f"{k}={v}"]
+    run_env = {**os.environ, "OMP_NUM_THREADS": "1", "STYLSEG_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    one = subprocess.run([sys.executable, "-m", "stylseg.cli", *argv, "--out", str(d / "one")],
+                         env=run_env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                          "-m", "stylseg.cli", *argv, "--out", str(d / "two")],
+                         env=run_env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    meta = json.loads((d / "two" / "config.json").read_text())
+    assert meta["processes"] == 2 and "processes" not in json.loads((d / "one" / "config.json").read_text())
+    w1, w2 = _weights(d / "one"), _weights(d / "two")
+    assert w1.keys() == w2.keys()
+    da = load_model_folder(env["diffae"], "diffae")[1]
+    moved = max(float((w1[k] - da[k.replace("unet_b.", "unet.")]).abs().max()) for k in w1 if k.startswith("unet_b."))
+    assert moved > 1e-4  # training did something measurable ...
+    for k in w1:  # ... and both runs did the same thing
+        if k.endswith("to_k.bias"):
+            # an attention key bias shifts every logit of a query alike, so softmax ignores it and its true gradient
+            # is 0: what it gets is rounding noise, which Adam scales up to lr-sized steps in either run
+            continue
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=2e-5, msg=k)
+    h1 = json.loads((d / "one" / "history.json").read_text())["iterations"]
+    h2 = json.loads((d / "two" / "history.json").read_text())["iterations"]
+    assert len(h1) == len(h2) == 3
+    for r1, r2 in zip(h1, h2):
+        for k in ("total", "cross", "spn", "recon_l1"):
+            assert r2[k] == pytest.approx(r1[k], rel=1e-3, abs=1e-6), k
+    # the stylizer written by two processes loads and applies like any other
+    assert Stylizer.load(d / "two").spn is not None
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_refused(env, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setattr("stylseg.stylize.finetune._Parallel.__init__",
+                        lambda self, device: setattr(self, "world", 3) or setattr(self, "rank", 0)
+                        or setattr(self, "acc", None) or setattr(self, "device", device))
+    with pytest.raises(StylsegError, match="batch_size=2 does not split over 3 processes"):
+        finetune(env["diffae"], env["style"], env["source"], env["d"] / "nosplit", env["cfg"], device="cpu",
+                 progress=False)
+
+
+def _one_update(env, name, **kv):
+    cfg = tiny_config(**{"stylize.iterations": 1, "ddim.finetune_gen_steps": 1, **kv})
+    out = finetune(env["diffae"], env["style"], env["source"], env["d"] / name, cfg, device="cpu", progress=False)
+    w = _weights(out)
+    return ({k: v for k, v in w.items() if k.startswith("unet_b.")}, {k: v for k, v in w.items() if k.startswith("spn.")})
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_spn_role_structure_routes_the_structure_term_to_the_spn_alone(env):
+    # joint (default): the structure weight changes D_B's update
+    ub1, _ = _one_update(env, "joint1", **{"stylize.w_structure": 1.0})
+    ub5, _ = _one_update(env, "joint5", **{"stylize.w_structure": 5.0})
+    assert not _same(ub1, ub5)
+    # structure role: D_B never sees the structure term ...
+    sb1, sp1 = _one_update(env, "split1", **{"stylize.w_structure": 1.0, "stylize.spn_role": "structure"})
+    sb5, sp5 = _one_update(env, "split5", **{"stylize.w_structure": 5.0, "stylize.spn_role": "structure"})
+    assert _same(sb1, sb5)
+    # ... and the SPN never sees the style terms (other style weights: the same SPN, another D_B)
+    sbw, spw = _one_update(env, "splitw", **{"stylize.w_structure": 1.0, "stylize.spn_role": "structure",
+                                             "stylize.w_adv": 7.0, "stylize.w_recon_l1": 1.0})
+    assert _same(sp1, spw) and not _same(sb1, sbw)
+    assert float(sp1["spn.conv_out.weight"].abs().sum()) > 0  # the SPN did learn (from the structure term)
+    # the history still holds every term and the total
+    hist = json.loads((env["d"] / "split1" / "history.json").read_text())["iterations"][0]
+    assert {"spn", "cross", "recon_l1", "total"} <= set(hist) and hist["spn"] > 0
+
+
+def test_spn_role_structure_without_a_structure_term_is_refused(env):
+    cfg = tiny_config(**{"stylize.spn_role": "structure"})  # w_structure is 0 in the osasis set
+    with pytest.raises(StylsegError, match="w_structure > 0"):
+        finetune(env["diffae"], env["style"], env["source"], env["d"] / "norole", cfg, device="cpu", progress=False)
