@@ -2,6 +2,8 @@
 
     stylseg stylize finetune --diffae RUN/diffae --style RUN/data/style.png \\
         --content RUN/data/source/train --out RUN/finetune --profile smoke
+    accelerate launch --multi_gpu --num_processes 4 -m stylseg.cli stylize finetune ... --profile paper
+        # data parallel: each process takes 1/4 of every batch, gradients averaged
     stylseg stylize apply --model RUN/finetune --input RUN/data/source/train --out RUN/stylized/st
     stylseg stylize apply --model RUN/finetune --input ... --out RUN/stylized/st_nospn --no-spn
     stylseg stylize apply --mode recon --diffae RUN/diffae --input ... --out RUN/stylized/recon
@@ -20,7 +22,9 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
 
-    p = sub.add_parser("finetune", help="fine-tune D_B + SPN from one style image (writes a stylizer folder)")
+    p = sub.add_parser("finetune", help="fine-tune D_B + SPN from one style image (writes a stylizer folder)",
+                       epilog="Several GPUs: start it with `accelerate launch --multi_gpu --num_processes N -m stylseg.cli "
+                              "stylize finetune ...` (or torchrun); stylize.batch_size must be a multiple of N.")
     p.add_argument("--diffae", required=True, help="D_A model folder (stylseg diffae train)")
     p.add_argument("--style", required=True, help="the one target-domain style image (any size or mode)")
     p.add_argument("--content", required=True, help="domain-A training images (paired folder or image folder)")
