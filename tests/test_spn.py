@@ -111,3 +111,20 @@ def test_structure_guidance_pulls_toward_reference_structure():
     guided = structure_guided_generate(_Lin(), x_t, None, 0.3, 3, sched, x_ref, weight=0.5)
     err = lambda y: ((structure_map(y) - structure_map(x_ref)) ** 2).mean().item()
     assert err(guided) < err(plain)
+
+
+@pytest.mark.parametrize("form,calls", [("paper", 1), ("osasis", 3)])
+def test_generate_computes_a_time_free_spn_term_once(form, calls):
+    """The paper-form SPN has no time input, so its term is computed once per chain (applying is faster by
+    the SPN's cost times the step count); the osasis form is called before every step. Gradients reach the
+    SPN's weights either way (the ``chain`` backprop mode relies on it)."""
+    torch.manual_seed(0)
+    spn = SPN(form, hidden=8)
+    torch.nn.init.normal_(spn.conv_out.weight, std=0.5)
+    n = []
+    spn.register_forward_hook(lambda *a: n.append(1))
+    x, x_in = torch.randn(2, 3, 4, 4), torch.rand(2, 3, 4, 4) * 2 - 1
+    out = generate(_Lin(), x, None, 0.1, 3, DDIMSchedule(), spn=spn, x_in=x_in, lam=0.3, checkpoint=True)
+    assert len(n) == calls
+    out.sum().backward()
+    assert spn.conv_out.weight.grad is not None and spn.conv_out.weight.grad.abs().sum() > 0

@@ -125,9 +125,12 @@ def generate(unet: nn.Module, x_t: torch.Tensor, z: torch.Tensor, t0: float, ste
     targets = grid[::-1][1:-1] + [-1]
     f = eps_fn(unet, z_coarse)
     x = x_t
+    # the paper-form SPN has no time input: its term is the same before every step, so it is computed once
+    # (the SPN's weights do not change within one chain; gradients still reach them through every step)
+    shift = lam * spn(x_in) if spn is not None and lam != 0.0 and not spn.uses_time else None
     for i, (t, t_next) in enumerate(zip(down, targets)):
         tv = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-        xs = spn_shift(x, x_in, tv, spn, lam)
+        xs = x + shift if shift is not None else spn_shift(x, x_in, tv, spn, lam)
         if checkpoint and torch.is_grad_enabled():
             from torch.utils.checkpoint import checkpoint as ckpt
 
