@@ -121,8 +121,9 @@ class StylizeConfig:
     #: the paper's L_SPN structure term in the OSASIS set (0: OSASIS as published; the paper set's is w_spn)
     w_structure: float = 0.0
     #: which parameters the structure term (L_SPN: w_structure in the osasis set, w_spn in the paper set) trains:
-    #: "joint" (every term trains D_B and the SPN, as eq. 13 sums them) or "structure" (the division of labour the
-    #: SPN's name states: the structure term trains the SPN alone and the style terms train D_B alone)
+    #: "joint" (every term trains D_B and the SPN, as eq. 13 sums them), "structure" (the division of labour the
+    #: SPN's name states: the structure term trains the SPN alone and the style terms train D_B alone) or "guard"
+    #: (the structure term trains the SPN alone, D_B learns from every term)
     spn_role: str = "joint"
     style_pair_tries: int = 4
     #: depth (fraction of T) of the D_A renders that make x_A_style; 0 = ddim.t0. OSASIS renders the style image
@@ -229,7 +230,7 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "stylize.spn_form": ("paper", "osasis"),
     "stylize.loss_set": ("paper", "osasis"),
     "stylize.backprop": ("per_step", "chain"),
-    "stylize.spn_role": ("joint", "structure"),
+    "stylize.spn_role": ("joint", "structure", "guard"),
     "stylize.clip_preprocess": ("tensor", "osasis"),
     "stylize.upsample": ("bilinear", "detail"),
     "stylize.sensor": ("off", "match"),

@@ -117,6 +117,13 @@ def test_spn_role_structure_routes_the_structure_term_to_the_spn_alone(env):
                                              "stylize.w_adv": 7.0, "stylize.w_recon_l1": 1.0})
     assert _same(sp1, spw) and not _same(sb1, sbw)
     assert float(sp1["spn.conv_out.weight"].abs().sum()) > 0  # the SPN did learn (from the structure term)
+    # guard role: the SPN learns from the structure term alone (the same SPN under other style weights), D_B from
+    # every term (another structure weight, another D_B)
+    gb1, gp1 = _one_update(env, "guard1", **{"stylize.w_structure": 1.0, "stylize.spn_role": "guard"})
+    gb5, _ = _one_update(env, "guard5", **{"stylize.w_structure": 5.0, "stylize.spn_role": "guard"})
+    _, gpw = _one_update(env, "guardw", **{"stylize.w_structure": 1.0, "stylize.spn_role": "guard",
+                                           "stylize.w_adv": 7.0, "stylize.w_recon_l1": 1.0})
+    assert not _same(gb1, gb5) and _same(gp1, gpw) and _same(gp1, sp1)
     # the history still holds every term and the total
     hist = json.loads((env["d"] / "split1" / "history.json").read_text())["iterations"][0]
     assert {"spn", "cross", "recon_l1", "total"} <= set(hist) and hist["spn"] > 0
@@ -126,3 +133,14 @@ def test_spn_role_structure_without_a_structure_term_is_refused(env):
     cfg = tiny_config(**{"stylize.spn_role": "structure"})  # w_structure is 0 in the osasis set
     with pytest.raises(StylsegError, match="w_structure > 0"):
         finetune(env["diffae"], env["style"], env["source"], env["d"] / "norole", cfg, device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("role", ["structure", "guard"])
+def test_spn_roles_in_chain_mode(env, role):
+    """Backpropagation through the whole checkpointed chain takes the two gradient passes too."""
+    cfg = tiny_config(**{"stylize.backprop": "chain", "stylize.w_structure": 1.0, "stylize.spn_role": role})
+    out = finetune(env["diffae"], env["style"], env["source"], env["d"] / f"chain_{role}", cfg, device="cpu",
+                   progress=False)
+    hist = json.loads((out / "history.json").read_text())["iterations"]
+    assert len(hist) == 2 and all(r["updates"] == 1 and r["spn"] >= 0 for r in hist)
+    assert float(_weights(out)["spn.conv_out.weight"].abs().sum()) > 0

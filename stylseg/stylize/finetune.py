@@ -26,8 +26,8 @@ default, does not touch ``torch.distributed``.
 
 ``stylize.spn_role="structure"`` divides the labour as the SPN's name states: the structure term
 ``L_SPN`` trains the SPN alone and the style terms train D_B alone (two gradient passes through the
-same graph per update); ``"joint"`` (default) sums every term into one loss for both, as the paper's
-eq. 13 is written.
+same graph per update); ``"guard"`` trains the SPN with the structure term alone and D_B with every
+term; ``"joint"`` (default) sums every term into one loss for both, as the paper's eq. 13 is written.
 
 Interpretations (METHOD.md section 7) are the kit's and are parameters: the style pair
 (``y_B`` = the style image resized to the DiffAE size, ``x_A_style`` = the best of
@@ -63,8 +63,10 @@ STYLE_XA = "style_x_A.png"
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
 BACKPROP = ("per_step", "chain")
-#: what the structure term trains (``stylize.spn_role``): every parameter, or the SPN alone (module docstring)
-SPN_ROLES = ("joint", "structure")
+#: who learns from the structure term (``stylize.spn_role``, module docstring): joint = D_B and the SPN learn from
+#: every term; structure = the SPN from the structure term alone, D_B from the style terms alone; guard = the SPN
+#: from the structure term alone, D_B from every term
+SPN_ROLES = ("joint", "structure", "guard")
 
 #: callback(iteration, step, t, x0_pred): iteration 0-based, step index in the generation walk,
 #: the timestep t the UNet was called at, the content batch's x0-prediction (B,3,S,S) in [-1,1]
@@ -177,7 +179,6 @@ def _set_rng_state(gen: torch.Generator, st: Dict[str, Any]) -> None:
     random.setstate(st["python"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
-
 
 
 # --------------------------------------------------------------------------- data parallelism
@@ -324,9 +325,9 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     y_b, x_as = _load_or_make_style_pair(diffae, style_path, out_dir, cfg, dev)
     embedder = make_embedder(sc, source=content if sc.embedder == "weightfree" else None, device=dev)
     loss = StyleLoss(sc, embedder, y_b, x_as).to(dev)
-    split = sc.spn_role == "structure"
+    split = sc.spn_role in ("structure", "guard")
     if split and not loss.active("spn"):
-        raise StylsegError(f"stylize.spn_role=structure trains the SPN with the structure term alone, whose weight is 0 "
+        raise StylsegError(f"stylize.spn_role={sc.spn_role} trains the SPN with the structure term alone, whose weight is 0 "
                            f"in the {sc.loss_set} loss set: set stylize.{'w_structure' if sc.loss_set == 'osasis' else 'w_spn'}"
                            f" > 0, or stylize.spn_role=joint")
     unet_b = copy.deepcopy(diffae.unet).to(dev)
@@ -367,11 +368,11 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
         if not split:
             total = loss.total(terms)
             total.backward()
-        else:  # the structure term trains the SPN alone, the style terms D_B alone
+        else:  # the structure term trains the SPN alone; D_B the style terms ("structure") or every term ("guard")
             structure = loss.weights["spn"] * terms["spn"]
             g_spn = torch.autograd.grad(structure, spn_params, retain_graph=True, allow_unused=True)
             style = loss.total(terms, exclude=("spn",))
-            style.backward(inputs=unet_params)
+            (style if sc.spn_role == "structure" else style + structure).backward(inputs=unet_params)
             for p, g in zip(spn_params, g_spn):
                 p.grad = g
             total = style.detach() + structure.detach()
