@@ -133,6 +133,7 @@ def test_spn_role_structure_without_a_structure_term_is_refused(env):
     cfg = tiny_config(**{"stylize.spn_role": "structure"})  # w_structure is 0 in the osasis set
     with pytest.raises(StylsegError, match="w_structure > 0"):
         finetune(env["diffae"], env["style"], env["source"], env["d"] / "norole", cfg, device="cpu", progress=False)
+    assert not (env["d"] / "norole").exists()  # refused before anything is written
 
 
 @pytest.mark.parametrize("role", ["structure", "guard"])

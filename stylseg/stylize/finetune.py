@@ -273,6 +273,10 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
         raise StylsegError(f"unknown loss set {sc.loss_set!r}; valid: {', '.join(LOSS_SETS)} (set stylize.loss_set)")
     if sc.spn_role not in SPN_ROLES:
         raise StylsegError(f"unknown SPN role {sc.spn_role!r}; valid: {', '.join(SPN_ROLES)} (set stylize.spn_role)")
+    w_key = "w_structure" if sc.loss_set == "osasis" else "w_spn"
+    if sc.spn_role != "joint" and getattr(sc, w_key) == 0:
+        raise StylsegError(f"stylize.spn_role={sc.spn_role} trains the SPN with the structure term alone, whose weight is 0 "
+                           f"in the {sc.loss_set} loss set: set stylize.{w_key} > 0, or stylize.spn_role=joint")
     if sc.backprop not in BACKPROP:
         raise StylsegError(f"unknown backprop mode {sc.backprop!r}; valid: {', '.join(BACKPROP)} (set stylize.backprop)")
     if sc.iterations < 0 or sc.batch_size < 1:
@@ -326,10 +330,6 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     embedder = make_embedder(sc, source=content if sc.embedder == "weightfree" else None, device=dev)
     loss = StyleLoss(sc, embedder, y_b, x_as).to(dev)
     split = sc.spn_role in ("structure", "guard")
-    if split and not loss.active("spn"):
-        raise StylsegError(f"stylize.spn_role={sc.spn_role} trains the SPN with the structure term alone, whose weight is 0 "
-                           f"in the {sc.loss_set} loss set: set stylize.{'w_structure' if sc.loss_set == 'osasis' else 'w_spn'}"
-                           f" > 0, or stylize.spn_role=joint")
     unet_b = copy.deepcopy(diffae.unet).to(dev)
     for p in unet_b.parameters():
         p.requires_grad_(True)
