@@ -323,9 +323,10 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
 
     # ---------------------------------------------------------------- models, losses, optimizer
     seed_everything(cfg.seed)
-    if par.main:
-        _load_or_make_style_pair(diffae, style_path, out_dir, cfg, dev)
-    par.wait()
+    if par.world > 1:  # the main process makes the style pair's files, the others then read them
+        if par.main:
+            _load_or_make_style_pair(diffae, style_path, out_dir, cfg, dev)
+        par.wait()
     y_b, x_as = _load_or_make_style_pair(diffae, style_path, out_dir, cfg, dev)
     embedder = make_embedder(sc, source=content if sc.embedder == "weightfree" else None, device=dev)
     loss = StyleLoss(sc, embedder, y_b, x_as).to(dev)
