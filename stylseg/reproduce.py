@@ -130,6 +130,7 @@ def _cmd(args: argparse.Namespace) -> int:
     from .config import get_profile
 
     get_profile(args.profile)  # validates the name
+    _refuse_launcher()
     if args.protocol and not args.data:
         from .utils import data_dir
 
@@ -150,6 +151,21 @@ def _cmd(args: argparse.Namespace) -> int:
     if idx.is_file():
         print(f"open {idx.resolve()}")
     return 0
+
+
+def _refuse_launcher() -> None:
+    """Started by ``accelerate launch`` / ``torchrun``, every process would run every notebook into the same run
+    folder, and the notebook kernels would inherit WORLD_SIZE and wait for peers that never come."""
+    from .stylize.finetune import launched_processes
+
+    n = launched_processes()
+    if n > 1:
+        raise StylsegError(
+            f"stylseg reproduce was started as one of {n} processes (WORLD_SIZE={n}, set by accelerate launch or "
+            "torchrun); it runs the notebooks one after another in a single process. Run it plainly. For several "
+            "GPUs, launch the heavy stages themselves: `accelerate launch -m stylseg.cli diffae train ...` and "
+            "`accelerate launch -m stylseg.cli stylize finetune ...` into the run folder, then `stylseg reproduce` "
+            "reuses what they wrote")
 
 
 def write_run_config(run_dir: os.PathLike, profile: str, sets: Sequence[str]) -> Dict[str, str]:

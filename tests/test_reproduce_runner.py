@@ -102,3 +102,20 @@ def test_set_overrides_reach_every_notebook_and_count_for_resume(tmp_path):
     with pytest.raises(StylsegError, match="unknown field 'epoch'"):
         write_run_config(run, "smoke", ["seg.epoch=3"])
     assert write_run_config(tmp_path / "other", "smoke", []) == {} and not (tmp_path / "other").exists()
+
+
+def test_refused_under_a_launcher(tmp_path, monkeypatch, capsys):
+    """Started by torchrun / accelerate launch, every process would run every notebook into one folder (and the
+    kernels would wait for peers): refused at once, naming the launcher and the stage commands, nothing written."""
+    from stylseg.cli import main
+
+    run = tmp_path / "run"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["reproduce", "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "one of 2 processes" in err and "Run it plainly" in err and "stylize finetune" in err
+    assert not run.exists()
+    monkeypatch.setenv("WORLD_SIZE", "1")  # a launcher with one process is a plain run: the check lets it pass
+    from stylseg.reproduce import _refuse_launcher
+
+    _refuse_launcher()
