@@ -160,9 +160,10 @@ def _refuse_launcher() -> None:
 
     n = launched_processes()
     if n > 1:
+        key = next(k for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE") if os.environ.get(k, "").isdigit())
         raise StylsegError(
-            f"stylseg reproduce was started as one of {n} processes (WORLD_SIZE={n}, set by accelerate launch or "
-            "torchrun); it runs the notebooks one after another in a single process. Run it plainly. For several "
+            f"stylseg reproduce was started as one of {n} processes ({key}={n}, set by accelerate launch, torchrun "
+            "or mpirun); it runs the notebooks one after another in a single process. Run it plainly. For several "
             "GPUs, launch the heavy stages themselves: `accelerate launch -m stylseg.cli diffae train ...` and "
             "`accelerate launch -m stylseg.cli stylize finetune ...` into the run folder, then `stylseg reproduce` "
             "reuses what they wrote")

@@ -119,3 +119,8 @@ def test_refused_under_a_launcher(tmp_path, monkeypatch, capsys):
     from stylseg.reproduce import _refuse_launcher
 
     _refuse_launcher()
+    monkeypatch.delenv("WORLD_SIZE")  # mpirun's variable is named, not WORLD_SIZE
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "3")
+    assert main(["reproduce", "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "one of 3 processes (OMPI_COMM_WORLD_SIZE=3" in err
