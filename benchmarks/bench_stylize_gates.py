@@ -144,7 +144,12 @@ def main(argv=None) -> int:
                 print(f"  SPN ({ls}{suffix}): dP(target) = {dp:.3f} ({'matched' if dp <= 0.05 else 'NOT matched'}), "
                       f"SSIM_S with {a['structure_ssim']:.3f} vs without {b['structure_ssim']:.3f} (around the lesion "
                       f"{a['structure_ssim_lesion']:.3f} vs {b['structure_ssim_lesion']:.3f}): "
-                      f"{'with SPN higher' if better else f'with SPN NOT higher by >= {SPN_MARGIN}'}")
+                      f"{'with SPN higher' if better else f'with SPN NOT higher by >= {SPN_MARGIN}'}; FD ratio with "
+                      f"{a['style_fd_ratio']:.3f} vs without {b['style_fd_ratio']:.3f}"
+                      # the match is in P(target) only: an SPN arm further from the target kept structure by taking
+                      # back style, which the reader should see next to the verdict
+                      + (" (further from the target with the SPN)" if a["style_fd_ratio"] > b["style_fd_ratio"] + 0.05
+                         else ""))
     for suffix in ("", "_sensor"):
         st_best = max((r for k, r in rows.items() if k.startswith("st_") and "nospn" not in k
                        and k.endswith("_sensor") == bool(suffix)), key=lambda r: r["style_p_target_output"], default=None)
