@@ -156,11 +156,11 @@ def _cmd(args: argparse.Namespace) -> int:
 def _refuse_launcher() -> None:
     """Started by ``accelerate launch`` / ``torchrun``, every process would run every notebook into the same run
     folder, and the notebook kernels would inherit WORLD_SIZE and wait for peers that never come."""
-    from .stylize.finetune import launched_processes
+    from .stylize.finetune import LAUNCHER_VARS, launched_processes
 
     n = launched_processes()
     if n > 1:
-        key = next(k for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE") if os.environ.get(k, "").isdigit())
+        key = next(k for k in LAUNCHER_VARS if os.environ.get(k, "").isdigit())
         raise StylsegError(
             f"stylseg reproduce was started as one of {n} processes ({key}={n}, set by accelerate launch, torchrun "
             "or mpirun); it runs the notebooks one after another in a single process. Run it plainly. For several "

@@ -182,9 +182,13 @@ def _set_rng_state(gen: torch.Generator, st: Dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- data parallelism
+#: the variables through which a launcher (accelerate launch / torchrun, MPI) tells a process how many there are
+LAUNCHER_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+
+
 def launched_processes() -> int:
     """How many processes ``accelerate launch`` / ``torchrun`` started (1 when run plainly)."""
-    for key in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+    for key in LAUNCHER_VARS:
         if os.environ.get(key, "").isdigit():
             return max(1, int(os.environ[key]))
     return 1
