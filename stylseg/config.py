@@ -125,6 +125,10 @@ class StylizeConfig:
     #: SPN's name states: the structure term trains the SPN alone and the style terms train D_B alone) or "guard"
     #: (the structure term trains the SPN alone, D_B learns from every term)
     spn_role: str = "joint"
+    #: where the structure term compares the output with the input: "image" (everywhere, eq. 12 as written) or
+    #: "lesion" (the lesion and a ring of 1/8 of the side around it, from the content images' masks; the style
+    #: elsewhere is then free to move). The segmentation labels only depend on the lesion
+    structure_region: str = "image"
     style_pair_tries: int = 4
     #: depth (fraction of T) of the D_A renders that make x_A_style; 0 = ddim.t0. OSASIS renders the style image
     #: half-way (0.5): at a shallow depth x_A_style keeps the style image's own look and the style direction
@@ -231,6 +235,7 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "stylize.loss_set": ("paper", "osasis"),
     "stylize.backprop": ("per_step", "chain"),
     "stylize.spn_role": ("joint", "structure", "guard"),
+    "stylize.structure_region": ("image", "lesion"),
     "stylize.clip_preprocess": ("tensor", "osasis"),
     "stylize.upsample": ("bilinear", "detail"),
     "stylize.sensor": ("off", "match"),

@@ -145,3 +145,40 @@ def test_spn_roles_in_chain_mode(env, role):
     hist = json.loads((out / "history.json").read_text())["iterations"]
     assert len(hist) == 2 and all(r["updates"] == 1 and r["spn"] >= 0 for r in hist)
     assert float(_weights(out)["spn.conv_out.weight"].abs().sum()) > 0
+
+
+def _close(a, b):
+    return all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_lesion_focused_structure_term_reads_the_masks(env):
+    """stylize.structure_region=lesion weights the structure term by each content image's dilated mask: masks that
+    cover the whole image give the image-wide term's update, the real masks another one; without masks the run is
+    refused before anything is written, naming the folder and the fix."""
+    import shutil
+
+    import numpy as np
+
+    from stylseg.data.io import read_mask, write_mask
+
+    kv = {"stylize.w_structure": 1.0, "stylize.spn_role": "structure"}
+    _, sp_image = _one_update(env, "region_image", **kv)
+    _, sp_lesion = _one_update(env, "region_lesion", **kv, **{"stylize.structure_region": "lesion"})
+    assert not _close(sp_image, sp_lesion)
+    full = env["d"] / "full_masks"
+    shutil.copytree(env["source"], full)
+    for m in (full / "masks").iterdir():
+        write_mask(m, np.ones_like(read_mask(m)))
+    cfg = tiny_config(**{"stylize.iterations": 1, "ddim.finetune_gen_steps": 1, **kv,
+                         "stylize.structure_region": "lesion"})
+    out = finetune(env["diffae"], env["style"], full, env["d"] / "region_full", cfg, device="cpu", progress=False)
+    sp_full = {k: v for k, v in _weights(out).items() if k.startswith("spn.")}
+    assert _close(sp_full, sp_image)
+    bare = env["d"] / "no_masks"
+    shutil.copytree(env["source"] / "images", bare / "images")
+    with pytest.raises(StylsegError, match="no masks/ subfolder.*structure_region=image"):
+        finetune(env["diffae"], env["style"], bare, env["d"] / "region_bare", cfg, device="cpu", progress=False)
+    assert not (env["d"] / "region_bare").exists()
+    with pytest.raises(StylsegError, match="w_structure > 0"):
+        finetune(env["diffae"], env["style"], env["source"], env["d"] / "region_w0",
+                 tiny_config(**{"stylize.structure_region": "lesion"}), device="cpu", progress=False)

@@ -156,8 +156,8 @@ def test_osasis_set_takes_the_structure_term_when_weighted():
 
 
 def test_structure_weight_left_at_default_keeps_earlier_stylizer_digests(tmp_path):
-    """A stylizer fitted before stylize.w_structure and stylize.spn_role existed keeps its settings digest; setting
-    either refits."""
+    """A stylizer fitted before stylize.w_structure, stylize.spn_role and stylize.structure_region existed keeps its
+    settings digest; setting any of them refits."""
     import dataclasses
     import importlib
 
@@ -169,10 +169,48 @@ def test_structure_weight_left_at_default_keeps_earlier_stylizer_digests(tmp_pat
     now = ft._settings("d" * 64, style, files, cfg)
     assert "w_structure" not in now["stylize"] and "spn_role" not in now["stylize"]
     before = dict(now, stylize={k: v for k, v in dataclasses.asdict(cfg.stylize).items()
-                                if k not in ft.APPLY_ONLY + ("w_structure", "spn_role")})
+                                if k not in ft.APPLY_ONLY + ("w_structure", "spn_role", "structure_region")})
     assert ft._digest(now) == ft._digest(before)
     weighted = ft._settings("d" * 64, style, files, cfg.override(**{"stylize.w_structure": 1.0}))
     assert weighted["stylize"]["w_structure"] == 1.0 and ft._digest(weighted) != ft._digest(now)
     split = ft._settings("d" * 64, style, files, cfg.override(**{"stylize.w_structure": 1.0,
                                                                   "stylize.spn_role": "structure"}))
     assert split["stylize"]["spn_role"] == "structure" and ft._digest(split) != ft._digest(weighted)
+    focused = ft._settings("d" * 64, style, files, cfg.override(**{"stylize.w_structure": 1.0,
+                                                                    "stylize.structure_region": "lesion"}))
+    assert focused["stylize"]["structure_region"] == "lesion" and ft._digest(focused) != ft._digest(weighted)
+    assert "structure_region" not in weighted["stylize"]
+
+
+def test_lesion_focused_structure_term_looks_only_at_the_lesion_and_its_ring():
+    """stylize.structure_region=lesion: the term covers the dilated mask; a change outside it costs nothing, a change
+    inside it costs what it costs over the whole image at the same density; an empty mask falls back to the image."""
+    from stylseg.stylize.losses import LESION_RING, lesion_weight
+
+    torch.manual_seed(0)
+    m = torch.zeros(2, 1, 32, 32)
+    m[0, :, 12:18, 12:18] = 1  # a lesion; image 1 has none
+    w = lesion_weight(m)
+    r = round(LESION_RING * 32)
+    assert w[0, 0, 12 - r:18 + r, 12 - r:18 + r].eq(1).all() and w[0].sum() == (6 + 2 * r) ** 2
+    assert w[1].eq(1).all()  # nothing to focus on: the whole image
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.allclose(spn_structure_loss(x, x, torch.ones_like(w)), spn_structure_loss(x, x))
+    far = x.clone()
+    far[0, :, 26:, 26:] = -far[0, :, 26:, 26:]  # a corner far from the lesion of image 0
+    near = x.clone()
+    near[0, :, 13:17, 13:17] = -near[0, :, 13:17, 13:17]  # inside the lesion
+    only0 = w.clone()
+    only0[1] = 0  # image 1 counts with uniform weights (all zero): unchanged, so 0
+    assert spn_structure_loss(far, x, w).item() < 1e-3 * spn_structure_loss(far, x).item() + 1e-6
+    assert spn_structure_loss(near, x, w).item() > spn_structure_loss(near, x).item() > 0
+    assert spn_structure_loss(near, x, only0).item() == pytest.approx(spn_structure_loss(near, x, w).item())
+    # through StyleLoss: the region reaches the term, and the gradient stays inside the focused region's reach
+    from dataclasses import replace
+
+    base = replace(get_profile("smoke").stylize, loss_set="osasis", w_structure=1.0)
+    emb = make_embedder(base, source=x)
+    loss = StyleLoss(base, emb, x[:1], x[1:])
+    moved = far.clone().requires_grad_(True)
+    terms = loss.terms(x, moved, x0_style=x[:1].clone(), region=w)
+    assert terms["spn"].item() < 1e-3 * loss.terms(x, far, x0_style=x[:1].clone())["spn"].item() + 1e-6

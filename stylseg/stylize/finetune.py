@@ -53,9 +53,9 @@ from ..diffusion.ddim import ddim_step
 from ..utils import (StylsegError, atomic_path, read_json, resolve_device, save_model_folder, seed_everything,
                      json_sha256, sha256_file, write_json)
 from .embedders import SUBSTITUTE, embedder_substitute, make_embedder
-from .losses import LOSS_SETS, StyleLoss, cycle_l1, ms_ssim
-from .pipeline import (KIND, folder_sha256, gen_steps_iter, generate, invert, load_diffae, load_folder_tensor,
-                       load_image_pm1, diffae_size)
+from .losses import LOSS_SETS, StyleLoss, cycle_l1, lesion_weight, ms_ssim
+from .pipeline import (KIND, diffae_size, folder_sha256, gen_steps_iter, generate, invert, load_content_masks,
+                       load_diffae, load_folder_tensor, load_image_pm1)
 from .spn import SPN, build_spn, spn_shift
 
 STYLE_Y = "style_y_B.png"
@@ -67,6 +67,9 @@ BACKPROP = ("per_step", "chain")
 #: every term; structure = the SPN from the structure term alone, D_B from the style terms alone; guard = the SPN
 #: from the structure term alone, D_B from every term
 SPN_ROLES = ("joint", "structure", "guard")
+#: where the structure term looks (``stylize.structure_region``): the whole image, or the lesion and a ring
+#: around it (:func:`stylseg.stylize.losses.lesion_weight`, from the content images' masks)
+STRUCTURE_REGIONS = ("image", "lesion")
 
 #: callback(iteration, step, t, x0_pred): iteration 0-based, step index in the generation walk,
 #: the timestep t the UNet was called at, the content batch's x0-prediction (B,3,S,S) in [-1,1]
@@ -125,7 +128,7 @@ APPLY_ONLY = ("upsample", "sensor", "apply_batch_size")
 ADDED_LATER = ("sensor",)
 #: StylizeConfig fields added after stylizer folders were first written that enter the settings only when set
 #: away from their default, so folders written before (with the default's behaviour) keep their digest
-OMIT_IF_DEFAULT = ("w_structure", "spn_role")
+OMIT_IF_DEFAULT = ("w_structure", "spn_role", "structure_region")
 
 
 def _settings(diffae_sha: str, style_path, content_files, cfg, legacy: bool = False) -> Dict[str, Any]:
@@ -281,6 +284,13 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     if sc.spn_role != "joint" and getattr(sc, w_key) == 0:
         raise StylsegError(f"stylize.spn_role={sc.spn_role} trains the SPN with the structure term alone, whose weight is 0 "
                            f"in the {sc.loss_set} loss set: set stylize.{w_key} > 0, or stylize.spn_role=joint")
+    if sc.structure_region not in STRUCTURE_REGIONS:
+        raise StylsegError(f"unknown structure region {sc.structure_region!r}; valid: {', '.join(STRUCTURE_REGIONS)} "
+                           f"(set stylize.structure_region)")
+    if sc.structure_region != "image" and getattr(sc, w_key) == 0:
+        raise StylsegError(f"stylize.structure_region={sc.structure_region} focuses the structure term, whose weight "
+                           f"is 0 in the {sc.loss_set} loss set: set stylize.{w_key} > 0, or "
+                           f"stylize.structure_region=image")
     if sc.backprop not in BACKPROP:
         raise StylsegError(f"unknown backprop mode {sc.backprop!r}; valid: {', '.join(BACKPROP)} (set stylize.backprop)")
     if sc.iterations < 0 or sc.batch_size < 1:
@@ -296,6 +306,8 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     diffae = load_diffae(diffae_dir, dev)
     size = diffae_size(diffae)
     content, files = load_folder_tensor(content_dir, size)
+    region_all = (lesion_weight(load_content_masks(content_dir, files, size))
+                  if sc.structure_region == "lesion" else None)
     diffae_sha = folder_sha256(diffae_dir)
     settings = _settings(diffae_sha, style_path, files, cfg)
     digest = _digest(settings)
@@ -407,6 +419,7 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
         idx = torch.randperm(n, generator=gen)[:sc.batch_size] if n >= sc.batch_size else \
             torch.randint(0, n, (sc.batch_size,), generator=gen)
         x_in = par.shard(content[idx]).to(dev)
+        region = par.shard(region_all[idx]).to(dev) if region_all is not None else None
         with torch.no_grad():
             z = enc(x_in)
             x_t = invert(unet_a, x_in, z, t0, n_inv, sched)
@@ -435,7 +448,7 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
                     xsp = spn_shift(xs_t, x_as, tvs, spn, lam)
                     eps_s = _eps(unet_b, xsp, tvs, z_s, z_style_mix)
                     xs_next, x0s = ddim_step(xsp, eps_s, sched.alpha_bar(t), sched.alpha_bar(t_next))
-                terms = loss.terms(x_in, x0, x0s, e_in=e_in)
+                terms = loss.terms(x_in, x0, x0s, e_in=e_in, region=region)
                 if loss.needs_cycle and i == len(steps) - 1:
                     terms["cycle"] = _cycle(x0, x_in, y_b, diffae, unet_b, spn, lam, t0, n_inv, n_gen)
                 total = step_opt(terms)
@@ -452,7 +465,7 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
             if xs_t is not None:
                 outs = generate(unet_b, xs_t, z_s, t0, n_gen, sched, spn=spn, x_in=x_as, lam=lam,
                                 z_coarse=z_style_mix, checkpoint=True)
-            terms = loss.terms(x_in, out, outs, e_in=e_in)
+            terms = loss.terms(x_in, out, outs, e_in=e_in, region=region)
             if loss.needs_cycle:
                 terms["cycle"] = _cycle(out, x_in, y_b, diffae, unet_b, spn, lam, t0, n_inv, n_gen)
             total = step_opt(terms)

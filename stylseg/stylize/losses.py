@@ -21,7 +21,8 @@ Two loss sets, selected by ``StylizeConfig.loss_set``:
   (``1 - MS-SSIM``; MS-SSIM stands in for LPIPS, whose VGG weights are not at hand offline);
 - ``spn`` [0, ``w_structure``]: the paper's ``L_SPN`` added to OSASIS's set (not in OSASIS's code, which
   has no structure term): with it the SPN and D_B are trained to keep the input's structure while the
-  other terms move its style.
+  other terms move its style. ``stylize.structure_region="lesion"`` restricts it (in both sets) to the lesion
+  and a ring around it (:func:`lesion_weight`, from the content images' masks).
 
 The magnitude term (METHOD.md section 7): the cosine ignores how far the output moved (a tiny
 step in the right direction scores perfectly), so each directional loss adds
@@ -76,9 +77,37 @@ def structure_map(x: torch.Tensor, sigma_frac: float = 1.0 / 24.0, c: float = 1e
     return d / (gaussian_blur(d * d, s) + c).sqrt()
 
 
-def spn_structure_loss(x0_b: torch.Tensor, x_in: torch.Tensor) -> torch.Tensor:
-    """``L_SPN = mean |S(x0_B) - S(x_in)|^2`` (kit's interpretation of paper eq. 12)."""
-    return F.mse_loss(structure_map(x0_b), structure_map(x_in))
+def spn_structure_loss(x0_b: torch.Tensor, x_in: torch.Tensor, weight: Optional[torch.Tensor] = None
+                       ) -> torch.Tensor:
+    """``L_SPN = mean |S(x0_B) - S(x_in)|^2`` (kit's interpretation of paper eq. 12).
+
+    ``weight`` (B,1,H,W) >= 0, optional: each image's squared difference is averaged with these weights
+    (``sum w d^2 / sum w``), then over the batch; ``stylize.structure_region="lesion"`` passes
+    :func:`lesion_weight`. An image whose weights are all 0 counts with uniform weights."""
+    d2 = (structure_map(x0_b) - structure_map(x_in)) ** 2
+    if weight is None:
+        return d2.mean()
+    w = weight.to(dtype=d2.dtype).expand_as(d2)
+    empty = w.flatten(1).sum(1) <= 0
+    if bool(empty.any()):
+        w = torch.where(empty.view(-1, 1, 1, 1), torch.ones_like(w), w)
+    return ((w * d2).flatten(1).sum(1) / w.flatten(1).sum(1)).mean()
+
+
+#: ``stylize.structure_region="lesion"``: the structure term covers the lesion and a ring of this share of the
+#: image side around it (8 px at 64)
+LESION_RING = 1.0 / 8.0
+
+
+def lesion_weight(masks: torch.Tensor, ring: float = LESION_RING) -> torch.Tensor:
+    """The region the lesion-focused structure term covers: masks (B,1,H,W) in {0,1} dilated by
+    ``ring`` x the side (a square structuring element), as a float {0,1} map. An empty mask gives all
+    ones (nothing to focus on: the whole image keeps its structure)."""
+    m = (masks > 0.5).to(torch.float32)
+    r = max(1, int(round(ring * m.shape[-1])))
+    region = F.max_pool2d(m, kernel_size=2 * r + 1, stride=1, padding=r)
+    empty = m.flatten(1).sum(1) == 0
+    return torch.where(empty.view(-1, 1, 1, 1), torch.ones_like(region), region)
 
 
 # --------------------------------------------------------------------------- directional
@@ -189,8 +218,9 @@ class StyleLoss(nn.Module):
         return self.weights.get(name, 0.0) != 0.0
 
     def terms(self, x_in: torch.Tensor, x0_b: torch.Tensor, x0_style: Optional[torch.Tensor] = None,
-              e_in: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-        """Unweighted loss terms (scalars). ``e_in`` = E(x_in) may be passed precomputed."""
+              e_in: Optional[torch.Tensor] = None, region: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """Unweighted loss terms (scalars). ``e_in`` = E(x_in) may be passed precomputed; ``region`` (B,1,H,W)
+        weights the structure term's pixels (:func:`spn_structure_loss`; None = the whole image)."""
         if e_in is None:
             with torch.no_grad():
                 e_in = self.embedder(x_in)
@@ -199,13 +229,13 @@ class StyleLoss(nn.Module):
         if self.loss_set == "paper":
             out["adv"], out["adv_mag"] = directional_loss(e_in, e_out, self.e_xas, self.e_yb)
             if self.active("spn"):
-                out["spn"] = spn_structure_loss(x0_b, x_in)
+                out["spn"] = spn_structure_loss(x0_b, x_in, region)
         else:
             out["cross"], out["cross_mag"] = directional_loss(e_in, e_out, self.e_xas, self.e_yb)
             # in-domain: the change from y_B to out_B must match the change from x_A_style to x_A
             out["in_domain"], out["in_domain_mag"] = directional_loss(self.e_yb, e_out, self.e_xas, e_in)
             if self.active("spn"):
-                out["spn"] = spn_structure_loss(x0_b, x_in)
+                out["spn"] = spn_structure_loss(x0_b, x_in, region)
             if self.needs_style_branch:
                 if x0_style is None:
                     raise ValueError("the osasis loss set needs the style branch's x0-prediction")

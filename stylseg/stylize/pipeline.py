@@ -69,6 +69,31 @@ def load_folder_tensor(folder: os.PathLike, size: int, files: Optional[Sequence[
     return torch.stack([load_image_pm1(p, size) for p in files]), files
 
 
+def load_content_masks(folder: os.PathLike, files: Sequence[Path], size: int) -> torch.Tensor:
+    """The masks of ``files`` (images of the paired ``folder``) as (N,1,size,size) float {0,1}, nearest-resized.
+
+    A folder without ``masks/`` or an image without its mask raises :class:`StylsegError` naming the folder
+    and the files (``stylseg.data.dataset.load_pairs``); what needs them is ``stylize.structure_region=lesion``."""
+    from ..data.dataset import load_pairs
+    from ..data.io import read_mask, resize_mask
+
+    try:
+        pairs = dict(load_pairs(folder, require_masks=True))
+    except StylsegError as e:
+        raise StylsegError(f"{e} (stylize.structure_region=lesion needs the content images' masks; "
+                           f"or set stylize.structure_region=image)") from None
+    out = []
+    for f in files:
+        m = pairs.get(Path(f))
+        if m is None:  # files listed by another route: match by stem
+            m = next((mp for ip, mp in pairs.items() if ip.stem == Path(f).stem), None)
+        if m is None:
+            raise StylsegError(f"{f}: no mask in {Path(folder) / 'masks'} (stylize.structure_region=lesion needs "
+                               f"one per content image, with the image's name)")
+        out.append(torch.from_numpy(resize_mask(read_mask(m), size).astype(np.float32))[None])
+    return torch.stack(out)
+
+
 def folder_sha256(folder: os.PathLike) -> str:
     """Checksum of a model folder: sha256 over its ``config.json`` and ``model.safetensors``."""
     folder = Path(folder)
