@@ -85,8 +85,6 @@ def load_content_masks(folder: os.PathLike, files: Sequence[Path], size: int) ->
     out = []
     for f in files:
         m = pairs.get(Path(f))
-        if m is None:  # files listed by another route: match by stem
-            m = next((mp for ip, mp in pairs.items() if ip.stem == Path(f).stem), None)
         if m is None:
             raise StylsegError(f"{f}: no mask in {Path(folder) / 'masks'} (stylize.structure_region=lesion needs "
                                f"one per content image, with the image's name)")
