@@ -19,7 +19,9 @@ gate verdicts:
     python benchmarks/bench_stylize_gates.py --profile cpu --run runs/gates_cpu   # the real gate (~1 h on 2 cores)
     python benchmarks/bench_stylize_gates.py --profile smoke --run /tmp/gates     # ~3 min, smoke-sized models
 
-Reuses whatever the run folder already holds (data, D_A, fine-tuned stylizers, arms, oracle).
+Reuses whatever the run folder already holds (data, D_A, fine-tuned stylizers, arms, oracle). ``--finetune-seed N``
+fine-tunes and applies once more with another seed on the same data, D_A, oracle and classifier (a replicate of one
+setting's fine-tuning noise, in a folder of its own).
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ def main(argv=None) -> int:
     ap.add_argument("--no-baselines", action="store_true",
                     help="only the stylizer arms (st, st_nospn, recon, with their sensor versions): for sweeps of a "
                          "stylizer setting whose baselines a default run already scored")
+    ap.add_argument("--finetune-seed", type=int, default=None, metavar="N",
+                    help="seed of the fine-tuning only (its content batches and the SPN's initialisation), on the "
+                         "run's own data, D_A, oracle and domain classifier: a replicate of one "
+                         "setting's fine-tuning noise without a new D_A (default: the run's seed)")
     args = ap.parse_args(argv)
 
     from stylseg.baselines import apply_baseline
@@ -74,12 +80,16 @@ def main(argv=None) -> int:
     train_diffae(src, layout.diffae, cfg, device=args.device, progress=False, log=lambda *a: None)
     print(f"[{time.perf_counter() - tic:.0f}s] data + D_A ready ({layout.diffae})", flush=True)
     tag = "_".join(x.replace("stylize.", "").replace("=", "").replace(".", "p") for x in args.set) or "default"
+    if args.finetune_seed is not None:
+        tag += f"_ftseed{args.finetune_seed}"
     bench = layout.root / "bench_stylize" / tag
     oracle = train_oracle([src, tgt_tr], layout.root / "bench_stylize" / "oracle", min(cfg.data.seg_size, 64), epochs=args.oracle_epochs,
                           seed=cfg.seed, device=args.device, progress=False)
     arms = {}
     for ls in [s for s in args.loss_sets.split(",") if s]:
         c = cfg.override(**{"stylize.loss_set": ls})
+        if args.finetune_seed is not None:  # data, D_A, oracle and classifier keep cfg.seed
+            c = c.override(seed=args.finetune_seed)
         ft = finetune(layout.diffae, layout.style_image, src, bench / f"finetune_{ls}", c, device=args.device,
                       progress=False, overwrite=True)
         specs = [{"out": bench / f"st_{ls}", "arm": f"st_{ls}"},
