@@ -243,10 +243,25 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
 }
 
 
+#: numeric fields with a range, checked like CHOICES: ``--set ddim.apply_gen_steps=0`` would otherwise fail deep in
+#: the sampler, after the arm's folder was made. (low, high, what): low inclusive, high inclusive or None
+RANGES: Dict[str, Tuple[float, Optional[float], str]] = {
+    "ddim.T": (1, None, "an integer >= 1"),
+    "ddim.t0": (1e-9, 1.0, "a fraction of T in (0, 1]"),
+    "ddim.finetune_invert_steps": (1, None, "an integer >= 1 (UNet calls)"),
+    "ddim.finetune_gen_steps": (1, None, "an integer >= 1 (UNet calls)"),
+    "ddim.apply_invert_steps": (1, None, "an integer >= 1 (UNet calls)"),
+    "ddim.apply_gen_steps": (1, None, "an integer >= 1 (UNet calls)"),
+}
+
+
 def _check_choice(key: str, value: Any) -> None:
     valid = CHOICES.get(key)
     if valid is not None and value not in valid:
         raise StylsegError(f"{key}={value!r} is not one of {', '.join(valid)} (set it with --set {key}=NAME)")
+    rng = RANGES.get(key)
+    if rng is not None and not (value >= rng[0] and (rng[1] is None or value <= rng[1])):
+        raise StylsegError(f"{key}={value!r} is out of range: expected {rng[2]} (set it with --set {key}=VALUE)")
 
 
 def _paper_seg() -> SegConfig:

@@ -86,6 +86,21 @@ def test_names_are_checked_when_a_config_is_made():
         RunConfig.from_dict(get_profile(name).to_dict())
 
 
+def test_step_counts_and_t0_out_of_range_are_refused_at_once():
+    """--set ddim.apply_gen_steps=0 (or t0 outside (0, 1]) stops before any stage runs, from --set and from a file."""
+    cfg = get_profile("smoke")
+    with pytest.raises(StylsegError, match=r"ddim.apply_gen_steps=0 is out of range: expected an integer >= 1"):
+        cfg.override(**{"ddim.apply_gen_steps": "0"})
+    for bad in ("0", "1.5", "-0.1"):
+        with pytest.raises(StylsegError, match=r"ddim.t0=.* is out of range: expected a fraction of T in \(0, 1\]"):
+            cfg.override(**{"ddim.t0": bad})
+    assert cfg.override(**{"ddim.apply_gen_steps": "1", "ddim.t0": "1"}).ddim.apply_gen_steps == 1
+    d = cfg.to_dict()
+    d["ddim"]["finetune_invert_steps"] = -3
+    with pytest.raises(StylsegError, match=r"ddim.finetune_invert_steps=-3 is out of range"):
+        RunConfig.from_dict(d)
+
+
 def test_config_choices_agree_with_the_modules_that_use_them():
     from stylseg.config import CHOICES
     from stylseg.data.synth import KINDS
