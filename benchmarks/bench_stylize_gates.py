@@ -115,6 +115,8 @@ def main(argv=None) -> int:
                                             progress=False)
         print(f"[{time.perf_counter() - tic:.0f}s] sensor-matched arms written", flush=True)
     rows = {a: score_arm(src, d, tgt_te, oracle=oracle, seed=cfg.seed) for a, d in arms.items()}
+    for r in rows.values():  # config.json below holds the run's seed; the stylizers' own seed is recorded here
+        r["finetune_seed"] = cfg.seed if args.finetune_seed is None else args.finetune_seed
     write_json(bench / "scores.json", rows)
     cfg.save(bench / "config.json")
     any_row = next(iter(rows.values()))

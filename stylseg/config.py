@@ -252,6 +252,7 @@ RANGES: Dict[str, Tuple[float, Optional[float], str]] = {
     "ddim.finetune_gen_steps": (1, None, "an integer >= 1 (UNet calls)"),
     "ddim.apply_invert_steps": (1, None, "an integer >= 1 (UNet calls)"),
     "ddim.apply_gen_steps": (1, None, "an integer >= 1 (UNet calls)"),
+    "stylize.style_pair_t0": (0.0, 1.0, "0 (= ddim.t0) or a fraction of T in (0, 1]"),
 }
 
 

@@ -95,6 +95,9 @@ def test_step_counts_and_t0_out_of_range_are_refused_at_once():
         with pytest.raises(StylsegError, match=r"ddim.t0=.* is out of range: expected a fraction of T in \(0, 1\]"):
             cfg.override(**{"ddim.t0": bad})
     assert cfg.override(**{"ddim.apply_gen_steps": "1", "ddim.t0": "1"}).ddim.apply_gen_steps == 1
+    with pytest.raises(StylsegError, match=r"stylize.style_pair_t0=-0.5 is out of range"):
+        cfg.override(**{"stylize.style_pair_t0": "-0.5"})
+    assert cfg.override(**{"stylize.style_pair_t0": "0"}).stylize.style_pair_t0 == 0  # 0 = ddim.t0
     d = cfg.to_dict()
     d["ddim"]["finetune_invert_steps"] = -3
     with pytest.raises(StylsegError, match=r"ddim.finetune_invert_steps=-3 is out of range"):

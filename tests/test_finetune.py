@@ -200,6 +200,7 @@ def test_style_pair_depth_is_its_own_setting(env, tmp_path):
     a = np.asarray(Image.open(out / STYLE_XA), dtype=float)
     b = np.asarray(Image.open(out2 / STYLE_XA), dtype=float)
     assert np.abs(a - b).mean() > 0.5  # another depth, another render
-    with pytest.raises(StylsegError, match="style_pair_t0=1.5"):
+    with pytest.raises(StylsegError, match="style_pair_t0=1.5 is out of range"):  # refused with the config
         finetune(env["diffae"], env["style"], env["source"], tmp_path / "bad",
                  cfg.override(**{"stylize.style_pair_t0": 1.5}), device="cpu", progress=False)
+    assert not (tmp_path / "bad").exists()

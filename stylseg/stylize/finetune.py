@@ -106,9 +106,7 @@ def _load_or_make_style_pair(diffae, style_path, out_dir: Path, cfg, device):
     (so that a resumed run sees exactly the same pair)."""
     py, px = out_dir / STYLE_Y, out_dir / STYLE_XA
     if not (py.is_file() and px.is_file()):
-        t0 = cfg.stylize.style_pair_t0 or cfg.ddim.t0
-        if not 0.0 < t0 <= 1.0:
-            raise StylsegError(f"stylize.style_pair_t0={t0} must be in (0, 1] (a fraction of T; 0 = ddim.t0)")
+        t0 = cfg.stylize.style_pair_t0 or cfg.ddim.t0  # both range-checked with the config (config.RANGES)
         y, xa, err = make_style_pair(diffae, style_path, t0, cfg.ddim.apply_gen_steps,
                                      cfg.stylize.style_pair_tries, seed=cfg.seed)
         write_image(py, from_tensor_pm1(y[0]))
