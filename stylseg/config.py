@@ -129,6 +129,11 @@ class StylizeConfig:
     #: "lesion" (the lesion and a ring of 1/8 of the side around it, from the content images' masks; the style
     #: elsewhere is then free to move). The segmentation labels only depend on the lesion
     structure_region: str = "image"
+    #: where the SPN's term enters the latent: "image" (everywhere, paper eq. 7) or "lesion" (gated by the lesion
+    #: and the same ring, from the masks at fine-tuning and at applying alike; the style pair, which has no mask,
+    #: is generated without the SPN). A per-pixel SPN cannot tell the lesion from the rest, so a structure term on
+    #: the lesion alone still pulls the whole image back toward the input's look (docs/stylization.md)
+    spn_region: str = "image"
     style_pair_tries: int = 4
     #: depth (fraction of T) of the D_A renders that make x_A_style; 0 = ddim.t0. OSASIS renders the style image
     #: half-way (0.5): at a shallow depth x_A_style keeps the style image's own look and the style direction
@@ -236,6 +241,7 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "stylize.backprop": ("per_step", "chain"),
     "stylize.spn_role": ("joint", "structure", "guard"),
     "stylize.structure_region": ("image", "lesion"),
+    "stylize.spn_region": ("image", "lesion"),
     "stylize.clip_preprocess": ("tensor", "osasis"),
     "stylize.upsample": ("bilinear", "detail"),
     "stylize.sensor": ("off", "match"),

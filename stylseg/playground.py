@@ -134,8 +134,9 @@ class Playground:
         old = st.lam
         try:
             st.lam = self.base_lam if lam is None else float(lam)
+            m = torch.from_numpy(mask.astype(np.float32))[None, None].to(self.device)
             y = st.stylize(x, float(t0), int(steps), max(1, int(steps) // 2), use_spn=use_spn,
-                           z_style=self._z_style(style))
+                           z_style=self._z_style(style), masks=m)
         finally:
             st.lam = old
         out = from_tensor_pm1(y[0])

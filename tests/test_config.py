@@ -113,11 +113,11 @@ def test_config_choices_agree_with_the_modules_that_use_them():
     from stylseg.stylize.apply import SENSOR, UPSAMPLE
     from stylseg.stylize.finetune import BACKPROP, SPN_ROLES, STRUCTURE_REGIONS
     from stylseg.stylize.losses import LOSS_SETS
-    from stylseg.stylize.spn import SPN_FORMS
+    from stylseg.stylize.spn import SPN_FORMS, SPN_REGIONS
 
     used = {"data.kind": KINDS, "diffae.enc_pool": ENC_POOLS, "diffae.prediction": PREDICTIONS,
             "diffae.loss_weighting": LOSS_WEIGHTINGS, "eval.protocol": PROTOCOLS, "stylize.sensor": SENSOR,
             "stylize.upsample": UPSAMPLE, "stylize.backprop": BACKPROP, "stylize.spn_role": SPN_ROLES, "stylize.loss_set": LOSS_SETS,
-            "stylize.structure_region": STRUCTURE_REGIONS,
+            "stylize.structure_region": STRUCTURE_REGIONS, "stylize.spn_region": SPN_REGIONS,
             "stylize.spn_form": SPN_FORMS, "stylize.clip_preprocess": ("tensor", "osasis")}
     assert {k: set(v) for k, v in CHOICES.items()} == {k: set(v) for k, v in used.items()}

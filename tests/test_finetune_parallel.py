@@ -182,3 +182,53 @@ def test_lesion_focused_structure_term_reads_the_masks(env):
     with pytest.raises(StylsegError, match="w_structure > 0"):
         finetune(env["diffae"], env["style"], env["source"], env["d"] / "region_w0",
                  tiny_config(**{"stylize.structure_region": "lesion"}), device="cpu", progress=False)
+
+
+def test_lesion_gated_spn_in_training_and_applying(env):
+    """stylize.spn_region=lesion gates the SPN term with the dilated masks when fine-tuning and when applying: masks
+    that cover the whole image give the ungated SPN's update and output, the real masks another update; the setting
+    is kept in the stylizer folder, recorded in the arm's manifest, and a content folder without masks is refused."""
+    import shutil
+
+    import numpy as np
+
+    from stylseg.data.io import read_image, read_mask, write_mask
+    from stylseg.stylize.apply import apply_stylizer
+
+    kv = {"stylize.w_structure": 1.0, "stylize.spn_role": "structure"}
+    _, sp_image = _one_update(env, "gate_image", **kv)
+    _, sp_lesion = _one_update(env, "gate_lesion", **kv, **{"stylize.spn_region": "lesion"})
+    assert not _close(sp_image, sp_lesion)
+    full = env["d"] / "gate_full_masks"
+    shutil.copytree(env["source"], full)
+    for m in (full / "masks").iterdir():
+        write_mask(m, np.ones_like(read_mask(m)))
+    cfg = tiny_config(**{"stylize.iterations": 1, "ddim.finetune_gen_steps": 1, **kv, "stylize.spn_region": "lesion"})
+    out = finetune(env["diffae"], env["style"], full, env["d"] / "gate_full", cfg, device="cpu", progress=False)
+    assert _close({k: v for k, v in _weights(out).items() if k.startswith("spn.")}, sp_image)
+    assert Stylizer.load(env["d"] / "gate_lesion").spn_region == "lesion"
+    assert Stylizer.load(env["d"] / "gate_image").spn_region == "image"
+
+    # applying: a stylizer with a strong SPN, once gated and once (its config edited) not
+    strong = tiny_config(**{"stylize.iterations": 2, "stylize.lr_spn": 0.05, "stylize.spn_lambda": 1.0, **kv,
+                            "stylize.spn_region": "lesion"})
+    gated = finetune(env["diffae"], env["style"], env["source"], env["d"] / "gate_strong", strong, device="cpu",
+                     progress=False)
+    plain = env["d"] / "gate_strong_image"
+    shutil.copytree(gated, plain)
+    meta = json.loads((plain / "config.json").read_text())
+    meta["config"]["stylize"]["spn_region"] = "image"
+    (plain / "config.json").write_text(json.dumps(meta))
+    arm = lambda model, src, name: apply_stylizer(model, src, env["d"] / name, strong, device="cpu", progress=False)
+    a_gated, a_full, a_plain = arm(gated, env["source"], "a_gated"), arm(gated, full, "a_full"), arm(plain, env["source"], "a_plain")
+    imgs = lambda d: np.stack([read_image(p) for p in sorted((d / "images").iterdir())]).astype(int)
+    assert np.abs(imgs(a_full) - imgs(a_plain)).max() <= 1  # a gate of ones is the ungated SPN
+    assert np.abs(imgs(a_gated) - imgs(a_plain)).max() > 2  # the real masks gate it
+    man = json.loads((a_gated / "manifest.json").read_text())["params"]
+    assert man["spn_region"] == "lesion" and "spn_region" not in json.loads((a_plain / "manifest.json").read_text())["params"]
+
+    bare = env["d"] / "gate_no_masks"
+    shutil.copytree(env["source"] / "images", bare / "images")
+    with pytest.raises(StylsegError, match="no masks/ subfolder.*spn_region=lesion"):
+        finetune(env["diffae"], env["style"], bare, env["d"] / "gate_bare", cfg, device="cpu", progress=False)
+    assert not (env["d"] / "gate_bare").exists()

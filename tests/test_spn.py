@@ -128,3 +128,40 @@ def test_generate_computes_a_time_free_spn_term_once(form, calls):
     assert len(n) == calls
     out.sum().backward()
     assert spn.conv_out.weight.grad is not None and spn.conv_out.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("form", ["paper", "osasis"])
+def test_gated_spn_term_enters_only_where_the_gate_is_on(form):
+    """stylize.spn_region=lesion: the SPN term is multiplied by the gate, so the latent moves inside it as without a
+    gate and not at all outside; a gate of ones is the plain chain, a gate of zeros the chain without the SPN."""
+    torch.manual_seed(0)
+    spn = SPN(form, hidden=8)
+    torch.nn.init.normal_(spn.conv_out.weight, std=0.5)
+    x_t, x_in, t = torch.randn(2, 3, 6, 6), torch.rand(2, 3, 6, 6) * 2 - 1, torch.tensor([300, 300])
+    gate = torch.zeros(2, 1, 6, 6)
+    gate[..., 1:3, 2:5] = 1
+    plain, gated = spn_shift(x_t, x_in, t, spn, 0.3), spn_shift(x_t, x_in, t, spn, 0.3, gate)
+    on = gate.expand_as(x_t).bool()
+    assert torch.equal(gated[~on], x_t[~on]) and torch.allclose(gated[on], plain[on])
+    assert not torch.allclose(plain[on], x_t[on])
+    sched, x = DDIMSchedule(), torch.randn(2, 3, 6, 6)
+    run = lambda **kw: generate(_Lin(), x, None, 0.2, 3, sched, x_in=x_in, lam=0.3, **kw)
+    assert torch.allclose(run(spn=spn, spn_gate=torch.ones(2, 1, 6, 6)), run(spn=spn), atol=1e-6)
+    assert torch.allclose(run(spn=spn, spn_gate=torch.zeros(2, 1, 6, 6)), run(spn=None), atol=1e-6)
+    assert not torch.allclose(run(spn=spn, spn_gate=gate), run(spn=spn), atol=1e-4)
+
+
+def test_spn_gate_is_the_dilated_lesion_and_needs_masks():
+    from stylseg.stylize.losses import lesion_weight
+    from stylseg.stylize.spn import spn_gate
+
+    m = torch.zeros(2, 1, 32, 32)
+    m[0, :, 10:14, 12:18] = 1  # the second image has no lesion: its gate is all ones (its whole structure is kept)
+    assert spn_gate(m, "image") is None
+    g = spn_gate(m, "lesion")
+    assert torch.equal(g, lesion_weight(m)) and bool((g[1] == 1).all())
+    assert g[0].sum() > m[0].sum() and bool((g[0][m[0] > 0] == 1).all()) and g[0, 0, 0, 0] == 0
+    with pytest.raises(StylsegError, match="spn_region=lesion.*masks"):
+        spn_gate(None, "lesion")
+    with pytest.raises(StylsegError, match="unknown SPN region 'ring'"):
+        spn_gate(m, "ring")

@@ -152,6 +152,8 @@ def apply_arms(model_dir: Optional[os.PathLike], input_dir: os.PathLike, specs: 
                   "unet_calls_per_image": n_inv + n_gen, "diffusion_size": size, "upsample": how,
                   "spn_lambda": st.lam if use_spn else 0.0, "mix_style_z": z_style is not None and mode == "st",
                   "stylizer_sha256": model_sha if mode == "st" else None, "diffae_sha256": diffae_sha}
+        if use_spn and st.spn_region != "image":  # recorded only when not the default (older arms still resume)
+            params["spn_region"] = st.spn_region
         if sp["sensor"] == "match":  # recorded only when on, so that arms written before the option still resume
             params.update(sensor="match", **match.params())
         arm = sp["arm"] or (("st" if use_spn else "st_nospn") if mode == "st" else "recon")
@@ -170,13 +172,18 @@ def apply_arms(model_dir: Optional[os.PathLike], input_dir: os.PathLike, specs: 
         x = torch.stack([to_tensor_pm1(resize_image(im, size)) for im in imgs]).to(dev)
         xt, z = st.invert(x, t0, n_inv)  # shared by every arm
         masks = {}
+        gate = None
+        if needs_model and st.spn_region != "image" and any(use for _, _, use, _ in writers):
+            lo = torch.stack([torch.from_numpy(resize_mask(read_mask(mask_paths[i]), size).astype(np.float32))[None]
+                              for i in b])
+            gate = st.gate(lo.to(dev))
         for w, mode, use_spn, sensor in writers:
             if all(w.done(names[i]) for i in b):
                 continue
             with torch.no_grad():
                 if mode == "st":
                     y = generate(st.unet_b, xt, z, t0, n_gen, st.schedule, spn=st.spn if use_spn else None,
-                                 x_in=x, lam=st.lam, z_coarse=z_style)
+                                 x_in=x, lam=st.lam, z_coarse=z_style, spn_gate=gate if use_spn else None)
                 else:
                     y = generate(st.diffae.unet, xt, z, t0, n_gen, st.schedule)
             outs = from_tensor_pm1(y)

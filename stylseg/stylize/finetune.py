@@ -56,7 +56,7 @@ from .embedders import SUBSTITUTE, embedder_substitute, make_embedder
 from .losses import LOSS_SETS, StyleLoss, cycle_l1, lesion_weight, ms_ssim
 from .pipeline import (KIND, diffae_size, folder_sha256, gen_steps_iter, generate, invert, load_content_masks,
                        load_diffae, load_folder_tensor, load_image_pm1)
-from .spn import SPN, build_spn, spn_shift
+from .spn import SPN, SPN_REGIONS, build_spn, spn_gate, spn_shift
 
 STYLE_Y = "style_y_B.png"
 STYLE_XA = "style_x_A.png"
@@ -126,7 +126,7 @@ APPLY_ONLY = ("upsample", "sensor", "apply_batch_size")
 ADDED_LATER = ("sensor",)
 #: StylizeConfig fields added after stylizer folders were first written that enter the settings only when set
 #: away from their default, so folders written before (with the default's behaviour) keep their digest
-OMIT_IF_DEFAULT = ("w_structure", "spn_role", "structure_region")
+OMIT_IF_DEFAULT = ("w_structure", "spn_role", "structure_region", "spn_region")
 
 
 def _settings(diffae_sha: str, style_path, content_files, cfg, legacy: bool = False) -> Dict[str, Any]:
@@ -289,6 +289,8 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
         raise StylsegError(f"stylize.structure_region={sc.structure_region} focuses the structure term, whose weight "
                            f"is 0 in the {sc.loss_set} loss set: set stylize.{w_key} > 0, or "
                            f"stylize.structure_region=image")
+    if sc.spn_region not in SPN_REGIONS:
+        raise StylsegError(f"unknown SPN region {sc.spn_region!r}; valid: {', '.join(SPN_REGIONS)} (set stylize.spn_region)")
     if sc.backprop not in BACKPROP:
         raise StylsegError(f"unknown backprop mode {sc.backprop!r}; valid: {', '.join(BACKPROP)} (set stylize.backprop)")
     if sc.iterations < 0 or sc.batch_size < 1:
@@ -304,8 +306,11 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     diffae = load_diffae(diffae_dir, dev)
     size = diffae_size(diffae)
     content, files = load_folder_tensor(content_dir, size)
-    region_all = (lesion_weight(load_content_masks(content_dir, files, size))
-                  if sc.structure_region == "lesion" else None)
+    masks_all = (load_content_masks(content_dir, files, size)
+                 if "lesion" in (sc.structure_region, sc.spn_region) else None)
+    region_all = lesion_weight(masks_all) if sc.structure_region == "lesion" else None
+    gate_all = spn_gate(masks_all, sc.spn_region)
+    spn_s = None if sc.spn_region == "lesion" else "same"  # the style pair has no mask: no SPN on its branch
     diffae_sha = folder_sha256(diffae_dir)
     settings = _settings(diffae_sha, style_path, files, cfg)
     digest = _digest(settings)
@@ -418,6 +423,7 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
             torch.randint(0, n, (sc.batch_size,), generator=gen)
         x_in = par.shard(content[idx]).to(dev)
         region = par.shard(region_all[idx]).to(dev) if region_all is not None else None
+        gate = par.shard(gate_all[idx]).to(dev) if gate_all is not None else None
         with torch.no_grad():
             z = enc(x_in)
             x_t = invert(unet_a, x_in, z, t0, n_inv, sched)
@@ -437,18 +443,18 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
             steps = gen_steps_iter(t0, n_gen, sched.T)
             for i, (t, t_next) in steps:
                 tv = torch.full((x_in.shape[0],), int(t), device=dev, dtype=torch.long)
-                xp = spn_shift(x_t, x_in, tv, spn, lam)
+                xp = spn_shift(x_t, x_in, tv, spn, lam, gate)
                 eps = _eps(unet_b, xp, tv, z, z_style_mix)
                 x_next, x0 = ddim_step(xp, eps, sched.alpha_bar(t), sched.alpha_bar(t_next))
                 x0s = xs_next = None
                 if xs_t is not None:
                     tvs = tv[:1]
-                    xsp = spn_shift(xs_t, x_as, tvs, spn, lam)
+                    xsp = spn_shift(xs_t, x_as, tvs, spn if spn_s else None, lam)
                     eps_s = _eps(unet_b, xsp, tvs, z_s, z_style_mix)
                     xs_next, x0s = ddim_step(xsp, eps_s, sched.alpha_bar(t), sched.alpha_bar(t_next))
                 terms = loss.terms(x_in, x0, x0s, e_in=e_in, region=region)
                 if loss.needs_cycle and i == len(steps) - 1:
-                    terms["cycle"] = _cycle(x0, x_in, y_b, diffae, unet_b, spn, lam, t0, n_inv, n_gen)
+                    terms["cycle"] = _cycle(x0, x_in, y_b, diffae, unet_b, spn, lam, t0, n_inv, n_gen, gate, spn_s)
                 total = step_opt(terms)
                 record(terms, total)
                 x_t = x_next.detach()
@@ -458,14 +464,14 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
         else:  # chain: backpropagate through every generation step (gradient checkpointing)
             cb = (lambda i, t, xx, x0: callback(it, i, int(t), x0.detach())) if callback is not None else None
             out = generate(unet_b, x_t, z, t0, n_gen, sched, spn=spn, x_in=x_in, lam=lam, z_coarse=z_style_mix,
-                           callback=cb, checkpoint=True)
+                           callback=cb, checkpoint=True, spn_gate=gate)
             outs = None
             if xs_t is not None:
-                outs = generate(unet_b, xs_t, z_s, t0, n_gen, sched, spn=spn, x_in=x_as, lam=lam,
+                outs = generate(unet_b, xs_t, z_s, t0, n_gen, sched, spn=spn if spn_s else None, x_in=x_as, lam=lam,
                                 z_coarse=z_style_mix, checkpoint=True)
             terms = loss.terms(x_in, out, outs, e_in=e_in, region=region)
             if loss.needs_cycle:
-                terms["cycle"] = _cycle(out, x_in, y_b, diffae, unet_b, spn, lam, t0, n_inv, n_gen)
+                terms["cycle"] = _cycle(out, x_in, y_b, diffae, unet_b, spn, lam, t0, n_inv, n_gen, gate, spn_s)
             total = step_opt(terms)
             record(terms, total)
         rec = {"iteration": it, "seconds": round(time.perf_counter() - tic, 4), "updates": n_updates}
@@ -510,24 +516,26 @@ def _eps(unet, x, t, z, z_coarse):
     return unet(x, t, z, z_coarse=z_coarse.expand(x.shape[0], -1))
 
 
-def _generate_grad_last(unet, x_t, z, t0, steps, sched, spn=None, x_in=None, lam=0.0):
+def _generate_grad_last(unet, x_t, z, t0, steps, sched, spn=None, x_in=None, lam=0.0, gate=None):
     """Generation whose gradient flows through the last UNet call only (earlier steps no_grad)."""
     walk = gen_steps_iter(t0, steps, sched.T)
     x = x_t
     for i, (t, t_next) in walk:
         tv = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
         with torch.set_grad_enabled(i == len(walk) - 1 and torch.is_grad_enabled()):
-            xs = spn_shift(x, x_in, tv, spn, lam)
+            xs = spn_shift(x, x_in, tv, spn, lam, gate)
             x, _ = ddim_step(xs, unet(xs, tv, z), sched.alpha_bar(t), sched.alpha_bar(t_next))
     return x
 
 
-def _cycle(g_x: torch.Tensor, x_in: torch.Tensor, y_b: torch.Tensor, diffae, unet_b, spn, lam, t0, n_inv, n_gen):
+def _cycle(g_x: torch.Tensor, x_in: torch.Tensor, y_b: torch.Tensor, diffae, unet_b, spn, lam, t0, n_inv, n_gen,
+           gate=None, spn_y="same"):
     """``L_cycle = |G(F(G(x))) - G(x)|_1 + |F(G(F(y))) - F(y)|_1`` (paper eq. 11).
 
     G: invert with D_A, generate with D_B + SPN; F: invert with D_B, generate with D_A.
     ``g_x`` = G(x_in) carries the gradient of the current D_B call; G(F(G(x))) gets its
-    gradient through its last D_B call. The second term ends in D_A, so under the kit's rule
+    gradient through its last D_B call (with the content's SPN ``gate``; ``spn_y=None``: no SPN on the
+    style image's chain, which has no mask). The second term ends in D_A, so under the kit's rule
     (the latent is detached between UNet calls) it carries no gradient to D_B: it is computed
     and logged as the paper's value, without gradient.
     """
@@ -538,14 +546,14 @@ def _cycle(g_x: torch.Tensor, x_in: torch.Tensor, y_b: torch.Tensor, diffae, une
         f_gx = generate(unet_a, invert(unet_b, gx, z1, t0, n_inv, sched), z1, t0, n_gen, sched)
         z2 = enc(f_gx)
         xt2 = invert(unet_a, f_gx, z2, t0, n_inv, sched)
-    g_f_g_x = _generate_grad_last(unet_b, xt2, z2, t0, n_gen, sched, spn=spn, x_in=f_gx, lam=lam)
+    g_f_g_x = _generate_grad_last(unet_b, xt2, z2, t0, n_gen, sched, spn=spn, x_in=f_gx, lam=lam, gate=gate)
     term1 = cycle_l1(g_f_g_x, g_x)
     with torch.no_grad():
         zy = enc(y_b)
         f_y = generate(unet_a, invert(unet_b, y_b, zy, t0, n_inv, sched), zy, t0, n_gen, sched)
         zf = enc(f_y)
         g_f_y = generate(unet_b, invert(unet_a, f_y, zf, t0, n_inv, sched), zf, t0, n_gen, sched,
-                         spn=spn, x_in=f_y, lam=lam)
+                         spn=spn if spn_y else None, x_in=f_y, lam=lam)
         zg = enc(g_f_y)
         f_g_f_y = generate(unet_a, invert(unet_b, g_f_y, zg, t0, n_inv, sched), zg, t0, n_gen, sched)
         term2 = cycle_l1(f_g_f_y, f_y)

@@ -27,7 +27,7 @@ import torch.nn as nn
 from ..data.io import list_images, read_image, resize_image, to_tensor_pm1
 from ..diffusion.ddim import DDIMSchedule, ddim_invert, ddim_step, ddim_timesteps
 from ..utils import MODEL_CONFIG, MODEL_WEIGHTS, StylsegError, load_model_folder, read_json, sha256_file
-from .spn import SPN, spn_shift
+from .spn import SPN, spn_gate, spn_shift
 
 KIND = "stylizer"
 
@@ -73,21 +73,22 @@ def load_content_masks(folder: os.PathLike, files: Sequence[Path], size: int) ->
     """The masks of ``files`` (images of the paired ``folder``) as (N,1,size,size) float {0,1}, nearest-resized.
 
     A folder without ``masks/`` or an image without its mask raises :class:`StylsegError` naming the folder
-    and the files (``stylseg.data.dataset.load_pairs``); what needs them is ``stylize.structure_region=lesion``."""
+    and the files (``stylseg.data.dataset.load_pairs``); what needs them is ``stylize.structure_region=lesion``
+    or ``stylize.spn_region=lesion``."""
     from ..data.dataset import load_pairs
     from ..data.io import read_mask, resize_mask
 
     try:
         pairs = dict(load_pairs(folder, require_masks=True))
     except StylsegError as e:
-        raise StylsegError(f"{e} (stylize.structure_region=lesion needs the content images' masks; "
-                           f"or set stylize.structure_region=image)") from None
+        raise StylsegError(f"{e} (stylize.structure_region=lesion and stylize.spn_region=lesion need the content "
+                           f"images' masks; or set both to image)") from None
     out = []
     for f in files:
         m = pairs.get(Path(f))
         if m is None:
-            raise StylsegError(f"{f}: no mask in {Path(folder) / 'masks'} (stylize.structure_region=lesion needs "
-                               f"one per content image, with the image's name)")
+            raise StylsegError(f"{f}: no mask in {Path(folder) / 'masks'} (stylize.structure_region=lesion and "
+                               f"stylize.spn_region=lesion need one per content image, with the image's name)")
         out.append(torch.from_numpy(resize_mask(read_mask(m), size).astype(np.float32))[None])
     return torch.stack(out)
 
@@ -136,9 +137,11 @@ def invert(unet: nn.Module, x0: torch.Tensor, z: torch.Tensor, t0: float, steps:
 
 def generate(unet: nn.Module, x_t: torch.Tensor, z: torch.Tensor, t0: float, steps: int, schedule: DDIMSchedule, *,
              spn: Optional[SPN] = None, x_in: Optional[torch.Tensor] = None, lam: float = 0.0,
-             z_coarse: Optional[torch.Tensor] = None, callback=None, checkpoint: bool = False) -> torch.Tensor:
+             z_coarse: Optional[torch.Tensor] = None, callback=None, checkpoint: bool = False,
+             spn_gate: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Generate from x_{t0} (B,3,S,S) to x0 in [-1,1] with ``unet`` (``steps`` calls), adding
-    ``lambda * SPN(x_in, t)`` to the latent before every step (paper eqs. 7-9).
+    ``lambda * SPN(x_in, t)`` to the latent before every step (paper eqs. 7-9); ``spn_gate`` (B,1,S,S),
+    optional, restricts that term to where the gate is on (``stylize.spn_region=lesion``, :func:`~.spn.spn_gate`).
 
     ``callback(i, t, x_next, x0_pred)`` sees every step. ``checkpoint=True`` wraps each UNet call
     in gradient checkpointing (backpropagation through the whole chain at the memory of one call).
@@ -150,10 +153,11 @@ def generate(unet: nn.Module, x_t: torch.Tensor, z: torch.Tensor, t0: float, ste
     x = x_t
     # the paper-form SPN has no time input: its term is the same before every step, so it is computed once
     # (the SPN's weights do not change within one chain; gradients still reach them through every step)
-    shift = lam * spn(x_in) if spn is not None and lam != 0.0 and not spn.uses_time else None
+    shift = (spn_shift(torch.zeros_like(x_in), x_in, None, spn, lam, spn_gate)
+             if spn is not None and lam != 0.0 and not spn.uses_time else None)
     for i, (t, t_next) in enumerate(zip(down, targets)):
         tv = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-        xs = x + shift if shift is not None else spn_shift(x, x_in, tv, spn, lam)
+        xs = x + shift if shift is not None else spn_shift(x, x_in, tv, spn, lam, spn_gate)
         if checkpoint and torch.is_grad_enabled():
             from torch.utils.checkpoint import checkpoint as ckpt
 
@@ -195,6 +199,16 @@ class Stylizer(nn.Module):
     def size(self) -> int:
         return diffae_size(self.diffae)
 
+    @property
+    def spn_region(self) -> str:
+        """Where this stylizer's SPN term enters (``stylize.spn_region`` at fine-tuning; ``image`` for folders made
+        before the option): the same at inference as in training, like lambda."""
+        return str(self.meta.get("config", {}).get("stylize", {}).get("spn_region", "image"))
+
+    def gate(self, masks: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The SPN term's gate for a batch with these masks (B,1,S,S) {0,1} or None (:func:`~.spn.spn_gate`)."""
+        return spn_gate(masks, self.spn_region)
+
     @torch.no_grad()
     def invert(self, x: torch.Tensor, t0: float, steps: int) -> Tuple[torch.Tensor, torch.Tensor]:
         z = self.diffae.encoder(x)
@@ -202,10 +216,13 @@ class Stylizer(nn.Module):
 
     @torch.no_grad()
     def stylize(self, x: torch.Tensor, t0: float, inv_steps: int, gen_steps: int, use_spn: bool = True,
-                z_style: Optional[torch.Tensor] = None, callback=None) -> torch.Tensor:
+                z_style: Optional[torch.Tensor] = None, callback=None, masks: Optional[torch.Tensor] = None
+                ) -> torch.Tensor:
+        """``masks`` (B,1,S,S) {0,1}: the lesions, needed by a stylizer fine-tuned with ``stylize.spn_region=lesion``."""
+        gate = self.gate(masks) if use_spn else None
         xt, z = self.invert(x, t0, inv_steps)
         return generate(self.unet_b, xt, z, t0, gen_steps, self.schedule, spn=self.spn if use_spn else None,
-                        x_in=x, lam=self.lam, z_coarse=z_style, callback=callback)
+                        x_in=x, lam=self.lam, z_coarse=z_style, callback=callback, spn_gate=gate)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, t0: float, inv_steps: int, gen_steps: int, callback=None) -> torch.Tensor:

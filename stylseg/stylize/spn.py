@@ -117,15 +117,40 @@ class SPN(nn.Module):
         return self.conv_out(h)
 
 
-def spn_shift(x_t: torch.Tensor, x_in: torch.Tensor, t: torch.Tensor, spn: Optional[SPN], lam: float) -> torch.Tensor:
+def spn_shift(x_t: torch.Tensor, x_in: torch.Tensor, t: torch.Tensor, spn: Optional[SPN], lam: float,
+              gate: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x'_t = x_t + lambda * SPN(x_in, t)`` (paper eq. 7; METHOD.md section 7).
 
     ``x_t`` (B,3,H,W) latent at timestep ``t`` (B,) long; ``x_in`` (B,3,H,W) in [-1,1], the
     clean input at the latent's resolution. ``spn=None`` or ``lam == 0`` returns ``x_t``.
+    ``gate`` (B,1,H,W) in [0,1], optional: the term only where the gate is on,
+    ``x_t + gate * lambda * SPN(x_in, t)`` (``stylize.spn_region=lesion``: :func:`spn_gate`).
     """
     if spn is None or lam == 0.0:
         return x_t
-    return x_t + lam * spn(x_in, t)
+    term = lam * spn(x_in, t)
+    return x_t + (term if gate is None else gate.to(term.dtype) * term)
+
+
+#: where the SPN's term enters (``stylize.spn_region``): everywhere (the paper), or on the lesion and the ring the
+#: lesion-focused structure term covers (:func:`spn_gate`)
+SPN_REGIONS = ("image", "lesion")
+
+
+def spn_gate(masks: Optional[torch.Tensor], region: str = "image") -> Optional[torch.Tensor]:
+    """The gate of the SPN term for ``stylize.spn_region``: ``None`` (everywhere) for ``image``; for ``lesion``
+    the masks (B,1,H,W) {0,1} dilated by the structure term's ring (``losses.lesion_weight``: all ones for an
+    image without a lesion, whose whole structure is then kept). ``lesion`` without masks is an error."""
+    if region not in SPN_REGIONS:
+        raise StylsegError(f"unknown SPN region {region!r}; valid: {', '.join(SPN_REGIONS)} (set stylize.spn_region)")
+    if region == "image":
+        return None
+    if masks is None:
+        raise StylsegError("stylize.spn_region=lesion gates the SPN's term with the lesion masks, and none were given "
+                           "(a paired folder with masks/ is needed, or set stylize.spn_region=image)")
+    from .losses import lesion_weight
+
+    return lesion_weight(masks)
 
 
 def build_spn(scfg, T: int = 1000) -> SPN:
