@@ -124,8 +124,8 @@ def main(argv=None) -> int:
           f"{any_row['n_target']} target test images; inputs: P(target) = {any_row['style_p_target_input']:.3f}, "
           f"oracle Dice = {any_row['oracle_dice_input']:.3f}, classifier held-out accuracy "
           f"{any_row['style_clf_acc']:.2f}")
-    cols = ("structure_ssim", "structure_ssim_lesion", "structure_edge_f1", "oracle_dice_ratio", "style_fd_ratio",
-            "style_p_target_output")
+    cols = ("structure_ssim", "structure_ssim_lesion", "structure_edge_f1", "structure_boundary_contrast",
+            "oracle_dice_ratio", "style_fd_ratio", "style_p_target_output")
     print(format_scores(rows, cols))
 
     def gates(r):

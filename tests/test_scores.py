@@ -9,7 +9,7 @@ import torch
 
 from stylseg.data.io import read_image, write_image
 from stylseg.stylize._testing import tiny_domains
-from stylseg.stylize.scores import (boundary_band, edge_agreement, frechet_distance, lbp_histograms, lesion_ssim,
+from stylseg.stylize.scores import (boundary_band, boundary_contrast, edge_agreement, frechet_distance, lbp_histograms, lesion_ssim,
                                     lnl_ssim, score_arm, style_features, train_oracle)
 from stylseg.utils import StylsegError
 
@@ -69,6 +69,29 @@ def test_lesion_ssim_sees_the_lesion_not_the_camera():
         assert lesion_ssim(img, img, mask) == pytest.approx(1.0)
     assert np.mean(same) > 0.75 and np.mean(whole) < 0.6 and np.mean(shifted) < 0.5, (same, whole, shifted)
     assert np.isnan(lesion_ssim(img, img, np.zeros_like(mask)))
+
+
+def test_boundary_contrast_sees_a_rim_drawn_along_the_lesion():
+    """1 for the input itself; below 1 for the target's whole look on the same scene (its noise and blur act on the
+    whole image: about 0.83); a dark rim drawn along the lesion boundary raises it above 1.3; NaN for an empty
+    mask."""
+    from scipy import ndimage
+
+    from stylseg.data.synth import make_sample
+
+    look, rim = [], []
+    for i in range(4):
+        img, mask = make_sample("polyp", "clinic", 0, i, 128)
+        tgt = make_sample("polyp", "colon", 0, i, 128)[0]
+        assert boundary_contrast(img, img, mask) == pytest.approx(1.0)
+        look.append(boundary_contrast(img, tgt, mask))
+        ring = ndimage.binary_dilation(mask, iterations=3) & ~mask
+        dark = img.astype(float)
+        dark[ring] *= 0.4
+        dark = ndimage.gaussian_filter(dark, (1, 1, 0)).clip(0, 255).astype(np.uint8)
+        rim.append(boundary_contrast(img, dark, mask))
+    assert 0.7 < np.mean(look) < 1.0 and np.mean(rim) > 1.3, (look, rim)
+    assert np.isnan(boundary_contrast(img, img, np.zeros_like(mask)))
 
 
 def test_lbp_features_are_histograms():
