@@ -485,12 +485,13 @@ SCORE_COLUMNS = ("structure_ssim", "structure_ssim_lesion", "structure_edge_f1",
 def format_scores(rows: Dict[str, Dict[str, Any]], columns: Sequence[str] = SCORE_COLUMNS) -> str:
     """A plain-text table: one row per arm, the given score columns."""
     w = max([12] + [len(a) + 1 for a in rows])
-    head = f"{'arm':<{w}}" + "".join(f"{c:>22}" for c in columns)
+    cw = [max(22, len(c) + 2) for c in columns]
+    head = f"{'arm':<{w}}" + "".join(f"{c:>{k}}" for c, k in zip(columns, cw))
     lines = [head]
     for arm, r in rows.items():
         vals = []
-        for c in columns:
+        for c, k in zip(columns, cw):
             v = r.get(c)
-            vals.append(f"{v:>22.3f}" if isinstance(v, (int, float)) and v == v else f"{'-':>22}")
+            vals.append(f"{v:>{k}.3f}" if isinstance(v, (int, float)) and v == v else f"{'-':>{k}}")
         lines.append(f"{arm:<{w}}" + "".join(vals))
     return "\n".join(lines)
