@@ -310,7 +310,6 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
                  if "lesion" in (sc.structure_region, sc.spn_region) else None)
     region_all = lesion_weight(masks_all) if sc.structure_region == "lesion" else None
     gate_all = spn_gate(masks_all, sc.spn_region)
-    spn_s = None if sc.spn_region == "lesion" else "same"  # the style pair has no mask: no SPN on its branch
     diffae_sha = folder_sha256(diffae_dir)
     settings = _settings(diffae_sha, style_path, files, cfg)
     digest = _digest(settings)
@@ -354,6 +353,7 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     for p in unet_b.parameters():
         p.requires_grad_(True)
     spn = build_spn(sc, T=diffae.schedule.T).to(dev)
+    spn_style = spn if sc.spn_region == "image" else None  # the style pair has no mask: no SPN on its branch
     unet_b.train()
     spn.train()
     opt = torch.optim.Adam([{"params": unet_b.parameters(), "lr": sc.lr_unet},
@@ -449,12 +449,12 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
                 x0s = xs_next = None
                 if xs_t is not None:
                     tvs = tv[:1]
-                    xsp = spn_shift(xs_t, x_as, tvs, spn if spn_s else None, lam)
+                    xsp = spn_shift(xs_t, x_as, tvs, spn_style, lam)
                     eps_s = _eps(unet_b, xsp, tvs, z_s, z_style_mix)
                     xs_next, x0s = ddim_step(xsp, eps_s, sched.alpha_bar(t), sched.alpha_bar(t_next))
                 terms = loss.terms(x_in, x0, x0s, e_in=e_in, region=region)
                 if loss.needs_cycle and i == len(steps) - 1:
-                    terms["cycle"] = _cycle(x0, x_in, y_b, diffae, unet_b, spn, lam, t0, n_inv, n_gen, gate, spn_s)
+                    terms["cycle"] = _cycle(x0, x_in, y_b, diffae, unet_b, spn, lam, t0, n_inv, n_gen, gate, spn_style)
                 total = step_opt(terms)
                 record(terms, total)
                 x_t = x_next.detach()
@@ -467,11 +467,11 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
                            callback=cb, checkpoint=True, spn_gate=gate)
             outs = None
             if xs_t is not None:
-                outs = generate(unet_b, xs_t, z_s, t0, n_gen, sched, spn=spn if spn_s else None, x_in=x_as, lam=lam,
+                outs = generate(unet_b, xs_t, z_s, t0, n_gen, sched, spn=spn_style, x_in=x_as, lam=lam,
                                 z_coarse=z_style_mix, checkpoint=True)
             terms = loss.terms(x_in, out, outs, e_in=e_in, region=region)
             if loss.needs_cycle:
-                terms["cycle"] = _cycle(out, x_in, y_b, diffae, unet_b, spn, lam, t0, n_inv, n_gen, gate, spn_s)
+                terms["cycle"] = _cycle(out, x_in, y_b, diffae, unet_b, spn, lam, t0, n_inv, n_gen, gate, spn_style)
             total = step_opt(terms)
             record(terms, total)
         rec = {"iteration": it, "seconds": round(time.perf_counter() - tic, 4), "updates": n_updates}
@@ -529,13 +529,13 @@ def _generate_grad_last(unet, x_t, z, t0, steps, sched, spn=None, x_in=None, lam
 
 
 def _cycle(g_x: torch.Tensor, x_in: torch.Tensor, y_b: torch.Tensor, diffae, unet_b, spn, lam, t0, n_inv, n_gen,
-           gate=None, spn_y="same"):
+           gate=None, spn_y=None):
     """``L_cycle = |G(F(G(x))) - G(x)|_1 + |F(G(F(y))) - F(y)|_1`` (paper eq. 11).
 
     G: invert with D_A, generate with D_B + SPN; F: invert with D_B, generate with D_A.
     ``g_x`` = G(x_in) carries the gradient of the current D_B call; G(F(G(x))) gets its
-    gradient through its last D_B call (with the content's SPN ``gate``; ``spn_y=None``: no SPN on the
-    style image's chain, which has no mask). The second term ends in D_A, so under the kit's rule
+    gradient through its last D_B call (with the content's SPN ``gate``; ``spn_y``: the SPN of the style
+    image's chain, None when the SPN is gated, since that image has no mask). The second term ends in D_A, so under the kit's rule
     (the latent is detached between UNet calls) it carries no gradient to D_B: it is computed
     and logged as the paper's value, without gradient.
     """
@@ -553,7 +553,7 @@ def _cycle(g_x: torch.Tensor, x_in: torch.Tensor, y_b: torch.Tensor, diffae, une
         f_y = generate(unet_a, invert(unet_b, y_b, zy, t0, n_inv, sched), zy, t0, n_gen, sched)
         zf = enc(f_y)
         g_f_y = generate(unet_b, invert(unet_a, f_y, zf, t0, n_inv, sched), zf, t0, n_gen, sched,
-                         spn=spn if spn_y else None, x_in=f_y, lam=lam)
+                         spn=spn_y, x_in=f_y, lam=lam)
         zg = enc(g_f_y)
         f_g_f_y = generate(unet_a, invert(unet_b, g_f_y, zg, t0, n_inv, sched), zg, t0, n_gen, sched)
         term2 = cycle_l1(f_g_f_y, f_y)

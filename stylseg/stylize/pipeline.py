@@ -82,7 +82,7 @@ def load_content_masks(folder: os.PathLike, files: Sequence[Path], size: int) ->
         pairs = dict(load_pairs(folder, require_masks=True))
     except StylsegError as e:
         raise StylsegError(f"{e} (stylize.structure_region=lesion and stylize.spn_region=lesion need the content "
-                           f"images' masks; or set both to image)") from None
+                           f"images' masks; or set stylize.structure_region=image and stylize.spn_region=image)") from None
     out = []
     for f in files:
         m = pairs.get(Path(f))
