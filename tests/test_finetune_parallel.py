@@ -151,31 +151,39 @@ def _close(a, b):
     return all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
-def test_lesion_focused_structure_term_reads_the_masks(env):
-    """stylize.structure_region=lesion weights the structure term by each content image's dilated mask: masks that
-    cover the whole image give the image-wide term's update, the real masks another one; without masks the run is
-    refused before anything is written, naming the folder and the fix."""
+def _variant(env, name, masks="full"):
+    """A copy of the source folder whose masks cover the whole image (``masks="full"``) or that has none."""
     import shutil
 
     import numpy as np
 
     from stylseg.data.io import read_mask, write_mask
 
+    out = env["d"] / name
+    if masks == "none":
+        shutil.copytree(env["source"] / "images", out / "images")
+        return out
+    shutil.copytree(env["source"], out)
+    for m in (out / "masks").iterdir():
+        write_mask(m, np.ones_like(read_mask(m)))
+    return out
+
+
+def test_lesion_focused_structure_term_reads_the_masks(env):
+    """stylize.structure_region=lesion weights the structure term by each content image's dilated mask: masks that
+    cover the whole image give the image-wide term's update, the real masks another one; without masks the run is
+    refused before anything is written, naming the folder and the fix."""
     kv = {"stylize.w_structure": 1.0, "stylize.spn_role": "structure"}
     _, sp_image = _one_update(env, "region_image", **kv)
     _, sp_lesion = _one_update(env, "region_lesion", **kv, **{"stylize.structure_region": "lesion"})
     assert not _close(sp_image, sp_lesion)
-    full = env["d"] / "full_masks"
-    shutil.copytree(env["source"], full)
-    for m in (full / "masks").iterdir():
-        write_mask(m, np.ones_like(read_mask(m)))
+    full = _variant(env, "full_masks")
     cfg = tiny_config(**{"stylize.iterations": 1, "ddim.finetune_gen_steps": 1, **kv,
                          "stylize.structure_region": "lesion"})
     out = finetune(env["diffae"], env["style"], full, env["d"] / "region_full", cfg, device="cpu", progress=False)
     sp_full = {k: v for k, v in _weights(out).items() if k.startswith("spn.")}
     assert _close(sp_full, sp_image)
-    bare = env["d"] / "no_masks"
-    shutil.copytree(env["source"] / "images", bare / "images")
+    bare = _variant(env, "no_masks", masks="none")
     with pytest.raises(StylsegError, match="no masks/ subfolder.*structure_region=image"):
         finetune(env["diffae"], env["style"], bare, env["d"] / "region_bare", cfg, device="cpu", progress=False)
     assert not (env["d"] / "region_bare").exists()
@@ -192,17 +200,14 @@ def test_lesion_gated_spn_in_training_and_applying(env):
 
     import numpy as np
 
-    from stylseg.data.io import read_image, read_mask, write_mask
+    from stylseg.data.io import read_image
     from stylseg.stylize.apply import apply_stylizer
 
     kv = {"stylize.w_structure": 1.0, "stylize.spn_role": "structure"}
     _, sp_image = _one_update(env, "gate_image", **kv)
     _, sp_lesion = _one_update(env, "gate_lesion", **kv, **{"stylize.spn_region": "lesion"})
     assert not _close(sp_image, sp_lesion)
-    full = env["d"] / "gate_full_masks"
-    shutil.copytree(env["source"], full)
-    for m in (full / "masks").iterdir():
-        write_mask(m, np.ones_like(read_mask(m)))
+    full = _variant(env, "gate_full_masks")
     cfg = tiny_config(**{"stylize.iterations": 1, "ddim.finetune_gen_steps": 1, **kv, "stylize.spn_region": "lesion"})
     out = finetune(env["diffae"], env["style"], full, env["d"] / "gate_full", cfg, device="cpu", progress=False)
     assert _close({k: v for k, v in _weights(out).items() if k.startswith("spn.")}, sp_image)
@@ -227,8 +232,7 @@ def test_lesion_gated_spn_in_training_and_applying(env):
     man = json.loads((a_gated / "manifest.json").read_text())["params"]
     assert man["spn_region"] == "lesion" and "spn_region" not in json.loads((a_plain / "manifest.json").read_text())["params"]
 
-    bare = env["d"] / "gate_no_masks"
-    shutil.copytree(env["source"] / "images", bare / "images")
+    bare = _variant(env, "gate_no_masks", masks="none")
     with pytest.raises(StylsegError, match="no masks/ subfolder.*spn_region=lesion"):
         finetune(env["diffae"], env["style"], bare, env["d"] / "gate_bare", cfg, device="cpu", progress=False)
     assert not (env["d"] / "gate_bare").exists()
