@@ -156,8 +156,8 @@ def test_osasis_set_takes_the_structure_term_when_weighted():
 
 
 def test_structure_weight_left_at_default_keeps_earlier_stylizer_digests(tmp_path):
-    """A stylizer fitted before stylize.w_structure, stylize.spn_role and stylize.structure_region existed keeps its
-    settings digest; setting any of them refits."""
+    """A stylizer fitted before stylize.w_structure, stylize.spn_role, stylize.structure_region and
+    stylize.spn_region existed keeps its settings digest; setting any of them refits."""
     import dataclasses
     import importlib
 
@@ -169,7 +169,8 @@ def test_structure_weight_left_at_default_keeps_earlier_stylizer_digests(tmp_pat
     now = ft._settings("d" * 64, style, files, cfg)
     assert "w_structure" not in now["stylize"] and "spn_role" not in now["stylize"]
     before = dict(now, stylize={k: v for k, v in dataclasses.asdict(cfg.stylize).items()
-                                if k not in ft.APPLY_ONLY + ("w_structure", "spn_role", "structure_region")})
+                                if k not in ft.APPLY_ONLY + ("w_structure", "spn_role", "structure_region",
+                                                                            "spn_region")})
     assert ft._digest(now) == ft._digest(before)
     weighted = ft._settings("d" * 64, style, files, cfg.override(**{"stylize.w_structure": 1.0}))
     assert weighted["stylize"]["w_structure"] == 1.0 and ft._digest(weighted) != ft._digest(now)
@@ -179,7 +180,9 @@ def test_structure_weight_left_at_default_keeps_earlier_stylizer_digests(tmp_pat
     focused = ft._settings("d" * 64, style, files, cfg.override(**{"stylize.w_structure": 1.0,
                                                                     "stylize.structure_region": "lesion"}))
     assert focused["stylize"]["structure_region"] == "lesion" and ft._digest(focused) != ft._digest(weighted)
-    assert "structure_region" not in weighted["stylize"]
+    assert "structure_region" not in weighted["stylize"] and "spn_region" not in weighted["stylize"]
+    gated = ft._settings("d" * 64, style, files, cfg.override(**{"stylize.spn_region": "lesion"}))
+    assert gated["stylize"]["spn_region"] == "lesion" and ft._digest(gated) != ft._digest(now)
 
 
 def test_lesion_focused_structure_term_looks_only_at_the_lesion_and_its_ring():
