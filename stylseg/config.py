@@ -134,6 +134,10 @@ class StylizeConfig:
     #: is generated without the SPN). A per-pixel SPN cannot tell the lesion from the rest, so a structure term on
     #: the lesion alone still pulls the whole image back toward the input's look (docs/stylization.md)
     spn_region: str = "image"
+    #: the ring around the lesion, as a share of the image side, that structure_region=lesion and spn_region=lesion
+    #: cover (the masks dilated by it; 1/8 = 8 px at 64). The lesion score looks within 1/16 of the side of the
+    #: boundary, so a ring down to 1/16 still covers it and leaves more of the image to the style
+    lesion_ring: float = 0.125
     style_pair_tries: int = 4
     #: depth (fraction of T) of the D_A renders that make x_A_style; 0 = ddim.t0. OSASIS renders the style image
     #: half-way (0.5): at a shallow depth x_A_style keeps the style image's own look and the style direction
@@ -259,6 +263,7 @@ RANGES: Dict[str, Tuple[float, Optional[float], str]] = {
     "ddim.apply_invert_steps": (1, None, "an integer >= 1 (UNet calls)"),
     "ddim.apply_gen_steps": (1, None, "an integer >= 1 (UNet calls)"),
     "stylize.style_pair_t0": (0.0, 1.0, "0 (= ddim.t0) or a fraction of T in (0, 1]"),
+    "stylize.lesion_ring": (1e-9, 0.5, "a share of the image side in (0, 0.5]"),
 }
 
 

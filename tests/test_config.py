@@ -98,6 +98,10 @@ def test_step_counts_and_t0_out_of_range_are_refused_at_once():
     with pytest.raises(StylsegError, match=r"stylize.style_pair_t0=-0.5 is out of range"):
         cfg.override(**{"stylize.style_pair_t0": "-0.5"})
     assert cfg.override(**{"stylize.style_pair_t0": "0"}).stylize.style_pair_t0 == 0  # 0 = ddim.t0
+    for bad in ("0", "0.6"):
+        with pytest.raises(StylsegError, match=r"stylize.lesion_ring=.* is out of range: expected a share"):
+            cfg.override(**{"stylize.lesion_ring": bad})
+    assert cfg.override(**{"stylize.lesion_ring": "0.0625"}).stylize.lesion_ring == 0.0625
     d = cfg.to_dict()
     d["ddim"]["finetune_invert_steps"] = -3
     with pytest.raises(StylsegError, match=r"ddim.finetune_invert_steps=-3 is out of range"):

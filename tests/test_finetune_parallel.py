@@ -231,6 +231,22 @@ def test_lesion_gated_spn_in_training_and_applying(env):
     assert np.abs(imgs(a_gated) - imgs(a_plain)).max() > 2  # the real masks gate it
     man = json.loads((a_gated / "manifest.json").read_text())["params"]
     assert man["spn_region"] == "lesion" and "spn_region" not in json.loads((a_plain / "manifest.json").read_text())["params"]
+    assert "lesion_ring" not in man  # the default ring is not recorded (earlier arms still resume)
+
+    # stylize.lesion_ring: the stylizer's own ring gates it at applying (recorded), and the structure term's region
+    wide = env["d"] / "gate_strong_wide"
+    shutil.copytree(gated, wide)
+    meta = json.loads((wide / "config.json").read_text())
+    meta["config"]["stylize"]["lesion_ring"] = 0.5
+    (wide / "config.json").write_text(json.dumps(meta))
+    assert Stylizer.load(wide).lesion_ring == 0.5 and Stylizer.load(gated).lesion_ring == 0.125
+    a_wide = arm(wide, env["source"], "a_wide")
+    assert json.loads((a_wide / "manifest.json").read_text())["params"]["lesion_ring"] == 0.5
+    assert np.abs(imgs(a_wide) - imgs(a_gated)).max() > 2
+    assert np.abs(imgs(a_wide) - imgs(a_plain)).max() < np.abs(imgs(a_gated) - imgs(a_plain)).max()
+    kv_region = {"stylize.w_structure": 1.0, "stylize.structure_region": "lesion"}
+    assert not _close(_one_update(env, "ring_default", **kv_region)[0],
+                      _one_update(env, "ring_thin", **kv_region, **{"stylize.lesion_ring": 0.01})[0])
 
     bare = _variant(env, "gate_no_masks", masks="none")
     with pytest.raises(StylsegError, match="no masks/ subfolder.*spn_region=lesion"):

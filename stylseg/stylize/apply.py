@@ -34,6 +34,7 @@ from ..data.io import from_tensor_pm1, read_image, read_mask, resize_image, resi
 from ..manifest import ArmWriter
 from ..utils import StylsegError, resolve_device
 from ..data.io import to_tensor_pm1
+from .losses import LESION_RING
 from .pipeline import Stylizer, folder_sha256, generate, list_folder, load_diffae, masks_of
 
 MODES = ("st", "recon")
@@ -154,6 +155,8 @@ def apply_arms(model_dir: Optional[os.PathLike], input_dir: os.PathLike, specs: 
                   "stylizer_sha256": model_sha if mode == "st" else None, "diffae_sha256": diffae_sha}
         if use_spn and st.spn_region != "image":  # recorded only when not the default (older arms still resume)
             params["spn_region"] = st.spn_region
+            if st.lesion_ring != LESION_RING:
+                params["lesion_ring"] = st.lesion_ring
         if sp["sensor"] == "match":  # recorded only when on, so that arms written before the option still resume
             params.update(sensor="match", **match.params())
         arm = sp["arm"] or (("st" if use_spn else "st_nospn") if mode == "st" else "recon")

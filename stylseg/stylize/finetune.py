@@ -126,7 +126,7 @@ APPLY_ONLY = ("upsample", "sensor", "apply_batch_size")
 ADDED_LATER = ("sensor",)
 #: StylizeConfig fields added after stylizer folders were first written that enter the settings only when set
 #: away from their default, so folders written before (with the default's behaviour) keep their digest
-OMIT_IF_DEFAULT = ("w_structure", "spn_role", "structure_region", "spn_region")
+OMIT_IF_DEFAULT = ("w_structure", "spn_role", "structure_region", "spn_region", "lesion_ring")
 
 
 def _settings(diffae_sha: str, style_path, content_files, cfg, legacy: bool = False) -> Dict[str, Any]:
@@ -308,8 +308,8 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     content, files = load_folder_tensor(content_dir, size)
     masks_all = (load_content_masks(content_dir, files, size)
                  if "lesion" in (sc.structure_region, sc.spn_region) else None)
-    region_all = lesion_weight(masks_all) if sc.structure_region == "lesion" else None
-    gate_all = spn_gate(masks_all, sc.spn_region)
+    region_all = lesion_weight(masks_all, sc.lesion_ring) if sc.structure_region == "lesion" else None
+    gate_all = spn_gate(masks_all, sc.spn_region, sc.lesion_ring)
     diffae_sha = folder_sha256(diffae_dir)
     settings = _settings(diffae_sha, style_path, files, cfg)
     digest = _digest(settings)

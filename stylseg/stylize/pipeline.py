@@ -205,9 +205,17 @@ class Stylizer(nn.Module):
         before the option): the same at inference as in training, like lambda."""
         return str(self.meta.get("config", {}).get("stylize", {}).get("spn_region", "image"))
 
+    @property
+    def lesion_ring(self) -> float:
+        """The ring around the lesion that the gate covers (``stylize.lesion_ring`` at fine-tuning; the default
+        ``losses.LESION_RING`` for folders made before the option)."""
+        from .losses import LESION_RING
+
+        return float(self.meta.get("config", {}).get("stylize", {}).get("lesion_ring", LESION_RING))
+
     def gate(self, masks: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """The SPN term's gate for a batch with these masks (B,1,S,S) {0,1} or None (:func:`~.spn.spn_gate`)."""
-        return spn_gate(masks, self.spn_region)
+        return spn_gate(masks, self.spn_region, self.lesion_ring)
 
     @torch.no_grad()
     def invert(self, x: torch.Tensor, t0: float, steps: int) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -137,10 +137,12 @@ def spn_shift(x_t: torch.Tensor, x_in: torch.Tensor, t: torch.Tensor, spn: Optio
 SPN_REGIONS = ("image", "lesion")
 
 
-def spn_gate(masks: Optional[torch.Tensor], region: str = "image") -> Optional[torch.Tensor]:
+def spn_gate(masks: Optional[torch.Tensor], region: str = "image", ring: Optional[float] = None
+             ) -> Optional[torch.Tensor]:
     """The gate of the SPN term for ``stylize.spn_region``: ``None`` (everywhere) for ``image``; for ``lesion``
-    the masks (B,1,H,W) {0,1} dilated by the structure term's ring (``losses.lesion_weight``: all ones for an
-    image without a lesion, whose whole structure is then kept). ``lesion`` without masks is an error."""
+    the masks (B,1,H,W) {0,1} dilated by the structure term's ring (``stylize.lesion_ring``, default
+    ``losses.LESION_RING``; ``losses.lesion_weight``: all ones for an image without a lesion, whose whole
+    structure is then kept). ``lesion`` without masks is an error."""
     if region not in SPN_REGIONS:
         raise StylsegError(f"unknown SPN region {region!r}; valid: {', '.join(SPN_REGIONS)} (set stylize.spn_region)")
     if region == "image":
@@ -148,9 +150,9 @@ def spn_gate(masks: Optional[torch.Tensor], region: str = "image") -> Optional[t
     if masks is None:
         raise StylsegError("stylize.spn_region=lesion gates the SPN's term with the lesion masks, and none were given "
                            "(a paired folder with masks/ is needed, or set stylize.spn_region=image)")
-    from .losses import lesion_weight
+    from .losses import LESION_RING, lesion_weight
 
-    return lesion_weight(masks)
+    return lesion_weight(masks, LESION_RING if ring is None else ring)
 
 
 def build_spn(scfg, T: int = 1000) -> SPN:
