@@ -148,6 +148,10 @@ class StylizeConfig:
     mix_style_z: bool = False
     clip_preprocess: str = "tensor"  # tensor (bicubic resize + CLIP mean/std) | osasis (OSASIS's transform)
     grad_clip: float = 0.0  # 0 = off; else clip D_B + SPN gradients to this norm
+    #: 0 = off (OSASIS: the stylizer is the last update's weights); else the stylizer saved is the exponential
+    #: moving average of D_B's and the SPN's weights over the updates (weight of the last: 1 - ema_decay), which
+    #: averages out where the last few batches of 4 happened to push them (docs/stylization.md)
+    ema_decay: float = 0.0
     checkpoint_every: int = 5  # fine-tuning iterations between resumable checkpoints
     upsample: str = "detail"  # diffusion size -> seg size: detail (input + upsampled residual) | bilinear
     #: after upsampling, the stylized arms' blur and noise: "off" (the input's, as upsampling left them) or
@@ -264,6 +268,7 @@ RANGES: Dict[str, Tuple[float, Optional[float], str]] = {
     "ddim.apply_gen_steps": (1, None, "an integer >= 1 (UNet calls)"),
     "stylize.style_pair_t0": (0.0, 1.0, "0 (= ddim.t0) or a fraction of T in (0, 1]"),
     "stylize.lesion_ring": (1e-9, 0.5, "a share of the image side in (0, 0.5]"),
+    "stylize.ema_decay": (0.0, 0.99999, "0 (off) or a decay in (0, 1)"),
 }
 
 

@@ -102,6 +102,9 @@ def test_step_counts_and_t0_out_of_range_are_refused_at_once():
         with pytest.raises(StylsegError, match=r"stylize.lesion_ring=.* is out of range: expected a share"):
             cfg.override(**{"stylize.lesion_ring": bad})
     assert cfg.override(**{"stylize.lesion_ring": "0.0625"}).stylize.lesion_ring == 0.0625
+    for bad in ("1", "-0.1"):
+        with pytest.raises(StylsegError, match=r"stylize.ema_decay=.* is out of range: expected 0 \(off\)"):
+            cfg.override(**{"stylize.ema_decay": bad})
     d = cfg.to_dict()
     d["ddim"]["finetune_invert_steps"] = -3
     with pytest.raises(StylsegError, match=r"ddim.finetune_invert_steps=-3 is out of range"):

@@ -127,6 +127,42 @@ def test_exact_resume(env):
     assert [r["total"] for r in ha] == [r["total"] for r in hb]
 
 
+def test_weight_average_is_saved_and_resumes_exactly(env):
+    """stylize.ema_decay: the stylizer saved is the moving average of the weights over the updates: a decay near 0
+    gives the last weights, a decay near 1 stays at the start (D_B = D_A, SPN's last layer 0); an interrupted run
+    resumes to the same average."""
+    d = env["d"]
+    cfg = env["cfg"].override(**{"stylize.iterations": 4, "stylize.checkpoint_every": 2})
+    last = load_model_folder(finetune(env["diffae"], env["style"], env["source"], d / "ema_off", cfg, device="cpu",
+                                      progress=False), "stylizer")[1]
+    run = lambda name, decay, **kw: finetune(env["diffae"], env["style"], env["source"], d / name,
+                                             cfg.override(**{"stylize.ema_decay": decay}), device="cpu",
+                                             progress=False, **kw)
+    near_last = load_model_folder(run("ema_0", 1e-9), "stylizer")[1]
+    assert all(torch.allclose(near_last[k], last[k], atol=1e-6) for k in last)
+    start = load_model_folder(run("ema_1", 0.99999), "stylizer")[1]
+    da = load_diffae(env["diffae"], "cpu").unet.state_dict()
+    moved = [k for k in last if k.startswith("unet_b.") and not torch.equal(last[k], da[k[len("unet_b."):]])]
+    assert moved and all(torch.allclose(start[k], da[k[len("unet_b."):]], atol=1e-4) for k in moved)
+    half = load_model_folder(run("ema_half", 0.5), "stylizer")[1]
+    assert any(not torch.allclose(half[k], last[k], atol=1e-6) for k in moved)
+    assert any(not torch.allclose(half[k], start[k], atol=1e-6) for k in moved)
+
+    class Stop(Exception):
+        pass
+
+    def stop(it, i, t, x0):
+        if it == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run("ema_part", 0.5, callback=stop)
+    assert "ema" in torch.load(d / "ema_part" / "checkpoint.pt", weights_only=False)
+    part = load_model_folder(run("ema_part", 0.5), "stylizer")[1]
+    assert all(torch.equal(part[k], half[k]) for k in half)
+    assert json.loads((d / "ema_half" / "config.json").read_text())["config"]["stylize"]["ema_decay"] == 0.5
+
+
 def test_paper_set_with_cycle_and_chain_backprop(env):
     cfg = env["cfg"].override(**{"stylize.loss_set": "paper", "stylize.w_cycle": 1.0, "stylize.backprop": "chain",
                                   "stylize.iterations": 1, "stylize.spn_form": "osasis"})

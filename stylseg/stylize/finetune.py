@@ -126,7 +126,7 @@ APPLY_ONLY = ("upsample", "sensor", "apply_batch_size")
 ADDED_LATER = ("sensor",)
 #: StylizeConfig fields added after stylizer folders were first written that enter the settings only when set
 #: away from their default, so folders written before (with the default's behaviour) keep their digest
-OMIT_IF_DEFAULT = ("w_structure", "spn_role", "structure_region", "spn_region", "lesion_ring")
+OMIT_IF_DEFAULT = ("w_structure", "spn_role", "structure_region", "spn_region", "lesion_ring", "ema_decay")
 
 
 def _settings(diffae_sha: str, style_path, content_files, cfg, legacy: bool = False) -> Dict[str, Any]:
@@ -380,6 +380,14 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
         if sc.mix_style_z:
             z_style_mix = enc(y_b)
     params = [p for g_ in opt.param_groups for p in g_["params"]]
+    # stylize.ema_decay: a moving average of D_B's and the SPN's weights, saved as the stylizer at the end
+    ema = [p.detach().clone() for p in params] if sc.ema_decay > 0 else None
+    if ema is not None and ckpt is not None:
+        if ckpt.get("ema") is None:
+            raise StylsegError(f"{ckpt_path}: checkpoint holds no weight average for stylize.ema_decay; "
+                               f"remove it to start again, or fine-tune with --overwrite")
+        for e, v in zip(ema, ckpt["ema"]):
+            e.copy_(v)
     unet_params, spn_params = list(unet_b.parameters()), list(spn.parameters())
 
     def step_opt(terms: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -400,13 +408,17 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
         if sc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, sc.grad_clip)
         opt.step()
+        if ema is not None:
+            with torch.no_grad():
+                for e, p in zip(ema, params):
+                    e.lerp_(p.detach(), 1.0 - sc.ema_decay)
         return total
 
     def save_checkpoint(it: int) -> None:
         if not par.main:
             return
         state = {"digest": digest, "iteration": it, "unet_b": unet_b.state_dict(), "spn": spn.state_dict(),
-                 "opt": opt.state_dict(), "rng": _rng_state(gen), "history": history}
+                 "opt": opt.state_dict(), "rng": _rng_state(gen), "history": history, "ema": ema}
         with atomic_path(ckpt_path) as tmp:
             torch.save(state, tmp)
         write_json(out_dir / HISTORY, {"substitute": embedder_substitute(embedder), "loss_set": sc.loss_set,
@@ -489,6 +501,10 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
         return out_dir
 
     # ---------------------------------------------------------------- the model folder
+    if ema is not None:  # the stylizer is the weight average (the checkpoint keeps the last weights for a resume)
+        with torch.no_grad():
+            for e, p in zip(ema, params):
+                p.copy_(e)
     state = {f"unet_b.{k}": v for k, v in unet_b.state_dict().items()}
     state.update({f"spn.{k}": v for k, v in spn.state_dict().items()})
     sub = embedder_substitute(embedder)
