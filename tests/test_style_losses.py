@@ -157,7 +157,8 @@ def test_osasis_set_takes_the_structure_term_when_weighted():
 
 def test_structure_weight_left_at_default_keeps_earlier_stylizer_digests(tmp_path):
     """A stylizer fitted before stylize.w_structure, stylize.spn_role, stylize.structure_region,
-    stylize.spn_region, stylize.lesion_ring and stylize.ema_decay existed keeps its settings digest; setting any of them refits."""
+    stylize.spn_region, stylize.lesion_ring and stylize.ema_decay existed keeps its settings digest; setting any of
+    them refits."""
     import dataclasses
     import importlib
 
