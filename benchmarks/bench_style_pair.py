@@ -1,0 +1,105 @@
+"""How far the style pair's direction reaches, and how far the stylized arms follow it.
+
+The directional losses (both loss sets) ask D_B to change each content image's embedding by the style pair's
+change ``E(y_B) - E(x_A_style)``, with a magnitude term that asks for that change's length too. ``x_A_style`` is a
+D_A render of the style image: the deeper its depth (``stylize.style_pair_t0``), the less of the style image's look
+it keeps, and the longer that change. This benchmark places the style pair on the source-to-target line of the
+domain means in the weight-free embedder's space (standardised on the source images, as in fine-tuning):
+
+    along(v) = (v - mean_source) . D / |D|^2,   D = mean_target - mean_source
+
+so the source mean is at 0 and the target mean at 1. For each depth and seed (the seed draws the renders' noise;
+fine-tuning uses ``cfg.seed``) it prints where ``y_B`` and ``x_A_style`` lie, the pair's reach (their
+difference along the line) and the cosine of their change with ``D``. With ``--arms``, it prints the same reach for
+the outputs of stylized arm folders against their inputs (paired by name): D_B follows the pair's reach, not the
+target's, so a pair that reaches 0.7 of the way caps how far the arms go. The target images are the run's
+``data/target/test``, which no fine-tuning sees (the method sees one target image); this is a diagnostic.
+
+    python benchmarks/bench_style_pair.py --run runs/gates_cpu [--t0 0.5 0.75 1.0] [--seeds 0 1 2 3]
+        [--arms runs/gates_cpu/bench_stylize/*/st_osasis]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", required=True, help="a run folder with diffae/ and data/ (source/train, target/test, "
+                                                 "style.png), e.g. runs/gates_cpu")
+    ap.add_argument("--style", default=None, help="style image (default: RUN/data/style.png)")
+    ap.add_argument("--t0", type=float, nargs="+", default=[0.25, 0.5, 0.625, 0.75, 0.875, 1.0],
+                    help="depths of the D_A renders (fractions of T)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    ap.add_argument("--tries", type=int, default=4, help="renders per pair (stylize.style_pair_tries)")
+    ap.add_argument("--steps", type=int, default=5, help="UNet calls per render (ddim.apply_gen_steps)")
+    ap.add_argument("--arms", nargs="*", default=[], help="stylized arm folders (images/ named as the inputs)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from stylseg.stylize.embedders import WeightFreeEmbedder
+    from stylseg.stylize.finetune import make_style_pair
+    from stylseg.stylize.pipeline import diffae_size, list_folder, load_diffae, load_folder_tensor
+    from stylseg.utils import StylsegError
+
+    torch.set_num_threads(args.threads)
+    run = Path(args.run)
+    style = Path(args.style) if args.style else run / "data" / "style.png"
+    for need in (run / "diffae", run / "data" / "source" / "train", run / "data" / "target" / "test", style):
+        if not need.exists():
+            raise SystemExit(f"{need}: not found (a run folder made by bench_stylize_gates.py or stylseg reproduce "
+                             f"has it; pass --run RUN)")
+    tic = time.perf_counter()
+    diffae = load_diffae(run / "diffae")
+    size = diffae_size(diffae)
+    src, src_files = load_folder_tensor(run / "data" / "source" / "train", size)
+    tgt, _ = load_folder_tensor(run / "data" / "target" / "test", size)
+    emb = WeightFreeEmbedder().fit(src)
+    with torch.no_grad():
+        e_src, e_tgt = emb(src), emb(tgt)
+        mean_src = e_src.mean(0)
+        d = e_tgt.mean(0) - mean_src
+        dd = float(d @ d)
+        along = lambda e: ((e - mean_src) @ d) / dd
+        cos = lambda v: float(torch.nn.functional.cosine_similarity(v, d, dim=0))
+        print(f"{run}: D_A at {size} px, {len(src)} source images, {len(tgt)} target images; "
+              f"weight-free embedder, source mean at 0, target mean at 1")
+        print(f"the target images themselves: along 1.000 by construction; spread (std of along) "
+              f"{float(along(e_tgt).std()):.3f}; the source images: {float(along(e_src).std()):.3f}")
+        print(f"{'t0':>6} {'seed':>5} {'y_B':>7} {'x_A':>7} {'reach':>7} {'cos':>6}")
+        for t0 in args.t0:
+            reaches = []
+            for seed in args.seeds:
+                y, xa, _ = make_style_pair(diffae, style, t0, args.steps, args.tries, seed=seed)
+                ey, ex = emb(y)[0], emb(xa)[0]
+                reach = float(along(ey) - along(ex))
+                reaches.append(reach)
+                print(f"{t0:>6.3f} {seed:>5d} {float(along(ey)):>7.3f} {float(along(ex)):>7.3f} {reach:>7.3f} "
+                      f"{cos(ey - ex):>6.3f}")
+            t = torch.tensor(reaches)
+            print(f"{t0:>6.3f}  mean reach {float(t.mean()):.3f}, range {float(t.min()):.3f}-{float(t.max()):.3f}")
+        if args.arms:
+            by_stem = {p.stem: i for i, p in enumerate(src_files)}
+            print(f"\n{'reach':>7} {'cos':>6}  arm (outputs vs their inputs)")
+            for arm in args.arms:
+                files = list_folder(arm)
+                missing = [p.name for p in files if p.stem not in by_stem]
+                if missing:
+                    raise StylsegError(f"{arm}: {missing[0]} has no input of that name in "
+                                       f"{run / 'data' / 'source' / 'train'} (pass arms stylized from it)")
+                out, _ = load_folder_tensor(arm, size, files)
+                e_out = emb(out)
+                e_in = e_src[[by_stem[p.stem] for p in files]]
+                delta = e_out - e_in
+                print(f"{float((delta @ d).mean() / dd):>7.3f} {float(torch.nn.functional.cosine_similarity(delta, d.expand_as(delta), dim=1).mean()):>6.3f}  {arm}")
+    print(f"total {time.perf_counter() - tic:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
