@@ -15,6 +15,14 @@ the outputs of stylized arm folders against their inputs (paired by name): D_B f
 target's, so a pair that reaches 0.7 of the way caps how far the arms go. The target images are the run's
 ``data/target/test``, which no fine-tuning sees (the method sees one target image); this is a diagnostic.
 
+For the arms it also splits what the style scores see (``stylseg.stylize.scores.style_features``: CIELAB moments
+and LBP histograms, which no loss uses) into the two groups: how far each group moved toward the target (the
+gap-weighted mean over its features of ``(arm - source) / (target - source)``, 1 = at the target) and how much of
+the domain classifier's logit each group carries (a logistic regression like the score's, fitted here on the
+run's source training images against the target test images). On the synthetic polyp domains the classifier's
+decision rests mostly on LBP, the micro-texture at the scoring size, which a diffusion model working at half that
+size changes only through its upsampling band and the sensor step (docs/stylization.md).
+
     python benchmarks/bench_style_pair.py --run runs/gates_cpu [--t0 0.5 0.75 1.0] [--seeds 0 1 2 3]
         [--arms runs/gates_cpu/bench_stylize/*/st_osasis]
 """
@@ -84,8 +92,33 @@ def main(argv=None) -> int:
             t = torch.tensor(reaches)
             print(f"{t0:>6.3f}  mean reach {float(t.mean()):.3f}, range {float(t.min()):.3f}-{float(t.max()):.3f}")
         if args.arms:
+            import numpy as np
+
+            from stylseg.data.io import list_images, read_image
+            from stylseg.stylize.scores import N_LAB, DomainClassifier, style_features
+
+            feats = lambda folder: np.stack([style_features(read_image(p)) for p in list_images(
+                folder / "images" if (folder / "images").is_dir() else folder)])
+            f_src, f_tgt = feats(run / "data" / "source" / "train"), feats(run / "data" / "target" / "test")
+            clf = DomainClassifier().fit(f_src, f_tgt)
+            scaler, lr = clf.model[0], clf.model[1]
+            gap = f_tgt.mean(0) - f_src.mean(0)
+            z_gap = np.abs(gap) / (np.concatenate([f_src, f_tgt]).std(0) + 1e-9)
+            groups = {"colour": np.arange(N_LAB), "lbp": np.arange(N_LAB, f_src.shape[1])}
+
+            def split(f):
+                reach = (f.mean(0) - f_src.mean(0)) / np.where(np.abs(gap) > 1e-12, gap, 1.0)
+                logit = scaler.transform(f) * lr.coef_[0]
+                return {g: (float((reach[ix] * z_gap[ix]).sum() / z_gap[ix].sum()), float(logit[:, ix].sum(1).mean()))
+                        for g, ix in groups.items()}
+
+            for name, f in (("source images", f_src), ("target images", f_tgt)):
+                parts = split(f)
+                print(f"{name}: logit colour {parts['colour'][1]:+.1f}, LBP {parts['lbp'][1]:+.1f} "
+                      f"(intercept {float(lr.intercept_[0]):+.1f})")
             by_stem = {p.stem: i for i, p in enumerate(src_files)}
-            print(f"\n{'reach':>7} {'cos':>6}  arm (outputs vs their inputs)")
+            print(f"\n{'reach':>7} {'cos':>6} {'colour':>7} {'LBP':>6} {'logit c':>8} {'logit L':>8} {'P':>6}  "
+                  f"arm (embedder reach and cosine vs the inputs; feature-group reach; logit parts; P(target))")
             for arm in args.arms:
                 files = list_folder(arm)
                 missing = [p.name for p in files if p.stem not in by_stem]
@@ -96,7 +129,12 @@ def main(argv=None) -> int:
                 e_out = emb(out)
                 e_in = e_src[[by_stem[p.stem] for p in files]]
                 delta = e_out - e_in
-                print(f"{float((delta @ d).mean() / dd):>7.3f} {float(torch.nn.functional.cosine_similarity(delta, d.expand_as(delta), dim=1).mean()):>6.3f}  {arm}")
+                c = float(torch.nn.functional.cosine_similarity(delta, d.expand_as(delta), dim=1).mean())
+                f_arm = feats(Path(arm))
+                parts = split(f_arm)
+                print(f"{float((delta @ d).mean() / dd):>7.3f} {c:>6.3f} {parts['colour'][0]:>7.2f} "
+                      f"{parts['lbp'][0]:>6.2f} {parts['colour'][1]:>+8.1f} {parts['lbp'][1]:>+8.1f} "
+                      f"{float(clf.p_target(f_arm).mean()):>6.3f}  {arm}")
     print(f"total {time.perf_counter() - tic:.0f}s")
     return 0
 
