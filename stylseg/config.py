@@ -153,7 +153,10 @@ class StylizeConfig:
     #: averages out where the last few batches of 4 happened to push them (docs/stylization.md)
     ema_decay: float = 0.0
     checkpoint_every: int = 5  # fine-tuning iterations between resumable checkpoints
-    upsample: str = "detail"  # diffusion size -> seg size: detail (input + upsampled residual) | bilinear
+    #: diffusion size -> seg size: detail (the input's band above the diffusion size + the upsampled output's change)
+    #: | bilinear | detail_lesion (the input's band on the lesion and lesion_ring only, the upsampled output
+    #: elsewhere; needs the masks, which every paired folder has)
+    upsample: str = "detail"
     #: after upsampling, the stylized arms' blur and noise: "off" (the input's, as upsampling left them) or
     #: "match" (the style image's, estimated from it at the seg size: stylseg.sensor). The recon control
     #: never gets it (it has no style image); see docs/stylization.md
@@ -251,7 +254,7 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "stylize.structure_region": ("image", "lesion"),
     "stylize.spn_region": ("image", "lesion"),
     "stylize.clip_preprocess": ("tensor", "osasis"),
-    "stylize.upsample": ("bilinear", "detail"),
+    "stylize.upsample": ("bilinear", "detail", "detail_lesion"),
     "stylize.sensor": ("off", "match"),
     "eval.protocol": ("standard", "paper"),
 }

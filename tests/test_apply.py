@@ -61,6 +61,15 @@ def test_recon_and_nospn_controls(env):
     assert cfg.stylize.upsample == "detail"  # the default: input + upsampled residual
     want = np.stack([upsample_result(a, s, 32, "detail") for a, s in zip(lo, srcs)])
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    # detail_lesion through the command's path: the masks reach it, and the manifest records it
+    rec_l = apply_stylizer(None, env["source"], env["d"] / "recon_lesion", cfg, mode="recon", diffae_dir=env["diffae"],
+                           device="cpu", progress=False, upsample="detail_lesion")
+    params = json.loads((rec_l / "manifest.json").read_text())["params"]
+    assert params["upsample"] == "detail_lesion" and params["upsample_ring"] == cfg.stylize.lesion_ring
+    masks = [read_mask(env["source"] / "masks" / f"{i:04d}.png") for i in range(2)]
+    want_l = np.stack([upsample_result(a, s, 32, "detail_lesion", m) for a, s, m in zip(lo, srcs, masks)])
+    got_l = np.stack([read_image(rec_l / "images" / f"{i:04d}.png") for i in range(2)])
+    assert np.abs(got_l.astype(int) - want_l.astype(int)).max() <= 1
 
 
 def test_untrained_stylizer_equals_recon(env, tmp_path):
@@ -84,8 +93,36 @@ def test_upsample_detail_formula():
     inner = (hi > 20) & (hi < 235) & (resize_image(lo, 32) < 240)
     assert np.abs((out - hi)[inner] - 10).max() <= 1
     assert np.array_equal(upsample_result(shifted, inp, 32, "bilinear"), resize_image(shifted, 32))
-    with pytest.raises(StylsegError, match="bilinear, detail"):
+    with pytest.raises(StylsegError, match="bilinear, detail, detail_lesion"):
         upsample_result(lo, inp, 32, "nearest")
+
+
+def test_upsample_detail_on_the_lesion_only():
+    """upsample=detail_lesion: the input's band above the diffusion size is kept on the lesion and its ring, and
+    left out far from it (the plain upsampled output there), with a feathered switch; an empty mask keeps it
+    everywhere (= detail); no mask is refused."""
+    from stylseg.stylize.apply import detail_gate
+
+    rng = np.random.default_rng(0)
+    inp = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)  # all detail: every band is strong
+    lo = resize_image(inp, 32)  # the model changed nothing: detail returns the input exactly
+    mask = np.zeros((64, 64), bool)
+    mask[20:30, 24:34] = True
+    hi = resize_image(inp, 64).astype(int)
+    out = upsample_result(lo, inp, 64, "detail_lesion", mask).astype(int)
+    assert np.abs(out[22:28, 26:32] - hi[22:28, 26:32]).max() <= 1  # on the lesion: the input's detail
+    far = (slice(50, 64), slice(0, 14))
+    plain = resize_image(lo, 64).astype(int)
+    assert np.abs(out[far] - plain[far]).mean() < 1.0 and np.abs(out[far] - hi[far]).mean() > 20
+    g = detail_gate(mask, 64)
+    band = np.zeros_like(mask)
+    band[20 - 4:30 + 4, 24 - 4:34 + 4] = True  # within 1/16 of the side of the lesion: the lesion score's band
+    assert g.min() >= 0 and g.max() <= 1 and g[band].min() > 0.95 and g[far].max() < 0.01
+    assert np.abs(np.diff(g, axis=0)).max() < 0.5  # feathered: no hard seam
+    assert np.abs(upsample_result(lo, inp, 64, "detail_lesion", np.zeros_like(mask)).astype(int) - hi).max() <= 1
+    assert np.array_equal(upsample_result(lo, inp, 32, "detail_lesion", mask), lo)  # same size: nothing to do
+    with pytest.raises(StylsegError, match="detail_lesion.*needs each image's mask"):
+        upsample_result(lo, inp, 64, "detail_lesion")
 
 
 def test_interrupted_apply_resumes_to_identical_files(env, monkeypatch):

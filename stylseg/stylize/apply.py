@@ -38,16 +38,21 @@ from .losses import LESION_RING
 from .pipeline import Stylizer, folder_sha256, generate, list_folder, load_diffae, masks_of
 
 MODES = ("st", "recon")
-UPSAMPLE = ("bilinear", "detail")
+UPSAMPLE = ("bilinear", "detail", "detail_lesion")
 SENSOR = ("off", "match")
 
 
-def upsample_result(stylized_lo: np.ndarray, input_img: np.ndarray, size: int, how: str = "bilinear") -> np.ndarray:
+def upsample_result(stylized_lo: np.ndarray, input_img: np.ndarray, size: int, how: str = "bilinear",
+                    mask: Optional[np.ndarray] = None, ring: float = LESION_RING) -> np.ndarray:
     """Bring a stylized image (S,S,3) uint8 from the diffusion size to ``size`` (seg size).
 
     ``bilinear``: resize. ``detail``: ``x_hi + up(stylized_lo - x_lo)`` where ``x_hi`` is the input
-    at ``size`` and ``x_lo`` the input at the diffusion size (what the model saw); rounded and
-    clipped to uint8. Both equal a plain resize when ``size`` is the diffusion size.
+    at ``size`` and ``x_lo`` the input at the diffusion size (what the model saw): the band above the
+    diffusion size's resolution is the input's. ``detail_lesion``: ``up(stylized_lo) + g (x_hi - up(x_lo))``,
+    the input's band on the lesion and its ring only (``g``: ``mask`` (size,size) dilated by ``ring`` x the
+    side, as ``losses.lesion_weight``, feathered by a Gaussian of a quarter of the ring; all ones for an
+    empty mask), the plain upsampled output elsewhere. Rounded and clipped to uint8. All equal a plain
+    resize when ``size`` is the diffusion size.
     """
     if how not in UPSAMPLE:
         raise StylsegError(f"unknown upsampling {how!r}; valid: {', '.join(UPSAMPLE)} (set stylize.upsample)")
@@ -58,11 +63,33 @@ def upsample_result(stylized_lo: np.ndarray, input_img: np.ndarray, size: int, h
         return resize_image(stylized_lo, size)
     import torch.nn.functional as F
 
+    up = lambda a: F.interpolate(torch.from_numpy(a).permute(2, 0, 1)[None], size=(size, size), mode="bilinear",
+                                 align_corners=False)[0].permute(1, 2, 0).numpy()
     x_lo = resize_image(input_img, s).astype(np.float32)
     x_hi = resize_image(input_img, size).astype(np.float32)
-    res = torch.from_numpy(stylized_lo.astype(np.float32) - x_lo).permute(2, 0, 1)[None]
-    up = F.interpolate(res, size=(size, size), mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
-    return np.clip(np.round(x_hi + up), 0, 255).astype(np.uint8)
+    if how == "detail":
+        return np.clip(np.round(x_hi + up(stylized_lo.astype(np.float32) - x_lo)), 0, 255).astype(np.uint8)
+    if mask is None:
+        raise StylsegError("stylize.upsample=detail_lesion keeps the input's detail around the lesion and needs "
+                           "each image's mask (a paired folder with masks/), or set stylize.upsample=detail")
+    g = detail_gate(mask, size, ring)[..., None]
+    out = up(stylized_lo.astype(np.float32)) + g * (x_hi - up(x_lo))
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def detail_gate(mask: np.ndarray, size: int, ring: float = LESION_RING) -> np.ndarray:
+    """Where ``upsample=detail_lesion`` keeps the input's detail: the mask at ``size`` dilated by ``ring`` x the side
+    (``losses.lesion_weight``: all ones for an empty mask), feathered by a Gaussian of a quarter of the ring so
+    that the switch draws no seam; float32 (size,size) in [0,1]."""
+    from scipy import ndimage
+
+    from .losses import lesion_weight
+
+    m = torch.from_numpy((resize_mask(mask, size) > 0).astype(np.float32))[None, None]
+    g = lesion_weight(m, ring)[0, 0].numpy()
+    if g.min() == 1.0:
+        return g
+    return np.clip(ndimage.gaussian_filter(g, sigma=max(0.5, ring * size / 4.0)), 0.0, 1.0).astype(np.float32)
 
 
 def apply_stylizer(model_dir: Optional[os.PathLike], input_dir: os.PathLike, out_dir: os.PathLike, cfg, *,
@@ -134,6 +161,7 @@ def apply_arms(model_dir: Optional[os.PathLike], input_dir: os.PathLike, specs: 
         model_sha, diffae_sha, style = None, folder_sha256(diffae_dir), None
     size = st.size
     seg = int(cfg.data.seg_size)
+    ring = float(cfg.stylize.lesion_ring)
     t0, n_inv, n_gen = cfg.ddim.t0, cfg.ddim.apply_invert_steps, cfg.ddim.apply_gen_steps
     z_style = None
     if needs_model and cfg.stylize.mix_style_z:
@@ -157,6 +185,8 @@ def apply_arms(model_dir: Optional[os.PathLike], input_dir: os.PathLike, specs: 
             params["spn_region"] = st.spn_region
             if st.lesion_ring != LESION_RING:
                 params["lesion_ring"] = st.lesion_ring
+        if how == "detail_lesion":
+            params["upsample_ring"] = ring
         if sp["sensor"] == "match":  # recorded only when on, so that arms written before the option still resume
             params.update(sensor="match", **match.params())
         arm = sp["arm"] or (("st" if use_spn else "st_nospn") if mode == "st" else "recon")
@@ -195,7 +225,7 @@ def apply_arms(model_dir: Optional[os.PathLike], input_dir: os.PathLike, specs: 
                     continue
                 if i not in masks:
                     masks[i] = resize_mask(read_mask(mask_paths[i]), seg)
-                out = upsample_result(outs[k], imgs[k], seg, how)
+                out = upsample_result(outs[k], imgs[k], seg, how, masks[i], ring)
                 w.add(names[i], sensor(out) if sensor is not None else out, masks[i], source_image=files[i])
             w.flush()
         bar.update(len(b))

@@ -41,7 +41,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", default="st", choices=("st", "recon"), help="st (D_B + SPN) or recon (D_A round trip)")
     p.add_argument("--no-spn", action="store_true", help="drop the SPN term (control arm)")
     p.add_argument("--diffae", default=None, help="D_A folder (default: the one recorded in --model)")
-    p.add_argument("--upsample", default=None, choices=("bilinear", "detail"),
+    p.add_argument("--upsample", default=None, choices=("bilinear", "detail", "detail_lesion"),
                    help="diffusion size -> seg size (default: the profile's stylize.upsample)")
     p.add_argument("--arm", default=None, help="arm name in the manifest (default: st, st_nospn or recon)")
     add_common(p)
