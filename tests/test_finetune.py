@@ -102,21 +102,23 @@ def test_folders_written_before_apply_only_fields_still_count_as_finished(env, t
     assert (old / "model.safetensors").stat().st_mtime_ns == mtime
 
 
+class _Stop(Exception):
+    """Interrupts a fine-tuning from its callback (:func:`_stop_at_iteration_3`), as a crash or Ctrl-C would."""
+
+
+def _stop_at_iteration_3(it, i, t, x0):
+    if it == 3:
+        raise _Stop
+
+
 def test_exact_resume(env):
     cfg = env["cfg"].override(**{"stylize.iterations": 4, "stylize.checkpoint_every": 2})
     d = env["d"]
     full = finetune(env["diffae"], env["style"], env["source"], d / "full", cfg, device="cpu", progress=False)
 
-    class Stop(Exception):
-        pass
-
-    def stop(it, i, t, x0):
-        if it == 3:
-            raise Stop
-
-    with pytest.raises(Stop):
+    with pytest.raises(_Stop):
         finetune(env["diffae"], env["style"], env["source"], d / "part", cfg, device="cpu", progress=False,
-                 callback=stop)
+                 callback=_stop_at_iteration_3)
     assert not (d / "part" / "model.safetensors").exists() and (d / "part" / "checkpoint.pt").is_file()
     finetune(env["diffae"], env["style"], env["source"], d / "part", cfg, device="cpu", progress=False)
     _, a = load_model_folder(full, "stylizer")
@@ -148,15 +150,8 @@ def test_weight_average_is_saved_and_resumes_exactly(env):
     assert any(not torch.allclose(half[k], last[k], atol=1e-6) for k in moved)
     assert any(not torch.allclose(half[k], start[k], atol=1e-6) for k in moved)
 
-    class Stop(Exception):
-        pass
-
-    def stop(it, i, t, x0):
-        if it == 3:
-            raise Stop
-
-    with pytest.raises(Stop):
-        run("ema_part", 0.5, callback=stop)
+    with pytest.raises(_Stop):
+        run("ema_part", 0.5, callback=_stop_at_iteration_3)
     assert "ema" in torch.load(d / "ema_part" / "checkpoint.pt", weights_only=False)
     part = load_model_folder(run("ema_part", 0.5), "stylizer")[1]
     assert all(torch.equal(part[k], half[k]) for k in half)
