@@ -183,8 +183,9 @@ def write_run_config(run_dir: os.PathLike, profile: str, sets: Sequence[str]) ->
         saved = RunConfig.load(layout.config)
         if saved.profile == profile:
             cfg = saved
+    cfg = cfg.override(**kv)  # unknown or ill-typed fields raise here, before any notebook runs or folder is made
     layout.root.mkdir(parents=True, exist_ok=True)
-    cfg.override(**kv).save(layout.config)  # unknown or ill-typed fields raise here, before any notebook runs
+    cfg.save(layout.config)
     return kv
 
 

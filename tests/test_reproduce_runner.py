@@ -102,6 +102,9 @@ def test_set_overrides_reach_every_notebook_and_count_for_resume(tmp_path):
     with pytest.raises(StylsegError, match="unknown field 'epoch'"):
         write_run_config(run, "smoke", ["seg.epoch=3"])
     assert write_run_config(tmp_path / "other", "smoke", []) == {} and not (tmp_path / "other").exists()
+    with pytest.raises(StylsegError, match="unknown field 'epoch'"):  # a fresh run folder is not made for nothing
+        write_run_config(tmp_path / "fresh", "smoke", ["seg.epoch=3"])
+    assert not (tmp_path / "fresh").exists()
 
 
 def test_refused_under_a_launcher(tmp_path, monkeypatch, capsys):

@@ -30,10 +30,9 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..data.io import from_tensor_pm1, read_image, read_mask, resize_image, resize_mask
+from ..data.io import from_tensor_pm1, read_image, read_mask, resize_image, resize_mask, to_tensor_pm1
 from ..manifest import ArmWriter
 from ..utils import StylsegError, resolve_device
-from ..data.io import to_tensor_pm1
 from .losses import LESION_RING
 from .pipeline import Stylizer, folder_sha256, generate, list_folder, load_diffae, masks_of
 
