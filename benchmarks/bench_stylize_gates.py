@@ -21,7 +21,9 @@ gate verdicts:
 
 Reuses whatever the run folder already holds (data, D_A, fine-tuned stylizers, arms, oracle). ``--finetune-seed N``
 fine-tunes and applies once more with another seed on the same data, D_A, oracle and classifier (a replicate of one
-setting's fine-tuning noise, in a folder of its own).
+setting's fine-tuning noise, in a folder of its own). Settings that only change how a stylizer is applied
+(``stylize.upsample``, ``stylize.sensor``, ``stylize.apply_batch_size``) reuse the fine-tuning of the same settings
+without them (``RUN/bench_stylize/finetunes/``): trying one costs an apply, not a fine-tuning.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ sys.path.insert(0, str(ROOT))
 #: the SPN gate asks for structure higher with the SPN than without it by at least this much (SSIM_S, whole image
 #: and around the lesion), so that a difference in the third decimal is not read as a pass
 SPN_MARGIN = 0.005
+
+
+def _tag(sets, finetune_seed=None) -> str:
+    """A folder name for a list of ``--set`` items (``stylize.w_structure=0.15`` -> ``w_structure0p15``)."""
+    tag = "_".join(x.replace("stylize.", "").replace("=", "").replace(".", "p") for x in sets) or "default"
+    return tag + (f"_ftseed{finetune_seed}" if finetune_seed is not None else "")
 
 
 def main(argv=None) -> int:
@@ -63,7 +71,7 @@ def main(argv=None) -> int:
     from stylseg.diffusion.train import train_diffae
     from stylseg.layout import RunLayout
     from stylseg.stylize.apply import apply_arms
-    from stylseg.stylize.finetune import finetune
+    from stylseg.stylize.finetune import APPLY_ONLY, finetune
     from stylseg.stylize.scores import format_scores, score_arm, train_oracle
     from stylseg.utils import set_threads, write_json
 
@@ -79,10 +87,14 @@ def main(argv=None) -> int:
                            layout.domain("target", "test"))
     train_diffae(src, layout.diffae, cfg, device=args.device, progress=False, log=lambda *a: None)
     print(f"[{time.perf_counter() - tic:.0f}s] data + D_A ready ({layout.diffae})", flush=True)
-    tag = "_".join(x.replace("stylize.", "").replace("=", "").replace(".", "p") for x in args.set) or "default"
-    if args.finetune_seed is not None:
-        tag += f"_ftseed{args.finetune_seed}"
+    tag = _tag(args.set, args.finetune_seed)
     bench = layout.root / "bench_stylize" / tag
+    # settings that only change how a stylizer is applied (stylize.upsample, .sensor, ...) share one fine-tuning:
+    # it lives under bench_stylize/finetunes/<tag without them>, so trying an apply-only option costs an apply,
+    # not a fine-tuning. A folder that already holds its own finetune_<loss set> (written before) keeps using it
+    apply_only = {f"stylize.{k}" for k in APPLY_ONLY}
+    ft_root = layout.root / "bench_stylize" / "finetunes" / _tag(
+        [x for x in args.set if x.split("=", 1)[0].strip() not in apply_only], args.finetune_seed)
     oracle = train_oracle([src, tgt_tr], layout.root / "bench_stylize" / "oracle", min(cfg.data.seg_size, 64), epochs=args.oracle_epochs,
                           seed=cfg.seed, device=args.device, progress=False)
     arms = {}
@@ -90,8 +102,12 @@ def main(argv=None) -> int:
         c = cfg.override(**{"stylize.loss_set": ls})
         if args.finetune_seed is not None:  # data, D_A, oracle and classifier keep cfg.seed
             c = c.override(seed=args.finetune_seed)
-        ft = finetune(layout.diffae, layout.style_image, src, bench / f"finetune_{ls}", c, device=args.device,
+        ft_dir = bench / f"finetune_{ls}"
+        if not ft_dir.is_dir():
+            ft_dir = ft_root / f"finetune_{ls}"
+        ft = finetune(layout.diffae, layout.style_image, src, ft_dir, c, device=args.device,
                       progress=False, overwrite=True)
+        print(f"[{time.perf_counter() - tic:.0f}s] {ls}: stylizer {ft}", flush=True)
         specs = [{"out": bench / f"st_{ls}", "arm": f"st_{ls}"},
                  {"out": bench / f"st_nospn_{ls}", "arm": f"st_nospn_{ls}", "use_spn": False}]
         if not arms:
