@@ -145,8 +145,7 @@ def test_notebooks_03_04_show_a_lesion_gated_stylizer(smoke_run, tmp_path, monke
     shutil.copy(run / "config.json", copy / "config.json")
     monkeypatch.setenv("STYLSEG_THREADS", os.environ.get("STYLSEG_THREADS", "2"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    sets = write_run_config(copy, "smoke", ["stylize.spn_region=lesion", "stylize.structure_region=lesion",
-                                            "stylize.iterations=2"])
+    sets = write_run_config(copy, "smoke", ["stylize.spn_region=lesion", "stylize.iterations=2"])
     nbs = {p.name[:2]: p for p in pipeline_notebooks()}
     # 04 first, so that 03 finds the lesion-gated stylizer (in the pipeline's order it would find none yet)
     recs = run_notebooks(copy, {"PROFILE": "smoke"}, [nbs["04"], nbs["03"]], log=lambda *_: None,
