@@ -252,3 +252,22 @@ def test_lesion_gated_spn_in_training_and_applying(env):
     with pytest.raises(StylsegError, match="no masks/ subfolder.*spn_region=lesion"):
         finetune(env["diffae"], env["style"], bare, env["d"] / "gate_bare", cfg, device="cpu", progress=False)
     assert not (env["d"] / "gate_bare").exists()
+
+    # Stylizer.masks_for, what notebooks 03 and 04 hand to stylize(): the gated stylizer with the masks of a folder
+    # whose masks cover everything is the ungated one; with the real masks it is not; an SPN on the whole image
+    # needs none, and a folder without masks is refused naming it
+    from stylseg.stylize.pipeline import load_folder_tensor
+
+    st_g, st_p = Stylizer.load(gated), Stylizer.load(plain)
+    x, files = load_folder_tensor(env["source"], st_g.size)
+    full_files = [full / "images" / f.name for f in files]
+    run = lambda st, m: st.stylize(x, strong.ddim.t0, 2, 2, masks=m)
+    assert st_p.masks_for(env["source"], files) is None
+    m = st_g.masks_for(env["source"], files)
+    assert m.shape == (len(files), 1, st_g.size, st_g.size) and 0 < m.mean() < 1
+    assert torch.allclose(run(st_g, st_g.masks_for(full, full_files)), run(st_p, None), atol=1e-5)
+    assert (run(st_g, m) - run(st_p, None)).abs().max() > 1e-2
+    with pytest.raises(StylsegError, match="spn_region=lesion"):
+        run(st_g, None)
+    with pytest.raises(StylsegError, match="gate_no_masks.*masks"):
+        st_g.masks_for(bare, [bare / "images" / f.name for f in files])

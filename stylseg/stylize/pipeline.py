@@ -217,6 +217,15 @@ class Stylizer(nn.Module):
         """The SPN term's gate for a batch with these masks (B,1,S,S) {0,1} or None (:func:`~.spn.spn_gate`)."""
         return spn_gate(masks, self.spn_region, self.lesion_ring)
 
+    def masks_for(self, folder: os.PathLike, files: Sequence[Path]) -> Optional[torch.Tensor]:
+        """What :meth:`stylize` takes as ``masks`` for these ``files`` of the paired ``folder``: their lesion masks at
+        this stylizer's size and on its device for a stylizer fine-tuned with ``stylize.spn_region=lesion``, None for
+        one whose SPN covers the whole image (it needs none). A folder or file without a mask raises
+        :class:`StylsegError` naming it (:func:`load_content_masks`)."""
+        if self.spn_region == "image":
+            return None
+        return load_content_masks(folder, files, self.size).to(next(self.unet_b.parameters()).device)
+
     @torch.no_grad()
     def invert(self, x: torch.Tensor, t0: float, steps: int) -> Tuple[torch.Tensor, torch.Tensor]:
         z = self.diffae.encoder(x)
@@ -226,7 +235,8 @@ class Stylizer(nn.Module):
     def stylize(self, x: torch.Tensor, t0: float, inv_steps: int, gen_steps: int, use_spn: bool = True,
                 z_style: Optional[torch.Tensor] = None, callback=None, masks: Optional[torch.Tensor] = None
                 ) -> torch.Tensor:
-        """``masks`` (B,1,S,S) {0,1}: the lesions, needed by a stylizer fine-tuned with ``stylize.spn_region=lesion``."""
+        """``masks`` (B,1,S,S) {0,1}: the lesions, needed by a stylizer fine-tuned with ``stylize.spn_region=lesion``
+        (:meth:`masks_for` loads them for images of a paired folder)."""
         gate = self.gate(masks) if use_spn else None
         xt, z = self.invert(x, t0, inv_steps)
         return generate(self.unet_b, xt, z, t0, gen_steps, self.schedule, spn=self.spn if use_spn else None,
