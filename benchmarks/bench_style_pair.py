@@ -9,8 +9,11 @@ domain means in the weight-free embedder's space (standardised on the source ima
     along(v) = (v - mean_source) . D / |D|^2,   D = mean_target - mean_source
 
 so the source mean is at 0 and the target mean at 1. For each depth and seed (the seed draws the renders' noise;
-fine-tuning uses ``cfg.seed``) it prints where ``y_B`` and ``x_A_style`` lie, the pair's reach (their
-difference along the line) and the cosine of their change with ``D``. With ``--arms``, it prints the same reach for
+fine-tuning uses ``cfg.seed``) and each way of picking ``x_A_style`` among the renders (``--picks``:
+``fidelity``, OSASIS's nearest-the-style-image, and ``domain``, nearest the source images' mean, which
+``stylize.style_pair_pick`` selects) it prints where ``y_B`` and ``x_A_style`` lie, the pair's reach (their
+difference along the line), the cosine of their change with ``D``, and how far the render lies from the source mean
+(all the domain pick sees: it needs no target image). With ``--arms``, it prints the same reach for
 the outputs of stylized arm folders against their inputs (paired by name): D_B follows the pair's reach, not the
 target's, so a pair that reaches 0.7 of the way caps how far the arms go. The target images are the run's
 ``data/target/test``, which no fine-tuning sees (the method sees one target image); this is a diagnostic.
@@ -23,8 +26,8 @@ run's source training images against the target test images). On the synthetic p
 decision rests mostly on LBP, the micro-texture at the scoring size, which a diffusion model working at half that
 size changes only through its upsampling band and the sensor step (docs/stylization.md).
 
-    python benchmarks/bench_style_pair.py --run runs/gates_cpu [--t0 0.5 0.75 1.0] [--seeds 0 1 2 3]
-        [--arms runs/gates_cpu/bench_stylize/*/st_osasis]
+    python benchmarks/bench_style_pair.py --run runs/gates_cpu [--t0 0.5 0.75 1.0] [--seeds 0 1 2 3] [--tries 16]
+        [--picks fidelity domain] [--arms runs/gates_cpu/bench_stylize/*/st_osasis]
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     ap.add_argument("--tries", type=int, default=4, help="renders per pair (stylize.style_pair_tries)")
     ap.add_argument("--steps", type=int, default=5, help="UNet calls per render (ddim.apply_gen_steps)")
+    ap.add_argument("--picks", nargs="+", default=["fidelity", "domain"], choices=("fidelity", "domain"),
+                    help="how x_A_style is picked among the renders (stylize.style_pair_pick)")
     ap.add_argument("--arms", nargs="*", default=[], help="stylized arm folders (images/ named as the inputs)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -79,18 +84,30 @@ def main(argv=None) -> int:
               f"weight-free embedder, source mean at 0, target mean at 1")
         print(f"the target images themselves: along 1.000 by construction; spread (std of along) "
               f"{float(along(e_tgt).std()):.3f}; the source images: {float(along(e_src).std()):.3f}")
-        print(f"{'t0':>6} {'seed':>5} {'y_B':>7} {'x_A':>7} {'reach':>7} {'cos':>6}")
+        print(f"{'t0':>6} {'seed':>5} {'pick':>9} {'y_B':>7} {'x_A':>7} {'reach':>7} {'cos':>6} {'dist A':>7}   "
+              f"(dist A: the render's distance to the source mean, what pick=domain minimises; the last column: "
+              f"the correlation over the seed's renders of the fidelity error with dist A)")
         for t0 in args.t0:
-            reaches = []
+            reaches = {p: [] for p in args.picks}
             for seed in args.seeds:
-                y, xa, _ = make_style_pair(diffae, style, t0, args.steps, args.tries, seed=seed)
-                ey, ex = emb(y)[0], emb(xa)[0]
-                reach = float(along(ey) - along(ex))
-                reaches.append(reach)
-                print(f"{t0:>6.3f} {seed:>5d} {float(along(ey)):>7.3f} {float(along(ex)):>7.3f} {reach:>7.3f} "
-                      f"{cos(ey - ex):>6.3f}")
-            t = torch.tensor(reaches)
-            print(f"{t0:>6.3f}  mean reach {float(t.mean()):.3f}, range {float(t.min()):.3f}-{float(t.max()):.3f}")
+                scores = {}
+                for pick in args.picks:
+                    y, xa, sc = make_style_pair(diffae, style, t0, args.steps, args.tries, seed=seed, pick=pick,
+                                                embedder=emb, content_mean=mean_src)
+                    scores[pick] = sc
+                    ey, ex = emb(y)[0], emb(xa)[0]
+                    reach = float(along(ey) - along(ex))
+                    reaches[pick].append(reach)
+                    print(f"{t0:>6.3f} {seed:>5d} {pick:>9} {float(along(ey)):>7.3f} {float(along(ex)):>7.3f} "
+                          f"{reach:>7.3f} {cos(ey - ex):>6.3f} {float((ex - mean_src).norm()):>7.2f}", end="")
+                    if pick == args.picks[-1] and len(scores) == 2 and args.tries > 2:
+                        print(f"   corr {float(torch.corrcoef(torch.stack([scores['fidelity'], scores['domain']]))[0, 1]):+.2f}",
+                              end="")
+                    print()
+            for pick, r in reaches.items():
+                t = torch.tensor(r)
+                print(f"{t0:>6.3f}  {pick:>9}: mean reach {float(t.mean()):.3f}, range {float(t.min()):.3f}-"
+                      f"{float(t.max()):.3f}")
         if args.arms:
             import numpy as np
 

@@ -139,6 +139,11 @@ class StylizeConfig:
     #: boundary, so a ring down to 1/16 still covers it and leaves more of the image to the style
     lesion_ring: float = 0.125
     style_pair_tries: int = 4
+    #: how x_A_style is picked among the style_pair_tries renders: "fidelity" (OSASIS: nearest the style image,
+    #: 10 L1 + (1 - MS-SSIM)) or "domain" (nearest the content images' mean in the style embedder's space: the
+    #: render most typical of domain A, which makes the style direction E(y_B) - E(x_A_style) long and clean; with
+    #: "fidelity" the fine-tuning's style depended on which render the seed drew, docs/stylization.md)
+    style_pair_pick: str = "fidelity"
     #: depth (fraction of T) of the D_A renders that make x_A_style; 0 = ddim.t0. OSASIS renders the style image
     #: half-way (0.5): at a shallow depth x_A_style keeps the style image's own look and the style direction
     #: E(y_B) - E(x_A_style) nearly vanishes (docs/stylization.md)
@@ -256,6 +261,7 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "stylize.clip_preprocess": ("tensor", "osasis"),
     "stylize.upsample": ("bilinear", "detail", "detail_lesion"),
     "stylize.sensor": ("off", "match"),
+    "stylize.style_pair_pick": ("fidelity", "domain"),
     "eval.protocol": ("standard", "paper"),
 }
 

@@ -36,6 +36,48 @@ def test_style_pair_any_size_and_mode(env, tmp_path):
     assert torch.equal(xa, xa2) and torch.equal(err, err2)
 
 
+def test_style_pair_picked_by_domain_is_the_render_nearest_the_content_mean(env, tmp_path):
+    """stylize.style_pair_pick=domain: x_A_style is the render whose embedding is nearest the content images' mean
+    embedding. With an embedder that returns an image's mean brightness, a mean far above every render picks the
+    brightest and one far below the darkest; fidelity (the default) is what it was; misuse is refused."""
+    from stylseg.stylize.finetune import content_mean_embedding
+
+    m = load_diffae(env["diffae"])
+    style = env["style"]
+    bright = lambda x: x.mean(dim=(1, 2, 3))[:, None]
+    picks = {}
+    for target in (100.0, -100.0):
+        _, xa, dist = make_style_pair(m, style, 0.5, 2, tries=6, seed=3, pick="domain", embedder=bright,
+                                      content_mean=torch.tensor([target]))
+        assert dist.shape == (6,) and torch.allclose(dist.min(), (bright(xa)[0, 0] - target).abs(), atol=1e-4)
+        picks[target] = (xa, dist)
+    (xa_hi, d_hi), (xa_lo, d_lo) = picks[100.0], picks[-100.0]
+    means = 100.0 - d_hi  # every render's brightness, from the distances to +100
+    assert torch.allclose(-100.0 + d_lo, means, atol=1e-4)
+    assert means.max() - means.min() > 1e-3  # the renders differ, so the two picks are two renders
+    assert torch.isclose(bright(xa_hi)[0, 0], means.max(), atol=1e-4)
+    assert torch.isclose(bright(xa_lo)[0, 0], means.min(), atol=1e-4)
+    _, xa_f, _ = make_style_pair(m, style, 0.5, 2, tries=6, seed=3)
+    _, xa_f2, _ = make_style_pair(m, style, 0.5, 2, tries=6, seed=3, pick="fidelity", embedder=bright,
+                                  content_mean=torch.tensor([100.0]))
+    assert torch.equal(xa_f, xa_f2)
+    with pytest.raises(StylsegError, match="needs the style embedder"):
+        make_style_pair(m, style, 0.5, 2, tries=2, pick="domain")
+    with pytest.raises(StylsegError, match="unknown style pair pick 'nearest'.*fidelity, domain"):
+        make_style_pair(m, style, 0.5, 2, tries=2, pick="nearest")
+    # the content mean is the mean of the embeddings, batch by batch
+    x = torch.rand(7, 3, 16, 16) * 2 - 1
+    assert torch.allclose(content_mean_embedding(bright, x, batch=3), bright(x).mean(0), atol=1e-6)
+
+    # in finetune: the pair made with the domain pick is recorded as such
+    cfg = env["cfg"].override(**{"stylize.style_pair_pick": "domain", "stylize.iterations": 1})
+    out = finetune(env["diffae"], style, env["source"], tmp_path / "ft_domain", cfg, device="cpu", progress=False)
+    rec = json.loads((out / "style_pair.json").read_text())
+    assert rec["pick"] == "domain" and "content images' mean" in rec["criterion"]
+    assert rec["best"] == int(np.argmin(rec["errors"])) and len(rec["errors"]) == cfg.stylize.style_pair_tries
+    assert json.loads((out / "config.json").read_text())["config"]["stylize"]["style_pair_pick"] == "domain"
+
+
 def test_finetune_writes_a_loadable_stylizer(env):
     cfg, d = env["cfg"], env["d"]
     da_state = {k: v.clone() for k, v in load_diffae(env["diffae"]).state_dict().items()}

@@ -157,8 +157,8 @@ def test_osasis_set_takes_the_structure_term_when_weighted():
 
 def test_structure_weight_left_at_default_keeps_earlier_stylizer_digests(tmp_path):
     """A stylizer fitted before stylize.w_structure, stylize.spn_role, stylize.structure_region,
-    stylize.spn_region, stylize.lesion_ring and stylize.ema_decay existed keeps its settings digest; setting any of
-    them refits."""
+    stylize.spn_region, stylize.lesion_ring, stylize.ema_decay and stylize.style_pair_pick existed keeps its settings
+    digest; setting any of them refits."""
     import dataclasses
     import importlib
 
@@ -171,7 +171,8 @@ def test_structure_weight_left_at_default_keeps_earlier_stylizer_digests(tmp_pat
     assert "w_structure" not in now["stylize"] and "spn_role" not in now["stylize"]
     before = dict(now, stylize={k: v for k, v in dataclasses.asdict(cfg.stylize).items()
                                 if k not in ft.APPLY_ONLY + ("w_structure", "spn_role", "structure_region",
-                                                                            "spn_region", "lesion_ring", "ema_decay")})
+                                                                            "spn_region", "lesion_ring", "ema_decay",
+                                                                            "style_pair_pick")})
     assert ft._digest(now) == ft._digest(before)
     weighted = ft._settings("d" * 64, style, files, cfg.override(**{"stylize.w_structure": 1.0}))
     assert weighted["stylize"]["w_structure"] == 1.0 and ft._digest(weighted) != ft._digest(now)
@@ -191,6 +192,9 @@ def test_structure_weight_left_at_default_keeps_earlier_stylizer_digests(tmp_pat
     averaged = ft._settings("d" * 64, style, files, cfg.override(**{"stylize.ema_decay": 0.9}))
     assert "ema_decay" not in now["stylize"] and averaged["stylize"]["ema_decay"] == 0.9
     assert ft._digest(averaged) != ft._digest(now)
+    picked = ft._settings("d" * 64, style, files, cfg.override(**{"stylize.style_pair_pick": "domain"}))
+    assert "style_pair_pick" not in now["stylize"] and picked["stylize"]["style_pair_pick"] == "domain"
+    assert ft._digest(picked) != ft._digest(now)
 
 
 def test_lesion_focused_structure_term_looks_only_at_the_lesion_and_its_ring():

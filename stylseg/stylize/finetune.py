@@ -31,7 +31,9 @@ term; ``"joint"`` (default) sums every term into one loss for both, as the paper
 
 Interpretations (METHOD.md section 7) are the kit's and are parameters: the style pair
 (``y_B`` = the style image resized to the DiffAE size, ``x_A_style`` = the best of
-``style_pair_tries`` SDEdit renders by D_A, chosen by ``10 L1 + (1 - MS-SSIM)``), ``L_SPN``
+``style_pair_tries`` SDEdit renders by D_A, chosen by ``10 L1 + (1 - MS-SSIM)`` or, with
+``stylize.style_pair_pick=domain``, the render nearest the content images' mean in the style embedder's space),
+``L_SPN``
 as a structure-map loss, ``L_cycle`` with gradients through the last D_B call.
 """
 
@@ -77,12 +79,25 @@ FinetuneCallback = Callable[[int, int, int, torch.Tensor], None]
 
 
 # --------------------------------------------------------------------------- the style pair
+#: how x_A_style is picked among the D_A renders of the style image (stylize.style_pair_pick)
+STYLE_PAIR_PICKS = ("fidelity", "domain")
+
+
 @torch.no_grad()
-def make_style_pair(diffae, style_path: os.PathLike, t0: float, steps: int, tries: int = 4, seed: int = 0):
-    """``(y_B, x_A_style, errors)``: the style image (1,3,S,S) in [-1,1] at the DiffAE size and
+def make_style_pair(diffae, style_path: os.PathLike, t0: float, steps: int, tries: int = 4, seed: int = 0,
+                    pick: str = "fidelity", embedder=None, content_mean: Optional[torch.Tensor] = None):
+    """``(y_B, x_A_style, scores)``: the style image (1,3,S,S) in [-1,1] at the DiffAE size and
     the best of ``tries`` D_A SDEdit renders of it (noise ``y_B`` to ``t0``, denoise with D_A
-    conditioned on ``Enc(y_B)``, ``steps`` UNet calls), chosen by ``10 L1 + (1 - MS-SSIM)``
-    (OSASIS uses ``10 L1 + LPIPS``; LPIPS weights are not at hand offline). ``errors`` (tries,).
+    conditioned on ``Enc(y_B)``, ``steps`` UNet calls). ``scores`` (tries,), lowest picked:
+
+    - ``pick="fidelity"`` (OSASIS): ``10 L1 + (1 - MS-SSIM)`` against the style image (OSASIS uses
+      ``10 L1 + LPIPS``; LPIPS weights are not at hand offline);
+    - ``pick="domain"``: the distance of the render's ``embedder`` embedding to ``content_mean``, the mean
+      embedding of the domain-A content images. ``x_A_style`` stands for the style image as domain A would
+      show it, and the style direction ``E(y_B) - E(x_A_style)`` is only as long and as clean as the render is
+      typical of domain A. Fidelity does not measure that: on the synthetic polyp domains it is uncorrelated with
+      how far the render lies toward the source (docs/stylization.md), so the fine-tuning's style depended on
+      which render the seed drew. It needs only the source images and the one style image.
 
     A style image of any size, aspect or mode (grayscale, RGBA, palette, 16-bit) is converted
     to RGB and resized to a square, as the paper resizes every image."""
@@ -96,23 +111,49 @@ def make_style_pair(diffae, style_path: os.PathLike, t0: float, steps: int, trie
     xt = diffae.schedule.add_noise(ys, noise, torch.full((tries,), t_top, device=dev))
     z = diffae.encoder(y).expand(tries, -1)
     renders = generate(diffae.unet, xt, z, t0, steps, diffae.schedule)
-    err = 10 * (renders - ys).abs().mean(dim=(1, 2, 3)) + (1 - ms_ssim((renders + 1) / 2, (ys + 1) / 2))
+    if pick == "fidelity":
+        err = 10 * (renders - ys).abs().mean(dim=(1, 2, 3)) + (1 - ms_ssim((renders + 1) / 2, (ys + 1) / 2))
+    elif pick == "domain":
+        if embedder is None or content_mean is None:
+            raise StylsegError("style_pair_pick=domain needs the style embedder and the content images' mean "
+                               "embedding (finetune passes both)")
+        with torch.no_grad():
+            err = (embedder(renders) - content_mean.to(renders.device)).norm(dim=-1)
+    else:
+        raise StylsegError(f"unknown style pair pick {pick!r}; valid: {', '.join(STYLE_PAIR_PICKS)} "
+                           f"(set stylize.style_pair_pick)")
     best = int(torch.argmin(err))
     return y, renders[best:best + 1], err.cpu()
 
 
-def _load_or_make_style_pair(diffae, style_path, out_dir: Path, cfg, device):
+def content_mean_embedding(embedder, content: torch.Tensor, device="cpu", batch: int = 32) -> torch.Tensor:
+    """The mean embedding (D,) of the content images (N,3,S,S) in [-1,1], in batches on ``device``."""
+    dev = torch.device(device)
+    with torch.no_grad():
+        total = sum(embedder(content[i:i + batch].to(dev)).sum(0) for i in range(0, len(content), batch))
+    return total / len(content)
+
+
+#: what style_pair.json names as each pick's criterion
+_PICK_CRITERION = {"fidelity": "10*L1 + (1 - MS-SSIM)",
+                   "domain": "distance to the content images' mean in the style embedder's space"}
+
+
+def _load_or_make_style_pair(diffae, style_path, out_dir: Path, cfg, device, embedder=None, content_mean=None):
     """Make the style pair once, save it as PNG in ``out_dir`` and always use the PNG versions
     (so that a resumed run sees exactly the same pair)."""
     py, px = out_dir / STYLE_Y, out_dir / STYLE_XA
     if not (py.is_file() and px.is_file()):
         t0 = cfg.stylize.style_pair_t0 or cfg.ddim.t0  # both range-checked with the config (config.RANGES)
+        pick = cfg.stylize.style_pair_pick
         y, xa, err = make_style_pair(diffae, style_path, t0, cfg.ddim.apply_gen_steps,
-                                     cfg.stylize.style_pair_tries, seed=cfg.seed)
+                                     cfg.stylize.style_pair_tries, seed=cfg.seed, pick=pick, embedder=embedder,
+                                     content_mean=content_mean)
         write_image(py, from_tensor_pm1(y[0]))
         write_image(px, from_tensor_pm1(xa[0]))
         write_json(out_dir / "style_pair.json", {"errors": err.tolist(), "best": int(torch.argmin(err)), "t0": t0,
-                                                 "criterion": "10*L1 + (1 - MS-SSIM)", "style": str(style_path)})
+                                                 "pick": pick, "criterion": _PICK_CRITERION[pick],
+                                                 "style": str(style_path)})
     s = diffae_size(diffae)
     return load_image_pm1(py, s).unsqueeze(0).to(device), load_image_pm1(px, s).unsqueeze(0).to(device)
 
@@ -126,7 +167,8 @@ APPLY_ONLY = ("upsample", "sensor", "apply_batch_size")
 ADDED_LATER = ("sensor",)
 #: StylizeConfig fields added after stylizer folders were first written that enter the settings only when set
 #: away from their default, so folders written before (with the default's behaviour) keep their digest
-OMIT_IF_DEFAULT = ("w_structure", "spn_role", "structure_region", "spn_region", "lesion_ring", "ema_decay")
+OMIT_IF_DEFAULT = ("w_structure", "spn_role", "structure_region", "spn_region", "lesion_ring", "ema_decay",
+                   "style_pair_pick")
 
 
 def _settings(diffae_sha: str, style_path, content_files, cfg, legacy: bool = False) -> Dict[str, Any]:
@@ -291,6 +333,9 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
                            f"stylize.structure_region=image")
     if sc.spn_region not in SPN_REGIONS:
         raise StylsegError(f"unknown SPN region {sc.spn_region!r}; valid: {', '.join(SPN_REGIONS)} (set stylize.spn_region)")
+    if sc.style_pair_pick not in STYLE_PAIR_PICKS:
+        raise StylsegError(f"unknown style pair pick {sc.style_pair_pick!r}; valid: {', '.join(STYLE_PAIR_PICKS)} "
+                           f"(set stylize.style_pair_pick)")
     if sc.backprop not in BACKPROP:
         raise StylsegError(f"unknown backprop mode {sc.backprop!r}; valid: {', '.join(BACKPROP)} (set stylize.backprop)")
     if sc.iterations < 0 or sc.batch_size < 1:
@@ -341,12 +386,15 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
 
     # ---------------------------------------------------------------- models, losses, optimizer
     seed_everything(cfg.seed)
+    # the embedder first: style_pair_pick=domain picks x_A_style with it (making the pair draws no global random
+    # numbers, so the order leaves every other draw as it was)
+    embedder = make_embedder(sc, source=content if sc.embedder == "weightfree" else None, device=dev)
+    c_mean = content_mean_embedding(embedder, content, dev) if sc.style_pair_pick == "domain" else None
     if par.world > 1:  # the main process makes the style pair's files, the others then read them
         if par.main:
-            _load_or_make_style_pair(diffae, style_path, out_dir, cfg, dev)
+            _load_or_make_style_pair(diffae, style_path, out_dir, cfg, dev, embedder, c_mean)
         par.wait()
-    y_b, x_as = _load_or_make_style_pair(diffae, style_path, out_dir, cfg, dev)
-    embedder = make_embedder(sc, source=content if sc.embedder == "weightfree" else None, device=dev)
+    y_b, x_as = _load_or_make_style_pair(diffae, style_path, out_dir, cfg, dev, embedder, c_mean)
     loss = StyleLoss(sc, embedder, y_b, x_as).to(dev)
     split = sc.spn_role in ("structure", "guard")
     unet_b = copy.deepcopy(diffae.unet).to(dev)
