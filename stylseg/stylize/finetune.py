@@ -95,9 +95,9 @@ def make_style_pair(diffae, style_path: os.PathLike, t0: float, steps: int, trie
     - ``pick="domain"``: the distance of the render's ``embedder`` embedding to ``content_mean``, the mean
       embedding of the domain-A content images. ``x_A_style`` stands for the style image as domain A would
       show it, and the style direction ``E(y_B) - E(x_A_style)`` is only as long and as clean as the render is
-      typical of domain A. Fidelity does not measure that: on the synthetic polyp domains it is uncorrelated with
-      how far the render lies toward the source (docs/stylization.md), so the fine-tuning's style depended on
-      which render the seed drew. It needs only the source images and the one style image.
+      typical of domain A. Fidelity works against that: on the synthetic polyp domains the render nearest the style
+      image is the one least like domain A (docs/stylization.md), and the fine-tuning's style depended on which
+      render the seed drew. It needs only the source images and the one style image.
 
     A style image of any size, aspect or mode (grayscale, RGBA, palette, 16-bit) is converted
     to RGB and resized to a square, as the paper resizes every image."""
