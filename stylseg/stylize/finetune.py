@@ -101,6 +101,12 @@ def make_style_pair(diffae, style_path: os.PathLike, t0: float, steps: int, trie
 
     A style image of any size, aspect or mode (grayscale, RGBA, palette, 16-bit) is converted
     to RGB and resized to a square, as the paper resizes every image."""
+    if pick not in STYLE_PAIR_PICKS:  # before the renders are made
+        raise StylsegError(f"unknown style pair pick {pick!r}; valid: {', '.join(STYLE_PAIR_PICKS)} "
+                           f"(set stylize.style_pair_pick)")
+    if pick == "domain" and (embedder is None or content_mean is None):
+        raise StylsegError("style_pair_pick=domain needs the style embedder and the content images' mean "
+                           "embedding (finetune passes both)")
     s = diffae_size(diffae)
     dev = next(diffae.parameters()).device
     y = load_image_pm1(style_path, s).unsqueeze(0).to(dev)
@@ -113,15 +119,8 @@ def make_style_pair(diffae, style_path: os.PathLike, t0: float, steps: int, trie
     renders = generate(diffae.unet, xt, z, t0, steps, diffae.schedule)
     if pick == "fidelity":
         err = 10 * (renders - ys).abs().mean(dim=(1, 2, 3)) + (1 - ms_ssim((renders + 1) / 2, (ys + 1) / 2))
-    elif pick == "domain":
-        if embedder is None or content_mean is None:
-            raise StylsegError("style_pair_pick=domain needs the style embedder and the content images' mean "
-                               "embedding (finetune passes both)")
-        with torch.no_grad():
-            err = (embedder(renders) - content_mean.to(renders.device)).norm(dim=-1)
     else:
-        raise StylsegError(f"unknown style pair pick {pick!r}; valid: {', '.join(STYLE_PAIR_PICKS)} "
-                           f"(set stylize.style_pair_pick)")
+        err = (embedder(renders) - content_mean.to(renders.device)).norm(dim=-1)
     best = int(torch.argmin(err))
     return y, renders[best:best + 1], err.cpu()
 
