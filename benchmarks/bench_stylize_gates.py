@@ -39,6 +39,10 @@ sys.path.insert(0, str(ROOT))
 #: the SPN gate asks for structure higher with the SPN than without it by at least this much (SSIM_S, whole image
 #: and around the lesion), so that a difference in the third decimal is not read as a pass
 SPN_MARGIN = 0.005
+#: "matched style" for the SPN gate: P(target) with and without the SPN within this much
+MATCHED_DP = 0.05
+#: an SPN arm whose FD ratio exceeds the SPN-free arm's by more than this is flagged "further from the target"
+FD_FLAG = 0.05
 
 
 def _tag(sets, finetune_seed=None) -> str:
@@ -169,14 +173,14 @@ def main(argv=None) -> int:
                 dp = abs(a["style_p_target_output"] - b["style_p_target_output"])
                 # higher by more than a rounding difference, on the whole image and around the lesion
                 better = all(a[k] - b[k] >= SPN_MARGIN for k in ("structure_ssim", "structure_ssim_lesion"))
-                print(f"  SPN ({ls}{suffix}): dP(target) = {dp:.3f} ({'matched' if dp <= 0.05 else 'NOT matched'}), "
+                print(f"  SPN ({ls}{suffix}): dP(target) = {dp:.3f} ({'matched' if dp <= MATCHED_DP else 'NOT matched'}), "
                       f"SSIM_S with {a['structure_ssim']:.3f} vs without {b['structure_ssim']:.3f} (around the lesion "
                       f"{a['structure_ssim_lesion']:.3f} vs {b['structure_ssim_lesion']:.3f}): "
                       f"{'with SPN higher' if better else f'with SPN NOT higher by >= {SPN_MARGIN}'}; FD ratio with "
                       f"{a['style_fd_ratio']:.3f} vs without {b['style_fd_ratio']:.3f}"
                       # the match is in P(target) only: an SPN arm further from the target kept structure by taking
                       # back style, which the reader should see next to the verdict
-                      + (" (further from the target with the SPN)" if a["style_fd_ratio"] > b["style_fd_ratio"] + 0.05
+                      + (" (further from the target with the SPN)" if a["style_fd_ratio"] > b["style_fd_ratio"] + FD_FLAG
                          else ""))
     for suffix in ("", "_sensor"):
         st_best = max((r for k, r in rows.items() if k.startswith("st_") and "nospn" not in k
