@@ -94,6 +94,8 @@ def test_missing_clip_weights_offline_names_fetch_and_fallback():
         make_embedder(cfg)
     msg = str(ei.value)
     assert "stylseg weights fetch clip-vit-b-32-openai" in msg and "stylize.embedder=weightfree" in msg
+    assert "stylize.clip_pretrained=" in msg  # a local file is the third way
+    assert msg.count("stylseg weights fetch") == 1  # said once, with the download address
 
 
 def test_unknown_embedder_lists_valid():

@@ -184,9 +184,9 @@ def resolve_clip_weights(model: str, pretrained: str) -> Optional[str]:
         try:
             return str(_weights.resolve(key))
         except StylsegError as e:
-            raise StylsegError(f"CLIP weights {model}/{pretrained} are not available: {e}; "
-                               f"fetch them with `stylseg weights fetch {key}` (needs internet), "
-                               f"pass a local file with --set stylize.clip_pretrained=/path/to/weights, {fallback}") from None
+            # the registry's message already names `stylseg weights fetch KEY` and the download address
+            raise StylsegError(f"CLIP weights {model}/{pretrained} are not available: {e}; or pass a local file "
+                               f"with --set stylize.clip_pretrained=/path/to/weights, {fallback}") from None
         except KeyError:
             pass
     raise StylsegError(f"CLIP weights {model}/{pretrained} not found (no local file {pretrained!r}); "
