@@ -209,6 +209,63 @@ def test_paper_set_with_cycle_and_chain_backprop(env):
     assert Stylizer.load(out).spn.form == "osasis"
 
 
+def test_loss_divergence_flags_a_loss_that_falls_and_rises_again():
+    from stylseg.stylize.finetune import loss_divergence
+
+    hist = lambda totals: [{"iteration": i, "total": v} for i, v in enumerate(totals)]
+    falling = [18.5 * 0.95 ** i for i in range(100)]
+    assert loss_divergence(hist(falling)) is None
+    # wobbling near its low (0.05 -> 0.2, four times the low but nothing given back of the fall from 18.5)
+    wobble = [18.5 * 0.8 ** i for i in range(40)] + [0.05, 0.2] * 30
+    assert loss_divergence(hist(wobble)) is None
+    # the cpu profile's diverging `guard` run: 18.5 -> 1.75 by iteration 30 -> 33.8 at 99
+    diverged = [18.5 - (18.5 - 1.75) * i / 30 for i in range(31)] + [1.75 + (33.8 - 1.75) * i / 69 for i in range(1, 70)]
+    d = loss_divergence(hist(diverged))
+    assert d is not None and d["window"] == 10 and d["lowest_window"][0] <= 30 <= d["lowest_window"][1]
+    assert d["last_mean"] > 4 * d["lowest_mean"] and d["first_mean"] > d["lowest_mean"]
+    assert loss_divergence(hist(diverged[:19])) is None  # too short to tell
+    assert loss_divergence(hist(diverged), window=200) is None
+
+
+def test_a_diverging_fine_tuning_warns_and_is_recorded(env, tmp_path, monkeypatch):
+    """The loss terms scaled to fall and then rise (as the cpu profile's `guard` SPN at lr_spn=1e-4 did): the
+    fine-tuning finishes, warns naming the fix, and records it in history.json and the model folder."""
+    from stylseg.stylize.losses import StyleLoss
+
+    cfg = env["cfg"].override(**{"stylize.iterations": 24})
+    per_it = cfg.ddim.finetune_gen_steps
+    calls = {"n": 0}
+    orig = StyleLoss.terms
+
+    def scaled(self, *a, **k):
+        it = calls["n"] // per_it
+        calls["n"] += 1
+        f = 10.0 if it < 8 else (1.0 if it < 14 else 40.0)
+        return {name: v * f for name, v in orig(self, *a, **k).items()}
+
+    monkeypatch.setattr(StyleLoss, "terms", scaled)
+    out = tmp_path / "ft_div"
+    with pytest.warns(UserWarning, match="diverging.*stylize.lr_spn"):
+        finetune(env["diffae"], env["style"], env["source"], out, cfg, device="cpu", progress=False)
+    assert calls["n"] == 24 * per_it
+    h = json.loads((out / "history.json").read_text())
+    assert h["diverging"] and h["diverging"]["last_mean"] > 4 * h["diverging"]["lowest_mean"]
+    assert json.loads((out / "config.json").read_text())["diverging"] == h["diverging"]
+    # the same run without the rise is not flagged
+    monkeypatch.setattr(StyleLoss, "terms", orig)
+    out2 = tmp_path / "ft_ok"
+    finetune(env["diffae"], env["style"], env["source"], out2, cfg, device="cpu", progress=False)
+    assert json.loads((out2 / "history.json").read_text())["diverging"] is None
+
+
+def test_a_non_finite_loss_stops_the_fine_tuning_naming_the_fix(env, tmp_path):
+    cfg = env["cfg"].override(**{"stylize.iterations": 3, "stylize.lr_unet": 10.0, "stylize.lr_spn": 10.0})
+    out = tmp_path / "ft_nan"
+    with pytest.raises(StylsegError, match=r"loss became (nan|inf|-inf) at iteration \d.*Lower stylize.lr_unet \(10\)"):
+        finetune(env["diffae"], env["style"], env["source"], out, cfg, device="cpu", progress=False)
+    assert not (out / "model.safetensors").exists()
+
+
 def test_bad_inputs(env, tmp_path):
     cfg = env["cfg"]
     (tmp_path / "notamodel").mkdir()

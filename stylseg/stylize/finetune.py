@@ -41,9 +41,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -295,6 +297,32 @@ class _Parallel:
 
 
 # --------------------------------------------------------------------------- the loop
+#: a fine-tuning is flagged as diverging when the mean total loss of its last DIVERGE_WINDOW iterations is at least
+#: DIVERGE_FACTOR x the lowest such mean and has given back at least DIVERGE_GIVEN_BACK of what the loss had fallen
+#: from its first window to that lowest one (the cpu profile's `guard` SPN at lr_spn=1e-4: 18.5 -> 1.75 -> 33.8)
+DIVERGE_WINDOW = 10
+DIVERGE_FACTOR = 4.0
+DIVERGE_GIVEN_BACK = 0.25
+
+
+def loss_divergence(history: List[Dict[str, Any]], window: int = DIVERGE_WINDOW, factor: float = DIVERGE_FACTOR,
+                    given_back: float = DIVERGE_GIVEN_BACK) -> Optional[Dict[str, Any]]:
+    """Whether a fine-tuning's total loss fell and then rose again: None, or ``{"lowest_mean", "lowest_window",
+    "last_mean", "first_mean", "window"}`` (means over ``window`` iterations; ``lowest_window``: the iterations
+    of the lowest mean). Needs at least 2 x ``window`` iterations; a loss that only falls, or wobbles near its low,
+    is not flagged."""
+    its = [(int(r["iteration"]), float(r["total"])) for r in history if "total" in r]
+    if len(its) < 2 * window:
+        return None
+    means = [sum(v for _, v in its[i:i + window]) / window for i in range(len(its) - window + 1)]
+    lo = min(range(len(means)), key=means.__getitem__)
+    first, low, last = means[0], means[lo], means[-1]
+    if lo == len(means) - 1 or not (low > 0 and last >= factor * low and last - low >= given_back * (first - low)):
+        return None
+    return {"lowest_mean": round(low, 6), "lowest_window": [its[lo][0], its[lo + window - 1][0]],
+            "last_mean": round(last, 6), "first_mean": round(first, 6), "window": window}
+
+
 def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.PathLike, out_dir: os.PathLike,
              cfg, *, resume: bool = True, overwrite: bool = False, device="auto",
              callback: Optional[FinetuneCallback] = None, progress: bool = True) -> Path:
@@ -469,7 +497,8 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
         with atomic_path(ckpt_path) as tmp:
             torch.save(state, tmp)
         write_json(out_dir / HISTORY, {"substitute": embedder_substitute(embedder), "loss_set": sc.loss_set,
-                                       "weights": loss.weights, "iterations": history})
+                                       "weights": loss.weights, "iterations": history,
+                                       "diverging": loss_divergence(history)})
 
     if not par.main:
         callback = None
@@ -535,6 +564,13 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
             record(terms, total)
         rec = {"iteration": it, "seconds": round(time.perf_counter() - tic, 4), "updates": n_updates}
         rec.update(par.mean({k: v / max(n_updates, 1) for k, v in sums.items()}))
+        if not math.isfinite(rec.get("total", 0.0)):  # every process sees the same mean, so all stop here
+            bad = sorted(k for k, v in rec.items() if isinstance(v, float) and not math.isfinite(v))
+            raise StylsegError(
+                f"{out_dir}: the fine-tuning's loss became {rec['total']} at iteration {it} (terms: {', '.join(bad)}); "
+                f"the weights are ruined and nothing of this iteration was saved. Lower stylize.lr_unet "
+                f"({sc.lr_unet:g}) or stylize.lr_spn ({sc.lr_spn:g}), or set stylize.grad_clip (now {sc.grad_clip:g}), "
+                f"and start over (overwrite=True, or another --out folder)")
         history.append(rec)
         if progress:
             bar.set_postfix({k: f"{v:.3g}" for k, v in rec.items() if k not in ("iteration", "seconds", "updates")})
@@ -546,6 +582,17 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     if not par.main:
         par.wait()
         return out_dir
+
+    diverging = loss_divergence(history)
+    if diverging:
+        warnings.warn(
+            f"{out_dir}: the fine-tuning's total loss fell to {diverging['lowest_mean']:.3g} (mean of iterations "
+            f"{diverging['lowest_window'][0]}-{diverging['lowest_window'][1]}) and rose again to "
+            f"{diverging['last_mean']:.3g} (the last {diverging['window']} iterations): it is diverging, and the "
+            f"stylized images are likely ruined. Look at them before using the stylizer; lower stylize.lr_spn "
+            f"({sc.lr_spn:g}; 1e-5 for spn_role=guard on the cpu profile) or stylize.lr_unet ({sc.lr_unet:g}), or set "
+            f"stylize.grad_clip. Recorded as 'diverging' in history.json and the model folder's config.json",
+            stacklevel=2)
 
     # ---------------------------------------------------------------- the model folder
     if ema is not None:  # the stylizer is the weight average (the checkpoint keeps the last weights for a resume)
@@ -565,6 +612,7 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
         "content": {"path": str(Path(content_dir).resolve()), "n_images": len(files)},
         "embedder": embedder.describe(), "substitute": sub, "loss_set": sc.loss_set, "weights": loss.weights,
         "settings_digest": digest, "iterations_done": sc.iterations, "seed": cfg.seed,
+        "diverging": diverging,
     }
     if par.world > 1:
         extra["processes"] = par.world
