@@ -1,6 +1,7 @@
 """One-shot fine-tuning of D_B + SPN on a tiny random DiffAE (METHOD.md sections 3, 4, 7)."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -251,11 +252,17 @@ def test_a_diverging_fine_tuning_warns_and_is_recorded(env, tmp_path, monkeypatc
     h = json.loads((out / "history.json").read_text())
     assert h["diverging"] and h["diverging"]["last_mean"] > 4 * h["diverging"]["lowest_mean"]
     assert json.loads((out / "config.json").read_text())["diverging"] == h["diverging"]
+    with pytest.warns(UserWarning, match="was diverging.*likely ruined"):  # and whoever loads it later is told
+        Stylizer.load(out)
     # the same run without the rise is not flagged
     monkeypatch.setattr(StyleLoss, "terms", orig)
     out2 = tmp_path / "ft_ok"
     finetune(env["diffae"], env["style"], env["source"], out2, cfg, device="cpu", progress=False)
     assert json.loads((out2 / "history.json").read_text())["diverging"] is None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Stylizer.load(out2)
+    assert not [w for w in caught if "diverging" in str(w.message)]  # none for a stylizer that did not diverge
 
 
 def test_a_non_finite_loss_stops_the_fine_tuning_naming_the_fix(env, tmp_path):

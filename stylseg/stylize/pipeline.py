@@ -287,6 +287,14 @@ class Stylizer(nn.Module):
             raise StylsegError(f"{model_dir / MODEL_WEIGHTS}: weights do not fit the recorded architecture "
                                f"({str(e).splitlines()[0]}); re-run `stylseg stylize finetune`") from None
         meta["diffae_dir_used"] = str(found)
+        if meta.get("diverging"):  # recorded by finetune: its loss fell and rose again
+            import warnings
+
+            d = meta["diverging"]
+            warnings.warn(f"{model_dir}: this stylizer's fine-tuning was diverging (mean total loss "
+                          f"{d.get('lowest_mean', float('nan')):.3g} -> {d.get('last_mean', float('nan')):.3g}, "
+                          f"history.json); its outputs are likely ruined: look at them, or fine-tune again with a "
+                          f"lower stylize.lr_spn / stylize.lr_unet", stacklevel=2)
         st = cls(diffae, unet_b.to(device).eval(), spn.to(device).eval(), lam, meta)
         for p in st.parameters():
             p.requires_grad_(False)
