@@ -60,7 +60,7 @@ def main(argv=None) -> int:
             out = generate_domain(Path(tmp) / kind, kind=kind, domain=dom, n=a.n, size=128, progress=False)
             print(f"synth {kind}/{dom:<10} 128 px: {_rate(a.n, time.perf_counter() - t)}")
         for s in a.size:
-            bench_folder(f"synthetic polyp 128 px", Path(tmp) / "polyp", s)
+            bench_folder("synthetic polyp 128 px", Path(tmp) / "polyp", s)
     real = data_dir() / "polyp"
     for name in ("CVC-ClinicDB", "CVC-ColonDB"):
         folder = real / name

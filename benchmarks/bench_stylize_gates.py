@@ -29,7 +29,6 @@ without them (``RUN/bench_stylize/finetunes/``): trying one costs an apply, not 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

@@ -246,8 +246,6 @@ def _gt_folder(gt_dir: Path) -> Path:
 
 
 def _read_gray(path: Path) -> np.ndarray:
-    from PIL import Image
-
     from .data.io import _open
 
     im = _open(path)

@@ -10,11 +10,10 @@ the segmenter's prediction on the stylized image, so the notebook only wires wid
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import torch

@@ -1,6 +1,5 @@
 """Image and mask reading/writing: every input encoding the kit promises to accept."""
 
-import io
 
 import numpy as np
 import pytest

@@ -158,8 +158,6 @@ def test_cli_score(dom, tmp_path, monkeypatch, capsys):
 
 
 def test_oracle_photometric_jitter_changes_colour_not_geometry():
-    import torch
-
     from stylseg.stylize.scores import _seg_tensor, photometric_jitter
 
     img = np.zeros((2, 24, 24, 3), np.uint8)

@@ -4,7 +4,6 @@ with their masks, and colour statistics of two domains."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np

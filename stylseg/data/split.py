@@ -17,7 +17,6 @@ once (missing files of an interrupted call are completed).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 

@@ -21,7 +21,7 @@ official code builds and never calls. Outside the paper profile a ``resnet18`` b
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 import torch.nn as nn

@@ -56,11 +56,11 @@ from ..data.io import from_tensor_pm1, read_image, write_image
 from ..diffusion.ddim import ddim_step
 from ..utils import (StylsegError, atomic_path, read_json, resolve_device, save_model_folder, seed_everything,
                      json_sha256, sha256_file, write_json)
-from .embedders import SUBSTITUTE, embedder_substitute, make_embedder
+from .embedders import embedder_substitute, make_embedder
 from .losses import LOSS_SETS, StyleLoss, cycle_l1, lesion_weight, ms_ssim
 from .pipeline import (KIND, diffae_size, folder_sha256, gen_steps_iter, generate, invert, load_content_masks,
                        load_diffae, load_folder_tensor, load_image_pm1)
-from .spn import SPN, SPN_REGIONS, build_spn, spn_gate, spn_shift
+from .spn import SPN_REGIONS, build_spn, spn_gate, spn_shift
 
 STYLE_Y = "style_y_B.png"
 STYLE_XA = "style_x_A.png"

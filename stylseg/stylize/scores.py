@@ -351,8 +351,6 @@ def train_oracle(train_dirs: Sequence[os.PathLike], out_dir: os.PathLike, size: 
 
 
 def load_oracle(path: os.PathLike, device="cpu"):
-    import torch
-
     meta, state = load_model_folder(path, ORACLE_KIND)
     net = _make_oracle_net()
     net.load_state_dict(state)

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..utils import Registry, StylsegError
+from ..utils import StylsegError
 
 SPN_FORMS = ("paper", "osasis")
 
