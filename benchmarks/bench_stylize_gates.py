@@ -19,6 +19,9 @@ gate verdicts:
     python benchmarks/bench_stylize_gates.py --profile cpu --run runs/gates_cpu   # the real gate (~1 h on 2 cores)
     python benchmarks/bench_stylize_gates.py --profile smoke --run /tmp/gates     # ~3 min, smoke-sized models
 
+    python benchmarks/bench_stylize_gates.py --profile cpu ... --finetune-seeds 0 1 2   # a setting over 3 fine-tunings
+    python benchmarks/bench_stylize_gates.py --profile cpu ... --finetune-seeds 0 1 2 --summary-only   # after parallel runs
+
 Reuses whatever the run folder already holds (data, D_A, fine-tuned stylizers, arms, oracle). ``--finetune-seed N``
 fine-tunes and applies once more with another seed on the same data, D_A, oracle and classifier (a replicate of one
 setting's fine-tuning noise, in a folder of its own). Settings that only change how a stylizer is applied
@@ -50,6 +53,69 @@ def _tag(sets, finetune_seed=None) -> str:
     return tag + (f"_ftseed{finetune_seed}" if finetune_seed is not None else "")
 
 
+def gate_verdicts(r) -> tuple:
+    """(style, structure on the whole image, structure around the lesion) of one scored arm: the issue's gates."""
+    style = r["style_p_target_output"] >= 0.7 and r["style_fd_ratio"] <= 0.5
+    struct = r["structure_ssim"] >= 0.8 and r["oracle_dice_ratio"] >= 0.9
+    lesion = r["structure_ssim_lesion"] >= 0.8 and r["oracle_dice_ratio"] >= 0.9
+    return style, struct, lesion
+
+
+def spn_line(a, b) -> tuple:
+    """(|dP(target)|, matched, SPN higher) of an SPN arm ``a`` against the same stylizer without its SPN ``b``."""
+    dp = abs(a["style_p_target_output"] - b["style_p_target_output"])
+    better = all(a[k] - b[k] >= SPN_MARGIN for k in ("structure_ssim", "structure_ssim_lesion"))
+    return dp, dp <= MATCHED_DP, better
+
+
+def seed_summary(scores_by_seed, arm: str) -> str:
+    """One line per fine-tuning seed for ``arm`` (around the lesion / oracle Dice ratio / FD ratio / P(target), the
+    gate verdicts, the SPN line against ``st_nospn_*``), then how many seeds meet the style and lesion gates together:
+    whether a setting passes in every fine-tuning, not in one. ``scores_by_seed``: {seed: scores.json rows or None}."""
+    nospn = arm.replace("st_", "st_nospn_", 1)
+    lines = [f"{arm}, per fine-tuning seed (around the lesion / oracle Dice ratio / FD ratio / P(target)):"]
+    n = both = n_style = n_lesion = n_spn = 0
+    for seed in sorted(scores_by_seed):
+        rows = scores_by_seed[seed]
+        r = (rows or {}).get(arm)
+        if r is None:
+            lines.append(f"  seed {seed}: not scored yet")
+            continue
+        n += 1
+        style, _, lesion = gate_verdicts(r)
+        n_style += style
+        n_lesion += lesion
+        both += style and lesion
+        line = (f"  seed {seed}: {r['structure_ssim_lesion']:.3f} / {r['oracle_dice_ratio']:.3f} / "
+                f"{r['style_fd_ratio']:.3f} / {r['style_p_target_output']:.3f}   style {'PASS' if style else 'fail'}, "
+                f"lesion {'PASS' if lesion else 'fail'}")
+        b = rows.get(nospn)
+        if b is not None:
+            dp, matched, better = spn_line(r, b)
+            ok = matched and better
+            n_spn += ok
+            line += f"; SPN line {'met' if ok else 'not met'} (dP {dp:.3f}, around the lesion {r['structure_ssim_lesion'] - b['structure_ssim_lesion']:+.3f})"
+        lines.append(line)
+    lines.append(f"  style and lesion gates together in {both} of {n} fine-tunings (style {n_style}, lesion "
+                 f"{n_lesion}, SPN line {n_spn}){': every seed passes' if n and both == n else ''}")
+    return "\n".join(lines)
+
+
+def _without_seed_list(argv):
+    """``argv`` without ``--finetune-seeds N [N ...]`` and ``--summary-only``."""
+    out, skip = [], False
+    for a in argv:
+        if a == "--finetune-seeds":
+            skip = True
+            continue
+        if skip and not a.startswith("--"):
+            continue
+        skip = False
+        if a != "--summary-only":
+            out.append(a)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="smoke", choices=("smoke", "cpu", "paper"))
@@ -66,7 +132,15 @@ def main(argv=None) -> int:
                     help="seed of the fine-tuning only (its content batches and the SPN's initialisation), on the "
                          "run's own data, D_A, oracle and domain classifier: a replicate of one "
                          "setting's fine-tuning noise without a new D_A (default: the run's seed)")
+    ap.add_argument("--finetune-seeds", type=int, nargs="+", default=None, metavar="N",
+                    help="run once per fine-tuning seed (the run's own seed without --finetune-seed), then print one "
+                         "line per seed and in how many the stylizer meets the style and lesion gates together")
+    ap.add_argument("--summary-only", action="store_true",
+                    help="with --finetune-seeds: only print that summary from the folders already scored (e.g. after "
+                         "running the seeds as parallel processes)")
     args = ap.parse_args(argv)
+    if args.finetune_seeds:
+        return _seeds(args, _without_seed_list(sys.argv[1:] if argv is None else list(argv)))
 
     from stylseg.baselines import apply_baseline
     from stylseg.config import get_profile, parse_set_args
@@ -147,18 +221,12 @@ def main(argv=None) -> int:
             "oracle_dice_ratio", "style_fd_ratio", "style_p_target_output")
     print(format_scores(rows, cols))
 
-    def gates(r):
-        style = r["style_p_target_output"] >= 0.7 and r["style_fd_ratio"] <= 0.5
-        struct = r["structure_ssim"] >= 0.8 and r["oracle_dice_ratio"] >= 0.9
-        lesion = r["structure_ssim_lesion"] >= 0.8 and r["oracle_dice_ratio"] >= 0.9
-        return style, struct, lesion
-
     print("\ngates (style: P(target) >= 0.7 and FD ratio <= 0.5; structure: SSIM_S >= 0.8 and oracle Dice ratio >= 0.9; "
           "structure around the lesion: SSIM_S there >= 0.8 and the same oracle Dice ratio; "
           "benchmarks/bench_style_factors.py shows why the second structure gate is the one a perfect stylizer meets)")
     w = max(len(a) for a in rows) + 2
     for a, r in rows.items():
-        s, t, l = gates(r)
+        s, t, l = gate_verdicts(r)
         print(f"  {a:<{w}} style {'PASS' if s else 'fail'}   structure {'PASS' if t else 'fail'}   "
               f"structure around the lesion {'PASS' if l else 'fail'}")
     rec = rows.get("recon")
@@ -169,9 +237,8 @@ def main(argv=None) -> int:
         for suffix in ("", "_sensor"):
             a, b = rows.get(f"st_{ls}{suffix}"), rows.get(f"st_nospn_{ls}{suffix}")
             if a and b:
-                dp = abs(a["style_p_target_output"] - b["style_p_target_output"])
                 # higher by more than a rounding difference, on the whole image and around the lesion
-                better = all(a[k] - b[k] >= SPN_MARGIN for k in ("structure_ssim", "structure_ssim_lesion"))
+                dp, _, better = spn_line(a, b)
                 print(f"  SPN ({ls}{suffix}): dP(target) = {dp:.3f} ({'matched' if dp <= MATCHED_DP else 'NOT matched'}), "
                       f"SSIM_S with {a['structure_ssim']:.3f} vs without {b['structure_ssim']:.3f} (around the lesion "
                       f"{a['structure_ssim_lesion']:.3f} vs {b['structure_ssim_lesion']:.3f}): "
@@ -201,6 +268,34 @@ def main(argv=None) -> int:
         print(f"\nthis was the {args.profile} profile; the gates are set for the cpu profile: "
               f"python benchmarks/bench_stylize_gates.py --profile cpu (D_A ~40 min + fine-tuning on 2 cores)")
     print(f"total {time.perf_counter() - tic:.0f}s (shared CPU: timings are noisy)")
+    return 0
+
+
+def _seeds(args, base_argv) -> int:
+    """``--finetune-seeds``: the benchmark once per seed (unless ``--summary-only``), then :func:`seed_summary`."""
+    from stylseg.config import get_profile, parse_set_args
+    from stylseg.utils import read_json
+
+    cfg = get_profile(args.profile).override(**parse_set_args(args.set))
+    root = Path(args.run or ROOT / "runs" / f"gates_{args.profile}")
+    tags = {}
+    for seed in args.finetune_seeds:
+        own = seed == cfg.seed  # the run's own seed is the benchmark without --finetune-seed
+        tags[seed] = _tag(args.set, None if own else seed)
+        if not args.summary_only:
+            print(f"\n===== fine-tuning seed {seed} =====", flush=True)
+            rc = main(base_argv + ([] if own else ["--finetune-seed", str(seed)]))
+            if rc:
+                return rc
+    scores = {}
+    for seed, tag in tags.items():
+        f = root / "bench_stylize" / tag / "scores.json"
+        scores[seed] = read_json(f) if f.is_file() else None
+    suffix = "" if args.no_sensor else "_sensor"
+    print(f"\nsummary over fine-tuning seeds {', '.join(map(str, args.finetune_seeds))} ({root}; settings: "
+          f"{' '.join(args.set) or 'the profile defaults'})")
+    for ls in [x for x in args.loss_sets.split(",") if x]:
+        print(seed_summary(scores, f"st_{ls}{suffix}"))
     return 0
 
 
