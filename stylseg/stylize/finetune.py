@@ -570,7 +570,7 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
                 f"{out_dir}: the fine-tuning's loss became {rec['total']} at iteration {it} (terms: {', '.join(bad)}); "
                 f"the weights are ruined and nothing of this iteration was saved. Lower stylize.lr_unet "
                 f"({sc.lr_unet:g}) or stylize.lr_spn ({sc.lr_spn:g}), or set stylize.grad_clip (now {sc.grad_clip:g}), "
-                f"and start over (overwrite=True, or another --out folder)")
+                f"and start over (--overwrite, overwrite=True in Python, or another --out folder)")
         history.append(rec)
         if progress:
             bar.set_postfix({k: f"{v:.3g}" for k, v in rec.items() if k not in ("iteration", "seconds", "updates")})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -288,8 +289,6 @@ class Stylizer(nn.Module):
                                f"({str(e).splitlines()[0]}); re-run `stylseg stylize finetune`") from None
         meta["diffae_dir_used"] = str(found)
         if meta.get("diverging"):  # recorded by finetune: its loss fell and rose again
-            import warnings
-
             d = meta["diverging"]
             warnings.warn(f"{model_dir}: this stylizer's fine-tuning was diverging (mean total loss "
                           f"{d.get('lowest_mean', float('nan')):.3g} -> {d.get('last_mean', float('nan')):.3g}, "
