@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for kind, dom in (("polyp", "colon"), ("skin", "derm_pink")):
             t = time.perf_counter()
-            out = generate_domain(Path(tmp) / kind, kind=kind, domain=dom, n=a.n, size=128, progress=False)
+            generate_domain(Path(tmp) / kind, kind=kind, domain=dom, n=a.n, size=128, progress=False)
             print(f"synth {kind}/{dom:<10} 128 px: {_rate(a.n, time.perf_counter() - t)}")
         for s in a.size:
             bench_folder("synthetic polyp 128 px", Path(tmp) / "polyp", s)

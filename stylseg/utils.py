@@ -29,6 +29,13 @@ class StylsegError(Exception):
     """
 
 
+def check_choice(value, valid, what: str, field: Optional[str] = None) -> None:
+    """Raise :class:`StylsegError` when ``value`` is not one of ``valid``: "unknown <what> <value>; valid: ...",
+    with "(set <field>)" when the value came from a config field."""
+    if value not in valid:
+        hint = f" (set {field})" if field else ""
+        raise StylsegError(f"unknown {what} {value!r}; valid: {', '.join(valid)}{hint}")
+
 # --------------------------------------------------------------------------- registries
 class Registry(Generic[T]):
     """A name -> object mapping whose unknown-name error lists the valid names.

@@ -12,6 +12,7 @@ from stylseg import cli
 from stylseg.config import get_profile
 from stylseg.data.io import write_image
 from stylseg.diffusion import DiffAE, load_images, train_diffae
+from stylseg.diffusion.train import checkpoint_line
 from stylseg.utils import StylsegError, save_model_folder
 
 TINY = {"diffae.image_size": 16, "diffae.base_channels": 16, "diffae.channel_mult": "1,2", "diffae.num_res_blocks": 1,
@@ -112,6 +113,27 @@ def test_resume_is_exact(tmp_path, data):
     for k in sa["model"]:
         torch.testing.assert_close(sa["model"][k], sb["model"][k], atol=0, rtol=0)
     assert sa["history"]["loss"] == sb["history"]["loss"]
+
+
+def test_checkpoints_log_progress_without_a_bar(tmp_path, data):
+    """A run without the progress bar (a script, a log file) logs one line per periodic checkpoint."""
+    msgs = []
+    cfg = cfg_with(**{"diffae.train_steps": 6, "diffae.checkpoint_every": 3})
+    train_diffae(data, tmp_path / "m", cfg, progress=False, log=msgs.append)
+    lines = [m for m in msgs if m.startswith("DiffAE step ")]
+    assert [m.split(":")[0] for m in lines] == ["DiffAE step 3/6", "DiffAE step 6/6"]
+    assert all("s a step" in m and "min to go" in m for m in lines)
+    assert lines[-1].endswith("about 0 min to go")
+    msgs.clear()  # with the bar, no such lines
+    train_diffae(data, tmp_path / "b", cfg, progress=True, log=msgs.append)
+    assert not [m for m in msgs if m.startswith("DiffAE step ")]
+
+
+def test_checkpoint_line_rate_and_time_left():
+    line = checkpoint_line(250, 4000, [2.0] * 40 + [1.0] * 50, seconds=375.0, steps_here=250)
+    assert line == ("DiffAE step 250/4000: loss 1.0000 (mean of the last 50), 1.50 s a step, "
+                    "about 94 min to go")
+    assert "loss n/a" in checkpoint_line(0, 10, [], seconds=0.0, steps_here=0)
 
 
 def test_time_cap_stops_cleanly_and_saves(tmp_path, data):

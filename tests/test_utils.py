@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from stylseg.manifest import ArmWriter, read_manifest
-from stylseg.utils import (Registry, StylsegError, atomic_path, load_model_folder, resolve_device, save_model_folder,
-                           seed_everything, write_json)
+from stylseg.utils import (Registry, StylsegError, atomic_path, check_choice, load_model_folder, resolve_device,
+                           save_model_folder, seed_everything, write_json)
 
 
 def test_registry_unknown_lists_valid():
@@ -19,6 +19,15 @@ def test_registry_unknown_lists_valid():
         r.get("unet3")
     with pytest.raises(ValueError):
         r.add("unet", 3)
+
+
+def test_check_choice_names_value_choices_and_field():
+    check_choice("st", ("st", "recon"), "mode")  # a valid value passes
+    with pytest.raises(StylsegError, match=r"^unknown SPN region 'ring'; valid: image, lesion "
+                                           r"\(set stylize.spn_region\)$"):
+        check_choice("ring", ("image", "lesion"), "SPN region", "stylize.spn_region")
+    with pytest.raises(StylsegError, match=r"^unknown mode 'x'; valid: st, recon$"):
+        check_choice("x", ("st", "recon"), "mode")
 
 
 def test_seeding_repeats():

@@ -228,7 +228,9 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
     memory; horizontal flips augment them. ``train_steps`` optimizer steps of batch
     ``batch_size`` (per process), stopping early and cleanly after ``max_seconds`` (0 = no cap).
     Every ``sample_every`` steps a preview grid goes to ``out_dir/samples/``; every
-    ``checkpoint_every`` steps, and at the end, a checkpoint to ``out_dir/checkpoint/``.
+    ``checkpoint_every`` steps, and at the end, a checkpoint to ``out_dir/checkpoint/``; without the progress
+    bar (``progress=False``) each of these checkpoints also ``log``s the step, the loss, the seconds a step and
+    the time left, so that a long run in a script or a log file shows how far it got.
 
     With ``resume`` (default) a run continues from ``out_dir/checkpoint`` exactly (same result as an
     uninterrupted run); a finished run is not repeated (raise ``train_steps`` to train on). A
@@ -334,6 +336,7 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
                                     gaussian=gaussian))
 
     start = time.time()
+    step_start = step
     stopped_by = "steps"
     bar = tqdm(total=dc.train_steps, initial=min(step, dc.train_steps), desc="DiffAE training",
                disable=not (progress and acc.is_local_main_process), dynamic_ncols=True)
@@ -373,6 +376,8 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
             save_preview(_ema_model(raw, ema), f"step_{step:07d}")
         if dc.checkpoint_every and step % dc.checkpoint_every == 0:
             save_checkpoint()
+            if not progress:
+                say(checkpoint_line(step, dc.train_steps, history["loss"], time.time() - start, step - step_start))
     bar.close()
     acc.wait_for_everyone()
     save_checkpoint()
@@ -396,6 +401,17 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
             f"{summary['images_per_second']:.1f} images/s -> {out}")
     acc.wait_for_everyone()
     return out
+
+
+def checkpoint_line(step: int, total: int, losses, seconds: float, steps_here: int) -> str:
+    """The line a checkpoint logs without a progress bar: step, mean loss of the last (up to) 50 steps, seconds
+    a step over ``steps_here`` steps of this process and the time left at that rate."""
+    tail = losses[-50:]
+    loss = f"{float(np.mean(tail)):.4f}" if tail else "n/a"
+    per = seconds / steps_here if steps_here > 0 else float("nan")
+    left = max(0, total - step) * per
+    return (f"DiffAE step {step}/{total}: loss {loss} (mean of the last {len(tail)}), {per:.2f} s a step, "
+            f"about {left / 60:.0f} min to go")
 
 
 def _history_summary(history: Dict[str, Any], step: int, dc, train_seconds: float, n_img: int) -> Dict[str, Any]:

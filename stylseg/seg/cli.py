@@ -76,7 +76,7 @@ def _compare(args) -> int:
     cfg = config_from_args(args)
     archs = [a for a in (args.archs.split(",") if args.archs else cfg.seg.archs) if a]
     seeds = args.seeds if args.seeds is not None else cfg.seg.seeds
-    res = compare(args.train, _pairs(args.arm, "--arm"), _pairs(args.test, "--test"), archs, seeds, args.out, cfg,
-                  oracle_dir=args.oracle, device=cfg.device)
+    compare(args.train, _pairs(args.arm, "--arm"), _pairs(args.test, "--test"), archs, seeds, args.out, cfg,
+            oracle_dir=args.oracle, device=cfg.device)
     print((Path(args.out) / "results.md").read_text())
     return 0

@@ -32,7 +32,7 @@ import torch
 
 from ..data.io import from_tensor_pm1, read_image, read_mask, resize_image, resize_mask, to_tensor_pm1
 from ..manifest import ArmWriter
-from ..utils import StylsegError, resolve_device
+from ..utils import StylsegError, check_choice, resolve_device
 from .losses import LESION_RING
 from .pipeline import Stylizer, folder_sha256, generate, list_folder, load_diffae, masks_of
 
@@ -53,8 +53,7 @@ def upsample_result(stylized_lo: np.ndarray, input_img: np.ndarray, size: int, h
     empty mask), the plain upsampled output elsewhere. Rounded and clipped to uint8. All equal a plain
     resize when ``size`` is the diffusion size.
     """
-    if how not in UPSAMPLE:
-        raise StylsegError(f"unknown upsampling {how!r}; valid: {', '.join(UPSAMPLE)} (set stylize.upsample)")
+    check_choice(how, UPSAMPLE, "upsampling", "stylize.upsample")
     s = stylized_lo.shape[0]
     if size == s:
         return stylized_lo
@@ -102,8 +101,7 @@ def apply_stylizer(model_dir: Optional[os.PathLike], input_dir: os.PathLike, out
     ``masks/``, copied). Images of any mode are converted to RGB (grayscale repeated, RGBA
     composited on black). ``use_spn=False`` drops the SPN term (the ``--no-spn`` control).
     """
-    if mode not in MODES:
-        raise StylsegError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    check_choice(mode, MODES, "mode")
     spec = {"out": out_dir, "mode": mode, "use_spn": use_spn, "arm": arm}
     return apply_arms(model_dir, input_dir, [spec], cfg, diffae_dir=diffae_dir, device=device,
                       upsample=upsample, progress=progress)[0]
@@ -122,14 +120,11 @@ def apply_arms(model_dir: Optional[os.PathLike], input_dir: os.PathLike, specs: 
 
     specs = [dict({"mode": "st", "use_spn": True, "arm": None, "sensor": None}, **sp) for sp in specs]
     for sp in specs:
-        if sp["mode"] not in MODES:
-            raise StylsegError(f"unknown mode {sp['mode']!r}; valid: {', '.join(MODES)}")
+        check_choice(sp["mode"], MODES, "mode")
         sp["sensor"] = "off" if sp["mode"] == "recon" else (sp["sensor"] or cfg.stylize.sensor)
-        if sp["sensor"] not in SENSOR:
-            raise StylsegError(f"stylize.sensor={sp['sensor']!r} is not one of {', '.join(SENSOR)}")
+        check_choice(sp["sensor"], SENSOR, "sensor", "stylize.sensor")
     how = upsample or cfg.stylize.upsample
-    if how not in UPSAMPLE:
-        raise StylsegError(f"unknown upsampling {how!r}; valid: {', '.join(UPSAMPLE)} (set stylize.upsample)")
+    check_choice(how, UPSAMPLE, "upsampling", "stylize.upsample")
     dev = resolve_device(device)
     files = list_folder(input_dir)
     mdir = masks_of(input_dir)

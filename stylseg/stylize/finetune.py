@@ -54,8 +54,8 @@ import torch
 
 from ..data.io import from_tensor_pm1, read_image, write_image
 from ..diffusion.ddim import ddim_step
-from ..utils import (StylsegError, atomic_path, read_json, resolve_device, save_model_folder, seed_everything,
-                     json_sha256, sha256_file, write_json)
+from ..utils import (StylsegError, atomic_path, check_choice, json_sha256, read_json, resolve_device,
+                     save_model_folder, seed_everything, sha256_file, write_json)
 from .embedders import embedder_substitute, make_embedder
 from .losses import LOSS_SETS, StyleLoss, cycle_l1, lesion_weight, ms_ssim
 from .pipeline import (KIND, diffae_size, folder_sha256, gen_steps_iter, generate, invert, load_content_masks,
@@ -103,9 +103,7 @@ def make_style_pair(diffae, style_path: os.PathLike, t0: float, steps: int, trie
 
     A style image of any size, aspect or mode (grayscale, RGBA, palette, 16-bit) is converted
     to RGB and resized to a square, as the paper resizes every image."""
-    if pick not in STYLE_PAIR_PICKS:  # before the renders are made
-        raise StylsegError(f"unknown style pair pick {pick!r}; valid: {', '.join(STYLE_PAIR_PICKS)} "
-                           f"(set stylize.style_pair_pick)")
+    check_choice(pick, STYLE_PAIR_PICKS, "style pair pick", "stylize.style_pair_pick")  # before the renders
     if pick == "domain" and (embedder is None or content_mean is None):
         raise StylsegError("style_pair_pick=domain needs the style embedder and the content images' mean "
                            "embedding (finetune passes both)")
@@ -140,13 +138,16 @@ _PICK_CRITERION = {"fidelity": "10*L1 + (1 - MS-SSIM)",
                    "domain": "distance to the content images' mean in the style embedder's space"}
 
 
-def _load_or_make_style_pair(diffae, style_path, out_dir: Path, cfg, device, embedder=None, content_mean=None):
+def _load_or_make_style_pair(diffae, style_path, out_dir: Path, cfg, device, embedder=None, content=None):
     """Make the style pair once, save it as PNG in ``out_dir`` and always use the PNG versions
-    (so that a resumed run sees exactly the same pair)."""
+    (so that a resumed run sees exactly the same pair). ``content`` (N,3,S,S): the content images, whose mean
+    embedding the ``domain`` pick needs (computed only when the pair is made)."""
     py, px = out_dir / STYLE_Y, out_dir / STYLE_XA
     if not (py.is_file() and px.is_file()):
         t0 = cfg.stylize.style_pair_t0 or cfg.ddim.t0  # both range-checked with the config (config.RANGES)
         pick = cfg.stylize.style_pair_pick
+        content_mean = (content_mean_embedding(embedder, content, device)
+                        if pick == "domain" and embedder is not None and content is not None else None)
         y, xa, err = make_style_pair(diffae, style_path, t0, cfg.ddim.apply_gen_steps,
                                      cfg.stylize.style_pair_tries, seed=cfg.seed, pick=pick, embedder=embedder,
                                      content_mean=content_mean)
@@ -343,28 +344,20 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     from tqdm.auto import tqdm
 
     sc = cfg.stylize
-    if sc.loss_set not in LOSS_SETS:
-        raise StylsegError(f"unknown loss set {sc.loss_set!r}; valid: {', '.join(LOSS_SETS)} (set stylize.loss_set)")
-    if sc.spn_role not in SPN_ROLES:
-        raise StylsegError(f"unknown SPN role {sc.spn_role!r}; valid: {', '.join(SPN_ROLES)} (set stylize.spn_role)")
+    check_choice(sc.loss_set, LOSS_SETS, "loss set", "stylize.loss_set")
+    check_choice(sc.spn_role, SPN_ROLES, "SPN role", "stylize.spn_role")
     w_key = "w_structure" if sc.loss_set == "osasis" else "w_spn"
     if sc.spn_role != "joint" and getattr(sc, w_key) == 0:
         raise StylsegError(f"stylize.spn_role={sc.spn_role} trains the SPN with the structure term alone, whose weight is 0 "
                            f"in the {sc.loss_set} loss set: set stylize.{w_key} > 0, or stylize.spn_role=joint")
-    if sc.structure_region not in STRUCTURE_REGIONS:
-        raise StylsegError(f"unknown structure region {sc.structure_region!r}; valid: {', '.join(STRUCTURE_REGIONS)} "
-                           f"(set stylize.structure_region)")
+    check_choice(sc.structure_region, STRUCTURE_REGIONS, "structure region", "stylize.structure_region")
     if sc.structure_region != "image" and getattr(sc, w_key) == 0:
         raise StylsegError(f"stylize.structure_region={sc.structure_region} focuses the structure term, whose weight "
                            f"is 0 in the {sc.loss_set} loss set: set stylize.{w_key} > 0, or "
                            f"stylize.structure_region=image")
-    if sc.spn_region not in SPN_REGIONS:
-        raise StylsegError(f"unknown SPN region {sc.spn_region!r}; valid: {', '.join(SPN_REGIONS)} (set stylize.spn_region)")
-    if sc.style_pair_pick not in STYLE_PAIR_PICKS:
-        raise StylsegError(f"unknown style pair pick {sc.style_pair_pick!r}; valid: {', '.join(STYLE_PAIR_PICKS)} "
-                           f"(set stylize.style_pair_pick)")
-    if sc.backprop not in BACKPROP:
-        raise StylsegError(f"unknown backprop mode {sc.backprop!r}; valid: {', '.join(BACKPROP)} (set stylize.backprop)")
+    check_choice(sc.spn_region, SPN_REGIONS, "SPN region", "stylize.spn_region")
+    check_choice(sc.style_pair_pick, STYLE_PAIR_PICKS, "style pair pick", "stylize.style_pair_pick")
+    check_choice(sc.backprop, BACKPROP, "backprop mode", "stylize.backprop")
     if sc.iterations < 0 or sc.batch_size < 1:
         raise StylsegError(f"stylize.iterations must be >= 0 and stylize.batch_size >= 1 "
                            f"(got {sc.iterations}, {sc.batch_size})")
@@ -416,12 +409,11 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     # the embedder first: style_pair_pick=domain picks x_A_style with it (making the pair draws no global random
     # numbers, so the order leaves every other draw as it was)
     embedder = make_embedder(sc, source=content if sc.embedder == "weightfree" else None, device=dev)
-    c_mean = content_mean_embedding(embedder, content, dev) if sc.style_pair_pick == "domain" else None
     if par.world > 1:  # the main process makes the style pair's files, the others then read them
         if par.main:
-            _load_or_make_style_pair(diffae, style_path, out_dir, cfg, dev, embedder, c_mean)
+            _load_or_make_style_pair(diffae, style_path, out_dir, cfg, dev, embedder, content)
         par.wait()
-    y_b, x_as = _load_or_make_style_pair(diffae, style_path, out_dir, cfg, dev, embedder, c_mean)
+    y_b, x_as = _load_or_make_style_pair(diffae, style_path, out_dir, cfg, dev, embedder, content)
     loss = StyleLoss(sc, embedder, y_b, x_as).to(dev)
     split = sc.spn_role in ("structure", "guard")
     unet_b = copy.deepcopy(diffae.unet).to(dev)

@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..utils import StylsegError
+from ..utils import StylsegError, check_choice
 from .embedders import gaussian_blur
 
 LOSS_SETS = ("paper", "osasis")
@@ -186,9 +186,7 @@ class StyleLoss(nn.Module):
 
     def __init__(self, scfg, embedder: nn.Module, y_b: torch.Tensor, x_a_style: torch.Tensor):
         super().__init__()
-        if scfg.loss_set not in LOSS_SETS:
-            raise StylsegError(f"unknown loss set {scfg.loss_set!r}; valid: {', '.join(LOSS_SETS)} "
-                               f"(set stylize.loss_set)")
+        check_choice(scfg.loss_set, LOSS_SETS, "loss set", "stylize.loss_set")
         self.loss_set = scfg.loss_set
         self.embedder = embedder
         self.weights: Dict[str, float] = {}

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..utils import StylsegError
+from ..utils import StylsegError, check_choice
 
 SPN_FORMS = ("paper", "osasis")
 
@@ -77,9 +77,7 @@ class SPN(nn.Module):
 
     def __init__(self, form: str = "paper", hidden: int = 64, channels: int = 3, T: int = 1000):
         super().__init__()
-        if form not in SPN_FORMS:
-            raise StylsegError(f"unknown SPN form {form!r}; valid forms: {', '.join(SPN_FORMS)} "
-                               f"(set stylize.spn_form)")
+        check_choice(form, SPN_FORMS, "SPN form", "stylize.spn_form")
         self.form, self.hidden, self.channels, self.T = form, int(hidden), int(channels), int(T)
         h = self.hidden
         self.conv_in = nn.Conv2d(channels, h, 1)
@@ -143,8 +141,7 @@ def spn_gate(masks: Optional[torch.Tensor], region: str = "image", ring: Optiona
     the masks (B,1,H,W) {0,1} dilated by the structure term's ring (``stylize.lesion_ring``, default
     ``losses.LESION_RING``; ``losses.lesion_weight``: all ones for an image without a lesion, whose whole
     structure is then kept). ``lesion`` without masks is an error."""
-    if region not in SPN_REGIONS:
-        raise StylsegError(f"unknown SPN region {region!r}; valid: {', '.join(SPN_REGIONS)} (set stylize.spn_region)")
+    check_choice(region, SPN_REGIONS, "SPN region", "stylize.spn_region")
     if region == "image":
         return None
     if masks is None:
