@@ -79,6 +79,24 @@ def test_style_pair_picked_by_domain_is_the_render_nearest_the_content_mean(env,
     assert json.loads((out / "config.json").read_text())["config"]["stylize"]["style_pair_pick"] == "domain"
 
 
+def test_domain_pick_embeds_the_content_only_when_the_pair_is_made(env, tmp_path, monkeypatch):
+    """A resumed run reads the style pair's PNGs: the content images' mean embedding is not computed again."""
+    from stylseg.stylize import finetune as ft
+
+    calls = []
+    real = ft.content_mean_embedding
+    monkeypatch.setattr(ft, "content_mean_embedding", lambda *a, **k: calls.append(1) or real(*a, **k))
+    m = load_diffae(env["diffae"])
+    cfg = env["cfg"].override(**{"stylize.style_pair_pick": "domain"})
+    content = torch.rand(5, 3, 16, 16) * 2 - 1
+    bright = lambda x: x.mean(dim=(1, 2, 3))[:, None]
+    first = ft._load_or_make_style_pair(m, env["style"], tmp_path, cfg, "cpu", bright, content)
+    assert len(calls) == 1 and (tmp_path / "style_pair.json").is_file()
+    again = ft._load_or_make_style_pair(m, env["style"], tmp_path, cfg, "cpu", bright, content)
+    assert len(calls) == 1  # the saved pair, no second pass over the content
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
 def test_finetune_writes_a_loadable_stylizer(env):
     cfg, d = env["cfg"], env["d"]
     da_state = {k: v.clone() for k, v in load_diffae(env["diffae"]).state_dict().items()}
