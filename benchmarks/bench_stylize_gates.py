@@ -283,16 +283,17 @@ def _seeds(args, base_argv) -> int:
     tags = {}
     for seed in args.finetune_seeds:
         own = seed == cfg.seed  # the run's own seed is the benchmark without --finetune-seed
-        tags[seed] = _tag(args.set, None if own else seed)
+        # ... or with it spelled out (--finetune-seed 0 writes its own folder): the summary reads either
+        tags[seed] = [_tag(args.set, None), _tag(args.set, seed)] if own else [_tag(args.set, seed)]
         if not args.summary_only:
             print(f"\n===== fine-tuning seed {seed} =====", flush=True)
             rc = main(base_argv + ([] if own else ["--finetune-seed", str(seed)]))
             if rc:
                 return rc
     scores = {}
-    for seed, tag in tags.items():
-        f = root / "bench_stylize" / tag / "scores.json"
-        scores[seed] = read_json(f) if f.is_file() else None
+    for seed, candidates in tags.items():
+        found = [f for f in (root / "bench_stylize" / t / "scores.json" for t in candidates) if f.is_file()]
+        scores[seed] = read_json(found[0]) if found else None
     suffix = "" if args.no_sensor else "_sensor"
     print(f"\nsummary over fine-tuning seeds {', '.join(map(str, args.finetune_seeds))} ({root}; settings: "
           f"{' '.join(args.set) or 'the profile defaults'})")

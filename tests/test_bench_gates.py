@@ -60,6 +60,21 @@ def test_summary_only_reads_each_seeds_folder(bench, tmp_path, capsys):
     assert "=====" not in out  # nothing was run
 
 
+def test_summary_reads_the_own_seed_run_with_finetune_seed_spelled_out(bench, tmp_path, capsys):
+    """``--finetune-seed 0`` (the profile's own seed) writes ``..._ftseed0``; the summary finds it there too."""
+    sets = ["stylize.w_structure=0.14"]
+    for seed, r in ((0, row(0.81, 0.83)), (1, row(0.78, 0.85))):
+        d = tmp_path / "bench_stylize" / bench._tag(sets, seed)
+        d.mkdir(parents=True)
+        (d / "scores.json").write_text(json.dumps({"st_osasis_sensor": r}))
+    argv = ["--profile", "smoke", "--run", str(tmp_path), "--loss-sets", "osasis", "--finetune-seeds", "0", "1",
+            "--summary-only", "--set", sets[0]]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "not scored yet" not in out
+    assert "together in 1 of 2 fine-tunings (style 2, lesion 1" in out
+
+
 def test_seed_list_is_removed_from_the_arguments_of_each_run(bench):
     argv = ["--profile", "cpu", "--finetune-seeds", "0", "1", "--set", "a.b=1", "--summary-only", "--no-baselines"]
     assert bench._without_seed_list(argv) == ["--profile", "cpu", "--set", "a.b=1", "--no-baselines"]
