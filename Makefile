@@ -9,7 +9,6 @@ THREADS ?= 2
 export OMP_NUM_THREADS ?= $(THREADS)
 export MKL_NUM_THREADS ?= $(THREADS)
 export STYLSEG_THREADS ?= $(THREADS)
-export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED = 1
 
 .PHONY: install reproduce test test-slow test-notebooks bench lab clean-notebooks help

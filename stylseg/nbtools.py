@@ -8,8 +8,10 @@ Every notebook has one cell tagged ``parameters`` with at least::
     DEVICE = "auto"     # auto | cpu | cuda
     DATA_DIR = ""       # real data folder, empty: the built-in synthetic domains
     RUN_DIR = "../runs/smoke"  # run folder shared by all notebooks
+    SET = ""            # config overrides, as --set: "seg.epochs=4 ddim.t0=0.25"
 
-and the next cell calls :func:`setup`, which validates them (unknown or ill-typed values fail).
+and the next cell calls :func:`setup`, which validates them (unknown or ill-typed values fail) and applies
+``SET`` to the run's config, so that every "try this" can be done from the notebook.
 """
 
 from __future__ import annotations
@@ -24,6 +26,20 @@ from .layout import RunLayout
 from .utils import StylsegError, env_report, format_env, resolve_device, seed_everything, set_threads, write_json
 
 STANDARD = {"PROFILE": str, "SEED": int, "DEVICE": str, "DATA_DIR": str, "RUN_DIR": str}
+
+
+def parse_set_string(text: str) -> Dict[str, str]:
+    """A notebook's ``SET`` parameter, ``"seg.epochs=4 ddim.t0=0.25"`` (space-, newline- or ``;``-separated
+    ``STAGE.FIELD=VALUE`` items, the syntax of ``--set``) -> ``{"seg.epochs": "4", "ddim.t0": "0.25"}``."""
+    from .config import parse_set_args
+
+    if not isinstance(text, str):
+        raise StylsegError(f"notebook parameter SET={text!r} should be a string such as \"seg.epochs=4 ddim.t0=0.25\"")
+    items = [it for it in str(text).replace(";", " ").split() if it]
+    try:
+        return parse_set_args(items)
+    except StylsegError as e:
+        raise StylsegError(f"notebook parameter SET={text!r}: {e}") from None
 
 
 def check_parameters(ns: Mapping[str, Any], **types: type) -> Dict[str, Any]:
@@ -61,6 +77,7 @@ def setup(ns: Mapping[str, Any], overrides: Optional[Mapping[str, Any]] = None, 
     ``{"stage.field": value}`` pairs from the notebook's own parameters.
     """
     p = check_parameters(ns, **types)
+    sets = parse_set_string(ns.get("SET", "") or "")
     set_threads()
     seed_everything(p["SEED"])
     layout = RunLayout(Path(p["RUN_DIR"]).expanduser())
@@ -70,13 +87,16 @@ def setup(ns: Mapping[str, Any], overrides: Optional[Mapping[str, Any]] = None, 
         saved = RunConfig.load(layout.config)
         if saved.profile == p["PROFILE"]:
             cfg = saved
+    # SET first, so that a notebook's own parameter (e.g. ITERATIONS) wins over a SET of the same field
+    cfg = cfg.override(**sets) if sets else cfg
     cfg = cfg.override(seed=p["SEED"], device=p["DEVICE"], **dict(overrides or {}))
     cfg.save(layout.config)
     rep = env_report(p["DEVICE"], seed=p["SEED"])
     write_json(layout.env, rep)
     if not quiet:
         print(format_env(rep))
-        print(f"profile {cfg.profile}, seed {cfg.seed}, run folder {layout.root.resolve()}")
+        print(f"profile {cfg.profile}, seed {cfg.seed}, run folder {layout.root.resolve()}"
+              + (f"; SET {', '.join(f'{k}={v}' for k, v in sets.items())}" if sets else ""))
     return cfg, layout, resolve_device(p["DEVICE"])
 
 

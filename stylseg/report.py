@@ -48,22 +48,13 @@ def stylizer_scores(layout: RunLayout) -> Dict[str, Dict[str, Any]]:
         return out
     for man in sorted(root.glob("*/manifest.json")):
         m = read_json(man)
-        out[man.parent.name] = {"method": m.get("method"), "params": m.get("params", {}),
+        out[man.parent.name] = {"method": m.get("method"), "params": m.get("params", {}), "source": m.get("source"),
                                 "n_items": len(m.get("items", [])), "substitute": m.get("substitute"),
                                 "scores": m.get("scores", {})}
     return out
 
 
-def primary_test(results: Mapping[str, Any]) -> str:
-    """The target-domain test set when present (``target``, or a name containing it), else the first."""
-    tests = list(results["tests"])
-    for t in tests:
-        if t == "target":
-            return t
-    for t in tests:
-        if "target" in t or "tgt" in t:
-            return t
-    return tests[0]
+from .seg.compare import primary_test  # noqa: E402  (re-exported: notebooks call report.primary_test)
 
 
 def primary_arms(results: Mapping[str, Any]) -> List[str]:
@@ -246,66 +237,188 @@ def plot_protocols(layout: RunLayout, results: Mapping[str, Any], test: str, arc
     return fig
 
 
+#: the stylizer scores of the report, grouped: (key, column heading, what it says)
+STRUCTURE_SCORES = (("structure_ssim", "SSIM_S image", "structure SSIM of the whole image (1 = kept)"),
+                    ("structure_ssim_lesion", "SSIM_S lesion", "the same around the lesion"),
+                    ("structure_edge_f1", "edge F1", "edges within 3 px of the lesion boundary"),
+                    ("oracle_dice_ratio", "oracle Dice ratio", "an oracle segmenter's Dice, output / input"))
+STYLE_SCORES = (("style_fd_ratio", "FD ratio", "Frechet distance to the target, output / input (lower is closer)"),
+                ("style_p_target_output", "P(target)", "a domain classifier's probability of 'target'"))
+
+
+METHOD_NAMES = {"histogram": "histogram matching", "reinhard": "Reinhard colour transfer",
+                "fda": "Fourier domain adaptation", "sensor": "sensor matching (the style image's blur and noise)",
+                "jitter": "colour jitter"}
+
+
+def _method_name(arm: str, v: Mapping[str, Any]) -> str:
+    """The method that made an arm as a reader names it: 'diffusion stylizer (D_B + SPN)', 'histogram matching', ..."""
+    params = v.get("params") or {}
+    method = str(v.get("method") or "")
+    if method.startswith("diffusion"):
+        if params.get("mode") == "recon" or method.endswith("recon"):
+            return "D_A round trip (no style)"
+        return "diffusion stylizer" + (" without SPN" if params.get("use_spn") is False else " (D_B + SPN)")
+    name = METHOD_NAMES.get(method, method or arm)
+    source = Path(str(v.get("source") or ""))
+    if source.parent.name == "stylized":  # a step applied to another arm's images (st_sensor: sensor on st)
+        name = f"{source.name}, then {name}"
+    return name
+
+
+def _stylizer_rows(st: Mapping[str, Mapping[str, Any]]) -> List[Dict[str, str]]:
+    from .seg.compare import _order
+
+    rows = []
+    for arm in _order(st):
+        v = st[arm]
+        sc = v.get("scores") or {}
+        if not any(isinstance(sc.get(k), (int, float)) for k, _, _ in STRUCTURE_SCORES + STYLE_SCORES):
+            continue
+
+        def cell(k):
+            x = sc.get(k)
+            return f"{x:.3f}" if isinstance(x, (int, float)) and x == x else "-"
+
+        rows.append({"arm": arm, "method": _method_name(arm, v), "images": str(int(v.get("n_items", 0))),
+                     **{k: cell(k) for k, _, _ in STRUCTURE_SCORES + STYLE_SCORES}})
+    return rows
+
+
 def _stylizer_markdown(st: Mapping[str, Mapping[str, Any]]) -> str:
-    if not st:
+    """The scored arms in one short table, structure columns then style columns."""
+    rows = _stylizer_rows(st)
+    if not rows:
         return ""
-    keys = sorted({k for v in st.values() for k, x in v["scores"].items() if isinstance(x, (int, float))})
-    lines = ["# Stylized arms", "", "| arm | method | images | " + " | ".join(keys) + " |",
-             "|" + "---|" * (3 + len(keys))]
-    for arm, v in st.items():
-        cells = [arm, str(v["method"]), str(v["n_items"])]
-        cells += [f"{v['scores'][k]:.4f}" if isinstance(v["scores"].get(k), (int, float)) else "-" for k in keys]
-        lines.append("| " + " | ".join(cells) + " |")
+    cols = STRUCTURE_SCORES + STYLE_SCORES
+    lines = ["# Stylized arms: structure and style", "",
+             "Structure (1 = the input's structure kept): " + "; ".join(f"{h}: {d}" for _, h, d in STRUCTURE_SCORES)
+             + ". Style (toward the target domain): " + "; ".join(f"{h}: {d}" for _, h, d in STYLE_SCORES)
+             + ". Doing nothing scores structure 1, FD ratio 1 and the inputs' P(target).", "",
+             "| arm | method | images | " + " | ".join(f"structure: {h}" for _, h, _ in STRUCTURE_SCORES) + " | "
+             + " | ".join(f"style: {h}" for _, h, _ in STYLE_SCORES) + " |",
+             "|" + "---|" * (3 + len(cols))]
+    for r in rows:
+        lines.append("| " + " | ".join([r["arm"], r["method"], r["images"]] + [r[k] for k, _, _ in cols]) + " |")
     return "\n".join(lines) + "\n"
 
 
 def _rel(p: Path, root: Path) -> str:
-    return html.escape(os.path.relpath(p, root))
+    return html.escape(os.path.relpath(p, root), quote=True)
 
 
-def write_index(layout: RunLayout, results: Optional[Mapping[str, Any]], figures: Sequence[Path]) -> Path:
-    """``RUN/index.html``: the run's configuration, environment, executed notebooks, tables and figures."""
-    root = layout.root
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>stylseg run</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}img{max-width:100%}</style></head><body>",
-             f"<h1>stylseg run <code>{html.escape(str(root))}</code></h1>"]
-    if layout.config.is_file():
-        cfg = read_json(layout.config)
-        parts.append(f"<p>profile <b>{html.escape(str(cfg.get('profile')))}</b>, seed {cfg.get('seed')}. "
-                     f"<a href='config.json'>config.json</a>"
-                     + (" · <a href='env.json'>env.json</a>" if layout.env.is_file() else "") + "</p>")
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+_CSS = ("body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
+        "font-size:13px;text-align:left}th{background:#f3f3f3}td.num{font-variant-numeric:tabular-nums;"
+        "white-space:nowrap}tr.direct td{background:#f7f7f7}.better{color:#1a7f37;font-weight:600}"
+        ".worse{color:#b42318;font-weight:600}.muted{color:#666;font-size:13px}img{max-width:100%}"
+        "figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}figure img{max-height:560px}figcaption{font-size:12px;color:#555}")
+
+
+def _headline_html(results: Mapping[str, Any]) -> List[str]:
+    from .seg.compare import headline, headline_cells
+
+    test = primary_test(results)
+    rows = headline(results, test, "standard")
+    if not rows:
+        return []
+    n_seeds = max(r["seeds"] for r in rows)
+    out = [f"<h2 id='answer'>The answer: Dice on the target test set <code>{_e(test)}</code></h2>",
+           f"<p class='muted'>Standard protocol, {rows[0]['n_images']} test images. Dice: mean ± standard deviation "
+           f"over {n_seeds} seed(s) [bootstrap 95% interval over test images]. Gain over direct: the paired per-image "
+           "difference, averaged over the seeds [bootstrap 95% interval]; <b>better</b> or <b>worse</b> only where "
+           "the interval excludes 0.</p>",
+           "<table><tr><th>arch</th><th>arm</th><th>what it is</th><th>Dice</th><th>gain over direct</th>"
+           "<th></th></tr>"]
+    for r in rows:
+        c = headline_cells(r)
+        cls = c["verdict"].replace(" ", "-")
+        out.append(f"<tr class='{_e(r['arm']) if r['arm'] == 'direct' else ''}'><td>{_e(r['arch'])}</td>"
+                   f"<td><b>{_e(r['arm'])}</b></td><td>{_e(r['role'])}</td><td class='num'>{_e(c['dice'])}</td>"
+                   f"<td class='num'>{_e(c['gain'])}</td><td class='{cls}'>{_e(c['verdict'])}</td></tr>")
+    out.append("</table>")
+    return out
+
+
+def _notebook_links(layout: RunLayout) -> List[str]:
     nbs = sorted(layout.notebooks.glob("*.ipynb")) if layout.notebooks.is_dir() else []
-    if nbs:
-        parts.append("<h2>Executed notebooks</h2><ul>" + "".join(
-            f"<li><a href='{_rel(p, root)}'>{html.escape(p.name)}</a></li>" for p in nbs) + "</ul>")
+    if not nbs:
+        return []
+    items = []
+    for p in nbs:
+        h = p.with_suffix(".html")
+        main = (f"<a href='{_rel(h, layout.root)}'>{_e(p.stem)}</a>" if h.is_file() else _e(p.stem))
+        items.append(f"<li>{main} <span class='muted'>(<a href='{_rel(p, layout.root)}'>.ipynb</a>)</span></li>")
+    return ["<h2 id='notebooks'>Executed notebooks</h2><p class='muted'>Rendered to HTML with their figures; "
+            "the .ipynb opens in Jupyter.</p><ul>" + "".join(items) + "</ul>"]
+
+
+def write_index(layout: RunLayout, results: Optional[Mapping[str, Any]] = None,
+                figures: Optional[Sequence[Path]] = None) -> Path:
+    """``RUN/index.html``: the answer first (target-domain Dice of every arm, its gain over direct), then the
+    figures, the stylizer scores, the full tables, the executed notebooks (HTML) and the other outputs.
+    ``results`` and ``figures`` default to what ``RUN/eval/`` holds, so the page can be refreshed cheaply
+    (``stylseg reproduce`` does so after the last notebook, to link every rendered notebook)."""
+    root = layout.root
+    saved = read_json(layout.eval / "results.json") if (layout.eval / "results.json").is_file() else {}
+    if results is None:
+        results = saved.get("seg")
+    if figures is None:
+        figures = (sorted(layout.eval.glob("radar_*.png")) + sorted(layout.eval.glob("qualitative_*.png"))
+                   if layout.eval.is_dir() else [])
+    cfg = read_json(layout.config) if layout.config.is_file() else {}
+    parts = ["<!doctype html><html><head><meta charset='utf-8'>",
+             f"<title>stylseg run {_e(root.name)}</title><style>{_CSS}</style></head><body>",
+             f"<h1>stylseg run <code>{_e(root.name)}</code></h1>",
+             f"<p class='muted'>{_e(root.resolve())} · profile <b>{_e(cfg.get('profile', '?'))}</b>, seed "
+             f"{_e(cfg.get('seed', '?'))} · <a href='config.json'>config.json</a>"
+             + (" · <a href='env.json'>env.json</a>" if layout.env.is_file() else "")
+             + (" · <a href='#notebooks'>executed notebooks</a>" if layout.notebooks.is_dir() else "") + "</p>"]
     if results:
-        parts.append("<h2>Segmentation results</h2><p>"
-                     + " · ".join(f"<a href='{_rel(p, root)}'>{html.escape(p.name)}</a>"
-                                  for p in sorted(layout.eval.glob("results*")))
-                     + "</p>")
+        parts += _headline_html(results)
+    else:
+        parts.append("<p>No finished segmentation runs yet (notebook 06 makes them).</p>")
+    if figures:
+        parts.append("<h2>Figures</h2>" + "".join(
+            f"<figure><a href='{_rel(f, root)}'><img src='{_rel(f, root)}' alt='{_e(f.stem)}'></a>"
+            f"<figcaption>{_e(f.stem.replace('_', ' '))}</figcaption></figure>" for f in figures))
+    st = saved.get("stylizers") if saved else None
+    st_rows = _stylizer_rows(st or stylizer_scores(layout))
+    if st_rows:
+        cols = STRUCTURE_SCORES + STYLE_SCORES
+        parts.append("<h2>Stylized arms: structure and style</h2><p class='muted'>"
+                     + "; ".join(f"<b>{_e(h)}</b>: {_e(d)}" for _, h, d in cols) + "</p><table><tr><th>arm</th>"
+                     "<th>method</th><th>images</th>" + "".join(f"<th>structure: {_e(h)}</th>" for _, h, _ in STRUCTURE_SCORES)
+                     + "".join(f"<th>style: {_e(h)}</th>" for _, h, _ in STYLE_SCORES) + "</tr>")
+        for r in st_rows:
+            parts.append(f"<tr><td>{_e(r['arm'])}</td><td>{_e(r['method'])}</td><td class='num'>{_e(r['images'])}</td>"
+                         + "".join(f"<td class='num'>{_e(r[k])}</td>" for k, _, _ in cols) + "</tr>")
+        parts.append("</table>")
+    if results:
         from .seg.compare import _cell, table
 
+        parts.append("<h2>All tables</h2><p class='muted'>Cells: mean ± standard deviation over seeds [bootstrap 95% "
+                     "interval over test images]. Files: "
+                     + " · ".join(f"<a href='{_rel(p, root)}'>{_e(p.name)}</a>"
+                                  for p in sorted(layout.eval.glob("results*"))) + "</p>")
         for test in results["tests"]:
             for prot in results["protocols"]:
                 t = table(results, test, prot)
-                parts.append(f"<h3>test <code>{html.escape(test)}</code>, {prot} protocol</h3><table><tr><th>arch</th>"
-                             "<th>arm</th>" + "".join(f"<th>{METRIC_LABELS[m]}</th>" for m in PAPER_METRICS) + "</tr>")
+                parts.append(f"<h3>test <code>{_e(test)}</code>, {_e(prot)} protocol</h3><table><tr><th>arch</th>"
+                             "<th>arm</th>" + "".join(f"<th>{_e(METRIC_LABELS[m])}</th>" for m in PAPER_METRICS) + "</tr>")
                 for (arch, arm), row in sorted(t.items(), key=lambda kv: (kv[0][0], results["arms"].index(kv[0][1]))):
-                    parts.append(f"<tr><td>{arch}</td><td>{arm}</td>" + "".join(
-                        f"<td>{html.escape(_cell(row.get(m)))}</td>" for m in PAPER_METRICS) + "</tr>")
+                    parts.append(f"<tr><td>{_e(arch)}</td><td>{_e(arm)}</td>" + "".join(
+                        f"<td class='num'>{_e(_cell(row.get(m)))}</td>" for m in PAPER_METRICS) + "</tr>")
                 parts.append("</table>")
-    if figures:
-        parts.append("<h2>Figures</h2>" + "".join(
-            f"<p><a href='{_rel(f, root)}'><img src='{_rel(f, root)}' alt='{html.escape(f.name)}'></a></p>"
-            for f in figures))
+    parts += _notebook_links(layout)
     st_dir = root / "stylized"
-    if st_dir.is_dir():
-        parts.append("<h2>Stylized arms</h2><ul>" + "".join(
-            f"<li><a href='{_rel(m, root)}'>{html.escape(m.parent.name)}</a></li>"
-            for m in sorted(st_dir.glob("*/manifest.json"))) + "</ul>")
     other = [p for p in (layout.diffae / "history.json", layout.finetune / "history.json", layout.split_json,
                          layout.style_image) if p.is_file()]
+    other += sorted(st_dir.glob("*/manifest.json")) if st_dir.is_dir() else []
     other += sorted((layout.diffae / "samples").glob("*.png"))[:8] if (layout.diffae / "samples").is_dir() else []
     if other:
         parts.append("<h2>Other outputs</h2><ul>" + "".join(
@@ -319,10 +432,6 @@ def write_index(layout: RunLayout, results: Optional[Mapping[str, Any]], figures
 def build_report(run_dir: os.PathLike, protocol: Optional[str] = None, n_boot: Optional[int] = None) -> Path:
     """Write ``RUN/eval/*`` and ``RUN/index.html`` from what the run folder holds; returns index.html.
     ``protocol`` for the radar charts (default: the run's ``eval.protocol``, else standard)."""
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg",) and not os.environ.get("DISPLAY"):
-        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from .seg.compare import results_markdown, write_results_csv

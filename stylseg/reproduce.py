@@ -10,6 +10,7 @@ with the same parameters, so an interrupted reproduction resumes where it stoppe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -56,6 +57,41 @@ def _digest(params: Dict[str, Any], nb_path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def kernel_environment():
+    """The environment a notebook kernel starts with: the caller's, less ``MPLBACKEND``.
+
+    A kernel started with ``MPLBACKEND=Agg`` (set by test runners and headless scripts) keeps that backend
+    instead of Jupyter's inline one, and every ``plt.show()`` then draws nothing into the executed notebook."""
+    saved = os.environ.pop("MPLBACKEND", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["MPLBACKEND"] = saved
+
+
+def render_html(executed: Path, log=print) -> Optional[Path]:
+    """Render an executed notebook to ``<name>.html`` beside it (nbconvert, figures embedded), so that it opens in
+    a browser without Jupyter. Returns the page, or None (with a note) when nbconvert cannot render it."""
+    from nbconvert import HTMLExporter
+
+    from .utils import atomic_path
+
+    executed = Path(executed)
+    if not executed.is_file():
+        return None
+    try:
+        body, _ = HTMLExporter().from_filename(str(executed))
+    except Exception as e:  # a rendering problem must not fail a finished reproduction
+        log(f"[note] {executed.name} could not be rendered to HTML ({type(e).__name__}: {e}); the .ipynb is there")
+        return None
+    out = executed.with_suffix(".html")
+    with atomic_path(out) as tmp:
+        tmp.write_text(body, encoding="utf-8")
+    return out
+
+
 def run_notebooks(run_dir: os.PathLike, params: Dict[str, Any], notebooks: Optional[Sequence[Path]] = None,
                   force: bool = False, log=print, kernel_name: Optional[str] = None,
                   config_overrides: Optional[Dict[str, str]] = None) -> List[Dict[str, Any]]:
@@ -86,11 +122,14 @@ def run_notebooks(run_dir: os.PathLike, params: Dict[str, Any], notebooks: Optio
         t = time.time()
         out_nb = out_dir / nb.name
         try:
-            pm.execute_notebook(str(nb), str(out_nb), parameters=mine, cwd=str(nb.parent), progress_bar=False,
-                                kernel_name=kernel_name, log_output=False)
+            with kernel_environment():
+                pm.execute_notebook(str(nb), str(out_nb), parameters=mine, cwd=str(nb.parent), progress_bar=False,
+                                    kernel_name=kernel_name, log_output=False)
         except pm.PapermillExecutionError as e:
+            html = render_html(out_nb, log=log)
             raise StylsegError(f"notebook {nb.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
-                               f"  the executed copy with the error: {out_nb}") from None
+                               f"  the executed copy with the error: {html or out_nb}") from None
+        render_html(out_nb, log=log)
         secs = time.time() - t
         write_json(done_path, {"digest": digest, "parameters": mine, "seconds": secs,
                                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -147,9 +186,12 @@ def _cmd(args: argparse.Namespace) -> int:
     print(f"reproduction finished in {total / 60:.1f} min; results in {Path(args.out).resolve()}")
     for r in recs:
         print(f"  {r['notebook']:<40} {r['status']:<8} {r['seconds']:7.1f} s")
-    idx = RunLayout(args.out).index_html
-    if idx.is_file():
-        print(f"open {idx.resolve()}")
+    layout = RunLayout(args.out)
+    if layout.index_html.is_file():
+        from .report import write_index
+
+        write_index(layout)  # again, now that every notebook of the run is rendered to HTML
+        print(f"open {layout.index_html.resolve()}")
     return 0
 
 

@@ -2,6 +2,7 @@
 smoke defaults, the lesson shape of DESIGN.md, no hard-coded device."""
 
 import ast
+import re
 import json
 import logging
 from pathlib import Path
@@ -68,3 +69,17 @@ def test_lesson_shape(path):
     assert any("try this" in m.lower() for m in md[-2:]), "end with a 'Try this' list"
     text = "\n".join(_src(c) for c in cells)
     assert "cuda:0" not in text and ".cuda()" not in text
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_try_this_can_be_done_from_the_notebook(path):
+    """Each notebook takes ``SET`` (the ``--set`` syntax), and its markdown never asks for a ``--set`` flag, which
+    a notebook cannot take, or for hand-editing the run's config.json."""
+    cells = _cells(path)
+    params = next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    tree = ast.parse(_src(params[0]) if isinstance(params, list) else _src(params))
+    values = {t.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign) for t in n.targets}
+    assert values.get("SET") == "", "a SET = \"\" parameter"
+    md = "\n".join(_src(c) for c in cells if c["cell_type"] == "markdown")
+    assert "--set" not in md, "use SET = \"...\" in the notebook's text, not --set"
+    assert not re.search(r"(edit|change|write)[^.]{0,60}config\.json", md, re.I), "no hand-editing of config.json"

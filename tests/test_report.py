@@ -44,7 +44,7 @@ def test_build_report(tmp_path):
     assert rows[("histogram", "standard", "dice")]["mean"] > rows[("direct", "standard", "dice")]["mean"]
     assert res["stylizers"]["histogram"]["scores"]["structure_ssim"] == 0.91
     md = (ev / "results.md").read_text()
-    assert f"{np.mean(d):.4f}" in md and "structure_ssim" in md
+    assert f"{np.mean(d):.4f}" in md and "SSIM_S image" in md and "| histogram | histogram | 1 | 0.910 |" in md
     html = index.read_text()
     for link in ("eval/radar_unet.png", "eval/qualitative_target.png", "notebooks/06_segmentation.ipynb",
                  "config.json", "stylized/histogram/manifest.json"):
@@ -61,3 +61,66 @@ def test_report_without_seg_runs_and_cli(tmp_path):
     assert main(["report", "--run", str(tmp_path / "run")]) == 0
     assert "No finished runs" in (tmp_path / "run" / "eval" / "results.md").read_text()
     assert main(["report", "--run", str(tmp_path / "nope")]) == 2
+
+
+def _per_image(lay, arm, metric="dice"):
+    """Each test image's standard-protocol value, averaged over the two seeds, from the metrics files."""
+    per = [{r["name"]: r[metric] for r in json.loads((lay.seg("unet", arm, s) / "metrics.json").read_text())
+            ["tests"]["target"]["standard"]["per_image"]} for s in (0, 1)]
+    return {k: np.mean([p[k] for p in per]) for k in per[0]}
+
+
+def test_results_md_and_index_lead_with_the_answer(tmp_path):
+    """The headline (target Dice of every arm, the paired gain over direct) comes first in results.md and before
+    any figure in index.html; the gain is the mean per-image difference, computed here by hand."""
+    lay = make_run(tmp_path / "run")
+    report.build_report(lay.root)
+    hist, direct = _per_image(lay, "histogram"), _per_image(lay, "direct")
+    gain = np.mean([hist[k] - direct[k] for k in hist])
+    md = (lay.eval / "results.md").read_text()
+    first_table = md[md.index("| arch |"):]
+    first_table = first_table[:first_table.index("\n\n")]
+    assert "## The answer" in md.split("| arch |")[0]
+    hist_row = next(line for line in first_table.splitlines() if line.startswith("| unet | histogram |"))
+    assert f"{np.mean(list(hist.values())):.3f}" in hist_row and f"{gain:+.3f}" in hist_row
+    assert "better" in hist_row  # quality 0.8 against 0.4 on every image: the interval excludes 0
+    html = lay.index_html.read_text()
+    assert html.index("The answer") < html.index("<img") < html.index("All tables")
+    assert f"{gain:+.3f}" in html[:html.index("<img")]
+
+
+def test_index_escapes_names_and_links_rendered_notebooks(tmp_path):
+    lay = make_run(tmp_path / "run")
+    odd = "a<b>&c"
+    w = ArmWriter(lay.stylized(odd), odd, "histogram", {}, source=lay.domain("target", "test"), size=16)
+    w.add("0", np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16), bool))
+    w.set_scores({"structure_ssim": 0.5})
+    (lay.notebooks / "06_segmentation.html").write_text("<html></html>")
+    html = report.build_report(lay.root).read_text()
+    assert odd not in html and "a&lt;b&gt;&amp;c" in html
+    assert "href='notebooks/06_segmentation.html'" in html
+
+
+def test_index_renders_in_a_headless_browser(tmp_path):
+    """The page as a browser shows it: Chromium's DOM has the headline table before the first figure, and a
+    screenshot is drawn (look at it: ``chromium --headless --screenshot=x.png RUN/index.html``)."""
+    import shutil
+    import subprocess
+
+    browser = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    if browser is None:
+        pytest.skip("no headless browser installed (apt-get install chromium)")
+    lay = make_run(tmp_path / "run")
+    index = report.build_report(lay.root)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'ud'}"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", index.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "The answer" in dom.stdout and dom.stdout.index("The answer") < dom.stdout.index("<img")
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,900", index.as_uri()],
+                   capture_output=True, text=True, timeout=120)
+    from PIL import Image
+
+    im = np.asarray(Image.open(shot).convert("L"))
+    assert im.shape == (900, 1200) and im.std() > 5  # drawn, not blank

@@ -36,6 +36,18 @@ def test_every_pipeline_notebook_ran(smoke_run):
         errors = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
                   if o.get("output_type") == "error"]
         assert not errors, f"{name} holds an error output"
+        # every cell that shows a figure carries it as an image (the test runner's MPLBACKEND=Agg must not
+        # reach the kernels), and the notebook is rendered to HTML beside it
+        # (a cell whose plt.show() is indented may draw nothing by design: a section skipped without real data)
+        drawing = [c for c in nb["cells"] if c["cell_type"] == "code"
+                   and any(line.startswith("plt.show()") or "; plt.show()" in line and not line.startswith(" ")
+                           for line in "".join(c["source"]).splitlines())]
+        images = [c for c in nb["cells"] if c["cell_type"] == "code"
+                  and any("image/png" in o.get("data", {}) for o in c.get("outputs", []))]
+        blank = [c for c in drawing if c not in images]
+        assert images and not blank, f"{name}: {len(blank)} of {len(drawing)} figure cells show no figure"
+        html = executed.with_suffix(".html")
+        assert html.is_file() and html.read_text().count("data:image/png") >= len(images)
         assert (run / "notebooks" / name.replace(".ipynb", ".done.json")).is_file()
     timings = json.loads((run / "notebooks" / "timings.json").read_text())
     assert [t["notebook"] for t in timings] == names

@@ -30,6 +30,20 @@ from .train import train_segmenter
 
 #: preferred order of arms in tables
 ARM_ORDER = ("direct", "st", "st_nospn", "recon", "jitter", "histogram", "reinhard", "fda", "oracle")
+#: what each arm is, in a few words (tables and the report)
+ARM_ROLES = {
+    "direct": "trained on the source images as they are (the baseline to beat)",
+    "st": "the diffusion stylizer: D_B + SPN (the paper's method)",
+    "st_nospn": "the diffusion stylizer without the SPN (ablation)",
+    "st_sensor": "the diffusion stylizer, then the style image's blur and noise",
+    "recon": "control: the D_A round trip, no style change",
+    "jitter": "control: colour-jitter augmentation",
+    "sensor": "control: the style image's blur and noise alone",
+    "histogram": "cheap baseline: histogram matching to the style image",
+    "reinhard": "cheap baseline: Reinhard colour transfer",
+    "fda": "cheap baseline: Fourier domain adaptation",
+    "oracle": "trained on labelled target images (upper bound)",
+}
 #: standard-protocol metrics that are maxima of a dataset-mean curve (no per-image interval)
 DATASET_LEVEL = {"standard": ("dice_max", "iou_max", "e_max", "e_mean"), "paper": ()}
 
@@ -113,19 +127,34 @@ def aggregate(out_dir: os.PathLike, n_boot: int = 1000, write: bool = True) -> D
             for prot in PROTOCOLS:
                 if prot in t:
                     groups.setdefault((r["arch"], r["arm"], tname, prot), []).append({"seed": r["seed"], **t[prot]})
+    def per_image(items, metric) -> Dict[str, float]:
+        """Each test image's value of ``metric``, averaged over the seeds."""
+        names = [p["name"] for p in items[0]["per_image"]]
+        per = np.mean([[dict((q["name"], q[metric]) for q in it["per_image"])[nm] for nm in names]
+                       for it in items], axis=0)
+        return dict(zip(names, per.tolist()))
+
     rows = []
     for (arch, arm, tname, prot), items in sorted(groups.items()):
         items = sorted(items, key=lambda x: x["seed"])
         names = [p["name"] for p in items[0]["per_image"]]
+        direct = sorted(groups.get((arch, "direct", tname, prot), []), key=lambda x: x["seed"])
         for metric in items[0]["metrics"]:
             vals = [it["metrics"][metric] for it in items]
             row = {"arch": arch, "arm": arm, "test": tname, "protocol": prot, "metric": metric,
                    "mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-                   "values": vals, "seeds": [it["seed"] for it in items], "n_images": len(names), "ci": None}
+                   "values": vals, "seeds": [it["seed"] for it in items], "n_images": len(names), "ci": None,
+                   "diff_direct": None}
             if metric not in DATASET_LEVEL[prot] and metric in items[0]["per_image"][0]:
-                per = np.mean([[dict((q["name"], q[metric]) for q in it["per_image"])[nm] for nm in names]
-                               for it in items], axis=0)
-                row["ci"] = list(bootstrap_ci(per, n=n_boot, seed=0))
+                per = per_image(items, metric)
+                row["ci"] = list(bootstrap_ci(list(per.values()), n=n_boot, seed=0))
+                if direct and arm != "direct":
+                    base = per_image(direct, metric)
+                    shared = [nm for nm in per if nm in base]
+                    if shared:  # paired: the same test images, each averaged over the seeds
+                        d = [per[nm] - base[nm] for nm in shared]
+                        row["diff_direct"] = {"mean": float(np.mean(d)), "ci": list(bootstrap_ci(d, n=n_boot, seed=0)),
+                                              "n_images": len(shared)}
             rows.append(row)
     res = {"archs": sorted({r[0] for r in groups}), "arms": _order(r[1] for r in groups),
            "tests": list(dict.fromkeys(t for r in runs for t in r["tests"])), "protocols": [p for p in PROTOCOLS
@@ -230,10 +259,89 @@ def style_spread_markdown(results: Mapping[str, Any], metric: str = "dice") -> s
     return "\n".join(lines)
 
 
+def primary_test(results: Mapping[str, Any]) -> str:
+    """The target-domain test set when present (``target``, or a name containing it), else the first."""
+    tests = list(results["tests"])
+    for t in tests:
+        if t == "target":
+            return t
+    for t in tests:
+        if "target" in t or "tgt" in t:
+            return t
+    return tests[0]
+
+
+def arm_role(arm: str) -> str:
+    """A few words on what ``arm`` is (``st@s1``: the same as ``st``, made with style image 1)."""
+    from ..layout import split_arm
+
+    base, k = split_arm(arm)
+    role = ARM_ROLES.get(base, "")
+    return f"{role} (style image {k})" if role and k else role
+
+
+def headline(results: Mapping[str, Any], test: Optional[str] = None, protocol: str = "standard",
+             metric: str = "dice") -> List[Dict[str, Any]]:
+    """The answer of a run, one row per (arch, arm) of test set ``test`` (default: the target domain's):
+    ``{"arch", "arm", "role", "mean", "std", "ci", "seeds", "n_images", "diff"}``, where ``diff`` is the
+    paired difference to ``direct`` (mean over test images of the per-image difference, each image averaged over
+    the seeds, with its bootstrap 95% interval), or None for ``direct`` itself."""
+    test = test or primary_test(results)
+    t = table(results, test, protocol)
+    out = []
+    for arch in results["archs"]:
+        for arm in results["arms"]:
+            r = t.get((arch, arm), {}).get(metric)
+            if r is None:
+                continue
+            out.append({"arch": arch, "arm": arm, "role": arm_role(arm), "mean": r["mean"], "std": r["std"],
+                        "ci": r.get("ci"), "seeds": len(r["values"]), "n_images": r["n_images"],
+                        "diff": r.get("diff_direct")})
+    return out
+
+
+def _interval(ci: Optional[Sequence[float]], signed: bool = False) -> str:
+    if not ci:
+        return ""
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f" [{f.format(ci[0])}, {f.format(ci[1])}]"
+
+
+def headline_cells(row: Mapping[str, Any]) -> Dict[str, str]:
+    """Formatted cells of a :func:`headline` row: ``dice`` (mean ± sd over seeds [interval over images]),
+    ``gain`` (the paired difference to direct [interval]) and ``verdict`` (where the interval excludes 0)."""
+    dice = f"{row['mean']:.3f}" + (f" ± {row['std']:.3f}" if row["seeds"] > 1 else "") + _interval(row["ci"])
+    d = row["diff"]
+    if d is None:
+        return {"dice": dice, "gain": "", "verdict": ""}
+    gain = f"{d['mean']:+.3f}" + _interval(d["ci"], signed=True)
+    lo, hi = d["ci"]
+    verdict = "better" if lo > 0 else "worse" if hi < 0 else "not resolved"
+    return {"dice": dice, "gain": gain, "verdict": verdict}
+
+
+def headline_markdown(results: Mapping[str, Any], test: Optional[str] = None, protocol: str = "standard") -> str:
+    """The headline table in markdown: target-domain Dice of every arm and its gain over direct."""
+    test = test or primary_test(results)
+    rows = headline(results, test, protocol)
+    if not rows:
+        return ""
+    n_img, n_seeds = rows[0]["n_images"], max(r["seeds"] for r in rows)
+    lines = [f"## The answer: Dice on test set `{test}` ({n_img} images), {protocol} protocol", "",
+             f"Dice: mean ± standard deviation over {n_seeds} seed(s) [bootstrap 95% interval over test images]. "
+             "Gain over direct: the paired per-image difference, averaged over the seeds [bootstrap 95% interval]; "
+             "'better' or 'worse' only where the interval excludes 0.", "",
+             "| arch | arm | what it is | Dice | gain over direct | |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        c = headline_cells(r)
+        lines.append(f"| {r['arch']} | {r['arm']} | {r['role']} | {c['dice']} | {c['gain']} | {c['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
 def results_markdown(results: Mapping[str, Any], metrics: Sequence[str] = PAPER_METRICS) -> str:
-    """Tables in the paper's format: one per (test set, protocol); rows arch x arm; cells
-    ``mean ± std over seeds [bootstrap 95% interval over images]``."""
-    lines = ["# Segmentation results", "",
+    """The headline table (:func:`headline_markdown`), then the tables in the paper's format: one per (test set,
+    protocol); rows arch x arm; cells ``mean ± std over seeds [bootstrap 95% interval over images]``."""
+    lines = ["# Segmentation results", "", headline_markdown(results), "## All tables", "",
              "Cells: mean ± standard deviation over seeds [bootstrap 95% interval over test images]. "
              "MAE: lower is better.", ""]
     for test in results["tests"]:
@@ -242,7 +350,7 @@ def results_markdown(results: Mapping[str, Any], metrics: Sequence[str] = PAPER_
             if not t:
                 continue
             n_img = next(iter(next(iter(t.values())).values()))["n_images"]
-            lines += [f"## test `{test}` ({n_img} images), {prot} protocol", ""]
+            lines += [f"### test `{test}` ({n_img} images), {prot} protocol", ""]
             has_oracle = any(arm == "oracle" for _, arm in t)
             head = ["arch", "arm"] + [METRIC_LABELS[m] for m in metrics] + (["gap closed (Dice)"] if has_oracle else [])
             lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
