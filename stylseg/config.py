@@ -202,8 +202,9 @@ class EvalConfig:
     protocol: str = "standard"  # standard | paper
     bootstrap: int = 1000
     #: the arms notebook 06 trains and every table shows, by base name (``--styles K`` adds each one's
-    #: ``<arm>@s<k>``): direct, oracle and any folder under RUN/stylized (notebook 05 writes st, st_nospn,
-    #: recon, histogram, reinhard, fda); e.g. ``--set eval.arms=direct,st,recon,histogram``
+    #: ``<arm>@s<k>``): direct, oracle, any folder under RUN/stylized (notebook 05 writes st, st_nospn,
+    #: recon, histogram, reinhard, fda), ``source+<arm>`` (the source set with that arm's images) and
+    #: ``jitter`` (colour jitter; ``stylseg.arms``); e.g. ``--set eval.arms=direct,st,source+st,recon``
     arms: Tuple[str, ...] = ("direct", "st", "st_nospn", "recon", "histogram", "reinhard", "fda", "oracle")
 
 
@@ -311,6 +312,8 @@ def _profiles() -> Dict[str, RunConfig]:
         stylize=StylizeConfig(iterations=10, lr_unet=1e-4, lr_spn=1e-4, batch_size=4, spn_lambda=0.1, w_cycle=0.0),
         seg=SegConfig(archs=("unet",), encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8),
                       image_size=64, batch_size=8, epochs=8, lr=3e-3, seeds=1),
+        eval=EvalConfig(arms=("direct", "st", "st_nospn", "recon", "jitter", "source+st", "source+recon", "histogram",
+                              "source+histogram", "reinhard", "fda", "oracle")),
     )
     cpu = RunConfig(
         profile="cpu",
@@ -325,8 +328,8 @@ def _profiles() -> Dict[str, RunConfig]:
                             enc_pool="flatten", prediction="v", loss_weighting="v"),
         stylize=StylizeConfig(iterations=100, lr_unet=1e-4, lr_spn=1e-4, batch_size=4, spn_lambda=0.1, w_cycle=0.0),
         seg=SegConfig(archs=("unet",), encoder="resnet18", image_size=128, batch_size=12, epochs=20, lr=3e-4, seeds=3),
-        # the arms of issue 6's cpu table; st_nospn is still made and scored by notebook 05, but 3 more segmentation
-        # runs (about 15 min on 2 cores) are left to --set eval.arms=...,st_nospn
+        # st_nospn is still made and scored by notebook 05; training on it (3 more segmentation runs, about 15 min
+        # on 2 cores) is left to --set eval.arms=...,st_nospn
         eval=EvalConfig(arms=("direct", "st", "recon", "histogram", "reinhard", "fda", "oracle")),
     )
     paper = RunConfig(

@@ -152,13 +152,15 @@ def plot_qualitative(layout: RunLayout, results: Mapping[str, Any], test: str, a
 
 
 def plot_arms(layout: RunLayout, arms: Sequence[str], n: int = 3):
-    """The first ``n`` training images of the original set (``direct``) and of each arm, side by side."""
+    """The first ``n`` training images of the original set (``direct``) and of each arm, side by side (union arms,
+    which hold the source images and another arm's, are left out)."""
     import matplotlib.pyplot as plt
 
+    from .arms import is_union
     from .data.io import list_images, read_image
 
     folders = {"direct": layout.domain("source", "train")}
-    folders.update({a: layout.stylized(a) for a in arms})
+    folders.update({a: layout.stylized(a) for a in arms if not is_union(a)})
     folders["oracle (target)"] = layout.domain("target", "train")
     folders = {k: v for k, v in folders.items() if (Path(v) / "images").is_dir()}
     fig, axes = plt.subplots(n, len(folders), figsize=(1.7 * len(folders), 1.7 * n), squeeze=False)
@@ -331,7 +333,9 @@ def _headline_html(results: Mapping[str, Any]) -> List[str]:
            f"<p class='muted'>Standard protocol, {rows[0]['n_images']} test images. Dice: mean ± standard deviation "
            f"over {n_seeds} seed(s) [bootstrap 95% interval over test images]. Gain over direct: the paired per-image "
            "difference, averaged over the seeds [bootstrap 95% interval]; <b>better</b> or <b>worse</b> only where "
-           "the interval excludes 0.</p>",
+           "the interval excludes 0"
+           + (" (with one seed the intervals cover the test images, not the training's own noise)" if n_seeds == 1
+              else "") + ".</p>",
            "<table><tr><th>arch</th><th>arm</th><th>what it is</th><th>Dice</th><th>gain over direct</th>"
            "<th></th></tr>"]
     for r in rows:
@@ -368,7 +372,9 @@ def write_index(layout: RunLayout, results: Optional[Mapping[str, Any]] = None,
     if results is None:
         results = saved.get("seg")
     if figures is None:
-        figures = (sorted(layout.eval.glob("radar_*.png")) + sorted(layout.eval.glob("qualitative_*.png"))
+        first = f"qualitative_{primary_test(results)}.png" if results else ""
+        figures = (sorted(layout.eval.glob("radar_*.png"))
+                   + sorted(layout.eval.glob("qualitative_*.png"), key=lambda p: (p.name != first, p.name))
                    if layout.eval.is_dir() else [])
     cfg = read_json(layout.config) if layout.config.is_file() else {}
     parts = ["<!doctype html><html><head><meta charset='utf-8'>",
@@ -464,7 +470,7 @@ def build_report(run_dir: os.PathLike, protocol: Optional[str] = None, n_boot: O
                     fig.savefig(tmp, dpi=110, format="png")
                 plt.close(fig)
                 figures.append(ev / f"radar_{arch}.png")
-        for t in results["tests"]:
+        for t in sorted(results["tests"], key=lambda t: t != test):  # the target domain's first
             fig = plot_qualitative(layout, results, t)
             with atomic_path(ev / f"qualitative_{t}.png") as tmp:
                 fig.savefig(tmp, dpi=100, format="png")

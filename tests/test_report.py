@@ -44,7 +44,7 @@ def test_build_report(tmp_path):
     assert rows[("histogram", "standard", "dice")]["mean"] > rows[("direct", "standard", "dice")]["mean"]
     assert res["stylizers"]["histogram"]["scores"]["structure_ssim"] == 0.91
     md = (ev / "results.md").read_text()
-    assert f"{np.mean(d):.4f}" in md and "SSIM_S image" in md and "| histogram | histogram | 1 | 0.910 |" in md
+    assert f"{np.mean(d):.4f}" in md and "SSIM_S image" in md and "| histogram | histogram matching | 1 | 0.910 |" in md
     html = index.read_text()
     for link in ("eval/radar_unet.png", "eval/qualitative_target.png", "notebooks/06_segmentation.ipynb",
                  "config.json", "stylized/histogram/manifest.json"):

@@ -78,11 +78,15 @@ def test_run_folder_contract(smoke_run):
     if "06" in names:
         assert list((run / "seg").glob("*/direct/seed0/metrics.json"))
         trained = {p.parent.parent.name for p in (run / "seg").glob("*/*/seed0/metrics.json")}
-        assert {"direct", "st", "st_nospn", "recon", "histogram", "oracle"} <= trained
+        assert {"direct", "st", "st_nospn", "recon", "histogram", "oracle", "jitter", "source+st", "source+recon",
+                "source+histogram"} <= trained
+        union = json.loads((L.seg("unet", "source+st", 0) / "metrics.json").read_text())
+        n_src = len(list((L.domain("source", "train") / "images").glob("*.png")))
+        assert len(list((Path(union["train_dir"]) / "images").glob("*.png"))) == 2 * n_src
         assert not trained & {"st_sensor", "sensor"}  # made by 05, but not in the default eval.arms
     if "07" in names:
         res = json.loads((L.eval / "results.json").read_text())
-        assert res
+        assert {"jitter", "source+st", "source+recon", "source+histogram"} <= set(res["seg"]["arms"])
         assert (L.eval / "results.md").is_file() and list(L.eval.glob("radar_*.png"))
         assert L.index_html.is_file()
 

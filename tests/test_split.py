@@ -153,13 +153,19 @@ def check_polyp_protocol(fr, clinic, colon):
     partial = [b for b, fs in blocks.items() if fs != [f for f in sorted(clinic) if (f - 1) // 25 == b]]
     assert len(partial) <= 1
     assert fr["source/test"] == [f for f in sorted(clinic) if 491 <= f <= 612]
-    assert fr["target/test"] == list(range(226, 264)) and fr["target/test_all"] == sorted(colon)
-    assert all(209 <= s <= 225 for s in fr["style"]) and not set(fr["style"]) & set(fr["target/test"])
-    # no CVC-ColonDB video sequence is divided between target train and target test
+    # the paper's 20 test frames (its prediction maps matched against every CVC-ColonDB mask)
+    assert fr["target/test"] == [125, 136, 140, 141, 142, 145, 149, 150, 160, 161, 162, 165, 166, 170, 174, 175,
+                                 176, 177, 189, 201]
+    assert fr["target/test_seq11"] == list(range(226, 264))
+    assert all(colondb_sequence(s) in (6, 9) for s in fr["style"]) and not set(fr["style"]) & set(fr["target/test"])
+    # no oracle training frame is in any test set, and no sequence is divided between oracle train and a test set
     seq_train = {colondb_sequence(f) for f in fr["target/train"]}
-    seq_test = {colondb_sequence(f) for f in fr["target/test"]}
-    assert seq_test == {11} and not seq_train & seq_test
-    assert len(fr["target/train"]) == 380 - (263 - 209 + 1)
+    for key in ("target/test", "target/test_seq11", "target/test_all"):
+        assert not set(fr["target/train"]) & set(fr[key])
+        assert not seq_train & {colondb_sequence(f) for f in fr[key]}
+    assert {colondb_sequence(f) for f in fr["target/test"]} == {6, 7, 9}
+    assert sorted(fr["target/test_all"] + fr["target/train"]) == sorted(colon)
+    assert len(fr["target/test_all"]) == (148 - 98 + 1) + (155 - 149 + 1) + (203 - 156 + 1) + (263 - 209 + 1)
 
 
 def test_colondb_sequence_table_covers_1_to_380_once():
@@ -190,8 +196,8 @@ def test_paper_polyp_materialised(tmp_path):
     clinic = [f for f in range(1, 613) if f not in CLINIC_MISSING]
     fr["style"] = [int(doc["style"]["style.png"].rsplit("/", 1)[1].split(".")[0])]
     check_polyp_protocol(fr, clinic, list(range(1, 381)))
-    assert doc["sizes"] == {"source/train": 178, "source/test": len(fr["source/test"]), "target/test": 38,
-                            "target/test_all": 380, "target/train": 325}
+    assert doc["sizes"] == {"source/train": 178, "source/test": len(fr["source/test"]), "target/test": 20,
+                            "target/test_seq11": 38, "target/test_all": 161, "target/train": 219}
     assert res["target_test_all"] == layout.domain("target", "test_all")
     # files carry the right frames: value = frame % 251
     for key, which in (("source/train", "source"), ("target/test", "target")):
@@ -213,6 +219,11 @@ def test_paper_polyp_names_on_real_data(real_data):
     assert len(clinic) == 550 and len(colon) == 380
     fr = polyp_protocol_names(clinic, colon, seed=0, style_seed=0)
     check_polyp_protocol(fr, clinic, colon)
+    # the frames the kit uses are the real dataset's frames: each test mask holds a polyp
+    from stylseg.data.io import read_mask
+
+    for f in fr["target/test"] + fr["style"]:
+        assert read_mask(real_data / "polyp" / "CVC-ColonDB" / "masks" / f"{f}.png").any(), f
 
 
 # --------------------------------------------------------------------------- paper-skin
@@ -300,3 +311,15 @@ def test_cli_prepare_and_split(tmp_path, capsys):
     assert rc == 0 and "synthetic data at 16 px" in capsys.readouterr().out
     assert main(["data", "split", "--protocol", "paper-polyp", "--data", str(tmp_path / "nowhere"),
                  "--out", str(tmp_path / "z")]) == 2
+
+
+def test_a_run_prepared_by_an_older_split_version_is_told_to_prepare_again(tmp_path):
+    data = fake_cvc(tmp_path / "data")
+    layout = RunLayout(tmp_path / "run")
+    cfg = small_cfg(**{"data.seg_size": 8})
+    prepare_run_data(layout, cfg, protocol="paper-polyp", data_dir=str(data), progress=False)
+    doc = json.loads(layout.split_json.read_text())
+    doc["params"]["split_version"] = 1
+    layout.split_json.write_text(json.dumps(doc))
+    with pytest.raises(StylsegError, match=r"split version 1; this kit writes version 2.*new RUN_DIR / --out"):
+        prepare_run_data(layout, cfg, protocol="paper-polyp", data_dir=str(data), progress=False)

@@ -236,8 +236,13 @@ def paired_augment(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator, 
     return np.ascontiguousarray(img), np.ascontiguousarray(mask)
 
 
-def color_jitter_image(img: np.ndarray, rng: np.random.Generator, brightness: float = 0.2, contrast: float = 0.2,
-                       saturation: float = 0.2, hue: float = 0.03) -> np.ndarray:
+#: the colour jitter of ``seg.color_jitter`` (and of the ``jitter`` arm): relative amounts, hue in turns
+COLOR_JITTER = {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.03}
+
+
+def color_jitter_image(img: np.ndarray, rng: np.random.Generator, brightness: float = COLOR_JITTER["brightness"],
+                       contrast: float = COLOR_JITTER["contrast"], saturation: float = COLOR_JITTER["saturation"],
+                       hue: float = COLOR_JITTER["hue"]) -> np.ndarray:
     """Random brightness, contrast, saturation (multiplicative, +-amount) and hue rotation
     (+-``hue`` of a turn) of an RGB uint8 image."""
     u = rng.uniform(-1, 1, size=4)

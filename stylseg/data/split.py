@@ -25,7 +25,10 @@ import numpy as np
 from ..utils import StylsegError, read_json, write_json
 from .io import natural_key, read_image, read_mask, resize_image, write_image
 
-SPLIT_VERSION = 1
+#: the version of split.json this kit writes; a run folder prepared with another is refused with one message.
+#: 2: the paper-polyp target test set is the paper's 20 CVC-ColonDB frames (sequences 6, 7, 9), the style frame
+#: comes from sequences 6 or 9, and the oracle trains on sequences other than 6, 7, 9 and 11.
+SPLIT_VERSION = 2
 PROTOCOLS = ("synthetic", "folders", "paper-polyp", "paper-skin")
 
 #: CVC-ColonDB frame -> video sequence (../shared/data/README.md); (first, last, sequence)
@@ -33,14 +36,17 @@ COLONDB_SEQUENCES: Tuple[Tuple[int, int, int], ...] = (
     (1, 38, 1), (39, 60, 2), (61, 76, 3), (77, 97, 5), (98, 148, 6), (149, 155, 7), (156, 203, 9), (204, 208, 10),
     (209, 263, 11), (264, 273, 14), (274, 300, 15), (301, 320, 4), (321, 340, 8), (341, 360, 12), (361, 380, 13))
 
-#: the polyp protocol (METHOD.md section 7)
+#: the polyp protocol: the paper's own 20 CVC-ColonDB test frames (identified by matching the prediction maps its
+#: repository ships against every CVC-ColonDB mask), a style frame of the same sequences, and extra test sets
 PAPER_POLYP = {
     "n_train": 178,  # CVC-ClinicDB training frames
     "block": 25,  # contiguous block length (CVC-ClinicDB: 612 frames of 29 sequences, ~21 per sequence)
     "heldout": (491, 612),  # CVC-ClinicDB frames held out as the source-domain test
-    "test": (226, 263),  # CVC-ColonDB test frames (tail of sequence 11)
-    "style": (209, 225),  # CVC-ColonDB frames of sequence 11 the style image is drawn from
-    "test_sequence": 11,
+    "test_frames": (125, 136, 140, 141, 142, 145, 149, 150, 160, 161, 162, 165, 166, 170, 174, 175, 176, 177, 189,
+                    201),  # the paper's 20 test frames (sequences 6, 7 and 9)
+    "style_sequences": (6, 9),  # the style frame: a frame of these sequences outside the test frames
+    "seq11": (226, 263),  # an extra test set: the tail of sequence 11
+    "oracle_excluded": (6, 7, 9, 11),  # sequences of any test set: never oracle training frames
 }
 
 #: the skin protocol (METHOD.md section 7): counts of the paper
@@ -185,14 +191,14 @@ def _find_polyp_roots(data_dir: str) -> Tuple[Path, Path]:
 
 def polyp_protocol_names(clinic: Sequence[int], colon: Sequence[int], seed: int, style_seed: int, styles: int = 1,
                          p: Optional[dict] = None) -> Dict[str, List[int]]:
-    """Frame numbers of each split of the paper-polyp protocol (METHOD.md section 7).
+    """Frame numbers of each split of the paper-polyp protocol (``docs/data.md``).
 
-    ``clinic``/``colon``: the frame numbers present. Source train: ``n_train`` CVC-ClinicDB
-    frames below the held-out range, taken as whole blocks of ``block`` consecutive frame
-    numbers in a seeded random order (the last block cut to reach ``n_train``). Source test:
-    CVC-ClinicDB 491-612. Target test: CVC-ColonDB 226-263; ``target/test_all``: all frames;
-    style: ``styles`` frames of 209-225 (sequence 11, outside the test frames) drawn with
-    ``style_seed``; target train (oracle): the frames of every other sequence.
+    ``clinic``/``colon``: the frame numbers present. Source train: ``n_train`` CVC-ClinicDB frames below the
+    held-out range, taken as whole blocks of ``block`` consecutive frame numbers in a seeded random order (the last
+    block cut to reach ``n_train``). Source test: CVC-ClinicDB 491-612. Target test: the paper's 20 CVC-ColonDB
+    frames; ``target/test_seq11``: frames 226-263 (the tail of sequence 11); ``target/test_all``: every frame of the
+    sequences the oracle never trains on (6, 7, 9, 11); target train (oracle): the frames of every other sequence.
+    Style: ``styles`` frames of sequences 6 or 9 outside the test frames, drawn with ``style_seed``.
     """
     p = dict(PAPER_POLYP, **(p or {}))
     lo, hi = p["heldout"]
@@ -209,19 +215,27 @@ def polyp_protocol_names(clinic: Sequence[int], colon: Sequence[int], seed: int,
         train.extend(blocks[int(b)][:need])
     if len(train) < p["n_train"]:
         raise StylsegError(f"CVC-ClinicDB has only {len(pool)} frames below {lo}; the protocol needs {p['n_train']}")
-    t0, t1 = p["test"]
-    s0, s1 = p["style"]
     colon_set = sorted(colon)
-    style_pool = [f for f in colon_set if s0 <= f <= s1]
+    test = [f for f in colon_set if f in set(p["test_frames"])]
+    missing = sorted(set(p["test_frames"]) - set(test))
+    if missing:
+        raise StylsegError(f"CVC-ColonDB lacks the paper's test frames {missing}; the paper-polyp protocol needs all "
+                           f"380 frames of the original release")
+    style_pool = [f for f in colon_set if colondb_sequence(f) in p["style_sequences"] and f not in set(test)]
     if len(style_pool) < styles:
-        raise StylsegError(f"CVC-ColonDB holds {len(style_pool)} frames in {s0}-{s1}, fewer than styles={styles}")
+        raise StylsegError(f"CVC-ColonDB holds {len(style_pool)} style candidates (sequences "
+                           f"{', '.join(map(str, p['style_sequences']))} outside the test frames), fewer than "
+                           f"styles={styles}")
     pick = np.random.default_rng([style_seed & 0xFFFFFFFF, 11]).choice(len(style_pool), size=styles, replace=False)
+    s0, s1 = p["seq11"]
+    excluded = set(p["oracle_excluded"])
     return {
         "source/train": sorted(train),
         "source/test": [f for f in sorted(clinic) if lo <= f <= hi],
-        "target/test": [f for f in colon_set if t0 <= f <= t1],
-        "target/test_all": colon_set,
-        "target/train": [f for f in colon_set if colondb_sequence(f) != p["test_sequence"]],
+        "target/test": test,
+        "target/test_seq11": [f for f in colon_set if s0 <= f <= s1],
+        "target/test_all": [f for f in colon_set if colondb_sequence(f) in excluded],
+        "target/train": [f for f in colon_set if colondb_sequence(f) not in excluded],
         "style": [style_pool[int(i)] for i in pick],
     }
 
@@ -443,6 +457,13 @@ def prepare_run_data(layout, cfg, kind: str = "", data_dir: str = "", protocol: 
     split_path = layout.split_json
     if split_path.is_file():
         old = read_json(split_path)
+        old_version = old.get("params", {}).get("split_version", 1)
+        if old_version != SPLIT_VERSION:
+            raise StylsegError(
+                f"{split_path}: this run's data was prepared by another version of the kit (split version "
+                f"{old_version}; this kit writes version {SPLIT_VERSION}, in which the paper-polyp test set is the "
+                f"paper's 20 CVC-ColonDB frames). Prepare the run again: use a new RUN_DIR / --out, or delete "
+                f"{layout.root} (everything in it was made from the old data)")
         if old.get("params") != params:
             diff = sorted(k for k in set(params) | set(old.get("params", {}))
                           if params.get(k) != old.get("params", {}).get(k))

@@ -29,7 +29,8 @@ from .predict import predict_folder
 from .train import train_segmenter
 
 #: preferred order of arms in tables
-ARM_ORDER = ("direct", "st", "st_nospn", "recon", "jitter", "histogram", "reinhard", "fda", "oracle")
+ARM_ORDER = ("direct", "st", "st_nospn", "recon", "jitter", "source+st", "source+recon", "histogram", "source+histogram",
+             "reinhard", "fda", "oracle")
 #: what each arm is, in a few words (tables and the report)
 ARM_ROLES = {
     "direct": "trained on the source images as they are (the baseline to beat)",
@@ -43,17 +44,21 @@ ARM_ROLES = {
     "reinhard": "cheap baseline: Reinhard colour transfer",
     "fda": "cheap baseline: Fourier domain adaptation",
     "oracle": "trained on labelled target images (upper bound)",
+    "source+st": "the source images and their stylized copies (style augmentation)",
+    "source+recon": "control: the source images and their D_A round trips (as many images as source+st)",
+    "source+histogram": "the source images and their histogram-matched copies",
 }
 #: standard-protocol metrics that are maxima of a dataset-mean curve (no per-image interval)
 DATASET_LEVEL = {"standard": ("dice_max", "iou_max", "e_max", "e_mean"), "paper": ()}
 
 
 def _order(names: Iterable[str]) -> List[str]:
-    """Arms in ARM_ORDER, an arm's other style images (``st@s1``, ...) right after it."""
+    """Arms in ARM_ORDER, an arm's other style images (``st@s1``, ...) right after it, then ``<arm>@all``."""
+    from ..arms import ALL
     from ..layout import split_arm
 
     def key(a):
-        base, k = split_arm(a)
+        base, k = (a[:-len(ALL)], 10 ** 6) if a.endswith(ALL) else split_arm(a)
         return (ARM_ORDER.index(base) if base in ARM_ORDER else len(ARM_ORDER), base, k)
 
     return sorted(dict.fromkeys(names), key=key)
@@ -66,9 +71,12 @@ def _seeds(seeds: Union[int, Sequence[int]]) -> List[int]:
 def compare(train_dir: os.PathLike, arms: Mapping[str, os.PathLike], tests: Mapping[str, os.PathLike],
             archs: Sequence[str], seeds: Union[int, Sequence[int]], out_dir: os.PathLike, cfg,
             oracle_dir: Optional[os.PathLike] = None, device: str = "auto", progress: bool = True,
-            log=print) -> Dict[str, Any]:
+            log=print, arm_overrides: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Dict[str, Any]:
     """Algorithm 2. ``arms``: name -> paired folder (``direct`` is ``train_dir``, ``oracle`` is
-    ``oracle_dir``); ``tests``: name -> paired folder; ``seeds``: K (seeds 0..K-1) or a list."""
+    ``oracle_dir``); ``tests``: name -> paired folder; ``seeds``: K (seeds 0..K-1) or a list.
+    ``arm_overrides``: name -> config overrides its training uses (the ``jitter`` arm:
+    ``{"seg.color_jitter": True}``), recorded in its ``metrics.json``."""
+    arm_overrides = dict(arm_overrides or {})
     arm_dirs: Dict[str, Path] = {"direct": Path(train_dir)}
     for name, d in arms.items():
         if name in ("direct", "oracle"):
@@ -78,6 +86,10 @@ def compare(train_dir: os.PathLike, arms: Mapping[str, os.PathLike], tests: Mapp
         arm_dirs["oracle"] = Path(oracle_dir)
     if not tests:
         raise StylsegError("no test set given; pass at least one --test NAME=DIR")
+    stray = sorted(set(arm_overrides) - set(arm_dirs))
+    if stray:
+        raise StylsegError(f"overrides for arm {stray[0]!r}, which this comparison does not train "
+                           f"(arms: {', '.join(arm_dirs)})")
     for name, d in list(arm_dirs.items()) + [(f"test {k}", Path(v)) for k, v in tests.items()]:
         if not (Path(d) / "images").is_dir():
             raise StylsegError(f"{d} ({name}): not a paired folder with images/ and masks/")
@@ -93,10 +105,18 @@ def compare(train_dir: os.PathLike, arms: Mapping[str, os.PathLike], tests: Mapp
                 if (run / "metrics.json").is_file():
                     log(f"[{k}/{total}] {arch} {arm} seed{s}: done, skipped")
                     continue
-                log(f"[{k}/{total}] {arch} {arm} seed{s}: training on {d}")
-                model_dir = train_segmenter(arch, d, run, cfg, seed=s, device=device, progress=progress,
-                                            keep_last=False)
+                ov = dict(arm_overrides.get(arm, {}))
+                log(f"[{k}/{total}] {arch} {arm} seed{s}: training on {d}"
+                    + (f" with {', '.join(f'{a}={b}' for a, b in ov.items())}" if ov else ""))
+                model_dir = train_segmenter(arch, d, run, cfg.override(**ov) if ov else cfg, seed=s, device=device,
+                                            progress=progress, keep_last=False)
                 res: Dict[str, Any] = {"arch": arch, "arm": arm, "seed": s, "train_dir": str(d), "tests": {}}
+                if ov:
+                    from ..data.dataset import COLOR_JITTER
+
+                    res["overrides"] = ov
+                    if ov.get("seg.color_jitter"):
+                        res["color_jitter"] = dict(COLOR_JITTER)
                 for tname, tdir in tests.items():
                     pdir = predict_folder(model_dir, tdir, run / "predictions" / tname, device=device,
                                           progress=progress)
@@ -275,8 +295,15 @@ def arm_role(arm: str) -> str:
     """A few words on what ``arm`` is (``st@s1``: the same as ``st``, made with style image 1)."""
     from ..layout import split_arm
 
+    from ..arms import ALL, UNION, is_union
+
+    if arm.endswith(ALL):
+        base = arm[:-len(ALL)]
+        return f"{arm_role(base) or base} (every style image)"
     base, k = split_arm(arm)
     role = ARM_ROLES.get(base, "")
+    if not role and is_union(base):
+        role = f"the source images together with the {base[len(UNION):]} arm's"
     return f"{role} (style image {k})" if role and k else role
 
 
@@ -423,6 +450,7 @@ def compare_run(layout, cfg, archs: Union[str, Sequence[str], None] = None, seed
     ``oracle`` = ``RUN/data/target/train``; test sets ``target`` (``RUN/data/target/test``) and
     ``source`` (``RUN/data/source/test``); outputs in ``RUN/seg``. ``archs``: names or a
     comma-separated string (empty = ``cfg.seg.archs``); ``seeds``: K (0 or None = ``cfg.seg.seeds``)."""
+    from ..arms import JITTER, JITTER_OVERRIDES, is_union, union_arms
     from ..baselines import RUN_BASELINES, ensure_baseline_arms
 
     if isinstance(archs, str):
@@ -436,12 +464,32 @@ def compare_run(layout, cfg, archs: Union[str, Sequence[str], None] = None, seed
         arms = ensure_baseline_arms(layout, cfg.data.seg_size, methods=methods, progress=progress)
     else:
         arms = {p.parent.name: p.parent for p in sorted((layout.root / "stylized").glob("*/manifest.json"))}
-    arms = filter_arms(arms, wanted, log=log)
+    stylized = {a: d for a, d in arms.items() if not is_union(a)}  # union folders are remade from their parts
+    extra = {a for a in (wanted or ()) if is_union(a) or a == JITTER}
+    arms = filter_arms(stylized, wanted - extra if wanted is not None else None, log=log)
+    if extra:
+        arms.update(union_arms(layout, extra, stylized))
+    overrides = {}
+    if JITTER in extra:
+        arms[JITTER] = layout.domain("source", "train")
+        overrides[JITTER] = dict(JITTER_OVERRIDES)
     arms = {k: arms[k] for k in _order(arms)}
-    tests = {"target": layout.domain("target", "test"), "source": layout.domain("source", "test")}
-    tests = {k: v for k, v in tests.items() if (Path(v) / "images").is_dir()}
+    tests = test_sets(layout)
     oracle = layout.domain("target", "train")
     use_oracle = (Path(oracle) / "masks").is_dir() and (wanted is None or "oracle" in wanted)
     return compare(layout.domain("source", "train"), arms, tests, archs, seeds, layout.root / "seg", cfg,
                    oracle_dir=oracle if use_oracle else None, device=device,
-                   progress=progress, log=log)
+                   progress=progress, log=log, arm_overrides=overrides)
+
+
+def test_sets(layout) -> Dict[str, Path]:
+    """The run's test sets: ``target`` (``RUN/data/target/test``, the target domain's, the headline),
+    ``target_<name>`` for every further ``RUN/data/target/test_<name>`` (paper-polyp: ``target_seq11``,
+    ``target_all``), and ``source`` (``RUN/data/source/test``)."""
+    tests = {"target": layout.domain("target", "test")}
+    root = layout.data / "target"
+    if root.is_dir():
+        for d in sorted(root.glob("test_*")):
+            tests["target_" + d.name[len("test_"):]] = d
+    tests["source"] = layout.domain("source", "test")
+    return {k: Path(v) for k, v in tests.items() if (Path(v) / "images").is_dir()}
