@@ -291,11 +291,18 @@ def provide_diffae(cfg, out_dir: os.PathLike, log: Callable[[str], None] = print
     from .model import DiffAE
 
     init = cfg.diffae.init
+    out = Path(out_dir)
     if init == INIT_TRAIN:
         raise StylsegError("diffae.init=train: D_A is trained (train_diffae), not provided")
+    if is_imported(out) and init in _registry_names():
+        from .. import weights as W
+
+        if not W.path(init).is_file():  # imported earlier, the download since removed: keep what the run holds
+            log(f"D_A: {out} holds the import of {init} (its file is no longer at {W.path(init)}); kept")
+            return {"init": init, "source": read_json(out / "config.json")["imported"]["checkpoint"],
+                    "folder": str(out)}
     check_init(cfg)
     kind, src = resolve_init(init)
-    out = Path(out_dir)
     if kind == "folder":
         if out.resolve() != src.resolve():
             DiffAE.from_pretrained(src)  # validates it before copying
