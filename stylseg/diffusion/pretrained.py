@@ -332,6 +332,24 @@ def provide_diffae(cfg, out_dir: os.PathLike, log: Callable[[str], None] = print
     return {"init": init, "source": str(src), "folder": str(out)}
 
 
+def imported_diffae(run_diffae: os.PathLike, name: str = "diffae-ffhq256-autoenc",
+                    log: Callable[[str], None] = print) -> Optional[Path]:
+    """An imported (published-family) DiffAE to look at, or None: the run's D_A when it is one, else the
+    registry file ``name`` when it is present (imported once into the cache folder)."""
+    from .. import weights as W
+    from ..utils import cache_dir
+
+    if is_imported(run_diffae):
+        return Path(run_diffae)
+    if not W.path(name).is_file():
+        return None
+    from ..config import RunConfig, override
+
+    out = cache_dir() / "diffae" / name
+    provide_diffae(override(RunConfig(), {"diffae.init": name}), out, log=log)
+    return out
+
+
 def write_json_text(path: Path, text: str) -> None:
     """Write a small text file atomically."""
     from ..utils import atomic_path
@@ -340,5 +358,5 @@ def write_json_text(path: Path, text: str) -> None:
         Path(tmp).write_text(text)
 
 
-__all__ = ["load_checkpoint", "import_checkpoint", "is_imported", "resolve_init", "check_init", "provide_diffae",
-           "train_cost", "STAND_INS"]
+__all__ = ["load_checkpoint", "import_checkpoint", "is_imported", "imported_diffae", "resolve_init", "check_init",
+           "provide_diffae", "train_cost", "STAND_INS"]
