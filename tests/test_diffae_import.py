@@ -211,3 +211,19 @@ def test_imported_model_through_finetune_and_apply(ref, tmp_path, monkeypatch):
     assert len(imgs) == 4 and len(sorted((tmp_path / "st" / "masks").glob("*.png"))) == 4
     man = json.loads((tmp_path / "st" / "manifest.json").read_text())
     assert man  # the manifest of the arm is written
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_notebook_02_takes_an_imported_d_a_and_shows_the_face_section(ref, tmp_path, monkeypatch):
+    """Notebooks 00-02 with ``diffae.init`` = the tiny Lightning checkpoint: D_A is imported, not trained, and
+    section 5 (a published-family DiffAE on polyps at t0 = 0.5) runs (about 75 s on one core)."""
+    monkeypatch.setenv("STYLSEG_THREADS", "1")
+    run = tmp_path / "run"
+    assert main(["reproduce", "--out", str(run), "--upto", "2", "--device", "cpu",
+                 "--set", f"diffae.init={ref['ckpt']}"]) == 0
+    assert is_imported(run / "diffae") and not (run / "diffae" / "history.json").exists()
+    nb = json.loads((run / "notebooks" / "02_diffusion_autoencoder.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code"
+                   for o in c.get("outputs", []))
+    assert "imported " in text and "round_trip  PSNR" in text and "sdedit      PSNR" in text
