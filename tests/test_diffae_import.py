@@ -170,6 +170,18 @@ def test_registry_file_is_imported_and_its_checksum_recorded(ref, tmp_path, monk
     cfg3 = get_profile("smoke").override(**{"diffae.init": str(ref["ckpt"])})
     provide_diffae(cfg3, tmp_path / "run4" / "diffae", log=said.append)
     assert is_imported(tmp_path / "run4" / "diffae")
+    # importing over a model that was not imported (a trained D_A) is refused; a copied folder is kept
+    from stylseg.stylize._testing import tiny_diffae
+
+    kit = tiny_diffae(tmp_path / "kit")
+    with pytest.raises(StylsegError, match="not imported"):
+        import_checkpoint(ref["ckpt"], kit)
+    provide_diffae(get_profile("smoke").override(**{"diffae.init": str(kit)}), tmp_path / "run5" / "diffae",
+                   log=said.append)
+    provide_diffae(get_profile("smoke").override(**{"diffae.init": str(kit)}), tmp_path / "run5" / "diffae",
+                   log=said.append)
+    with pytest.raises(StylsegError, match="already holds another model"):
+        provide_diffae(cfg2, tmp_path / "run5" / "diffae", log=said.append)
     # training into a folder that holds an imported model is refused
     from stylseg.diffusion.train import train_diffae
 

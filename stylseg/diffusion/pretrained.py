@@ -173,6 +173,7 @@ def import_checkpoint(ckpt_path: os.PathLike, out_dir: os.PathLike, weights: str
     from .beatgans import BeatGANsDiffAE
 
     path = Path(ckpt_path)
+    _refuse_to_replace(Path(out_dir))
     ckpt = load_checkpoint(path)
     digest = sha256_file(path)
     if expected_sha256 and digest != expected_sha256:
@@ -209,6 +210,13 @@ def import_checkpoint(ckpt_path: os.PathLike, out_dir: os.PathLike, weights: str
     log(f"imported {path} ({weights} weights, config from {cfg_from}, {n:,} parameters, sha256 {digest[:12]}...) "
         f"-> {out}")
     return out
+
+
+def _refuse_to_replace(out: Path) -> None:
+    """An ``out`` holding a model that was not imported (a D_A trained by the kit) is not overwritten."""
+    if (out / "config.json").is_file() and not is_imported(out):
+        raise StylsegError(f"{out}: already holds a model that was not imported (e.g. a D_A trained with "
+                           f"diffae.init=train); choose another --out folder, or delete {out} to replace it")
 
 
 def is_imported(folder: os.PathLike) -> bool:
@@ -304,7 +312,12 @@ def provide_diffae(cfg, out_dir: os.PathLike, log: Callable[[str], None] = print
     check_init(cfg)
     kind, src = resolve_init(init)
     if kind == "folder":
-        if out.resolve() != src.resolve():
+        same = (out / "config.json").is_file() and all(
+            (out / n).is_file() and sha256_file(out / n) == sha256_file(src / n) for n in ("config.json", "model.safetensors"))
+        if out.resolve() != src.resolve() and not same:
+            if (out / "config.json").is_file():
+                raise StylsegError(f"{out}: already holds another model; delete it to copy D_A from {src} "
+                                   f"(diffae.init), or set diffae.init to that folder")
             DiffAE.from_pretrained(src)  # validates it before copying
             out.mkdir(parents=True, exist_ok=True)
             for name in ("config.json", "model.safetensors"):
