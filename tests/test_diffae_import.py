@@ -189,6 +189,21 @@ def test_registry_file_is_imported_and_its_checksum_recorded(ref, tmp_path, monk
         train_diffae(tmp_path, tmp_path / "run4" / "diffae", get_profile("smoke"), device="cpu")
 
 
+def test_import_cli_takes_a_registry_name(ref, tmp_path, monkeypatch, capsys):
+    from stylseg import weights as W
+
+    monkeypatch.setenv("STYLSEG_WEIGHTS_DIR", str(tmp_path / "w"))
+    assert main(["diffae", "import", "diffae-ffhq256-autoenc", "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "by hand from https://github.com/phizaz/diffae#checkpoints" in err and not (tmp_path / "m").exists()
+    dest = W.path("diffae-ffhq256-autoenc")
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(ref["ckpt"].read_bytes())
+    assert main(["diffae", "import", "diffae-ffhq256-autoenc", "--out", str(tmp_path / "m")]) == 0
+    assert dest.with_name("last.ckpt.sha256").read_text().split()[0] == sha256_file(dest)
+    assert is_imported(tmp_path / "m")
+
+
 def test_manual_registry_entry_cannot_be_fetched(tmp_path, monkeypatch):
     from stylseg import weights as W
 
