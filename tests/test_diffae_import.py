@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from _diffae_reference import fake_lightning, lightning_checkpoint, require_reference, tiny_hparams, tiny_weights
+from _diffae_reference import lightning_checkpoint, require_reference, tiny_hparams, tiny_weights
 from stylseg.cli import main
 from stylseg.diffusion.model import DiffAE
 from stylseg.diffusion.pretrained import (check_init, import_checkpoint, is_imported, load_checkpoint,

@@ -152,7 +152,8 @@ class ResBlock(nn.Module):
         out_channels = out_channels or channels
         self.use_condition = use_condition
         self.out_channels = out_channels
-        self.in_layers = nn.Sequential(GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(GroupNorm32(channels), nn.SiLU(),
+                                       nn.Conv2d(channels, out_channels, 3, padding=1))
         self.updown = up or down
         if up:
             self.h_upd, self.x_upd = Upsample(channels, False), Upsample(channels, False)
@@ -338,7 +339,8 @@ class BeatGANsUNet(nn.Module):
                     layers.append(res_block(ch, ch, up=True) if updown else Upsample(ch, True))
                 self.output_blocks.append(EmbedSequential(*layers))
                 self.output_num_blocks[level] += 1
-        self.out = nn.Sequential(GroupNorm32(ch), nn.SiLU(), _zero(nn.Conv2d(ch, int(cfg["in_channels"]), 3, padding=1)))
+        self.out = nn.Sequential(GroupNorm32(ch), nn.SiLU(),
+                                 _zero(nn.Conv2d(ch, int(cfg["in_channels"]), 3, padding=1)))
         n_levels = len(mult)
         #: decoder levels (index from the top) conditioned on ``z_coarse`` in mix mode: the lower half
         self.coarse_from = (n_levels + 1) // 2
@@ -443,7 +445,10 @@ class BeatGANsDiffAE(DiffAE):
         unexpected = sorted(set(state) - set(own))
         wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
         if strict and (missing or unexpected or wrong):
-            raise StylsegError(f"{where}: does not fit this DiffAE configuration: {describe_key_diff(missing, unexpected, wrong, own, state)}")
+            diff = describe_key_diff(missing, unexpected, wrong, own, state)
+            raise StylsegError(f"{where}: does not fit this DiffAE configuration: {diff}. Pass a checkpoint of the "
+                               f"published DiffAE family (https://github.com/phizaz/diffae#checkpoints), or the "
+                               f"--template it was trained with")
         enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.") and k in own}
         unet = {k: v for k, v in state.items() if not k.startswith("encoder.") and k in own}
         self.encoder.load_state_dict(enc, strict=strict)

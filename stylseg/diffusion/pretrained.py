@@ -313,7 +313,8 @@ def provide_diffae(cfg, out_dir: os.PathLike, log: Callable[[str], None] = print
     kind, src = resolve_init(init)
     if kind == "folder":
         same = (out / "config.json").is_file() and all(
-            (out / n).is_file() and sha256_file(out / n) == sha256_file(src / n) for n in ("config.json", "model.safetensors"))
+            (out / n).is_file() and sha256_file(out / n) == sha256_file(src / n)
+            for n in ("config.json", "model.safetensors"))
         if out.resolve() != src.resolve() and not same:
             if (out / "config.json").is_file():
                 raise StylsegError(f"{out}: already holds another model; delete it to copy D_A from {src} "
