@@ -109,3 +109,14 @@ def test_unsupported_settings_are_named():
     hp["model_conf"] = dict(hp["model_conf"], enc_pool="depthconv")
     with pytest.raises(StylsegError, match="adaptivenonzero"):
         BeatGANsDiffAE(config_from_hparams(hp))
+
+
+def test_config_from_the_net_fields_when_model_conf_is_absent():
+    """``as_dict_jsonable()`` may leave out the ``model_conf`` object: the ``net_*`` fields give the same config."""
+    d = require_reference()
+    for name in ("tiny_autoenc", "ffhq256_autoenc"):
+        hp = json.loads((d / f"{name}_hparams.json").read_text())
+        full = config_from_hparams(hp)
+        hp.pop("model_conf")
+        assert config_from_hparams(hp) == full
+    assert config_from_hparams(hp) == template_config("ffhq256_autoenc")
