@@ -92,6 +92,10 @@ class DiffAEConfig:
     checkpoint_every: int = 100
     max_seconds: float = 0.0  # 0 = no wall-clock cap; else stop (and save) after this many seconds
     sample_steps: int = 20  # UNet calls of the full-depth samples in the training previews
+    #: where D_A comes from (notebook 02): "train" (train this config), a kit model folder, a DiffAE Lightning
+    #: checkpoint (imported) or a weights-registry name such as "diffae-ffhq256-autoenc" (the published FFHQ
+    #: DiffAE that OSASIS and the paper start from; docs/diffusion.md)
+    init: str = "train"
 
 
 @dataclass(frozen=True)
@@ -339,7 +343,10 @@ def _profiles() -> Dict[str, RunConfig]:
         diffae=DiffAEConfig(image_size=256, base_channels=128, channel_mult=(1, 1, 2, 2, 4, 4), num_res_blocks=2,
                             attn_resolutions=(16,), enc_channel_mult=(1, 1, 2, 2, 4, 4), z_dim=512, dropout=0.1,
                             batch_size=32, lr=1e-4, train_steps=100_000, ema_decay=0.9999, warmup_steps=1000,
-                            sample_every=5000, checkpoint_every=2000, max_seconds=0.0),
+                            sample_every=5000, checkpoint_every=2000, max_seconds=0.0,
+                            # D_A is the published FFHQ DiffAE, as OSASIS and the paper ran it; the fields above
+                            # are what --set diffae.init=train trains instead (about 15 GPU-hours on one H200)
+                            init="diffae-ffhq256-autoenc"),
         stylize=StylizeConfig(iterations=200, lr_unet=5e-6, lr_spn=1e-4, batch_size=8, spn_lambda=0.1,
                               embedder="clip", w_cycle=0.0),
         seg=_paper_seg(),

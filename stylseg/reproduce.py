@@ -178,6 +178,8 @@ def _cmd(args: argparse.Namespace) -> int:
               "DATA_DIR": args.data, "KIND": args.kind, "PROTOCOL": args.protocol, "SOURCE_DIR": args.source,
               "TARGET_DIR": args.target, "STYLE": args.style, "STYLES": args.styles, "ARCHS": args.archs,
               "SEEDS": args.seeds}
+    if args.upto >= 2:  # notebook 02 makes D_A: stop now, before any work, when its source is missing
+        _check_diffae_source(args.out, args.profile, args.set)
     sets = write_run_config(args.out, args.profile, args.set)
     t = time.time()
     recs = run_notebooks(args.out, params, notebooks=pipeline_notebooks(upto=args.upto), force=args.force,
@@ -209,6 +211,23 @@ def _refuse_launcher() -> None:
             "GPUs, launch the heavy stages themselves: `accelerate launch -m stylseg.cli diffae train ...` and "
             "`accelerate launch -m stylseg.cli stylize finetune ...` into the run folder, then `stylseg reproduce` "
             "reuses what they wrote")
+
+
+def _check_diffae_source(run_dir: os.PathLike, profile: str, sets: Sequence[str]) -> None:
+    """Raise when the run's ``diffae.init`` names a D_A that is not there (the paper profile's published
+    DiffAE not downloaded), unless the run folder already holds D_A."""
+    from .config import RunConfig, get_profile, parse_set_args
+    from .diffusion.pretrained import check_init
+
+    layout = RunLayout(run_dir)
+    if (layout.diffae / "config.json").is_file():
+        return
+    cfg = get_profile(profile)
+    if layout.config.is_file():
+        saved = RunConfig.load(layout.config)
+        if saved.profile == profile:
+            cfg = saved
+    check_init(cfg.override(**parse_set_args(sets)))
 
 
 def write_run_config(run_dir: os.PathLike, profile: str, sets: Sequence[str]) -> Dict[str, str]:

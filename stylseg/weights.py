@@ -38,9 +38,18 @@ class WeightsEntry:
     sha256_prefix: Optional[str] = None
     used_by: str = ""
     license: str = ""
+    #: a web page to download the file from by hand, for files without a direct URL (Google Drive folders)
+    page: str = ""
+
+    @property
+    def manual(self) -> bool:
+        """True when the kit cannot download the file itself: the user downloads it from ``page``."""
+        return not (self.url or self.hf_repo)
 
     @property
     def source(self) -> str:
+        if self.manual:
+            return self.page
         return self.url or f"hf://{self.hf_repo}/{self.hf_filename}"
 
     @property
@@ -49,9 +58,13 @@ class WeightsEntry:
             return f"sha256 {self.sha256}"
         if self.sha256_prefix:
             return f"sha256 {self.sha256_prefix}..."
+        if self.manual:
+            return "none published: recorded on first import"
         return "unverified"
 
     def manual_url(self) -> str:
+        if self.manual:
+            return self.page
         return self.url or f"https://huggingface.co/{self.hf_repo}/resolve/main/{self.hf_filename}"
 
 
@@ -81,6 +94,21 @@ WEIGHTS.add("res2net50-v1b-26w-4s", WeightsEntry(
     url="https://shanghuagao.oss-cn-beijing.aliyuncs.com/res2net/res2net50_v1b_26w_4s-3cf99910.pth",
     sha256_prefix="3cf99910", used_by="seg: PraNet backbone in its original form (optional)",
     license="see github.com/Res2Net/Res2Net-PretrainedModels"))
+#: the published Diffusion Autoencoders (Preechakul et al. 2022): Google Drive folders linked from the README,
+#: so the user downloads them by hand; no checksum is published (the first import records one)
+_DIFFAE_PAGE = "https://github.com/phizaz/diffae#checkpoints"
+WEIGHTS.add("diffae-ffhq256-autoenc", WeightsEntry(
+    "diffae-ffhq256-autoenc", "last.ckpt",
+    "DiffAE FFHQ 256 px, autoencoding only (checkpoints/ffhq256_autoenc/last.ckpt): the D_A that OSASIS and the "
+    "paper start from, 168.5 M parameters", page=_DIFFAE_PAGE,
+    used_by="diffusion: D_A of the paper profile (diffae.init); `stylseg diffae import` makes a kit model folder",
+    license="MIT (Diffusion Autoencoders)"))
+WEIGHTS.add("diffae-ffhq256-autoenc-latent", WeightsEntry(
+    "diffae-ffhq256-autoenc-latent", "last.ckpt",
+    "DiffAE FFHQ 256 px with its latent DDIM (checkpoints/ffhq256_autoenc_latent/last.ckpt): the same autoencoder "
+    "plus latent_net, conds_mean, conds_std", page=_DIFFAE_PAGE,
+    used_by="diffusion: optional; `stylseg diffae import` takes its autoencoder and its z_sem statistics",
+    license="MIT (Diffusion Autoencoders)"))
 
 
 def path(name: str) -> Path:
@@ -95,6 +123,9 @@ def resolve(name: str) -> Path:
     e = WEIGHTS.get(name)
     p = path(name)
     if not p.is_file():
+        if e.manual:
+            raise StylsegError(f"weights {name} not found at {p}; download {e.filename} by hand from {e.page} "
+                               f"({e.description}) and put it at {p}")
         raise StylsegError(f"weights {name} not found at {p}; run `stylseg weights fetch {name}` on a machine with "
                            f"internet, or download {e.manual_url()} and put it at {p}")
     return p
@@ -105,6 +136,11 @@ def fetch(name: str, progress: bool = True) -> Path:
     A file already there is verified and kept."""
     e = WEIGHTS.get(name)
     dest = path(name)
+    if e.manual:
+        if dest.is_file():
+            return dest
+        raise StylsegError(f"weights {name} cannot be downloaded by the kit (no direct link is published); download "
+                           f"{e.filename} by hand from {e.page} and put it at {dest}")
     if e.url:
         return download_url(e.url, dest, sha256=e.sha256, sha256_prefix=e.sha256_prefix, progress=progress)
     return download_hf(e.hf_repo, e.hf_filename, dest, sha256=e.sha256, sha256_prefix=e.sha256_prefix)

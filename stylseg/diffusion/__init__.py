@@ -8,6 +8,7 @@
     z = model.encode(x)                                  # (B,3,S,S) in [-1,1] -> (B, z_dim)
     x_t0 = model.encode_stochastic(x, z, t0, steps)      # DDIM inversion to t0 (fraction of T)
     x0 = model.render(x_t0, z, t0, steps)                # DDIM generation back to x0
+    import_checkpoint("last.ckpt", "DIR")                # the published DiffAE (BeatGANsDiffAE, same interface)
 
 Heavy modules (the model, training) load lazily.
 """
@@ -20,6 +21,7 @@ from .ddim import DDIMSchedule, ddim_invert, ddim_sample, ddim_step, ddim_timest
 
 _LAZY = {
     "DiffAE": "model", "ConditionalUNet": "model", "SemanticEncoder": "model", "CondResBlock": "model",
+    "BeatGANsDiffAE": "beatgans", "import_checkpoint": "pretrained",
     "train_diffae": "train", "load_images": "train", "training_status": "train",
     "psnr": "quality", "ssim": "quality", "sdedit_psnr": "quality", "code_matters": "quality", "eps_mse": "quality",
 }

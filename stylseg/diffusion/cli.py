@@ -6,6 +6,7 @@
     accelerate launch -m stylseg.cli diffae train --data DIR --out DIR --profile paper   # many GPUs / nodes
     stylseg diffae reconstruct --model RUN/diffae --input DIR --out DIR [--t0 0.25 --steps 10 --fresh-noise]
     stylseg diffae sample --model RUN/diffae --n 16 --out DIR
+    stylseg diffae import checkpoints/ffhq256_autoenc/last.ckpt --out DIR [--weights ema|model] [--template NAME]
 """
 
 from __future__ import annotations
@@ -54,6 +55,24 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
     add_common(p)
     p.set_defaults(func=cmd_sample)
+
+    from .beatgans import TEMPLATES
+
+    p = sub.add_parser("import", help="import a published DiffAE checkpoint (Lightning last.ckpt) as a model folder",
+                       description="Read a Lightning last.ckpt of the published Diffusion Autoencoders "
+                                   "(e.g. checkpoints/ffhq256_autoenc/last.ckpt, https://github.com/phizaz/diffae"
+                                   "#checkpoints) with torch.load(weights_only=True), and write a kit model folder "
+                                   "(config.json + model.safetensors, the checkpoint's sha256 recorded) that every "
+                                   "stage takes as D_A. CKPT may also be a weights-registry name "
+                                   "(diffae-ffhq256-autoenc).")
+    p.add_argument("ckpt", metavar="CKPT", help="the checkpoint file, or a weights-registry name")
+    p.add_argument("--out", required=True, help="output model folder")
+    p.add_argument("--weights", default="ema", choices=("ema", "model"),
+                   help="ema: the EMA weights (ema_model.*, what OSASIS and DiffAE sample with; default); "
+                        "model: the raw weights (model.*)")
+    p.add_argument("--template", default=None, choices=tuple(TEMPLATES),
+                   help="the configuration, for a checkpoint without hyper_parameters (default: from the file)")
+    p.set_defaults(func=cmd_import)
 
 
 def cmd_train(args) -> int:
@@ -155,4 +174,23 @@ def cmd_sample(args) -> int:
         write_image(out / f"sample_{i:04d}.png", img)
     write_image(out / "grid.png", to_uint8_grid([x[j:j + 8] for j in range(0, len(x) - len(x) % 8, 8)] or [x]))
     print(f"{args.n} samples ({steps} DDIM steps, eta {args.eta}) -> {out}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from .. import weights as W
+    from .pretrained import _recorded_sha, import_checkpoint, write_json_text
+
+    ckpt, expected = Path(args.ckpt), None
+    registry = args.ckpt in W.WEIGHTS and not ckpt.exists()
+    if registry:
+        ckpt = W.resolve(args.ckpt)
+        expected = W.WEIGHTS.get(args.ckpt).sha256 or _recorded_sha(ckpt)
+    out = import_checkpoint(ckpt, args.out, weights=args.weights, template=args.template, expected_sha256=expected)
+    if registry and expected is None:
+        from ..utils import read_json
+
+        digest = read_json(Path(out) / "config.json")["imported"]["sha256"]
+        write_json_text(Path(str(ckpt) + ".sha256"), f"{digest}  {ckpt.name}\n")
+        print(f"recorded the sha256 of {ckpt} (none is published) in {ckpt}.sha256; later imports check it")
     return 0

@@ -372,12 +372,22 @@ class DiffAE(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: os.PathLike, map_location: str = "cpu") -> "DiffAE":
-        """Load a folder written by :meth:`save_pretrained` (or ``stylseg diffae train``).
+        """Load a folder written by :meth:`save_pretrained` (``stylseg diffae train``), or by
+        ``stylseg diffae import`` (the published DiffAE family: a
+        :class:`~stylseg.diffusion.beatgans.BeatGANsDiffAE` with the same interface).
 
         Raises :class:`~stylseg.utils.StylsegError` naming the file when the folder is missing,
         holds another kind of model or another architecture, or its weights do not fit."""
         meta, state = load_model_folder(path, KIND, map_location=map_location)
         cfg_path = Path(path) / "config.json"
+        arch = meta.get("config", {}).get("arch")
+        if arch == "beatgans":  # the published DiffAE family (`stylseg diffae import`)
+            from .beatgans import BeatGANsDiffAE
+
+            cls = BeatGANsDiffAE
+        elif arch is not None:
+            raise StylsegError(f"{cfg_path}: DiffAE architecture {arch!r} is unknown to this version of the kit "
+                               f"(known: the kit's own, beatgans); update stylseg or re-create the folder")
         try:
             model = cls(meta["config"])
         except (StylsegError, KeyError, TypeError, ValueError) as e:

@@ -38,7 +38,7 @@ CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
 LOSS_WEIGHTINGS = ("eps", "v", "min_snr", "x0_capped")
 #: DiffAEConfig fields that may change between a run and its resumption
-RESUMABLE_CHANGES = ("train_steps", "max_seconds", "sample_every", "checkpoint_every", "sample_steps")
+RESUMABLE_CHANGES = ("train_steps", "max_seconds", "sample_every", "checkpoint_every", "sample_steps", "init")
 
 
 # --------------------------------------------------------------------------- data
@@ -243,10 +243,15 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
     dc = cfg.diffae
     out = Path(out_dir)
     if (out / "config.json").is_file():
-        kind = read_json(out / "config.json").get("kind")
+        meta = read_json(out / "config.json")
+        kind = meta.get("kind")
         if kind != "diffae":
             raise StylsegError(f"{out / 'config.json'}: --out already holds a {kind!r} model; "
                                f"choose another --out folder")
+        if meta.get("config", {}).get("arch") is not None:
+            raise StylsegError(f"{out / 'config.json'}: --out holds an imported DiffAE ({meta['config']['arch']}), "
+                               f"which training would overwrite; choose another --out folder (in a run folder: "
+                               f"delete {out} to train the kit's own D_A with diffae.init=train)")
     dev = resolve_device(device)
     acc = Accelerator(cpu=dev.type == "cpu", mixed_precision="bf16" if dev.type == "cuda" else "no")
     main = acc.is_main_process
