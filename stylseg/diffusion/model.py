@@ -55,6 +55,14 @@ def norm_groups(ch: int, per_group: int = 4) -> int:
     return g
 
 
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of real timesteps ``t`` (B,) -> (B, dim), diffusers' ``get_timestep_embedding`` in the
+    guided-diffusion / DiffAE convention: ``[cos, sin]``, frequencies ``exp(-ln(1e4) k / (dim/2))``."""
+    from diffusers.models.embeddings import get_timestep_embedding
+
+    return get_timestep_embedding(t, dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+
+
 def randn(shape, generator: Optional[torch.Generator] = None, device=None, dtype=torch.float32) -> torch.Tensor:
     """Standard normal noise drawn on the generator's device (CPU by default) and moved to ``device``,
     so that a seeded CPU generator gives the same noise whatever the model's device."""
@@ -234,11 +242,7 @@ class ConditionalUNet(nn.Module):
         self.conv_out = _zero(nn.Conv2d(ch, in_channels, 3, padding=1))
 
     def time_embedding(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        from diffusers.models.embeddings import get_timestep_embedding
-
-        # guided-diffusion / DiffAE convention: [cos, sin], frequencies exp(-ln(1e4) k / half)
-        e = get_timestep_embedding(t, self.base_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
-        return self.time_embed(e.to(dtype))
+        return self.time_embed(timestep_embedding(t, self.base_channels).to(dtype))
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
                 z_coarse: Optional[torch.Tensor] = None) -> torch.Tensor:

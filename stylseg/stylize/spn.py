@@ -13,7 +13,7 @@ Two forms (``form``):
   (Conv 3->h, SiLU, Conv h->h, SiLU, Conv h->3).
 - ``"osasis"``: OSASIS's per-pixel MLP with a time scale-shift: Conv 3->h, two blocks
   (GroupNorm, ``h*(1+s_t)+b_t``, SiLU, 1x1 conv) h->2h->h, Conv h->3; the time embedding
-  (sinusoidal, two Linear layers) is fed the REAL timestep t in [0, T) (OSASIS fed the grid
+  (diffusers' sinusoidal embedding, two Linear layers) is fed the REAL timestep t in [0, T) (OSASIS fed the grid
   index, a defect not copied).
 
 In both forms the last layer is zero-initialised, so that an untrained SPN adds nothing and
@@ -30,18 +30,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..diffusion.ddim import DDIMStep, Shift
-from ..diffusion.model import norm_groups
+from ..diffusion.model import norm_groups, timestep_embedding
 from ..utils import StylsegError, check_choice
 
 SPN_FORMS = ("paper", "osasis")
-
-
-def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal embedding of real timesteps ``t`` (B,) -> (B, dim): diffusers' ``get_timestep_embedding`` in the
-    DDPM / DiffAE convention ``[cos, sin]``, frequencies ``exp(-ln(1e4) k / (dim/2))`` (as the DiffAE UNet's)."""
-    from diffusers.models.embeddings import get_timestep_embedding
-
-    return get_timestep_embedding(t, dim, flip_sin_to_cos=True, downscale_freq_shift=0)
 
 
 class _TimeBlock(nn.Module):
