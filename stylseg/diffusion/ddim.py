@@ -21,6 +21,11 @@ Timestep grid over a depth ``t0`` (fraction of T) with ``n`` UNet calls:
 image (``a = 1``). Inversion walks t_0 -> t_n calling the UNet at t_0..t_{n-1}; generation starts
 exactly at t_n and walks down, calling the UNet at t_n..t_1, its last step going to ``a = 1`` (x0).
 Both make exactly n UNet calls and, for a fixed epsilon function, are exact mirrors.
+
+One loop: :func:`ddim_steps` walks a grid (:func:`ddim_walk`) a step at a time and every generation and inversion
+of the kit goes through it (:func:`ddim_sample`, :func:`ddim_invert`, DiffAE's :func:`encode_stochastic` and
+:func:`render`, the stylizer's SPN term and structure guidance as its ``shift``, the fine-tuning's per-step update
+and ``L_cycle``'s last-call gradient as its ``grad`` mode). Callbacks have one shape, :data:`Callback`.
 """
 
 from __future__ import annotations

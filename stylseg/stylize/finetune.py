@@ -3,7 +3,9 @@
 ``finetune(diffae_dir, style_path, content_dir, out_dir, cfg)`` writes a *stylizer* model
 folder (kind ``"stylizer"``): D_B's UNet and the SPN's weights, the config (with the path and
 sha256 of the D_A folder it was tuned from), the style pair PNGs, ``history.json`` and a
-resumable ``checkpoint.pt``.
+resumable ``checkpoint.pt``. It reads in four parts: the style pair (:func:`style_pair`), the training state
+with its resume (:class:`TrainState`, :func:`save_checkpoint`, :func:`load_checkpoint`), one iteration
+(:class:`_Iteration`) and saving (:func:`save_stylizer`); :func:`finetune` strings them together.
 
 One iteration (OSASIS's loop, the kit's reading of the paper's Algorithm 1):
 
@@ -11,8 +13,8 @@ One iteration (OSASIS's loop, the kit's reading of the paper's Algorithm 1):
 2. with the frozen encoder and D_A (no gradient): ``z = Enc(x_in)``, invert ``x_in`` to
    ``t0`` (``cfg.ddim.finetune_invert_steps`` UNet calls); the same for ``x_A_style`` when
    the loss set reconstructs the style pair;
-3. walk the generation grid with D_B (``cfg.ddim.finetune_gen_steps`` calls), adding
-   ``lambda * SPN(x_in, t)`` before each step; ``backprop="per_step"`` (OSASIS): at every
+3. walk the generation grid with D_B (``cfg.ddim.finetune_gen_steps`` calls) through the one DDIM loop
+   (:func:`stylseg.diffusion.ddim.ddim_steps`), adding ``lambda * SPN(x_in, t)`` before each step (its ``shift``); ``backprop="per_step"`` (OSASIS): at every
    step, losses on the x0-prediction, one optimizer step, the latent detached before the
    next step; ``backprop="chain"``: one optimizer step per iteration on the final output,
    gradients through the whole chain with gradient checkpointing.
@@ -20,7 +22,7 @@ One iteration (OSASIS's loop, the kit's reading of the paper's Algorithm 1):
 Data parallel over processes (several GPUs, or several CPU processes): start the same command with
 ``accelerate launch`` (or ``torchrun``). Every process draws the same global content batch of
 ``stylize.batch_size`` images and works on its own slice of it; the gradients are averaged over the
-processes before each optimizer step, so the run computes what one process with the whole batch
+processes (``Accelerator.reduce``) before each optimizer step, so the run computes what one process with the whole batch
 computes (up to float rounding), with 1/N of the activations per device. A single process, the
 default, does not touch ``torch.distributed``.
 
@@ -615,9 +617,7 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     sc = cfg.stylize
     check_settings(sc)
     diffae_dir, style_path, out_dir = Path(diffae_dir), Path(style_path), Path(out_dir)
-    if not style_path.is_file():
-        raise StylsegError(f"{style_path}: style image not found (pass one target-domain image with --style)")
-    read_image(style_path)  # fails clearly on an unreadable file
+    _check_style_image(style_path)
     par = _Parallel(resolve_device(device))
     par.check_batch(sc.batch_size)
     dev = par.device
@@ -678,6 +678,12 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
             "settings_digest": digest, "seed": cfg.seed, **({"processes": par.world} if par.world > 1 else {})})
     par.wait()
     return out_dir
+
+
+def _check_style_image(style_path: Path) -> None:
+    if not style_path.is_file():
+        raise StylsegError(f"{style_path}: style image not found (pass one target-domain image with --style)")
+    read_image(style_path)  # fails clearly on an unreadable file
 
 
 def _check_finite(rec: Dict[str, Any], out_dir: Path, sc) -> None:
