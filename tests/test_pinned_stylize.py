@@ -64,7 +64,8 @@ def test_round_trip_and_structure_guidance_give_the_pinned_images(content):
     _close("recon", from_tensor_pm1(st.reconstruct(x, r["t0"], r["invert_steps"], r["gen_steps"])))
     g = PINNED["guided"]
     with torch.no_grad():
-        xt, z = st.invert(x, g["t0"], g["steps"])
+        z = m.encode(x)
+        xt = m.encode_stochastic(x, z, g["t0"], g["steps"])
     out = structure_guided_generate(m.unet, xt, z, g["t0"], g["steps"], m.schedule, x_ref=torch.flip(x, dims=[3]),
                                     weight=g["weight"])
     _close("guided", from_tensor_pm1(out))

@@ -197,7 +197,7 @@ def apply_arms(model_dir: Optional[os.PathLike], input_dir: os.PathLike, specs: 
     for b in todo:
         imgs = [read_image(files[i]) for i in b]
         x = torch.stack([to_tensor_pm1(resize_image(im, size)) for im in imgs]).to(dev)
-        xt, z = st.invert(x, t0, n_inv)  # shared by every arm
+        xt, z = st.encode_stochastic(x, t0, n_inv)  # shared by every arm
         masks = {}
         lo = None
         if needs_model and st.spn_region != "image" and any(use for _, _, use, _ in writers):
@@ -208,7 +208,7 @@ def apply_arms(model_dir: Optional[os.PathLike], input_dir: os.PathLike, specs: 
                 continue
             with torch.no_grad():
                 if mode == "st":
-                    y = st.render_b(xt, z, x, t0, n_gen, use_spn, z_style, masks=lo)
+                    y = st.render(xt, z, x, t0, n_gen, use_spn, z_style, masks=lo)
                 else:
                     y = st.diffae.render(xt, z, t0, n_gen)
             outs = from_tensor_pm1(y)

@@ -171,13 +171,13 @@ class Stylizer(nn.Module):
         return load_content_masks(folder, files, self.size).to(next(self.unet_b.parameters()).device)
 
     @torch.no_grad()
-    def invert(self, x: torch.Tensor, t0: float, steps: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def encode_stochastic(self, x: torch.Tensor, t0: float, steps: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(x_t0, z)``: D_A's code z (B,z_dim) of x (B,3,S,S) in [-1,1] and x inverted with D_A to t0 (B,3,S,S)."""
         z = self.diffae.encode(x)
         return self.diffae.encode_stochastic(x, z, t0, steps), z
 
     @torch.no_grad()
-    def render_b(self, xt: torch.Tensor, z: torch.Tensor, x: torch.Tensor, t0: float, gen_steps: int,
+    def render(self, xt: torch.Tensor, z: torch.Tensor, x: torch.Tensor, t0: float, gen_steps: int,
                  use_spn: bool = True, z_style: Optional[torch.Tensor] = None, callback=None,
                  masks: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Render x_t0 (B,3,S,S) with D_B conditioned on z, the SPN term of the input ``x`` before every step
@@ -195,12 +195,12 @@ class Stylizer(nn.Module):
         (:meth:`masks_for` loads them for images of a paired folder)."""
         if use_spn:
             self.gate(masks)  # a lesion-gated stylizer without masks fails before the inversion
-        xt, z = self.invert(x, t0, inv_steps)
-        return self.render_b(xt, z, x, t0, gen_steps, use_spn, z_style, callback, masks)
+        xt, z = self.encode_stochastic(x, t0, inv_steps)
+        return self.render(xt, z, x, t0, gen_steps, use_spn, z_style, callback, masks)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, t0: float, inv_steps: int, gen_steps: int, callback=None) -> torch.Tensor:
-        xt, z = self.invert(x, t0, inv_steps)
+        xt, z = self.encode_stochastic(x, t0, inv_steps)
         return self.diffae.render(xt, z, t0, gen_steps, callback=callback)
 
     @classmethod
