@@ -32,7 +32,8 @@ def test_alphas_cumprod_match_diffusers():
     b1 = 1e-4 + (0.02 - 1e-4) / 999
     assert sch.alpha_bar(0) == pytest.approx(1 - 1e-4, abs=1e-12)
     assert sch.alpha_bar(1) == pytest.approx((1 - 1e-4) * (1 - b1), abs=1e-12)
-    assert sch.alpha_bar(-1) == 1.0
+    with pytest.raises(ValueError, match="outside"):  # the clean end is a grid's t_0 = 0 (ddim_walk), no timestep
+        sch.alpha_bar(-1)
 
 
 def test_add_noise_matches_diffusers():
@@ -59,7 +60,7 @@ def test_generation_steps_match_diffusers(clip, eta):
         noise = torch.randn(x.shape, generator=g)
         out = sch.step(eps, t, x_ref, eta=eta, use_clipped_model_output=clip,
                        variance_noise=noise if eta > 0 else None)
-        a_t, a_prev = ours.alpha_bar(t), ours.alpha_bar(t - 100)  # t - 100 < 0 -> a = 1
+        a_t, a_prev = ours.alpha_bar(t), (ours.alpha_bar(t - 100) if t >= 100 else 1.0)  # diffusers: set_alpha_to_one
         x_new, x0 = ddim_step(x_ref, eps, a_t, a_prev, clip_x0=clip, eta=eta, noise=noise)
         torch.testing.assert_close(x0, out.pred_original_sample, atol=2e-4, rtol=1e-4)
         torch.testing.assert_close(x_new, out.prev_sample, atol=2e-4, rtol=1e-4)

@@ -92,11 +92,11 @@ def test_generate_adds_lambda_spn_before_each_step():
     grid = ddim_timesteps(0.1, 2)
     assert seen == [grid[2], grid[1]]
     xx = x
-    for t, tn in ((grid[2], grid[1]), (grid[1], -1)):
+    for t, an in ((grid[2], sched.alpha_bar(grid[1])), (grid[1], 1.0)):  # the last step goes to the clean image
         tv = torch.tensor([t])
         with torch.no_grad():
             xs = xx + lam * spn(x_in, tv)
-        a, an = sched.alpha_bar(t), sched.alpha_bar(tn)
+        a = sched.alpha_bar(t)
         eps = _Lin()(xs, tv, None)
         x0 = ((xs - (1 - a) ** 0.5 * eps) / a ** 0.5).clamp(-1, 1)
         eps = (xs - a ** 0.5 * x0) / (1 - a) ** 0.5

@@ -63,8 +63,11 @@ class DDIMSchedule:
         return cls(T=cfg.T, beta_start=cfg.beta_start, beta_end=cfg.beta_end)
 
     def alpha_bar(self, t: int) -> float:
-        """``a_t``; ``t = -1`` means the clean image (``a = 1``)."""
-        return 1.0 if t < 0 else float(self.alphas_cumprod[t])
+        """``a_t`` at an integer timestep t in [0, T). The clean image (``a = 1``) is no timestep: it is the first
+        point ``t_0 = 0`` of a grid (:func:`ddim_walk`)."""
+        if not 0 <= int(t) < self.T:
+            raise ValueError(f"timestep {t} outside [0, {self.T - 1}]")
+        return float(self.alphas_cumprod[int(t)])
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Forward process q(x_t | x0): ``sqrt(a_t) x0 + sqrt(1-a_t) eps``.
