@@ -17,7 +17,8 @@ import torch
 from stylseg.config import RunConfig
 from stylseg.data.io import from_tensor_pm1, read_image
 from stylseg.stylize.finetune import STYLE_XA, STYLE_Y, finetune
-from stylseg.stylize.pipeline import Stylizer, load_diffae, load_folder_tensor, load_image_pm1, structure_guided_generate
+from stylseg.stylize.pipeline import (Stylizer, load_diffae, load_folder_tensor, load_image_pm1,
+                                      structure_guided_generate)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

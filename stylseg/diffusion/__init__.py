@@ -28,7 +28,8 @@ _LAZY = {
 }
 
 __all__ = ["DDIMSchedule", "ddim_timesteps", "ddim_step", "predict_x0", "ddim_walk", "ddim_steps", "ddim_run",
-           "ddim_sample", "ddim_invert", "DDIMStep", "DDIMOut", "encode_stochastic", "render", "with_coarse"] + sorted(_LAZY)
+           "ddim_sample", "ddim_invert", "DDIMStep", "DDIMOut", "encode_stochastic", "render",
+           "with_coarse"] + sorted(_LAZY)
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

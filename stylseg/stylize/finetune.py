@@ -14,7 +14,8 @@ One iteration (OSASIS's loop, the kit's reading of the paper's Algorithm 1):
    ``t0`` (``cfg.ddim.finetune_invert_steps`` UNet calls); the same for ``x_A_style`` when
    the loss set reconstructs the style pair;
 3. walk the generation grid with D_B (``cfg.ddim.finetune_gen_steps`` calls) through the one DDIM loop
-   (:func:`stylseg.diffusion.ddim.ddim_steps`), adding ``lambda * SPN(x_in, t)`` before each step (its ``shift``); ``backprop="per_step"`` (OSASIS): at every
+   (:func:`stylseg.diffusion.ddim.ddim_steps`), adding ``lambda * SPN(x_in, t)`` before each step (its
+   ``shift``); ``backprop="per_step"`` (OSASIS): at every
    step, losses on the x0-prediction, one optimizer step, the latent detached before the
    next step; ``backprop="chain"``: one optimizer step per iteration on the final output,
    gradients through the whole chain with gradient checkpointing.
@@ -434,7 +435,8 @@ class _Iteration:
 
     def __init__(self, diffae, loss: StyleLoss, embedder, cfg, par: _Parallel, state: TrainState, y_b, x_as,
                  content, region_all, gate_all):
-        self.diffae, self.loss, self.embedder, self.sc, self.par, self.state = diffae, loss, embedder, cfg.stylize, par, state
+        self.diffae, self.loss, self.embedder, self.par, self.state = diffae, loss, embedder, par, state
+        self.sc = cfg.stylize
         self.t0, self.n_inv, self.n_gen = cfg.ddim.t0, cfg.ddim.finetune_invert_steps, cfg.ddim.finetune_gen_steps
         self.lam, self.y_b, self.x_as = self.sc.spn_lambda, y_b, x_as
         self.content, self.region_all, self.gate_all = content, region_all, gate_all
@@ -460,9 +462,9 @@ class _Iteration:
     def walk(self, x_t, z, x_in, spn, gate=None, grad="chain", z_mix=None):
         """D_B's generation walk from x_t (b,3,S,S) at t0, the SPN term of ``x_in`` before every step."""
         constant = grad != "step"  # per-step updates change the SPN between steps
-        return ddim_steps(with_coarse(self.state.unet_b, z_mix), x_t, ddim_timesteps(self.t0, self.n_gen, self.diffae.schedule.T),
-                          cond=z, schedule=self.diffae.schedule, grad=grad,
-                          shift=spn_shift_fn(spn, x_in, self.lam, gate, constant=constant))
+        grid = ddim_timesteps(self.t0, self.n_gen, self.diffae.schedule.T)
+        return ddim_steps(with_coarse(self.state.unet_b, z_mix), x_t, grid, cond=z, schedule=self.diffae.schedule,
+                          grad=grad, shift=spn_shift_fn(spn, x_in, self.lam, gate, constant=constant))
 
     def __call__(self, it: int, callback: Optional[FinetuneCallback] = None) -> Dict[str, float]:
         """Run iteration ``it``; returns its record for the history (the loss terms' means over its updates)."""
