@@ -148,9 +148,10 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, min_size:
 
     The product over scales of torchmetrics' contrast-structure terms and, at the coarsest scale, its SSIM,
     weighted by the standard exponents. It uses as many of the 5 standard scales as the image allows (each
-    at least ``min_size`` px) with the exponents renormalised: torchmetrics' own MS-SSIM refuses images under
-    about 11 * 2^(2 (scales - 1)) px, the kit's 16 to 64 px among them. Negative terms are clamped at 0 (its
-    ``normalize="relu"``, as pytorch-msssim does) so that fractional powers stay defined.
+    at least ``min_size`` px) with the exponents renormalised: torchmetrics' own MS-SSIM asks for more than
+    10 (scales - 1)^2 px a side and refuses the kit's 32 and 64 px images at 3 and 4 scales; where it accepts a size
+    the two are equal (tested at 256 px). Negative terms are clamped at 0 (its ``normalize="relu"``, as
+    pytorch-msssim does) so that fractional powers stay defined.
     """
     levels = 1
     while levels < 5 and min(x.shape[-2:]) // (2 ** levels) >= min_size:
