@@ -178,11 +178,12 @@ class Stylizer(nn.Module):
 
     @torch.no_grad()
     def render(self, xt: torch.Tensor, z: torch.Tensor, x: torch.Tensor, t0: float, gen_steps: int,
-                 use_spn: bool = True, z_style: Optional[torch.Tensor] = None, callback=None,
-                 masks: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Render x_t0 (B,3,S,S) with D_B conditioned on z, the SPN term of the input ``x`` before every step
-        (gated by ``masks``' gate for ``stylize.spn_region=lesion``); ``z_style``: the style code on the coarse
-        levels (``stylize.mix_style_z``). Returns (B,3,S,S) in [-1,1]."""
+               use_spn: bool = True, z_style: Optional[torch.Tensor] = None, callback=None,
+               masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Render x_t0 (B,3,S,S) with D_B conditioned on z, the SPN term of the input ``x`` (B,3,S,S) in [-1,1]
+        before every step (gated by ``masks``' gate for ``stylize.spn_region=lesion``); ``z_style``: the style code
+        on the coarse levels (``stylize.mix_style_z``). ``callback(i, t, x_t, x0_pred)`` as in
+        :func:`~stylseg.diffusion.ddim.ddim_sample`. Returns (B,3,S,S) in [-1,1]."""
         shift = spn_shift_fn(self.spn, x, self.lam, self.gate(masks)) if use_spn else None
         return render(self.unet_b, xt, z, t0, gen_steps, self.schedule, z_coarse=z_style, callback=callback,
                       shift=shift)
