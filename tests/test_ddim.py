@@ -32,7 +32,8 @@ def test_alphas_cumprod_match_diffusers():
     b1 = 1e-4 + (0.02 - 1e-4) / 999
     assert sch.alpha_bar(0) == pytest.approx(1 - 1e-4, abs=1e-12)
     assert sch.alpha_bar(1) == pytest.approx((1 - 1e-4) * (1 - b1), abs=1e-12)
-    assert sch.alpha_bar(-1) == 1.0
+    with pytest.raises(ValueError, match="outside"):  # the clean end is a grid's t_0 = 0 (ddim_walk), no timestep
+        sch.alpha_bar(-1)
 
 
 def test_add_noise_matches_diffusers():
@@ -59,7 +60,7 @@ def test_generation_steps_match_diffusers(clip, eta):
         noise = torch.randn(x.shape, generator=g)
         out = sch.step(eps, t, x_ref, eta=eta, use_clipped_model_output=clip,
                        variance_noise=noise if eta > 0 else None)
-        a_t, a_prev = ours.alpha_bar(t), ours.alpha_bar(t - 100)  # t - 100 < 0 -> a = 1
+        a_t, a_prev = ours.alpha_bar(t), (ours.alpha_bar(t - 100) if t >= 100 else 1.0)  # diffusers: set_alpha_to_one
         x_new, x0 = ddim_step(x_ref, eps, a_t, a_prev, clip_x0=clip, eta=eta, noise=noise)
         torch.testing.assert_close(x0, out.pred_original_sample, atol=2e-4, rtol=1e-4)
         torch.testing.assert_close(x_new, out.prev_sample, atol=2e-4, rtol=1e-4)
@@ -211,3 +212,108 @@ def test_inversion_rejects_eta_and_bad_grids():
         ddim_sample(_eps_fn, x, [10, 5])
     with pytest.raises(ValueError):
         ddim_sample(_eps_fn, x, [0])
+
+
+class _Scale(torch.nn.Module):
+    """eps = w * x_t: one weight, so that gradients through a walk can be checked by hand."""
+
+    def __init__(self, w: float = 0.4):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(w))
+
+    def forward(self, x, t, cond=None):
+        return self.w * x
+
+
+def test_walk_is_the_grid_both_ways_with_the_clean_end_at_t0():
+    from stylseg.diffusion import ddim_walk
+
+    sch = DDIMSchedule()
+    grid = ddim_timesteps(0.25, 3)
+    gen, inv = ddim_walk(grid, sch), ddim_walk(grid, sch, invert=True)
+    assert [(s.t, s.t_next) for s in gen] == [(grid[3], grid[2]), (grid[2], grid[1]), (grid[1], 0)]
+    assert [(s.t, s.t_next) for s in inv] == [(0, grid[1]), (grid[1], grid[2]), (grid[2], grid[3])]
+    assert gen[-1].a_next == 1.0 and inv[0].a_t == 1.0  # the one convention for the clean end
+    assert gen[0].a_t == sch.alpha_bar(grid[3]) and [s.i for s in gen] == [0, 1, 2]
+    # a grid that does not start at 0 ends at x_{t_0} (no clean end)
+    assert ddim_walk([100, 200], sch)[0].a_next == sch.alpha_bar(100)
+
+
+def test_shift_moves_the_latent_the_unet_sees():
+    from stylseg.diffusion import ddim_steps
+
+    grid = ddim_timesteps(0.5, 3)
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(7)) * 2 - 1
+    seen = []
+
+    def f(x, t, cond=None):
+        seen.append(x.clone())
+        return _eps_fn(x, t)
+
+    outs = list(ddim_steps(f, x, grid, shift=lambda x, step: x + 0.01 * step.t))
+    assert len(outs) == 3 and [o.step.t for o in outs] == grid[::-1][:-1]
+    torch.testing.assert_close(outs[0].x_t, x + 0.01 * grid[3])
+    for o, s in zip(outs, seen):
+        torch.testing.assert_close(o.x_t, s)
+    for a, b in zip(outs, outs[1:]):  # each step starts from the last one's output, shifted
+        torch.testing.assert_close(b.x_t, a.x_next + 0.01 * b.step.t)
+
+
+@pytest.mark.parametrize("grad", ["chain", "checkpoint", "last", "step"])
+def test_gradient_modes(grad):
+    """chain and checkpoint: the gradient of the result through every step, the same; last: through the last
+    UNet call only; step: every step's output has the gradient of that step alone (the latent is detached
+    between steps)."""
+    from stylseg.diffusion import ddim_steps
+
+    grid = ddim_timesteps(0.5, 3)
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(8)) * 0.2
+
+    def grad_w(out_fn, mode):
+        m = _Scale()
+        outs = list(ddim_steps(m, x, grid, grad=mode, clip_x0=False))
+        out_fn(outs).sum().backward()
+        return m.w.grad
+
+    full = grad_w(lambda o: o[-1].x_next, "chain")
+    if grad in ("chain", "checkpoint"):
+        torch.testing.assert_close(grad_w(lambda o: o[-1].x_next, grad), full)
+        return
+    if grad == "last":  # the earlier steps' outputs are constants: the same as one step from the detached input
+        m = _Scale()
+        with torch.no_grad():
+            before = list(ddim_steps(m, x, grid, clip_x0=False))[-2].x_next
+        ref = list(ddim_steps(m, before, grid[:2], clip_x0=False))[-1].x_next.sum()
+        ref.backward()
+        got = grad_w(lambda o: o[-1].x_next, "last")
+        torch.testing.assert_close(got, m.w.grad)
+        assert not torch.allclose(got, full)
+        return
+    # step: the second step's output depends on w only through that step
+    m = _Scale()
+    outs = list(ddim_steps(m, x, grid, grad="step", clip_x0=False))
+    assert not outs[1].x_t.requires_grad and outs[1].x_next.requires_grad
+
+
+def test_steps_are_lazy_so_weights_can_change_between_them():
+    """The per-step fine-tuning update: a change of the model between two steps is seen by the next UNet call."""
+    from stylseg.diffusion import ddim_steps
+
+    grid = ddim_timesteps(0.5, 2)
+    x = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(9)) * 0.2
+    m = _Scale(0.4)
+    outs = []
+    for out in ddim_steps(m, x, grid, grad="step", clip_x0=False):
+        outs.append(out)
+        with torch.no_grad():
+            m.w.fill_(0.0)  # as an optimizer step would
+    a = DDIMSchedule().alpha_bar(grid[1])
+    # the second step ran with eps = 0: x_next = x_t / sqrt(a) (to the clean end, a = 1)
+    torch.testing.assert_close(outs[1].x_next, outs[0].x_next.detach() / math.sqrt(a))
+
+
+def test_unknown_gradient_mode_lists_valid():
+    from stylseg.diffusion import ddim_steps
+
+    with pytest.raises(ValueError, match="chain, checkpoint, last, step"):
+        list(ddim_steps(_eps_fn, torch.zeros(1, 3, 4, 4), [0, 10], grad="all"))

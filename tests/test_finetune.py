@@ -90,9 +90,9 @@ def test_domain_pick_embeds_the_content_only_when_the_pair_is_made(env, tmp_path
     cfg = env["cfg"].override(**{"stylize.style_pair_pick": "domain"})
     content = torch.rand(5, 3, 16, 16) * 2 - 1
     bright = lambda x: x.mean(dim=(1, 2, 3))[:, None]
-    first = ft._load_or_make_style_pair(m, env["style"], tmp_path, cfg, "cpu", bright, content)
+    first = ft.style_pair(m, env["style"], tmp_path, cfg, "cpu", bright, content)
     assert len(calls) == 1 and (tmp_path / "style_pair.json").is_file()
-    again = ft._load_or_make_style_pair(m, env["style"], tmp_path, cfg, "cpu", bright, content)
+    again = ft.style_pair(m, env["style"], tmp_path, cfg, "cpu", bright, content)
     assert len(calls) == 1  # the saved pair, no second pass over the content
     assert all(torch.equal(a, b) for a, b in zip(first, again))
 
@@ -213,7 +213,7 @@ def test_weight_average_is_saved_and_resumes_exactly(env):
 
     with pytest.raises(_Stop):
         run("ema_part", 0.5, callback=_stop_at_iteration_3)
-    assert "ema" in torch.load(d / "ema_part" / "checkpoint.pt", weights_only=False)
+    assert torch.load(d / "ema_part" / "checkpoint.pt", weights_only=True)["ema"]["shadow_params"]
     part = load_model_folder(run("ema_part", 0.5), "stylizer")[1]
     assert all(torch.equal(part[k], half[k]) for k in half)
     assert json.loads((d / "ema_half" / "config.json").read_text())["config"]["stylize"]["ema_decay"] == 0.5
@@ -359,3 +359,42 @@ def test_style_pair_depth_is_its_own_setting(env, tmp_path):
         finetune(env["diffae"], env["style"], env["source"], tmp_path / "bad",
                  cfg.override(**{"stylize.style_pair_t0": 1.5}), device="cpu", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_weight_average_has_a_constant_decay_from_the_first_update(env):
+    """stylize.ema_decay through diffusers' EMAModel keeps the average as it was defined: after k updates it is
+    ``d e + (1 - d) p`` at every update, from the start weights on (EMAModel's defaults would copy the weights at
+    its first step and warm the decay up)."""
+    from stylseg.stylize.finetune import TrainState
+
+    cfg = env["cfg"].override(**{"stylize.ema_decay": 0.6})
+    st = TrainState.start(load_diffae(env["diffae"]), cfg.stylize, 0, "cpu")
+    ref = [p.detach().clone() for p in st.params]
+    for k in range(3):
+        with torch.no_grad():
+            for p in st.params:
+                p.add_(0.1 * (k + 1))  # as an optimizer step would move them
+        st.update_average()
+        ref = [0.6 * e + 0.4 * p.detach() for e, p in zip(ref, st.params)]
+    got = [p.detach().clone() for p in st.params]
+    st.ema.copy_to(got)
+    assert all(torch.allclose(g, r, atol=1e-6) for g, r in zip(got, ref))
+    assert TrainState.start(load_diffae(env["diffae"]), env["cfg"].stylize, 0, "cpu").ema is None  # off by default
+
+
+def test_checkpoint_is_read_without_running_code_and_an_old_one_names_the_fix(env, tmp_path):
+    """The resumable checkpoint holds tensors, numbers and lists only (torch.load(weights_only=True) reads it); one
+    that needs more (a pickled numpy state, as checkpoints written before held) is refused naming the file and
+    what to do, and nothing is changed."""
+    from stylseg.stylize.finetune import CHECKPOINT, load_checkpoint
+
+    cfg = env["cfg"].override(**{"stylize.iterations": 1})
+    out = finetune(env["diffae"], env["style"], env["source"], tmp_path / "ft", cfg, device="cpu", progress=False)
+    ck = load_checkpoint(out / CHECKPOINT)
+    assert ck["iteration"] == 1 and isinstance(ck["rng"]["numpy"]["keys"], list)
+    bad = tmp_path / "old"
+    bad.mkdir()
+    torch.save({"digest": "x", "rng": {"numpy": np.random.get_state()}}, bad / CHECKPOINT)
+    with pytest.raises(StylsegError, match=r"old[/\\]checkpoint.pt: cannot read .*remove it .*--overwrite"):
+        finetune(env["diffae"], env["style"], env["source"], bad, cfg, device="cpu", progress=False)
+    assert sorted(p.name for p in bad.iterdir()) == [CHECKPOINT]

@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from stylseg.diffusion.ddim import DDIMSchedule, ddim_sample, ddim_timesteps
-from stylseg.stylize.pipeline import generate
-from stylseg.stylize.spn import SPN, spn_shift, timestep_embedding
+from stylseg.diffusion.ddim import DDIMSchedule, ddim_sample, ddim_timesteps, render
+from stylseg.stylize.spn import SPN, spn_shift, spn_shift_fn, timestep_embedding
 from stylseg.utils import StylsegError
 
 
@@ -64,6 +63,13 @@ class _Lin(torch.nn.Module):
         return 0.3 * x + 0.01 * t.view(-1, 1, 1, 1).float() / 100
 
 
+def generate(model, x, z, t0, steps, sched, *, spn=None, x_in=None, lam=0.0, spn_gate=None, grad="chain",
+             callback=None, constant=True):
+    """The stylization chain's D_B rendering: the SPN term as the shift of the one DDIM loop."""
+    return render(model, x, z, t0, steps, sched, callback=callback, grad=grad,
+                  shift=spn_shift_fn(spn, x_in, lam, spn_gate, constant=constant))
+
+
 def test_generate_without_spn_matches_ddim_sample():
     sched = DDIMSchedule()
     x = torch.randn(2, 3, 4, 4)
@@ -86,11 +92,11 @@ def test_generate_adds_lambda_spn_before_each_step():
     grid = ddim_timesteps(0.1, 2)
     assert seen == [grid[2], grid[1]]
     xx = x
-    for t, tn in ((grid[2], grid[1]), (grid[1], -1)):
+    for t, an in ((grid[2], sched.alpha_bar(grid[1])), (grid[1], 1.0)):  # the last step goes to the clean image
         tv = torch.tensor([t])
         with torch.no_grad():
             xs = xx + lam * spn(x_in, tv)
-        a, an = sched.alpha_bar(t), sched.alpha_bar(tn)
+        a = sched.alpha_bar(t)
         eps = _Lin()(xs, tv, None)
         x0 = ((xs - (1 - a) ** 0.5 * eps) / a ** 0.5).clamp(-1, 1)
         eps = (xs - a ** 0.5 * x0) / (1 - a) ** 0.5
@@ -124,10 +130,15 @@ def test_generate_computes_a_time_free_spn_term_once(form, calls):
     n = []
     spn.register_forward_hook(lambda *a: n.append(1))
     x, x_in = torch.randn(2, 3, 4, 4), torch.rand(2, 3, 4, 4) * 2 - 1
-    out = generate(_Lin(), x, None, 0.1, 3, DDIMSchedule(), spn=spn, x_in=x_in, lam=0.3, checkpoint=True)
+    out = generate(_Lin(), x, None, 0.1, 3, DDIMSchedule(), spn=spn, x_in=x_in, lam=0.3, grad="checkpoint")
     assert len(n) == calls
     out.sum().backward()
     assert spn.conv_out.weight.grad is not None and spn.conv_out.weight.grad.abs().sum() > 0
+    # the per-step update changes the SPN between steps, so there the term is computed before every step, with
+    # the same values while the weights stay
+    n.clear()
+    per_step = generate(_Lin(), x, None, 0.1, 3, DDIMSchedule(), spn=spn, x_in=x_in, lam=0.3, constant=False)
+    assert len(n) == 3 and torch.allclose(per_step, out, atol=1e-6)
 
 
 @pytest.mark.parametrize("form", ["paper", "osasis"])

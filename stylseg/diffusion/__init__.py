@@ -4,6 +4,8 @@
 
     from stylseg.diffusion import (DDIMSchedule, ddim_timesteps, ddim_step, predict_x0, ddim_sample,
                                    ddim_invert, DiffAE, train_diffae)
+    for out in ddim_steps(model, x, grid, cond=z):       # the one DDIM loop, a step at a time
+        ...                                              # out.step (i, t, a_t, a_next), out.x_t, out.x0, out.x_next
     model = DiffAE.from_config(cfg.diffae, cfg.ddim)
     z = model.encode(x)                                  # (B,3,S,S) in [-1,1] -> (B, z_dim)
     x_t0 = model.encode_stochastic(x, z, t0, steps)      # DDIM inversion to t0 (fraction of T)
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 from .._lazy import lazy_exports
 
-from .ddim import DDIMSchedule, ddim_invert, ddim_sample, ddim_step, ddim_timesteps, predict_x0
+from .ddim import (DDIMOut, DDIMSchedule, DDIMStep, ddim_invert, ddim_run, ddim_sample, ddim_step, ddim_steps,
+                   ddim_timesteps, ddim_walk, encode_stochastic, predict_x0, render, with_coarse)
 
 _LAZY = {
     "DiffAE": "model", "ConditionalUNet": "model", "SemanticEncoder": "model", "CondResBlock": "model",
@@ -26,7 +29,9 @@ _LAZY = {
     "psnr": "quality", "ssim": "quality", "sdedit_psnr": "quality", "code_matters": "quality", "eps_mse": "quality",
 }
 
-__all__ = ["DDIMSchedule", "ddim_timesteps", "ddim_step", "predict_x0", "ddim_sample", "ddim_invert"] + sorted(_LAZY)
+__all__ = ["DDIMSchedule", "ddim_timesteps", "ddim_step", "predict_x0", "ddim_walk", "ddim_steps", "ddim_run",
+           "ddim_sample", "ddim_invert", "DDIMStep", "DDIMOut", "encode_stochastic", "render",
+           "with_coarse"] + sorted(_LAZY)
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..utils import StylsegError, load_model_folder, save_model_folder
-from .ddim import DDIMSchedule, ddim_invert, ddim_sample, ddim_timesteps
+from .ddim import DDIMSchedule, ddim_timesteps, encode_stochastic, render
 
 KIND = "diffae"
 ARCH_KEYS = ("image_size", "base_channels", "channel_mult", "num_res_blocks", "attn_resolutions",
@@ -46,12 +46,21 @@ PREDICTIONS = ("eps", "v")
 SCHEDULE_KEYS = ("T", "beta_start", "beta_end")
 
 
-def _groups(ch: int) -> int:
-    """GroupNorm groups: 32 as in DiffAE when channels allow, else about 4 channels per group."""
-    g = min(32, max(1, ch // 4))
+def norm_groups(ch: int, per_group: int = 4) -> int:
+    """GroupNorm groups: 32 as in DiffAE when channels allow, else at least ``per_group`` channels per group
+    (the largest count <= 32 that divides ``ch``)."""
+    g = min(32, max(1, ch // per_group))
     while ch % g:
         g -= 1
     return g
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of real timesteps ``t`` (B,) -> (B, dim), diffusers' ``get_timestep_embedding`` in the
+    guided-diffusion / DiffAE convention: ``[cos, sin]``, frequencies ``exp(-ln(1e4) k / (dim/2))``."""
+    from diffusers.models.embeddings import get_timestep_embedding
+
+    return get_timestep_embedding(t, dim, flip_sin_to_cos=True, downscale_freq_shift=0)
 
 
 def randn(shape, generator: Optional[torch.Generator] = None, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -80,9 +89,9 @@ class CondResBlock(nn.Module):
     def __init__(self, cin: int, cout: int, temb_dim: Optional[int] = None, z_dim: Optional[int] = None,
                  dropout: float = 0.0):
         super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(cin), cin)
+        self.norm1 = nn.GroupNorm(norm_groups(cin), cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.norm2 = nn.GroupNorm(_groups(cout), cout)
+        self.norm2 = nn.GroupNorm(norm_groups(cout), cout)
         self.time_mlp = nn.Sequential(nn.SiLU(), nn.Linear(temb_dim, 2 * cout)) if temb_dim else None
         self.z_mlp = nn.Sequential(nn.SiLU(), nn.Linear(z_dim, cout)) if z_dim else None
         self.dropout = nn.Dropout(dropout)
@@ -108,7 +117,7 @@ def _attention(ch: int) -> nn.Module:
     ``Attention`` as its UNet2D middle block builds it), output projection zero-initialised."""
     from diffusers.models.attention_processor import Attention
 
-    attn = Attention(ch, heads=1, dim_head=ch, norm_num_groups=_groups(ch), residual_connection=True, bias=True,
+    attn = Attention(ch, heads=1, dim_head=ch, norm_num_groups=norm_groups(ch), residual_connection=True, bias=True,
                      upcast_softmax=True, _from_deprecated_attn_block=True)
     _zero(attn.to_out[0])
     return attn
@@ -229,15 +238,11 @@ class ConditionalUNet(nn.Module):
             else:
                 self.upsample.append(nn.Identity())
         assert not skips
-        self.norm_out = nn.GroupNorm(_groups(ch), ch)
+        self.norm_out = nn.GroupNorm(norm_groups(ch), ch)
         self.conv_out = _zero(nn.Conv2d(ch, in_channels, 3, padding=1))
 
     def time_embedding(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        from diffusers.models.embeddings import get_timestep_embedding
-
-        # guided-diffusion / DiffAE convention: [cos, sin], frequencies exp(-ln(1e4) k / half)
-        e = get_timestep_embedding(t, self.base_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
-        return self.time_embed(e.to(dtype))
+        return self.time_embed(timestep_embedding(t, self.base_channels).to(dtype))
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, z: torch.Tensor,
                 z_coarse: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -300,7 +305,7 @@ class SemanticEncoder(nn.Module):
                 blocks.append(_Down(ch))
                 res //= 2
         self.blocks = nn.Sequential(*blocks)
-        self.norm_out = nn.GroupNorm(_groups(ch), ch)
+        self.norm_out = nn.GroupNorm(norm_groups(ch), ch)
         self.proj = nn.Linear(ch * (res * res if pool == "flatten" else 1), z_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -431,26 +436,22 @@ class DiffAE(nn.Module):
         """The DDIM grid over depth ``t0`` (fraction of T) with ``steps`` UNet calls."""
         return ddim_timesteps(t0, steps, self.schedule.T)
 
-    def _eps_fn(self, z_coarse: Optional[torch.Tensor]):
-        if z_coarse is None:
-            return self
-        return lambda x, t, z: self.unet(x, t, z, z_coarse)
-
     def encode_stochastic(self, x: torch.Tensor, z: torch.Tensor, t0: float, steps: int, callback=None,
                           z_coarse: Optional[torch.Tensor] = None) -> torch.Tensor:
         """DiffAE's deterministic encoding: DDIM-invert x (B,3,S,S) in [-1,1] with z (B,z_dim) over
-        ``ddim_timesteps(t0, steps, T)`` to x_{t0} (B,3,S,S) (about unit variance at t0 = 1)."""
+        ``ddim_timesteps(t0, steps, T)`` to x_{t0} (B,3,S,S) (about unit variance at t0 = 1)
+        (:func:`~stylseg.diffusion.ddim.encode_stochastic` with this model's UNet)."""
         self._check_input(x)
-        return ddim_invert(self._eps_fn(z_coarse), x, self.grid(t0, steps), cond=z, callback=callback,
-                           schedule=self.schedule)
+        return encode_stochastic(self.unet, x, z, t0, steps, self.schedule, callback=callback, z_coarse=z_coarse)
 
     def render(self, x_t0: torch.Tensor, z: torch.Tensor, t0: float, steps: int, callback=None, eta: float = 0.0,
                generator: Optional[torch.Generator] = None, z_coarse: Optional[torch.Tensor] = None) -> torch.Tensor:
         """DDIM generation (paper eq. 4/9) from x_{t0} (B,3,S,S) conditioned on z (B,z_dim) over
-        the same grid as :meth:`encode_stochastic`; returns x0 (B,3,S,S) in [-1,1]."""
+        the same grid as :meth:`encode_stochastic`; returns x0 (B,3,S,S) in [-1,1]
+        (:func:`~stylseg.diffusion.ddim.render` with this model's UNet)."""
         self._check_input(x_t0)
-        return ddim_sample(self._eps_fn(z_coarse), x_t0, self.grid(t0, steps), cond=z, eta=eta, callback=callback,
-                           schedule=self.schedule, generator=generator)
+        return render(self.unet, x_t0, z, t0, steps, self.schedule, callback=callback, eta=eta, generator=generator,
+                      z_coarse=z_coarse)
 
     def noise_to(self, x: torch.Tensor, t0: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Forward-noise x (B,3,S,S) to the top of the grid ``t_n = round(t0 (T-1))`` with fresh noise."""

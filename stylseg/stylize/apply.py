@@ -34,7 +34,7 @@ from ..data.io import from_tensor_pm1, read_image, read_mask, resize_image, resi
 from ..manifest import ArmWriter
 from ..utils import StylsegError, check_choice, resolve_device
 from .losses import LESION_RING
-from .pipeline import Stylizer, folder_sha256, generate, list_folder, load_diffae, masks_of
+from .pipeline import Stylizer, folder_sha256, list_folder, load_diffae, masks_of
 
 MODES = ("st", "recon")
 UPSAMPLE = ("bilinear", "detail", "detail_lesion")
@@ -197,22 +197,20 @@ def apply_arms(model_dir: Optional[os.PathLike], input_dir: os.PathLike, specs: 
     for b in todo:
         imgs = [read_image(files[i]) for i in b]
         x = torch.stack([to_tensor_pm1(resize_image(im, size)) for im in imgs]).to(dev)
-        xt, z = st.invert(x, t0, n_inv)  # shared by every arm
+        xt, z = st.encode_stochastic(x, t0, n_inv)  # shared by every arm
         masks = {}
-        gate = None
+        lo = None
         if needs_model and st.spn_region != "image" and any(use for _, _, use, _ in writers):
             lo = torch.stack([torch.from_numpy(resize_mask(read_mask(mask_paths[i]), size).astype(np.float32))[None]
-                              for i in b])
-            gate = st.gate(lo.to(dev))
+                              for i in b]).to(dev)
         for w, mode, use_spn, sensor in writers:
             if all(w.done(names[i]) for i in b):
                 continue
             with torch.no_grad():
                 if mode == "st":
-                    y = generate(st.unet_b, xt, z, t0, n_gen, st.schedule, spn=st.spn if use_spn else None,
-                                 x_in=x, lam=st.lam, z_coarse=z_style, spn_gate=gate if use_spn else None)
+                    y = st.render(xt, z, x, t0, n_gen, use_spn, z_style, masks=lo)
                 else:
-                    y = generate(st.diffae.unet, xt, z, t0, n_gen, st.schedule)
+                    y = st.diffae.render(xt, z, t0, n_gen)
             outs = from_tensor_pm1(y)
             for k, i in enumerate(b):
                 if w.done(names[i]):

@@ -37,30 +37,15 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # --------------------------------------------------------------------------- CIELAB
-_RGB2XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
-                         [0.212671, 0.715160, 0.072169],
-                         [0.019334, 0.119193, 0.950227]], dtype=torch.float32)
-_WHITE_D65 = (0.95047, 1.0, 1.08883)
-
-
 def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
-    """Differentiable sRGB -> CIELAB (D65), as ``skimage.color.rgb2lab``.
+    """Differentiable sRGB -> CIELAB (D65), kornia's ``rgb_to_lab`` (as ``skimage.color.rgb2lab``).
 
     ``x`` (B,3,H,W) in [-1,1] -> (B,3,H,W) with L* in [0,100], a*, b* roughly in [-128,127].
     Gradients are finite everywhere (the cube root is linearised near zero, as CIELAB defines).
     """
-    rgb = ((x.clamp(-1, 1) + 1) * 0.5)
-    lin = torch.where(rgb > 0.04045, ((rgb.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
-    m = _RGB2XYZ.to(device=x.device, dtype=x.dtype)
-    xyz = torch.einsum("ij,bjhw->bihw", m, lin)
-    white = torch.tensor(_WHITE_D65, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    xyz = xyz / white
-    eps = (6.0 / 29.0) ** 3
-    f = torch.where(xyz > eps, xyz.clamp(min=eps) ** (1.0 / 3.0), xyz / (3 * (6.0 / 29.0) ** 2) + 4.0 / 29.0)
-    L = 116.0 * f[:, 1] - 16.0
-    a = 500.0 * (f[:, 0] - f[:, 1])
-    b = 200.0 * (f[:, 1] - f[:, 2])
-    return torch.stack([L, a, b], dim=1)
+    from kornia.color import rgb_to_lab as kornia_rgb_to_lab
+
+    return kornia_rgb_to_lab((x.clamp(-1, 1) + 1) * 0.5)
 
 
 def gaussian_kernel1d(sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:

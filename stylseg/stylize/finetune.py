@@ -3,7 +3,9 @@
 ``finetune(diffae_dir, style_path, content_dir, out_dir, cfg)`` writes a *stylizer* model
 folder (kind ``"stylizer"``): D_B's UNet and the SPN's weights, the config (with the path and
 sha256 of the D_A folder it was tuned from), the style pair PNGs, ``history.json`` and a
-resumable ``checkpoint.pt``.
+resumable ``checkpoint.pt``. It reads in four parts: the style pair (:func:`style_pair`), the training state
+with its resume (:class:`TrainState`, :func:`save_checkpoint`, :func:`load_checkpoint`), one iteration
+(:class:`_Iteration`) and saving (:func:`save_stylizer`); :func:`finetune` strings them together.
 
 One iteration (OSASIS's loop, the kit's reading of the paper's Algorithm 1):
 
@@ -11,8 +13,9 @@ One iteration (OSASIS's loop, the kit's reading of the paper's Algorithm 1):
 2. with the frozen encoder and D_A (no gradient): ``z = Enc(x_in)``, invert ``x_in`` to
    ``t0`` (``cfg.ddim.finetune_invert_steps`` UNet calls); the same for ``x_A_style`` when
    the loss set reconstructs the style pair;
-3. walk the generation grid with D_B (``cfg.ddim.finetune_gen_steps`` calls), adding
-   ``lambda * SPN(x_in, t)`` before each step; ``backprop="per_step"`` (OSASIS): at every
+3. walk the generation grid with D_B (``cfg.ddim.finetune_gen_steps`` calls) through the one DDIM loop
+   (:func:`stylseg.diffusion.ddim.ddim_steps`), adding ``lambda * SPN(x_in, t)`` before each step (its
+   ``shift``); ``backprop="per_step"`` (OSASIS): at every
    step, losses on the x0-prediction, one optimizer step, the latent detached before the
    next step; ``backprop="chain"``: one optimizer step per iteration on the final output,
    gradients through the whole chain with gradient checkpointing.
@@ -20,7 +23,7 @@ One iteration (OSASIS's loop, the kit's reading of the paper's Algorithm 1):
 Data parallel over processes (several GPUs, or several CPU processes): start the same command with
 ``accelerate launch`` (or ``torchrun``). Every process draws the same global content batch of
 ``stylize.batch_size`` images and works on its own slice of it; the gradients are averaged over the
-processes before each optimizer step, so the run computes what one process with the whole batch
+processes (``Accelerator.reduce``) before each optimizer step, so the run computes what one process with the whole batch
 computes (up to float rounding), with 1/N of the activations per device. A single process, the
 default, does not touch ``torch.distributed``.
 
@@ -41,26 +44,29 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 import os
 import random
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from ..data.io import from_tensor_pm1, read_image, write_image
-from ..diffusion.ddim import ddim_step
+from ..diffusion.ddim import ddim_run, ddim_steps, ddim_timesteps, encode_stochastic, with_coarse
 from ..utils import (StylsegError, atomic_path, check_choice, json_sha256, read_json, resolve_device,
                      save_model_folder, seed_everything, sha256_file, write_json)
 from .embedders import embedder_substitute, make_embedder
 from .losses import LOSS_SETS, StyleLoss, cycle_l1, lesion_weight, ms_ssim
-from .pipeline import (KIND, diffae_size, folder_sha256, gen_steps_iter, generate, invert, load_content_masks,
-                       load_diffae, load_folder_tensor, load_image_pm1)
-from .spn import SPN_REGIONS, build_spn, spn_gate, spn_shift
+from .pipeline import (KIND, diffae_size, folder_sha256, load_content_masks, load_diffae, load_folder_tensor,
+                       load_image_pm1)
+from .spn import SPN_REGIONS, build_spn, spn_gate, spn_shift_fn
 
 STYLE_Y = "style_y_B.png"
 STYLE_XA = "style_x_A.png"
@@ -107,16 +113,13 @@ def make_style_pair(diffae, style_path: os.PathLike, t0: float, steps: int, trie
     if pick == "domain" and (embedder is None or content_mean is None):
         raise StylsegError("style_pair_pick=domain needs the style embedder and the content images' mean "
                            "embedding (finetune passes both)")
-    s = diffae_size(diffae)
     dev = next(diffae.parameters()).device
-    y = load_image_pm1(style_path, s).unsqueeze(0).to(dev)
+    y = load_image_pm1(style_path, diffae_size(diffae)).unsqueeze(0).to(dev)
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     ys = y.expand(tries, -1, -1, -1)
     noise = torch.randn(ys.shape, generator=g).to(dev)
-    t_top = diffae.grid(t0, 1)[-1]
-    xt = diffae.schedule.add_noise(ys, noise, torch.full((tries,), t_top, device=dev))
-    z = diffae.encoder(y).expand(tries, -1)
-    renders = generate(diffae.unet, xt, z, t0, steps, diffae.schedule)
+    xt = diffae.schedule.add_noise(ys, noise, torch.full((tries,), diffae.grid(t0, 1)[-1], device=dev))
+    renders = diffae.render(xt, diffae.encode(y).expand(tries, -1), t0, steps)
     if pick == "fidelity":
         err = 10 * (renders - ys).abs().mean(dim=(1, 2, 3)) + (1 - ms_ssim((renders + 1) / 2, (ys + 1) / 2))
     else:
@@ -138,12 +141,13 @@ _PICK_CRITERION = {"fidelity": "10*L1 + (1 - MS-SSIM)",
                    "domain": "distance to the content images' mean in the style embedder's space"}
 
 
-def _load_or_make_style_pair(diffae, style_path, out_dir: Path, cfg, device, embedder=None, content=None):
-    """Make the style pair once, save it as PNG in ``out_dir`` and always use the PNG versions
-    (so that a resumed run sees exactly the same pair). ``content`` (N,3,S,S): the content images, whose mean
-    embedding the ``domain`` pick needs (computed only when the pair is made)."""
+def style_pair(diffae, style_path, out_dir: Path, cfg, device, embedder=None, content=None, par=None):
+    """``(y_B, x_A_style)`` (1,3,S,S) in [-1,1] of the fine-tuning in ``out_dir``, read from its PNGs: the main
+    process makes them once (:func:`make_style_pair`, recorded in ``style_pair.json``), and every process and every
+    resumed run reads the same files, so that all see exactly the same pair. ``content`` (N,3,S,S): the content
+    images, whose mean embedding the ``domain`` pick needs (computed only when the pair is made)."""
     py, px = out_dir / STYLE_Y, out_dir / STYLE_XA
-    if not (py.is_file() and px.is_file()):
+    if (par is None or par.main) and not (py.is_file() and px.is_file()):
         t0 = cfg.stylize.style_pair_t0 or cfg.ddim.t0  # both range-checked with the config (config.RANGES)
         pick = cfg.stylize.style_pair_pick
         content_mean = (content_mean_embedding(embedder, content, device)
@@ -156,6 +160,8 @@ def _load_or_make_style_pair(diffae, style_path, out_dir: Path, cfg, device, emb
         write_json(out_dir / "style_pair.json", {"errors": err.tolist(), "best": int(torch.argmin(err)), "t0": t0,
                                                  "pick": pick, "criterion": _PICK_CRITERION[pick],
                                                  "style": str(style_path)})
+    if par is not None:
+        par.wait()
     s = diffae_size(diffae)
     return load_image_pm1(py, s).unsqueeze(0).to(device), load_image_pm1(px, s).unsqueeze(0).to(device)
 
@@ -208,24 +214,6 @@ def finished_digest(out_dir: os.PathLike) -> Optional[str]:
     return meta.get("settings_digest") if meta.get("kind") == KIND else None
 
 
-# --------------------------------------------------------------------------- RNG state
-def _rng_state(gen: torch.Generator) -> Dict[str, Any]:
-    st = {"gen": gen.get_state(), "torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-          "python": random.getstate()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(gen: torch.Generator, st: Dict[str, Any]) -> None:
-    gen.set_state(st["gen"])
-    torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])
-    random.setstate(st["python"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
 # --------------------------------------------------------------------------- data parallelism
 #: the variables through which a launcher (accelerate launch / torchrun, MPI) tells a process how many there are
 LAUNCHER_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
@@ -243,8 +231,13 @@ class _Parallel:
     """Data parallelism for the fine-tuning loop, through ``accelerate`` when several processes run.
 
     Every process draws the same global batch (the index generator is seeded alike) and keeps its
-    own contiguous slice (:meth:`shard`); :meth:`average_grads` all-reduces the gradients (one flat
-    buffer) before the optimizer step. With one process every method is the identity.
+    own contiguous slice (:meth:`shard`); :meth:`average_grads` averages the gradients over the processes
+    with ``Accelerator.reduce`` before the optimizer step. With one process every method is the identity.
+
+    The gradients are reduced explicitly rather than by wrapping D_B and the SPN in DDP
+    (``accelerator.prepare``), as DiffAE training does: an iteration of the per-step loop makes several
+    backward passes, and ``stylize.spn_role=structure|guard`` takes the SPN's gradient with
+    ``torch.autograd.grad``, which DDP's gradient hooks do not see.
     """
 
     def __init__(self, device: torch.device):
@@ -276,12 +269,10 @@ class _Parallel:
     def average_grads(self, params: List[torch.Tensor]) -> None:
         if self.world == 1:
             return
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = self.acc.reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="mean")
-        i = 0
+        grads = self.acc.reduce([p.grad if p.grad is not None else torch.zeros_like(p) for p in params],
+                                reduction="mean")
         for p, g in zip(params, grads):
-            p.grad = flat[i:i + g.numel()].view_as(g).clone()
-            i += g.numel()
+            p.grad = g
 
     def mean(self, values: Dict[str, float]) -> Dict[str, float]:
         """Per-process loss values -> their mean over the processes (for the history)."""
@@ -297,7 +288,103 @@ class _Parallel:
             self.acc.wait_for_everyone()
 
 
-# --------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------- the training state, with resume
+@dataclass
+class TrainState:
+    """What a fine-tuning changes as it runs, and what its checkpoint holds: D_B's UNet, the SPN, the optimizer,
+    the weight average (``stylize.ema_decay``: diffusers' ``EMAModel``), the batch generator, the loss history
+    and the number of iterations done."""
+
+    unet_b: nn.Module
+    spn: nn.Module
+    opt: torch.optim.Optimizer
+    ema: Any  # diffusers.training_utils.EMAModel or None
+    gen: torch.Generator
+    history: List[Dict[str, Any]]
+    iteration: int = 0
+
+    @property
+    def params(self) -> List[torch.Tensor]:
+        """D_B's parameters, then the SPN's (the optimizer's and the weight average's order)."""
+        return [p for g in self.opt.param_groups for p in g["params"]]
+
+    @classmethod
+    def start(cls, diffae, sc, seed: int, device) -> "TrainState":
+        """D_B = a trainable copy of D_A's UNet, a fresh SPN (its term starts at 0), Adam with the two learning
+        rates, the weight average at D_B's and the SPN's start, the batch generator seeded with ``seed + 1``."""
+        unet_b = copy.deepcopy(diffae.unet).to(device).train().requires_grad_(True)
+        spn = build_spn(sc, T=diffae.schedule.T).to(device).train()
+        opt = torch.optim.Adam([{"params": unet_b.parameters(), "lr": sc.lr_unet},
+                                {"params": spn.parameters(), "lr": sc.lr_spn}])
+        st = cls(unet_b, spn, opt, None, torch.Generator(device="cpu").manual_seed(int(seed) + 1), [])
+        if sc.ema_decay > 0:
+            from diffusers.training_utils import EMAModel
+
+            # a constant decay from the first update, as the average was defined before it came from diffusers:
+            # min_decay = decay switches off EMAModel's warm-up, and update_after_step=-1 its first step, which
+            # would copy the weights instead of averaging them
+            st.ema = EMAModel(st.params, decay=sc.ema_decay, min_decay=sc.ema_decay, update_after_step=-1)
+        return st
+
+    def update_average(self) -> None:
+        if self.ema is not None:
+            self.ema.step(self.params)
+
+    def state_dict(self, digest: str) -> Dict[str, Any]:
+        """Tensors, numbers, strings and lists only (loadable with ``torch.load(weights_only=True)``)."""
+        return {"digest": digest, "iteration": self.iteration, "unet_b": self.unet_b.state_dict(),
+                "spn": self.spn.state_dict(), "opt": self.opt.state_dict(), "history": self.history,
+                "ema": self.ema.state_dict() if self.ema is not None else None, "rng": _rng_state(self.gen)}
+
+    def load_state_dict(self, ckpt: Dict[str, Any], path: Path) -> None:
+        if (self.ema is not None) != (ckpt.get("ema") is not None):
+            raise StylsegError(f"{path}: checkpoint {'lacks' if self.ema is not None else 'holds'} the weight average "
+                               f"of stylize.ema_decay; remove it to start again, or fine-tune with --overwrite")
+        self.unet_b.load_state_dict(ckpt["unet_b"])
+        self.spn.load_state_dict(ckpt["spn"])
+        self.opt.load_state_dict(ckpt["opt"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt["ema"])
+        _set_rng_state(self.gen, ckpt["rng"])
+        self.history, self.iteration = list(ckpt["history"]), int(ckpt["iteration"])
+
+
+def save_checkpoint(path: Path, state: TrainState, digest: str) -> None:
+    """Write the resumable checkpoint atomically (``torch.save`` of :meth:`TrainState.state_dict`)."""
+    with atomic_path(path) as tmp:
+        torch.save(state.state_dict(digest), tmp)
+
+
+def load_checkpoint(path: Path) -> Dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`; ``weights_only=True``, so that it cannot run code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a checkpoint of an older kit (pickled numpy state), or a damaged file
+        raise StylsegError(f"{path}: cannot read this fine-tuning checkpoint ({str(e).splitlines()[0][:120]}); remove "
+                           f"it to start the fine-tuning again, or fine-tune with --overwrite") from None
+
+
+def _rng_state(gen: torch.Generator) -> Dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    st = {"gen": gen.get_state(), "torch": torch.get_rng_state(), "python": random.getstate(),
+          "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
+                    "cached": float(cached)}}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(gen: torch.Generator, st: Dict[str, Any]) -> None:
+    gen.set_state(st["gen"])
+    torch.set_rng_state(st["torch"])
+    n = st["numpy"]
+    np.random.set_state((n["kind"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+# --------------------------------------------------------------------------- the loss history
 #: a fine-tuning is flagged as diverging when the mean total loss of its last DIVERGE_WINDOW iterations is at least
 #: DIVERGE_FACTOR x the lowest such mean and has given back at least DIVERGE_GIVEN_BACK of what the loss had fallen
 #: from its first window to that lowest one (the cpu profile's `guard` SPN at lr_spn=1e-4: 18.5 -> 1.75 -> 33.8)
@@ -324,26 +411,145 @@ def loss_divergence(history: List[Dict[str, Any]], window: int = DIVERGE_WINDOW,
             "last_mean": round(last, 6), "first_mean": round(first, 6), "window": window}
 
 
-def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.PathLike, out_dir: os.PathLike,
-             cfg, *, resume: bool = True, overwrite: bool = False, device="auto",
-             callback: Optional[FinetuneCallback] = None, progress: bool = True) -> Path:
-    """Fine-tune D_B + SPN on ``content_dir`` toward the style of ``style_path``; returns ``out_dir``.
+# --------------------------------------------------------------------------- one training iteration
+@dataclass
+class _Batch:
+    """One iteration's content batch on this process: ``x_in`` (b,3,S,S) in [-1,1], its code ``z`` (b,z_dim), its
+    inversion ``x_t`` to t0 with D_A, its embedding ``e_in``, and the lesion ``region`` / SPN ``gate`` (b,1,S,S)."""
 
-    ``diffae_dir``: D_A's model folder. ``content_dir``: a paired folder (``images/``) or a
-    folder of images (domain A, e.g. ``RUN/data/source/train``). ``cfg``: the run's
-    :class:`~stylseg.config.RunConfig` (``cfg.stylize``, ``cfg.ddim``, ``cfg.seed``).
+    x_in: torch.Tensor
+    z: torch.Tensor
+    x_t: torch.Tensor
+    e_in: torch.Tensor
+    region: Optional[torch.Tensor]
+    gate: Optional[torch.Tensor]
 
-    A folder already finished with the same settings is returned at once; a checkpoint with
-    the same settings is resumed exactly (``resume=True``); a folder made with other settings
-    raises :class:`StylsegError` unless ``overwrite=True`` (start afresh).
 
-    Started by ``accelerate launch`` / ``torchrun`` with N processes, each process takes 1/N of every
-    content batch and the gradients are averaged (module docstring); ``callback`` and the progress
-    bar run on the main process only, which alone writes files.
+class _Iteration:
+    """One fine-tuning iteration (OSASIS's loop; module docstring): draw a batch, walk D_B's generation grid with
+    the SPN term (:func:`stylseg.diffusion.ddim.ddim_steps`), update D_B and the SPN from the style losses.
+
+    Holds what stays fixed over the iterations (D_A, the losses, the style pair and its inversion, the content
+    images); the :class:`TrainState` changes.
     """
-    from tqdm.auto import tqdm
 
-    sc = cfg.stylize
+    def __init__(self, diffae, loss: StyleLoss, embedder, cfg, par: _Parallel, state: TrainState, y_b, x_as,
+                 content, region_all, gate_all):
+        self.diffae, self.loss, self.embedder, self.par, self.state = diffae, loss, embedder, par, state
+        self.sc = cfg.stylize
+        self.t0, self.n_inv, self.n_gen = cfg.ddim.t0, cfg.ddim.finetune_invert_steps, cfg.ddim.finetune_gen_steps
+        self.lam, self.y_b, self.x_as = self.sc.spn_lambda, y_b, x_as
+        self.content, self.region_all, self.gate_all = content, region_all, gate_all
+        self.spn_style = state.spn if self.sc.spn_region == "image" else None  # the style pair has no mask
+        with torch.no_grad():
+            self.z_s = diffae.encode(x_as)
+            self.xs_t = (diffae.encode_stochastic(x_as, self.z_s, self.t0, self.n_inv)
+                         if loss.needs_style_branch else None)
+            self.z_mix = diffae.encode(y_b) if self.sc.mix_style_z else None
+
+    def batch(self) -> _Batch:
+        n, bs, dev = self.content.shape[0], self.sc.batch_size, self.par.device
+        gen = self.state.gen
+        idx = torch.randperm(n, generator=gen)[:bs] if n >= bs else torch.randint(0, n, (bs,), generator=gen)
+        pick = lambda a: self.par.shard(a[idx]).to(dev) if a is not None else None
+        x_in = pick(self.content)
+        with torch.no_grad():
+            z = self.diffae.encode(x_in)
+            x_t = self.diffae.encode_stochastic(x_in, z, self.t0, self.n_inv)
+            e_in = self.embedder(x_in)
+        return _Batch(x_in, z, x_t, e_in, pick(self.region_all), pick(self.gate_all))
+
+    def walk(self, x_t, z, x_in, spn, gate=None, grad="chain", z_mix=None):
+        """D_B's generation walk from x_t (b,3,S,S) at t0, the SPN term of ``x_in`` before every step."""
+        constant = grad != "step"  # per-step updates change the SPN between steps
+        grid = ddim_timesteps(self.t0, self.n_gen, self.diffae.schedule.T)
+        return ddim_steps(with_coarse(self.state.unet_b, z_mix), x_t, grid, cond=z, schedule=self.diffae.schedule,
+                          grad=grad, shift=spn_shift_fn(spn, x_in, self.lam, gate, constant=constant))
+
+    def __call__(self, it: int, callback: Optional[FinetuneCallback] = None) -> Dict[str, float]:
+        """Run iteration ``it``; returns its record for the history (the loss terms' means over its updates)."""
+        tic = time.perf_counter()
+        b = self.batch()
+        self.sums: Dict[str, float] = {}
+        self.updates = 0
+        if self.sc.backprop == "per_step":  # one update per step (OSASIS), the latent detached between steps
+            steps = self.walk(b.x_t, b.z, b.x_in, self.state.spn, b.gate, "step", self.z_mix)
+            style = (self.walk(self.xs_t, self.z_s, self.x_as, self.spn_style, None, "step", self.z_mix)
+                     if self.xs_t is not None else itertools.repeat(None))
+            for out, out_s in zip(steps, style):  # the two walks advance together, after each update
+                self.update(b, out.x0, out_s.x0 if out_s is not None else None, out.step.i == self.n_gen - 1)
+                if callback is not None:
+                    callback(it, out.step.i, out.step.t, out.x0.detach())
+        else:  # one update per iteration, gradients through the whole chain (gradient checkpointing)
+            cb = (lambda i, t, x_t, x0: callback(it, i, t, x0.detach())) if callback is not None else None
+            out = ddim_run(self.walk(b.x_t, b.z, b.x_in, self.state.spn, b.gate, "checkpoint", self.z_mix), cb)
+            outs = (ddim_run(self.walk(self.xs_t, self.z_s, self.x_as, self.spn_style, None, "checkpoint",
+                                       self.z_mix)) if self.xs_t is not None else None)
+            self.update(b, out, outs, True)
+        rec = {"iteration": it, "seconds": round(time.perf_counter() - tic, 4), "updates": self.updates}
+        rec.update(self.par.mean({k: v / max(self.updates, 1) for k, v in self.sums.items()}))
+        return rec
+
+    def update(self, b: _Batch, x0: torch.Tensor, x0_style: Optional[torch.Tensor], last: bool) -> None:
+        """One optimizer step on the loss terms of the x0-prediction (b,3,S,S) (``L_cycle`` at the ``last`` step)."""
+        terms = self.loss.terms(b.x_in, x0, x0_style, e_in=b.e_in, region=b.region)
+        if self.loss.needs_cycle and last:
+            terms["cycle"] = self.cycle(x0, b.gate)
+        st, sc = self.state, self.sc
+        st.opt.zero_grad(set_to_none=True)
+        if sc.spn_role == "joint":
+            total = self.loss.total(terms)
+            total.backward()
+        else:  # the structure term trains the SPN alone; D_B the style terms ("structure") or every term ("guard")
+            spn_params = list(st.spn.parameters())
+            structure = self.loss.weights["spn"] * terms["spn"]
+            g_spn = torch.autograd.grad(structure, spn_params, retain_graph=True, allow_unused=True)
+            style = self.loss.total(terms, exclude=("spn",))
+            (style if sc.spn_role == "structure" else style + structure).backward(inputs=list(st.unet_b.parameters()))
+            for p, g in zip(spn_params, g_spn):
+                p.grad = g
+            total = style.detach() + structure.detach()
+        self.par.average_grads(st.params)
+        if sc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(st.params, sc.grad_clip)
+        st.opt.step()
+        st.update_average()
+        for k, v in [*terms.items(), ("total", total)]:
+            self.sums[k] = self.sums.get(k, 0.0) + float(v.detach())
+        self.updates += 1
+
+    def g(self, x: torch.Tensor, spn, gate=None, grad: str = "chain") -> torch.Tensor:
+        """G: invert x (b,3,S,S) with D_A, render with D_B + the SPN term; ``grad`` as in ``ddim_steps``."""
+        with torch.no_grad():
+            z = self.diffae.encode(x)
+            xt = self.diffae.encode_stochastic(x, z, self.t0, self.n_inv)
+        return ddim_run(self.walk(xt, z, x, spn, gate, grad))
+
+    @torch.no_grad()
+    def f(self, x: torch.Tensor) -> torch.Tensor:
+        """F: invert x (b,3,S,S) with D_B, render with D_A (no gradient)."""
+        z = self.diffae.encode(x)
+        return self.diffae.render(encode_stochastic(self.state.unet_b, x, z, self.t0, self.n_inv,
+                                                    self.diffae.schedule), z, self.t0, self.n_gen)
+
+    def cycle(self, g_x: torch.Tensor, gate=None) -> torch.Tensor:
+        """``L_cycle = |G(F(G(x))) - G(x)|_1 + |F(G(F(y))) - F(y)|_1`` (paper eq. 11).
+
+        ``g_x`` = G(x_in) carries the gradient of the current D_B call; G(F(G(x))) gets its gradient through its
+        last D_B call (with the content's SPN ``gate``). The second term ends in D_A, so under the kit's rule (the
+        latent is detached between UNet calls) it carries no gradient to D_B: it is computed and logged as the
+        paper's value, without gradient (its G uses no SPN when the SPN is gated: the style image has no mask).
+        """
+        term1 = cycle_l1(self.g(self.f(g_x.detach()), self.state.spn, gate, grad="last"), g_x)
+        with torch.no_grad():
+            f_y = self.f(self.y_b)
+            term2 = cycle_l1(self.f(self.g(f_y, self.spn_style)), f_y)
+        return term1 + term2
+
+
+# --------------------------------------------------------------------------- the fine-tuning
+def check_settings(sc) -> None:
+    """Refuse fine-tuning settings that cannot work together, naming the fix (before anything is loaded)."""
     check_choice(sc.loss_set, LOSS_SETS, "loss set", "stylize.loss_set")
     check_choice(sc.spn_role, SPN_ROLES, "SPN role", "stylize.spn_role")
     w_key = "w_structure" if sc.loss_set == "osasis" else "w_spn"
@@ -361,33 +567,18 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     if sc.iterations < 0 or sc.batch_size < 1:
         raise StylsegError(f"stylize.iterations must be >= 0 and stylize.batch_size >= 1 "
                            f"(got {sc.iterations}, {sc.batch_size})")
-    diffae_dir, style_path, out_dir = Path(diffae_dir), Path(style_path), Path(out_dir)
-    if not style_path.is_file():
-        raise StylsegError(f"{style_path}: style image not found (pass one target-domain image with --style)")
-    read_image(style_path)  # fails clearly on an unreadable file
-    par = _Parallel(resolve_device(device))
-    par.check_batch(sc.batch_size)
-    dev = par.device
-    diffae = load_diffae(diffae_dir, dev)
-    size = diffae_size(diffae)
-    content, files = load_folder_tensor(content_dir, size)
-    masks_all = (load_content_masks(content_dir, files, size)
-                 if "lesion" in (sc.structure_region, sc.spn_region) else None)
-    region_all = lesion_weight(masks_all, sc.lesion_ring) if sc.structure_region == "lesion" else None
-    gate_all = spn_gate(masks_all, sc.spn_region, sc.lesion_ring)
-    diffae_sha = folder_sha256(diffae_dir)
-    settings = _settings(diffae_sha, style_path, files, cfg)
-    digest = _digest(settings)
-    accepted = {digest, _digest(_settings(diffae_sha, style_path, files, cfg, legacy=True))}
 
-    # ---------------------------------------------------------------- skip / resume / overwrite
+
+def _open_out_dir(out_dir: Path, accepted, resume: bool, overwrite: bool, par: _Parallel):
+    """``(finished, checkpoint)`` for ``out_dir``: a folder finished with these settings (``accepted`` digests) is
+    finished; a checkpoint with them is read for a resume; other settings raise :class:`StylsegError` unless
+    ``overwrite``, which clears the folder's fine-tuning files."""
     done = finished_digest(out_dir)
-    ckpt_path = out_dir / CHECKPOINT
-    ckpt = None
     if done in accepted and resume:
-        return out_dir
-    if resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        return True, None
+    ckpt = None
+    if resume and (out_dir / CHECKPOINT).is_file():
+        ckpt = load_checkpoint(out_dir / CHECKPOINT)
         if ckpt.get("digest") not in accepted:
             if not overwrite:
                 raise StylsegError(f"{out_dir}: holds a fine-tuning run with other settings; choose another --out, "
@@ -403,179 +594,122 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     if par.main:
         out_dir.mkdir(parents=True, exist_ok=True)
     par.wait()
+    return False, ckpt
 
-    # ---------------------------------------------------------------- models, losses, optimizer
+
+def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.PathLike, out_dir: os.PathLike,
+             cfg, *, resume: bool = True, overwrite: bool = False, device="auto",
+             callback: Optional[FinetuneCallback] = None, progress: bool = True) -> Path:
+    """Fine-tune D_B + SPN on ``content_dir`` toward the style of ``style_path``; returns ``out_dir``.
+
+    ``diffae_dir``: D_A's model folder. ``content_dir``: a paired folder (``images/``) or a
+    folder of images (domain A, e.g. ``RUN/data/source/train``). ``cfg``: the run's
+    :class:`~stylseg.config.RunConfig` (``cfg.stylize``, ``cfg.ddim``, ``cfg.seed``).
+
+    A folder already finished with the same settings is returned at once; a checkpoint with
+    the same settings is resumed exactly (``resume=True``); a folder made with other settings
+    raises :class:`StylsegError` unless ``overwrite=True`` (start afresh).
+
+    Started by ``accelerate launch`` / ``torchrun`` with N processes, each process takes 1/N of every
+    content batch and the gradients are averaged (module docstring); ``callback(iteration, step, t, x0_pred)``
+    and the progress bar run on the main process only, which alone writes files.
+    """
+    from tqdm.auto import tqdm
+
+    sc = cfg.stylize
+    check_settings(sc)
+    diffae_dir, style_path, out_dir = Path(diffae_dir), Path(style_path), Path(out_dir)
+    _check_style_image(style_path)
+    par = _Parallel(resolve_device(device))
+    par.check_batch(sc.batch_size)
+    dev = par.device
+    diffae = load_diffae(diffae_dir, dev)
+    size = diffae_size(diffae)
+    content, files = load_folder_tensor(content_dir, size)
+    masks_all = (load_content_masks(content_dir, files, size)
+                 if "lesion" in (sc.structure_region, sc.spn_region) else None)
+    region_all = lesion_weight(masks_all, sc.lesion_ring) if sc.structure_region == "lesion" else None
+    diffae_sha = folder_sha256(diffae_dir)
+    settings = _settings(diffae_sha, style_path, files, cfg)
+    digest = _digest(settings)
+    accepted = {digest, _digest(_settings(diffae_sha, style_path, files, cfg, legacy=True))}
+    finished, ckpt = _open_out_dir(out_dir, accepted, resume, overwrite, par)
+    if finished:
+        return out_dir
+
     seed_everything(cfg.seed)
     # the embedder first: style_pair_pick=domain picks x_A_style with it (making the pair draws no global random
     # numbers, so the order leaves every other draw as it was)
     embedder = make_embedder(sc, source=content if sc.embedder == "weightfree" else None, device=dev)
-    if par.world > 1:  # the main process makes the style pair's files, the others then read them
-        if par.main:
-            _load_or_make_style_pair(diffae, style_path, out_dir, cfg, dev, embedder, content)
-        par.wait()
-    y_b, x_as = _load_or_make_style_pair(diffae, style_path, out_dir, cfg, dev, embedder, content)
+    y_b, x_as = style_pair(diffae, style_path, out_dir, cfg, dev, embedder, content, par)
     loss = StyleLoss(sc, embedder, y_b, x_as).to(dev)
-    split = sc.spn_role in ("structure", "guard")
-    unet_b = copy.deepcopy(diffae.unet).to(dev)
-    for p in unet_b.parameters():
-        p.requires_grad_(True)
-    spn = build_spn(sc, T=diffae.schedule.T).to(dev)
-    spn_style = spn if sc.spn_region == "image" else None  # the style pair has no mask: no SPN on its branch
-    unet_b.train()
-    spn.train()
-    opt = torch.optim.Adam([{"params": unet_b.parameters(), "lr": sc.lr_unet},
-                            {"params": spn.parameters(), "lr": sc.lr_spn}])
-    gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed) + 1)
-    history: List[Dict[str, Any]] = []
-    start = 0
+    state = TrainState.start(diffae, sc, cfg.seed, dev)
     if ckpt is not None:
-        unet_b.load_state_dict(ckpt["unet_b"])
-        spn.load_state_dict(ckpt["spn"])
-        opt.load_state_dict(ckpt["opt"])
-        _set_rng_state(gen, ckpt["rng"])
-        history = ckpt["history"]
-        start = int(ckpt["iteration"])
+        state.load_state_dict(ckpt, out_dir / CHECKPOINT)
+    step = _Iteration(diffae, loss, embedder, cfg, par, state, y_b, x_as, content, region_all,
+                      spn_gate(masks_all, sc.spn_region, sc.lesion_ring))
 
-    lam, t0 = sc.spn_lambda, cfg.ddim.t0
-    n_inv, n_gen = cfg.ddim.finetune_invert_steps, cfg.ddim.finetune_gen_steps
-    sched = diffae.schedule
-    enc, unet_a = diffae.encoder, diffae.unet
-    z_style_mix = None
-    with torch.no_grad():
-        z_s = enc(x_as)
-        xs_top = invert(unet_a, x_as, z_s, t0, n_inv, sched) if loss.needs_style_branch else None
-        if sc.mix_style_z:
-            z_style_mix = enc(y_b)
-    params = [p for g_ in opt.param_groups for p in g_["params"]]
-    # stylize.ema_decay: a moving average of D_B's and the SPN's weights, saved as the stylizer at the end
-    ema = [p.detach().clone() for p in params] if sc.ema_decay > 0 else None
-    if ema is not None and ckpt is not None:
-        if ckpt.get("ema") is None:
-            raise StylsegError(f"{ckpt_path}: checkpoint holds no weight average for stylize.ema_decay; "
-                               f"remove it to start again, or fine-tune with --overwrite")
-        for e, v in zip(ema, ckpt["ema"]):
-            e.copy_(v)
-    unet_params, spn_params = list(unet_b.parameters()), list(spn.parameters())
+    def save(it: int) -> None:
+        if par.main:
+            state.iteration = it
+            save_checkpoint(out_dir / CHECKPOINT, state, digest)
+            write_json(out_dir / HISTORY, {"substitute": embedder_substitute(embedder), "loss_set": sc.loss_set,
+                                           "weights": loss.weights, "iterations": state.history,
+                                           "diverging": loss_divergence(state.history)})
 
-    def step_opt(terms: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """One optimizer step on the weighted terms; returns the total (for the history)."""
-        opt.zero_grad(set_to_none=True)
-        if not split:
-            total = loss.total(terms)
-            total.backward()
-        else:  # the structure term trains the SPN alone; D_B the style terms ("structure") or every term ("guard")
-            structure = loss.weights["spn"] * terms["spn"]
-            g_spn = torch.autograd.grad(structure, spn_params, retain_graph=True, allow_unused=True)
-            style = loss.total(terms, exclude=("spn",))
-            (style if sc.spn_role == "structure" else style + structure).backward(inputs=unet_params)
-            for p, g in zip(spn_params, g_spn):
-                p.grad = g
-            total = style.detach() + structure.detach()
-        par.average_grads(params)
-        if sc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, sc.grad_clip)
-        opt.step()
-        if ema is not None:
-            with torch.no_grad():
-                for e, p in zip(ema, params):
-                    e.lerp_(p.detach(), 1.0 - sc.ema_decay)
-        return total
-
-    def save_checkpoint(it: int) -> None:
-        if not par.main:
-            return
-        state = {"digest": digest, "iteration": it, "unet_b": unet_b.state_dict(), "spn": spn.state_dict(),
-                 "opt": opt.state_dict(), "rng": _rng_state(gen), "history": history, "ema": ema}
-        with atomic_path(ckpt_path) as tmp:
-            torch.save(state, tmp)
-        write_json(out_dir / HISTORY, {"substitute": embedder_substitute(embedder), "loss_set": sc.loss_set,
-                                       "weights": loss.weights, "iterations": history,
-                                       "diverging": loss_divergence(history)})
-
-    if not par.main:
-        callback = None
-    bar = tqdm(range(start, sc.iterations), desc="fine-tune D_B+SPN", disable=not (progress and par.main),
-               initial=start, total=sc.iterations)
+    bar = tqdm(range(state.iteration, sc.iterations), desc="fine-tune D_B+SPN", disable=not (progress and par.main),
+               initial=state.iteration, total=sc.iterations)
     for it in bar:
-        tic = time.perf_counter()
-        n = content.shape[0]
-        idx = torch.randperm(n, generator=gen)[:sc.batch_size] if n >= sc.batch_size else \
-            torch.randint(0, n, (sc.batch_size,), generator=gen)
-        x_in = par.shard(content[idx]).to(dev)
-        region = par.shard(region_all[idx]).to(dev) if region_all is not None else None
-        gate = par.shard(gate_all[idx]).to(dev) if gate_all is not None else None
-        with torch.no_grad():
-            z = enc(x_in)
-            x_t = invert(unet_a, x_in, z, t0, n_inv, sched)
-            e_in = embedder(x_in)
-        xs_t = xs_top
-        sums: Dict[str, float] = {}
-        n_updates = 0
-
-        def record(terms: Dict[str, torch.Tensor], total: torch.Tensor) -> None:
-            nonlocal n_updates
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            sums["total"] = sums.get("total", 0.0) + float(total.detach())
-            n_updates += 1
-
-        if sc.backprop == "per_step":
-            steps = gen_steps_iter(t0, n_gen, sched.T)
-            for i, (t, t_next) in steps:
-                tv = torch.full((x_in.shape[0],), int(t), device=dev, dtype=torch.long)
-                xp = spn_shift(x_t, x_in, tv, spn, lam, gate)
-                eps = _eps(unet_b, xp, tv, z, z_style_mix)
-                x_next, x0 = ddim_step(xp, eps, sched.alpha_bar(t), sched.alpha_bar(t_next))
-                x0s = xs_next = None
-                if xs_t is not None:
-                    tvs = tv[:1]
-                    xsp = spn_shift(xs_t, x_as, tvs, spn_style, lam)
-                    eps_s = _eps(unet_b, xsp, tvs, z_s, z_style_mix)
-                    xs_next, x0s = ddim_step(xsp, eps_s, sched.alpha_bar(t), sched.alpha_bar(t_next))
-                terms = loss.terms(x_in, x0, x0s, e_in=e_in, region=region)
-                if loss.needs_cycle and i == len(steps) - 1:
-                    terms["cycle"] = _cycle(x0, x_in, y_b, diffae, unet_b, spn, lam, t0, n_inv, n_gen, gate, spn_style)
-                total = step_opt(terms)
-                record(terms, total)
-                x_t = x_next.detach()
-                xs_t = xs_next.detach() if xs_next is not None else None
-                if callback is not None:
-                    callback(it, i, int(t), x0.detach())
-        else:  # chain: backpropagate through every generation step (gradient checkpointing)
-            cb = (lambda i, t, xx, x0: callback(it, i, int(t), x0.detach())) if callback is not None else None
-            out = generate(unet_b, x_t, z, t0, n_gen, sched, spn=spn, x_in=x_in, lam=lam, z_coarse=z_style_mix,
-                           callback=cb, checkpoint=True, spn_gate=gate)
-            outs = None
-            if xs_t is not None:
-                outs = generate(unet_b, xs_t, z_s, t0, n_gen, sched, spn=spn_style, x_in=x_as, lam=lam,
-                                z_coarse=z_style_mix, checkpoint=True)
-            terms = loss.terms(x_in, out, outs, e_in=e_in, region=region)
-            if loss.needs_cycle:
-                terms["cycle"] = _cycle(out, x_in, y_b, diffae, unet_b, spn, lam, t0, n_inv, n_gen, gate, spn_style)
-            total = step_opt(terms)
-            record(terms, total)
-        rec = {"iteration": it, "seconds": round(time.perf_counter() - tic, 4), "updates": n_updates}
-        rec.update(par.mean({k: v / max(n_updates, 1) for k, v in sums.items()}))
-        if not math.isfinite(rec.get("total", 0.0)):  # every process sees the same mean, so all stop here
-            bad = sorted(k for k, v in rec.items() if isinstance(v, float) and not math.isfinite(v))
-            raise StylsegError(
-                f"{out_dir}: the fine-tuning's loss became {rec['total']} at iteration {it} (terms: {', '.join(bad)}); "
-                f"the weights are ruined and nothing of this iteration was saved. Lower stylize.lr_unet "
-                f"({sc.lr_unet:g}) or stylize.lr_spn ({sc.lr_spn:g}), or set stylize.grad_clip (now {sc.grad_clip:g}), "
-                f"and start over (--overwrite, overwrite=True in Python, or another --out folder)")
-        history.append(rec)
+        rec = step(it, callback if par.main else None)
+        _check_finite(rec, out_dir, sc)
+        state.history.append(rec)
         if progress:
             bar.set_postfix({k: f"{v:.3g}" for k, v in rec.items() if k not in ("iteration", "seconds", "updates")})
         if (it + 1) % max(1, sc.checkpoint_every) == 0 or it + 1 == sc.iterations:
-            save_checkpoint(it + 1)
+            save(it + 1)
     bar.close()
-    if sc.iterations == 0 or not history:
-        save_checkpoint(start)
-    if not par.main:
-        par.wait()
-        return out_dir
+    if sc.iterations == 0 or not state.history:
+        save(state.iteration)
+    if par.main:
+        save_stylizer(out_dir, state, cfg, loss, embedder, size, {
+            "diffae": {"path": str(diffae_dir.resolve()), "sha256": diffae_sha,
+                       "relpath": os.path.relpath(diffae_dir.resolve(), out_dir.resolve())},
+            "style": {"path": str(style_path.resolve()), "sha256": settings["style_sha256"],
+                      "y_B": STYLE_Y, "x_A_style": STYLE_XA},
+            "content": {"path": str(Path(content_dir).resolve()), "n_images": len(files)},
+            "settings_digest": digest, "seed": cfg.seed, **({"processes": par.world} if par.world > 1 else {})})
+    par.wait()
+    return out_dir
 
-    diverging = loss_divergence(history)
+
+def _check_style_image(style_path: Path) -> None:
+    if not style_path.is_file():
+        raise StylsegError(f"{style_path}: style image not found (pass one target-domain image with --style)")
+    read_image(style_path)  # fails clearly on an unreadable file
+
+
+def _check_finite(rec: Dict[str, Any], out_dir: Path, sc) -> None:
+    """A non-finite loss ruins the weights: stop before anything of this iteration is saved (every process sees
+    the same mean, so all stop here)."""
+    if math.isfinite(rec.get("total", 0.0)):
+        return
+    bad = sorted(k for k, v in rec.items() if isinstance(v, float) and not math.isfinite(v))
+    raise StylsegError(
+        f"{out_dir}: the fine-tuning's loss became {rec['total']} at iteration {rec['iteration']} (terms: "
+        f"{', '.join(bad)}); the weights are ruined and nothing of this iteration was saved. Lower stylize.lr_unet "
+        f"({sc.lr_unet:g}) or stylize.lr_spn ({sc.lr_spn:g}), or set stylize.grad_clip (now {sc.grad_clip:g}), "
+        f"and start over (--overwrite, overwrite=True in Python, or another --out folder)")
+
+
+# --------------------------------------------------------------------------- saving the stylizer
+def save_stylizer(out_dir: Path, state: TrainState, cfg, loss: StyleLoss, embedder, size: int,
+                  extra: Dict[str, Any]) -> Path:
+    """Write the stylizer model folder (kind ``"stylizer"``): D_B's and the SPN's weights (their weight average
+    with ``stylize.ema_decay``; the checkpoint keeps the last weights for a resume) and the config, with
+    ``extra`` (where D_A, the style image and the content came from, the settings digest). A diverging loss
+    (:func:`loss_divergence`) warns and is recorded."""
+    sc = cfg.stylize
+    diverging = loss_divergence(state.history)
     if diverging:
         warnings.warn(
             f"{out_dir}: the fine-tuning's total loss fell to {diverging['lowest_mean']:.3g} (mean of iterations "
@@ -584,83 +718,16 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
             f"stylized images are likely ruined. Look at them before using the stylizer; lower stylize.lr_spn "
             f"({sc.lr_spn:g}; 1e-5 for spn_role=guard on the cpu profile) or stylize.lr_unet ({sc.lr_unet:g}), or set "
             f"stylize.grad_clip. Recorded as 'diverging' in history.json and the model folder's config.json",
-            stacklevel=2)
-
-    # ---------------------------------------------------------------- the model folder
-    if ema is not None:  # the stylizer is the weight average (the checkpoint keeps the last weights for a resume)
-        with torch.no_grad():
-            for e, p in zip(ema, params):
-                p.copy_(e)
-    state = {f"unet_b.{k}": v for k, v in unet_b.state_dict().items()}
-    state.update({f"spn.{k}": v for k, v in spn.state_dict().items()})
-    sub = embedder_substitute(embedder)
-    config = {"spn": spn.config(), "spn_lambda": lam, "stylize": dataclasses.asdict(sc),
+            stacklevel=3)
+    if state.ema is not None:
+        state.ema.copy_to(state.params)
+    weights = {f"unet_b.{k}": v for k, v in state.unet_b.state_dict().items()}
+    weights.update({f"spn.{k}": v for k, v in state.spn.state_dict().items()})
+    config = {"spn": state.spn.config(), "spn_lambda": sc.spn_lambda, "stylize": dataclasses.asdict(sc),
               "ddim": dataclasses.asdict(cfg.ddim), "image_size": size}
-    extra = {
-        "diffae": {"path": str(diffae_dir.resolve()), "relpath": os.path.relpath(diffae_dir.resolve(), out_dir.resolve()),
-                   "sha256": diffae_sha},
-        "style": {"path": str(style_path.resolve()), "sha256": settings["style_sha256"],
-                  "y_B": STYLE_Y, "x_A_style": STYLE_XA},
-        "content": {"path": str(Path(content_dir).resolve()), "n_images": len(files)},
-        "embedder": embedder.describe(), "substitute": sub, "loss_set": sc.loss_set, "weights": loss.weights,
-        "settings_digest": digest, "iterations_done": sc.iterations, "seed": cfg.seed,
-        "diverging": diverging,
-    }
-    if par.world > 1:
-        extra["processes"] = par.world
-    save_model_folder(out_dir, KIND, config, state, extra=extra)
-    par.wait()
-    return out_dir
-
-
-def _eps(unet, x, t, z, z_coarse):
-    if z_coarse is None:
-        return unet(x, t, z)
-    return unet(x, t, z, z_coarse=z_coarse.expand(x.shape[0], -1))
-
-
-def _generate_grad_last(unet, x_t, z, t0, steps, sched, spn=None, x_in=None, lam=0.0, gate=None):
-    """Generation whose gradient flows through the last UNet call only (earlier steps no_grad)."""
-    walk = gen_steps_iter(t0, steps, sched.T)
-    x = x_t
-    for i, (t, t_next) in walk:
-        tv = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-        with torch.set_grad_enabled(i == len(walk) - 1 and torch.is_grad_enabled()):
-            xs = spn_shift(x, x_in, tv, spn, lam, gate)
-            x, _ = ddim_step(xs, unet(xs, tv, z), sched.alpha_bar(t), sched.alpha_bar(t_next))
-    return x
-
-
-def _cycle(g_x: torch.Tensor, x_in: torch.Tensor, y_b: torch.Tensor, diffae, unet_b, spn, lam, t0, n_inv, n_gen,
-           gate=None, spn_y=None):
-    """``L_cycle = |G(F(G(x))) - G(x)|_1 + |F(G(F(y))) - F(y)|_1`` (paper eq. 11).
-
-    G: invert with D_A, generate with D_B + SPN; F: invert with D_B, generate with D_A.
-    ``g_x`` = G(x_in) carries the gradient of the current D_B call; G(F(G(x))) gets its
-    gradient through its last D_B call (with the content's SPN ``gate``; ``spn_y``: the SPN of the style
-    image's chain, None when the SPN is gated, since that image has no mask). The second term ends in D_A, so under the kit's rule
-    (the latent is detached between UNet calls) it carries no gradient to D_B: it is computed
-    and logged as the paper's value, without gradient.
-    """
-    enc, unet_a, sched = diffae.encoder, diffae.unet, diffae.schedule
-    with torch.no_grad():
-        gx = g_x.detach()
-        z1 = enc(gx)
-        f_gx = generate(unet_a, invert(unet_b, gx, z1, t0, n_inv, sched), z1, t0, n_gen, sched)
-        z2 = enc(f_gx)
-        xt2 = invert(unet_a, f_gx, z2, t0, n_inv, sched)
-    g_f_g_x = _generate_grad_last(unet_b, xt2, z2, t0, n_gen, sched, spn=spn, x_in=f_gx, lam=lam, gate=gate)
-    term1 = cycle_l1(g_f_g_x, g_x)
-    with torch.no_grad():
-        zy = enc(y_b)
-        f_y = generate(unet_a, invert(unet_b, y_b, zy, t0, n_inv, sched), zy, t0, n_gen, sched)
-        zf = enc(f_y)
-        g_f_y = generate(unet_b, invert(unet_a, f_y, zf, t0, n_inv, sched), zf, t0, n_gen, sched,
-                         spn=spn_y, x_in=f_y, lam=lam)
-        zg = enc(g_f_y)
-        f_g_f_y = generate(unet_a, invert(unet_b, g_f_y, zg, t0, n_inv, sched), zg, t0, n_gen, sched)
-        term2 = cycle_l1(f_g_f_y, f_y)
-    return term1 + term2
+    meta = {**extra, "embedder": embedder.describe(), "substitute": embedder_substitute(embedder),
+            "loss_set": sc.loss_set, "weights": loss.weights, "iterations_done": sc.iterations, "diverging": diverging}
+    return save_model_folder(out_dir, KIND, config, weights, extra=meta)
 
 
 def load_history(model_dir: os.PathLike) -> Dict[str, Any]:

@@ -1,13 +1,15 @@
 """The stylization chain shared by fine-tuning and applying (METHOD.md sections 1, 4, 7).
 
 ``G(x)`` (A -> B): encode ``z = Enc(x)``, DDIM-invert ``x`` with the frozen D_A to ``t0``
-(``n_inv`` UNet calls), then generate with D_B (``n_gen`` calls), adding the SPN term
-before every D_B step::
+(``n_inv`` UNet calls, :func:`~stylseg.diffusion.ddim.encode_stochastic`), then render with D_B
+(``n_gen`` calls, :func:`~stylseg.diffusion.ddim.render`), the SPN term shifting the latent
+before every D_B step (:func:`~.spn.spn_shift_fn`)::
 
     x'_t = x_t + lambda * SPN(x_in, t)                                 (paper eq. 7)
     x_{t'} = sqrt(a_{t'}) f_B(x'_t) + sqrt(1 - a_{t'}) eps_B(x'_t, t, z)   (eqs. 8-9)
 
-The ``recon`` control is the same chain with D_A in place of D_B and no SPN.
+The ``recon`` control is the same chain with D_A in place of D_B and no SPN. Both directions walk the
+one DDIM loop, :func:`stylseg.diffusion.ddim.ddim_steps`.
 
 Also here: loading image folders as tensors, loading D_A with clear errors, a model
 folder's checksum, and :class:`Stylizer` (D_A + D_B + SPN loaded from a stylizer folder).
@@ -19,16 +21,16 @@ import hashlib
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ..data.io import list_images, read_image, resize_image, to_tensor_pm1
-from ..diffusion.ddim import DDIMSchedule, ddim_invert, ddim_step, ddim_timesteps
+from ..diffusion.ddim import DDIMSchedule, DDIMStep, Shift, ddim_step, render
 from ..utils import MODEL_CONFIG, MODEL_WEIGHTS, StylsegError, load_model_folder, sha256_file
-from .spn import SPN, spn_gate, spn_shift
+from .spn import SPN, spn_gate, spn_shift_fn
 
 KIND = "stylizer"
 
@@ -120,65 +122,6 @@ def diffae_size(model) -> int:
     return int(model.config["image_size"])
 
 
-# --------------------------------------------------------------------------- the chain
-def eps_fn(unet: nn.Module, z_coarse: Optional[torch.Tensor] = None) -> Callable:
-    """``eps(x_t, t, z)`` for the samplers; ``z_coarse`` = OSASIS's "mix" mode (style z on the
-    coarse decoder levels)."""
-    if z_coarse is None:
-        return lambda x, t, z: unet(x, t, z)
-    return lambda x, t, z: unet(x, t, z, z_coarse=z_coarse.expand(x.shape[0], -1))
-
-
-def invert(unet: nn.Module, x0: torch.Tensor, z: torch.Tensor, t0: float, steps: int, schedule: DDIMSchedule,
-           callback=None) -> torch.Tensor:
-    """DDIM-invert x0 (B,3,S,S) in [-1,1] with ``unet`` conditioned on z to x_{t0} (``steps`` UNet calls)."""
-    return ddim_invert(eps_fn(unet), x0, ddim_timesteps(t0, steps, schedule.T), cond=z, schedule=schedule,
-                       callback=callback)
-
-
-def generate(unet: nn.Module, x_t: torch.Tensor, z: torch.Tensor, t0: float, steps: int, schedule: DDIMSchedule, *,
-             spn: Optional[SPN] = None, x_in: Optional[torch.Tensor] = None, lam: float = 0.0,
-             z_coarse: Optional[torch.Tensor] = None, callback=None, checkpoint: bool = False,
-             spn_gate: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Generate from x_{t0} (B,3,S,S) to x0 in [-1,1] with ``unet`` (``steps`` calls), adding
-    ``lambda * SPN(x_in, t)`` to the latent before every step (paper eqs. 7-9); ``spn_gate`` (B,1,S,S),
-    optional, restricts that term to where the gate is on (``stylize.spn_region=lesion``, :func:`~.spn.spn_gate`).
-
-    ``callback(i, t, x_next, x0_pred)`` sees every step. ``checkpoint=True`` wraps each UNet call
-    in gradient checkpointing (backpropagation through the whole chain at the memory of one call).
-    """
-    grid = ddim_timesteps(t0, steps, schedule.T)
-    down = grid[::-1][:-1]
-    targets = grid[::-1][1:-1] + [-1]
-    f = eps_fn(unet, z_coarse)
-    x = x_t
-    # the paper-form SPN has no time input: its term is the same before every step, so it is computed once
-    # (the SPN's weights do not change within one chain; gradients still reach them through every step)
-    shift = (spn_shift(torch.zeros_like(x_in), x_in, None, spn, lam, spn_gate)
-             if spn is not None and lam != 0.0 and not spn.uses_time else None)
-    for i, (t, t_next) in enumerate(zip(down, targets)):
-        tv = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-        xs = x + shift if shift is not None else spn_shift(x, x_in, tv, spn, lam, spn_gate)
-        if checkpoint and torch.is_grad_enabled():
-            from torch.utils.checkpoint import checkpoint as ckpt
-
-            eps = ckpt(f, xs, tv, z, use_reentrant=False)
-        else:
-            eps = f(xs, tv, z)
-        x, x0 = ddim_step(xs, eps, schedule.alpha_bar(t), schedule.alpha_bar(t_next))
-        if callback is not None:
-            callback(i, t, x, x0)
-    return x
-
-
-def gen_steps_iter(t0: float, steps: int, T: int):
-    """``(i, t, t_next)`` of a generation walk over ``ddim_timesteps(t0, steps, T)`` (t_next = -1: clean)."""
-    grid = ddim_timesteps(t0, steps, T)
-    down = grid[::-1][:-1]
-    targets = grid[::-1][1:-1] + [-1]
-    return list(enumerate(zip(down, targets)))
-
-
 # --------------------------------------------------------------------------- the stylizer
 class Stylizer(nn.Module):
     """D_A (frozen encoder + UNet) + D_B (fine-tuned UNet) + SPN, and the chain that uses them.
@@ -228,9 +171,22 @@ class Stylizer(nn.Module):
         return load_content_masks(folder, files, self.size).to(next(self.unet_b.parameters()).device)
 
     @torch.no_grad()
-    def invert(self, x: torch.Tensor, t0: float, steps: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        z = self.diffae.encoder(x)
-        return invert(self.diffae.unet, x, z, t0, steps, self.schedule), z
+    def encode_stochastic(self, x: torch.Tensor, t0: float, steps: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(x_t0, z)``: D_A's code z (B,z_dim) of x (B,3,S,S) in [-1,1] and x inverted with D_A to t0 (B,3,S,S)."""
+        z = self.diffae.encode(x)
+        return self.diffae.encode_stochastic(x, z, t0, steps), z
+
+    @torch.no_grad()
+    def render(self, xt: torch.Tensor, z: torch.Tensor, x: torch.Tensor, t0: float, gen_steps: int,
+               use_spn: bool = True, z_style: Optional[torch.Tensor] = None, callback=None,
+               masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Render x_t0 (B,3,S,S) with D_B conditioned on z, the SPN term of the input ``x`` (B,3,S,S) in [-1,1]
+        before every step (gated by ``masks``' gate for ``stylize.spn_region=lesion``); ``z_style``: the style code
+        on the coarse levels (``stylize.mix_style_z``). ``callback(i, t, x_t, x0_pred)`` as in
+        :func:`~stylseg.diffusion.ddim.ddim_sample`. Returns (B,3,S,S) in [-1,1]."""
+        shift = spn_shift_fn(self.spn, x, self.lam, self.gate(masks)) if use_spn else None
+        return render(self.unet_b, xt, z, t0, gen_steps, self.schedule, z_coarse=z_style, callback=callback,
+                      shift=shift)
 
     @torch.no_grad()
     def stylize(self, x: torch.Tensor, t0: float, inv_steps: int, gen_steps: int, use_spn: bool = True,
@@ -238,15 +194,15 @@ class Stylizer(nn.Module):
                 ) -> torch.Tensor:
         """``masks`` (B,1,S,S) {0,1}: the lesions, needed by a stylizer fine-tuned with ``stylize.spn_region=lesion``
         (:meth:`masks_for` loads them for images of a paired folder)."""
-        gate = self.gate(masks) if use_spn else None
-        xt, z = self.invert(x, t0, inv_steps)
-        return generate(self.unet_b, xt, z, t0, gen_steps, self.schedule, spn=self.spn if use_spn else None,
-                        x_in=x, lam=self.lam, z_coarse=z_style, callback=callback, spn_gate=gate)
+        if use_spn:
+            self.gate(masks)  # a lesion-gated stylizer without masks fails before the inversion
+        xt, z = self.encode_stochastic(x, t0, inv_steps)
+        return self.render(xt, z, x, t0, gen_steps, use_spn, z_style, callback, masks)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, t0: float, inv_steps: int, gen_steps: int, callback=None) -> torch.Tensor:
-        xt, z = self.invert(x, t0, inv_steps)
-        return generate(self.diffae.unet, xt, z, t0, gen_steps, self.schedule, callback=callback)
+        xt, z = self.encode_stochastic(x, t0, inv_steps)
+        return self.diffae.render(xt, z, t0, gen_steps, callback=callback)
 
     @classmethod
     def load(cls, model_dir: os.PathLike, diffae_dir: Optional[os.PathLike] = None, device="cpu") -> "Stylizer":
@@ -301,34 +257,37 @@ class Stylizer(nn.Module):
 
 
 # --------------------------------------------------------------------------- structure guidance (notebook 03)
-def structure_guided_generate(unet: nn.Module, x_t: torch.Tensor, z: torch.Tensor, t0: float, steps: int,
-                              schedule: DDIMSchedule, x_ref: torch.Tensor, weight: float = 0.3,
-                              callback=None) -> torch.Tensor:
-    """Generation with a hand-made structure term instead of a trained SPN (the SPN's idea).
+def structure_guidance(unet: nn.Module, z: torch.Tensor, x_ref: torch.Tensor, weight: float = 0.3) -> Shift:
+    """A hand-made structure term as the ``shift`` of the DDIM loop, instead of a trained SPN (the SPN's idea).
 
     Before every step the latent is moved against the gradient of the structure loss
-    ``|S(f(x_t)) - S(x_ref)|^2`` (``S`` = locally normalised luminance, ``f`` the x0-prediction):
-    ``x'_t = x_t - weight * sqrt(1 - a_t) * g / std(g)``, then the usual DDIM step from ``x'_t``
-    (two UNet calls per step). A trained SPN learns a correction of the same kind,
-    ``x'_t = x_t + lambda * SPN(x_in, t)``, without the gradient at inference time.
-    ``weight = 0`` is plain generation. Returns x0 (B,3,S,S) in [-1,1].
+    ``|S(f(x_t)) - S(x_ref)|^2`` (``S`` = locally normalised luminance, ``f`` the x0-prediction of ``unet``
+    conditioned on ``z``): ``x'_t = x_t - weight * sqrt(1 - a_t) * g / std(g)`` (one more UNet call per step).
+    A trained SPN learns a correction of the same kind, ``x'_t = x_t + lambda * SPN(x_in, t)``, without the
+    gradient at inference time. ``x_ref`` (B,3,S,S) in [-1,1].
     """
     from .losses import structure_map
 
     s_ref = structure_map(x_ref).detach()
-    x = x_t.detach()
-    for i, (t, t_next) in gen_steps_iter(t0, steps, schedule.T):
-        tv = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-        a, an = schedule.alpha_bar(t), schedule.alpha_bar(t_next)
-        if weight:
-            with torch.enable_grad():
-                xg = x.detach().requires_grad_(True)
-                x0 = ddim_step(xg, unet(xg, tv, z), a, an)[1]
-                loss = ((structure_map(x0) - s_ref) ** 2).sum()
-                g, = torch.autograd.grad(loss, xg)
-            x = x - weight * (1 - a) ** 0.5 * g / (g.std() + 1e-8)
-        with torch.no_grad():
-            x, x0 = ddim_step(x, unet(x, tv, z), a, an)
-        if callback is not None:
-            callback(i, t, x, x0)
-    return x
+
+    def shift(x: torch.Tensor, step: DDIMStep) -> torch.Tensor:
+        if not weight:
+            return x
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            tv = torch.full((x.shape[0],), int(step.t), device=x.device, dtype=torch.long)
+            x0 = ddim_step(xg, unet(xg, tv, z), step.a_t, step.a_next)[1]
+            g, = torch.autograd.grad(((structure_map(x0) - s_ref) ** 2).sum(), xg)
+        return x - weight * (1 - step.a_t) ** 0.5 * g / (g.std() + 1e-8)
+
+    return shift
+
+
+@torch.no_grad()
+def structure_guided_generate(unet: nn.Module, x_t: torch.Tensor, z: torch.Tensor, t0: float, steps: int,
+                              schedule: DDIMSchedule, x_ref: torch.Tensor, weight: float = 0.3,
+                              callback=None) -> torch.Tensor:
+    """Render x_t (B,3,S,S) at t0 with ``unet`` conditioned on z, guided towards the structure of ``x_ref``
+    (:func:`structure_guidance`; ``weight = 0`` is plain rendering). Returns x0 (B,3,S,S) in [-1,1]."""
+    return render(unet, x_t, z, t0, steps, schedule, callback=callback,
+                  shift=structure_guidance(unet, z, x_ref, weight))

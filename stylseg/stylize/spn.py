@@ -13,7 +13,7 @@ Two forms (``form``):
   (Conv 3->h, SiLU, Conv h->h, SiLU, Conv h->3).
 - ``"osasis"``: OSASIS's per-pixel MLP with a time scale-shift: Conv 3->h, two blocks
   (GroupNorm, ``h*(1+s_t)+b_t``, SiLU, 1x1 conv) h->2h->h, Conv h->3; the time embedding
-  (sinusoidal, two Linear layers) is fed the REAL timestep t in [0, T) (OSASIS fed the grid
+  (diffusers' sinusoidal embedding, two Linear layers) is fed the REAL timestep t in [0, T) (OSASIS fed the grid
   index, a defect not copied).
 
 In both forms the last layer is zero-initialised, so that an untrained SPN adds nothing and
@@ -23,34 +23,17 @@ inference (it is saved with the stylizer).
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..diffusion.ddim import DDIMStep, Shift
+from ..diffusion.model import norm_groups, timestep_embedding
 from ..utils import StylsegError, check_choice
 
 SPN_FORMS = ("paper", "osasis")
-
-
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of real timesteps ``t`` (B,) -> (B, dim) (as in DDPM / DiffAE)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
-    if dim % 2:
-        emb = F.pad(emb, (0, 1))
-    return emb
-
-
-def _groups(ch: int) -> int:
-    for g in (32, 16, 8, 4, 2, 1):
-        if ch % g == 0:
-            return g
-    return 1
 
 
 class _TimeBlock(nn.Module):
@@ -58,7 +41,7 @@ class _TimeBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, t_dim: int):
         super().__init__()
-        self.norm = nn.GroupNorm(_groups(c_in), c_in)
+        self.norm = nn.GroupNorm(norm_groups(c_in, per_group=1), c_in)
         self.t_proj = nn.Linear(t_dim, 2 * c_in)
         self.conv = nn.Conv2d(c_in, c_out, 1)
 
@@ -128,6 +111,29 @@ def spn_shift(x_t: torch.Tensor, x_in: torch.Tensor, t: torch.Tensor, spn: Optio
         return x_t
     term = lam * spn(x_in, t)
     return x_t + (term if gate is None else gate.to(term.dtype) * term)
+
+
+def spn_shift_fn(spn: Optional[SPN], x_in: torch.Tensor, lam: float, gate: Optional[torch.Tensor] = None, *,
+                 constant: bool = True) -> Optional[Shift]:
+    """The SPN term as the ``shift`` of the DDIM loop (:func:`stylseg.diffusion.ddim.ddim_steps`): before every
+    step ``x'_t = x_t + lambda * SPN(x_in, t)`` (:func:`spn_shift`, paper eq. 7), gated by ``gate`` (B,1,H,W).
+    None (no shift) for ``spn=None`` or ``lam == 0``.
+
+    The paper-form SPN has no time input, so with ``constant=True`` (its weights do not change within the walk)
+    its term is computed once for the whole walk; gradients still reach its weights through every step. The
+    per-step fine-tuning update changes the weights between steps and passes ``constant=False``.
+    """
+    if spn is None or lam == 0.0:
+        return None
+    if constant and not spn.uses_time:
+        term = spn_shift(torch.zeros_like(x_in), x_in, None, spn, lam, gate)
+        return lambda x, step: x + term
+
+    def shift(x: torch.Tensor, step: DDIMStep) -> torch.Tensor:
+        t = torch.full((x.shape[0],), int(step.t), device=x.device, dtype=torch.long)
+        return spn_shift(x, x_in, t, spn, lam, gate)
+
+    return shift
 
 
 #: where the SPN's term enters (``stylize.spn_region``): everywhere (the paper), or on the lesion and the ring the
