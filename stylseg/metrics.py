@@ -301,6 +301,11 @@ def load_pairs(pred_dir: os.PathLike, gt_dir: os.PathLike, allow_missing: bool =
         names.append(stem)
         preds.append(p)
         gts.append(g)
+    if gts and not any(_as_gt(g)[0].any() for g in gts):
+        # the rule of stylseg.data.validate (use "eval"): all-zero masks are evaluated, with a warning
+        warnings.warn(f"{_gt_folder(gt_dir)}: all {len(gts)} mask(s) are empty (no lesion pixel); check that the "
+                      f"masks are the lesion maps (white lesion on black) and not blank exports; Dice and IoU are "
+                      f"undefined on them")
     notes = {"missing_predictions": missing, "extra_predictions": extra, "resized_predictions": resized}
     return names, preds, gts, notes
 
