@@ -284,12 +284,29 @@ def load_segmenter(path, device="cpu") -> nn.Module:
     The folder's ``config.json`` holds ``{"arch", "encoder", ...}`` and ``image_size``."""
     from ..utils import load_model_folder
 
+    from pathlib import Path
+
     meta, state = load_model_folder(path, kind="segmenter")
-    c = dict(meta["config"])
+    cfg_path = Path(path) / "config.json"
+    c = dict(meta.get("config") or {})
+    if "arch" not in c or "encoder" not in c:
+        raise StylsegError(f"{cfg_path}: no arch/encoder in its config; retrain with `stylseg seg train`")
     arch, encoder = c.pop("arch"), c.pop("encoder")
     image_size = c.pop("image_size", None)
     c.pop("normalize", None)
-    model = create_segmenter(arch, encoder=encoder, pretrained=False, **c)
-    model.load_state_dict(state)
+    try:
+        model = create_segmenter(arch, encoder=encoder, pretrained=False, **c)
+    except StylsegError as e:
+        raise StylsegError(f"{cfg_path}: {e}") from None
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:  # smp/timm reject unknown encoders and options
+        raise StylsegError(f"{cfg_path}: cannot build the segmenter it describes ({type(e).__name__}: {e}); "
+                           f"retrain with `stylseg seg train` or restore the config.json written with the weights") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))[:200]
+        raise StylsegError(f"{cfg_path}: its architecture ({arch}, {encoder}) does not match the weights in "
+                           f"{Path(path) / 'model.safetensors'} ({first}); the config.json was edited or comes from "
+                           f"another model: restore it, or retrain with `stylseg seg train`") from None
     model.image_size = image_size
     return model.to(device).eval()
