@@ -171,8 +171,12 @@ def _load_pretrained(module: nn.Module, encoder: str, what: str) -> bool:
                       f"the encoder {encoder!r} stays randomly initialised")
         return False
     name = f"{encoder}-imagenet"
+    if name in wreg.WEIGHTS and wreg.path(name).is_file():
+        path = wreg.resolve(name)  # present: a file that fails its checksum is an error, not random weights
+    else:
+        path = None
     try:
-        path = wreg.resolve(name)
+        path = path or wreg.resolve(name)
     except Exception as e:  # offline, not fetched, unknown name
         warnings.warn(f"{what}: ImageNet weights {name!r} not available ({e}); "
                       f"the encoder stays randomly initialised (fetch them with `stylseg weights fetch {name}`)")
@@ -301,12 +305,16 @@ def load_segmenter(path, device="cpu") -> nn.Module:
     except (TypeError, ValueError, KeyError, RuntimeError) as e:  # smp/timm reject unknown encoders and options
         raise StylsegError(f"{cfg_path}: cannot build the segmenter it describes ({type(e).__name__}: {e}); "
                            f"retrain with `stylseg seg train` or restore the config.json written with the weights") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))[:200]
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    reshaped = [k for k in want if k in state and tuple(want[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or reshaped:
+        parts = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in (("tensors missing", missing),
+                 ("unexpected tensors", unexpected), ("tensors of another shape", reshaped)) if v]
         raise StylsegError(f"{cfg_path}: its architecture ({arch}, {encoder}) does not match the weights in "
-                           f"{Path(path) / 'model.safetensors'} ({first}); the config.json was edited or comes from "
-                           f"another model: restore it, or retrain with `stylseg seg train`") from None
+                           f"{Path(path) / 'model.safetensors'}: {'; '.join(parts)}; the config.json was edited or "
+                           f"comes from another model: restore it, or retrain with `stylseg seg train`")
+    model.load_state_dict(state)
     model.image_size = image_size
     return model.to(device).eval()
