@@ -150,6 +150,10 @@ def preflight(args: argparse.Namespace) -> None:
             cfg = saved
     cfg = cfg.override(**parse_set_args(args.set))  # unknown fields, bad types and out-of-range values
     if args.kind:
+        from .config import CHOICES
+        from .utils import check_choice
+
+        check_choice(args.kind, CHOICES["data.kind"], "kind (--kind)")
         cfg = cfg.override(**{"data.kind": args.kind})
     for name in ("data", "source", "target", "style"):
         setattr(args, name, _abs(getattr(args, name)))
