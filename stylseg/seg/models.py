@@ -21,6 +21,7 @@ official code builds and never calls. Outside the paper profile a ``resnet18`` b
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 import torch
@@ -171,18 +172,18 @@ def _load_pretrained(module: nn.Module, encoder: str, what: str) -> bool:
                       f"the encoder {encoder!r} stays randomly initialised")
         return False
     name = f"{encoder}-imagenet"
-    if name in wreg.WEIGHTS and wreg.path(name).is_file():
-        path = wreg.resolve(name)  # present: a file that fails its checksum is an error, not random weights
-    else:
-        path = None
+    try:
+        present = Path(wreg.path(name)).is_file()
+    except Exception:  # an unknown name, or a registry without path()
+        present = False
+    # present: a file that fails its checksum is an error, not a silent fall-back to random weights
+    path = wreg.resolve(name) if present else None
     try:
         path = path or wreg.resolve(name)
     except Exception as e:  # offline, not fetched, unknown name
         warnings.warn(f"{what}: ImageNet weights {name!r} not available ({e}); "
                       f"the encoder stays randomly initialised (fetch them with `stylseg weights fetch {name}`)")
         return False
-    from pathlib import Path
-
     path = Path(path)
     if path.is_dir():
         cands = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.pth")) + sorted(path.glob("*.pt"))
@@ -287,8 +288,6 @@ def load_segmenter(path, device="cpu") -> nn.Module:
     """Rebuild a segmenter from a model folder written by training (``kind="segmenter"``), in eval mode.
     The folder's ``config.json`` holds ``{"arch", "encoder", ...}`` and ``image_size``."""
     from ..utils import load_model_folder
-
-    from pathlib import Path
 
     meta, state = load_model_folder(path, kind="segmenter")
     cfg_path = Path(path) / "config.json"
