@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data.io import list_images, read_image, resize_image, to_tensor_pm1
+from ..data.io import read_image, resize_image, to_tensor_pm1
 from ..diffusion.ddim import DDIMSchedule, ddim_invert, ddim_step, ddim_timesteps
 from ..utils import MODEL_CONFIG, MODEL_WEIGHTS, StylsegError, load_model_folder, sha256_file
 from .spn import SPN, spn_gate, spn_shift
