@@ -270,16 +270,22 @@ def load_pairs(pred_dir: os.PathLike, gt_dir: os.PathLike, allow_missing: bool =
     from PIL import Image
 
     from .data.io import list_images
+    from .data.validate import validate_paired
 
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     if not pred_dir.is_dir():
         raise StylsegError(f"{pred_dir}: prediction folder not found (write it with `stylseg seg predict`)")
     if not gt_dir.is_dir():
         raise StylsegError(f"{gt_dir}: ground-truth folder not found")
-    gt_files = {p.stem: p for p in list_images(_gt_folder(gt_dir))}
-    pred_files = {p.stem: p for p in list_images(pred_dir)}
-    if not gt_files:
+    if not list_images(_gt_folder(gt_dir)):
         raise StylsegError(f"{_gt_folder(gt_dir)}: no mask images found")
+    # the shared rules (stylseg.data.validate): a paired folder's pairing and sizes, no two files with one stem;
+    # the all-empty warning is given below, also for a folder of masks alone
+    if (gt_dir / "images").is_dir():
+        gt_files = {m.stem: m for _, m in validate_paired(gt_dir, use="eval", deep=False, warn=False)}
+    else:
+        gt_files = {m.stem: m for m, _ in validate_paired(_gt_folder(gt_dir), use="images", deep=False)}
+    pred_files = {p.stem: p for p, _ in validate_paired(pred_dir, use="images", deep=False)}
     missing = [s for s in gt_files if s not in pred_files]
     extra = [s for s in pred_files if s not in gt_files]
     if missing and not allow_missing:

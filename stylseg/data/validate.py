@@ -142,7 +142,7 @@ def scan_paired(root: os.PathLike, use: str = "train", deep: bool = True) -> Sca
     img_dir, mask_dir = root / "images", root / "masks"
     if not img_dir.is_dir():
         loose = list_images(root)
-        if loose and not masks_required and not mask_dir.is_dir():
+        if loose and not masks_required and (use == "images" or not mask_dir.is_dir()):
             img_dir = root  # a plain folder of images
         else:
             hint = (f" (it holds {len(loose)} image files directly: move them into {img_dir} and their masks "
