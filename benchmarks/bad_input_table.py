@@ -131,6 +131,7 @@ CASES: List[Case] = [
     Case("an unreadable image", "stylseg seg train --arch unet --train corrupt_image --out seg"),
     Case("masks that are all zero, for training", "stylseg seg train --arch unet --train zero_masks --out seg"),
     Case("masks that are all zero, for evaluation", "stylseg evaluate --pred preds_zero --gt zero_masks"),
+    Case("a paired folder given as the predictions", "stylseg evaluate --pred good --gt good"),
     Case("a corrupt mask in a folder given to prediction (masks are not read)",
          "stylseg seg predict --model seg_model --input corrupt_mask --out preds", "last"),
     # settings
@@ -139,6 +140,7 @@ CASES: List[Case] = [
     Case("a zero batch size", "stylseg seg train --arch unet --train good --out seg --set seg.batch_size=0"),
     Case("a NaN learning rate", "stylseg seg train --arch unet --train good --out seg --set seg.lr=nan"),
     Case("a NaN learning rate", "stylseg diffae train --data good --out da --set diffae.lr=nan"),
+    Case("zero seeds", "stylseg seg compare --train good --test t=good --out cmp --seeds 0"),
     Case("an unknown setting", "stylseg seg train --arch unet --train good --out seg --set seg.epoch=3"),
     Case("a segmenter config.json whose arch does not match its weights",
          "stylseg seg predict --model edited_model --input good --out preds"),

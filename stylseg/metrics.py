@@ -285,6 +285,9 @@ def load_pairs(pred_dir: os.PathLike, gt_dir: os.PathLike, allow_missing: bool =
         gt_files = {m.stem: m for _, m in validate_paired(gt_dir, use="eval", deep=False, warn=False)}
     else:
         gt_files = {m.stem: m for m, _ in validate_paired(_gt_folder(gt_dir), use="images", deep=False)}
+    if (pred_dir / "images").is_dir() and not list_images(pred_dir):
+        raise StylsegError(f"{pred_dir}: a paired folder, not a folder of prediction maps (<stem>.png); pass the "
+                           f"folder written by `stylseg seg predict`")
     pred_files = {p.stem: p for p, _ in validate_paired(pred_dir, use="images", deep=False)}
     missing = [s for s in gt_files if s not in pred_files]
     extra = [s for s in pred_files if s not in gt_files]

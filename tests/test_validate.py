@@ -167,6 +167,15 @@ def test_seg_train_with_zero_epochs_exits_2_and_writes_nothing(tmp_path, capsys)
     assert "seg.epochs=0 is out of range" in capsys.readouterr().err
 
 
+def test_compare_refuses_zero_seeds_and_evaluate_a_paired_folder_as_predictions(tmp_path, capsys):
+    good = _folder(tmp_path / "good")
+    assert main(["seg", "compare", "--train", str(good), "--test", f"t={good}", "--out", str(tmp_path / "c"),
+                 "--seeds", "0"]) == 2
+    assert "--seeds 0: expected K >= 1" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    assert main(["evaluate", "--pred", str(good), "--gt", str(good)]) == 2
+    assert "a paired folder, not a folder of prediction maps" in capsys.readouterr().err
+
+
 def test_segmenter_config_that_does_not_match_its_weights(tmp_path):
     from stylseg.seg import create_segmenter, load_segmenter
     from stylseg.utils import read_json, save_model_folder, write_json

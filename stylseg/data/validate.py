@@ -14,17 +14,14 @@ without its extension. The rules (each problem names the file and the fix):
 
 What each stage uses (``use``):
 
-=========== ================================ =========================================================
-``use``     masks                            all-zero masks
-=========== ================================ =========================================================
-``train``   required, read                   refused
-``eval``    required, read                   warning
-``stylize`` required, read (they are copied) warning
-``diffae``  optional; when ``masks/`` exists warning-free (the masks are not used, but a broken pairing
-            the pairing and sizes are checked is still refused)
-``images``  ignored (never listed nor read)  -
-``check``   required, read                   problem (``stylseg data check``)
-=========== ================================ =========================================================
+* ``train`` (``seg train``, ``seg compare``'s arms, the stylize oracle): masks required and read; all-zero
+  masks refused;
+* ``eval`` (a validation or test set, ``evaluate``): masks required and read; all-zero masks a warning;
+* ``stylize`` (``stylize apply``: the masks are copied into the arm): as ``eval``;
+* ``diffae`` (``diffae train``, ``stylize finetune --content``): masks optional, but where ``masks/`` exists
+  the pairing and the sizes are checked; a plain folder of images is accepted;
+* ``images`` (``seg predict``, prediction folders): ``masks/`` is never listed nor read;
+* ``check`` (``stylseg data check``): as ``train``, every problem listed instead of raised.
 """
 
 from __future__ import annotations

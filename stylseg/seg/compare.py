@@ -81,6 +81,8 @@ def compare(train_dir: os.PathLike, arms: Mapping[str, os.PathLike], tests: Mapp
         validate_paired(d, use="eval")
     out = Path(out_dir)
     seed_list = _seeds(seeds)
+    if not seed_list:
+        raise StylsegError(f"--seeds {seeds}: expected K >= 1 (seeds 0..K-1), or a list of seeds")
     total = len(archs) * len(arm_dirs) * len(seed_list)
     k = 0
     for arch in archs:
