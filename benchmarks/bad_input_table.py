@@ -169,10 +169,16 @@ def run_case(case: Case, w: Path) -> dict:
     old_cwd, old_env = os.getcwd(), dict(os.environ)
     os.chdir(w)
     os.environ.update({k: str(w / v) for k, v in (case.env or {}).items()})
+    crash = None
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
             warnings.simplefilter("always")
-            rc = main(argv)
+            try:
+                rc = main(argv)
+            except SystemExit as e:  # argparse
+                rc = e.code
+            except Exception as e:  # what a user would see as a raw traceback (exit status 1)
+                rc, crash = 1, f"Traceback (...) {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
     finally:
         os.chdir(old_cwd)
         os.environ.clear()
@@ -184,6 +190,8 @@ def run_case(case: Case, w: Path) -> dict:
 
     out_lines = [ln for ln in rel(out.getvalue()).splitlines() if ln.strip()]
     err_lines = rel(err.getvalue()).splitlines()
+    if crash is not None:
+        return {"rc": rc, "shown": [rel(crash)]}
     if case.show == "problems":
         shown = [ln.strip() for ln in out_lines if ln.startswith("    ")] or out_lines[-1:]
     elif case.show == "last":
