@@ -129,6 +129,7 @@ CASES: List[Case] = [
     Case("a mask without an image", "stylseg diffae train --data orphan_mask --out da"),
     Case("an image without a mask", "stylseg seg train --arch unet --train no_mask --out seg"),
     Case("an unreadable image", "stylseg seg train --arch unet --train corrupt_image --out seg"),
+    Case("a validation folder that does not exist", "stylseg seg train --arch unet --train good --val val --out seg"),
     Case("masks that are all zero, for training", "stylseg seg train --arch unet --train zero_masks --out seg"),
     Case("masks that are all zero, for evaluation", "stylseg evaluate --pred preds_zero --gt zero_masks"),
     Case("a paired folder given as the predictions", "stylseg evaluate --pred good --gt good"),

@@ -165,6 +165,10 @@ def test_seg_train_with_zero_epochs_exits_2_and_writes_nothing(tmp_path, capsys)
                "--set", "seg.epochs=0"])
     assert rc == 2 and not (tmp_path / "o").exists()
     assert "seg.epochs=0 is out of range" in capsys.readouterr().err
+    rc = main(["seg", "train", "--arch", "unet", "--train", str(root), "--val", str(tmp_path / "nope"),
+               "--out", str(tmp_path / "o")])  # a bad validation folder: before a model is built
+    assert rc == 2 and not (tmp_path / "o").exists()
+    assert "nope: folder not found" in capsys.readouterr().err
 
 
 def test_compare_refuses_zero_seeds_and_evaluate_a_paired_folder_as_predictions(tmp_path, capsys):

@@ -134,6 +134,10 @@ def train_segmenter(arch: str, train_dir: os.PathLike, out_dir: os.PathLike, cfg
     n = len(ds)
     if n < 2:
         raise StylsegError(f"{train_dir}: {n} training pair(s); at least 2 are needed")
+    if val_dir is not None:  # checked now, before a model is built or anything written
+        from ..data.validate import validate_paired
+
+        validate_paired(val_dir, use="eval", deep=False, warn=False)
     sig = _signature(arch, cfg, seed, Path(train_dir), n)
     epochs = sc.epochs_for(arch)
     if (model_dir / "config.json").is_file() and (out / "history.json").is_file():
