@@ -2,7 +2,8 @@
 
 Stages load lazily, so ``stylseg data check`` does not import the diffusion code. Each
 stage module defines ``register(parser)`` adding its actions (sub-parsers) and their
-``func``. A :class:`~stylseg.utils.StylsegError` prints its message and exits 2.
+``func``. A :class:`~stylseg.utils.StylsegError` prints its message and exits 2; a warning prints
+as ``stylseg STAGE: warning: ...``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from typing import List, Optional
 
 from . import __version__
@@ -81,8 +83,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if func is None:
         parser.parse_args([args.stage, "--help"])
         return 0
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        # a warning for the user reads like an error, without the source line of the library
+        print(f"stylseg {args.stage}: warning: {message}", file=sys.stderr)
+
     try:
-        rc = func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            rc = func(args)
     except StylsegError as e:
         print(f"stylseg {args.stage}: error: {e}", file=sys.stderr)
         return 2

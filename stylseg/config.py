@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -283,16 +284,55 @@ RANGES: Dict[str, Tuple[float, Optional[float], str]] = {
     "stylize.style_pair_t0": (0.0, 1.0, "0 (= ddim.t0) or a fraction of T in (0, 1]"),
     "stylize.lesion_ring": (1e-9, 0.5, "a share of the image side in (0, 0.5]"),
     "stylize.ema_decay": (0.0, 0.99999, "0 (off) or a decay in (0, 1)"),
+    # sizes, counts and learning rates: a zero or negative count would run nothing and write an untrained model,
+    # a NaN learning rate would train to NaN weights (every float in RANGES must also be finite)
+    "data.diffusion_size": (8, None, "a size in pixels >= 8"),
+    "data.seg_size": (8, None, "a size in pixels >= 8"),
+    "data.n_per_domain": (0, None, "0 (all real images) or a count >= 1"),
+    "data.test_fraction": (1e-9, 0.999999, "a share in (0, 1)"),
+    "diffae.image_size": (8, None, "a size in pixels >= 8"),
+    "diffae.batch_size": (1, None, "an integer >= 1"),
+    "diffae.lr": (1e-12, None, "a finite learning rate > 0"),
+    "diffae.enc_lr_mult": (0.0, None, "a finite multiplier >= 0"),
+    "diffae.train_steps": (1, None, "an integer >= 1"),
+    "diffae.ema_decay": (0.0, 0.99999, "0 (off) or a decay in (0, 1)"),
+    "diffae.grad_clip": (0.0, None, "0 (off) or a finite norm > 0"),
+    "diffae.max_seconds": (0.0, None, "0 (no cap) or seconds > 0"),
+    "stylize.iterations": (0, None, "an integer >= 0"),
+    "stylize.lr_unet": (0.0, None, "a finite learning rate >= 0"),
+    "stylize.lr_spn": (0.0, None, "a finite learning rate >= 0"),
+    "stylize.batch_size": (1, None, "an integer >= 1"),
+    "stylize.apply_batch_size": (1, None, "an integer >= 1"),
+    "seg.image_size": (8, None, "a size in pixels >= 8"),
+    "seg.batch_size": (2, None, "an integer >= 2 (BatchNorm needs two images per batch)"),
+    "seg.epochs": (1, None, "an integer >= 1"),
+    "seg.lr": (1e-12, None, "a finite learning rate > 0"),
+    "seg.grad_clip": (0.0, None, "0 (off) or a finite bound > 0"),
+    "seg.seeds": (1, None, "an integer >= 1"),
+    "eval.bootstrap": (0, None, "0 (off) or a count >= 1"),
 }
 
+#: per-architecture values (tuples of ``(arch, value)``): each value is checked like the RANGES entry named
+PER_ARCH_RANGES = {"seg.epochs_by_arch": "seg.epochs", "seg.lr_by_arch": "seg.lr"}
 
-def _check_choice(key: str, value: Any) -> None:
+
+def _check_choice(key: str, value: Any, shown: Optional[str] = None, set_key: Optional[str] = None) -> None:
     valid = CHOICES.get(key)
     if valid is not None and value not in valid:
         raise StylsegError(f"{key}={value!r} is not one of {', '.join(valid)} (set it with --set {key}=NAME)")
+    if key in PER_ARCH_RANGES:
+        for item in value:
+            if len(item) != 2:
+                raise StylsegError(f"{key}: expected (arch, value) pairs, got {item!r}")
+            _check_choice(PER_ARCH_RANGES[key], item[1], shown=f"{key} ({item[0]})", set_key=key)
+        return
     rng = RANGES.get(key)
-    if rng is not None and not (value >= rng[0] and (rng[1] is None or value <= rng[1])):
-        raise StylsegError(f"{key}={value!r} is out of range: expected {rng[2]} (set it with --set {key}=VALUE)")
+    if rng is None:
+        return
+    bad = not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+    if bad or not (value >= rng[0] and (rng[1] is None or value <= rng[1])):
+        raise StylsegError(f"{shown or key}={value!r} is out of range: expected {rng[2]} (set it with --set "
+                           f"{set_key or key}=VALUE)")
 
 
 def _paper_seg() -> SegConfig:
@@ -429,6 +469,7 @@ def _from_dict(cls, d: Mapping[str, Any], where: str):
                 if args and typing.get_origin(args[0]) is tuple:  # tuple of pairs
                     v = tuple(tuple(x) for x in v)
                     kw[k] = v
+                    _check_choice(f"{where}.{k}".split(".", 1)[-1], v)
                     continue
             kw[k] = _coerce(v, tp, f"{where}.{k}")
             _check_choice(f"{where}.{k}".split(".", 1)[-1], kw[k])  # "config.stylize.sensor" -> "stylize.sensor"

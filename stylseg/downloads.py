@@ -45,15 +45,26 @@ def _by_hand(url: str, dest: Path, sha256: Optional[str], prefix: Optional[str])
     return f"download {url} on a machine with internet and put it at {dest}{chk}; then run the same command again"
 
 
-def verify(path: os.PathLike, sha256: Optional[str] = None, sha256_prefix: Optional[str] = None) -> str:
+def verify(path: os.PathLike, sha256: Optional[str] = None, sha256_prefix: Optional[str] = None,
+           source: Optional[str] = None, dest: Optional[os.PathLike] = None) -> str:
     """Check a file's sha256 (full, or a prefix); returns the digest or raises
-    :class:`StylsegError` naming the file, the expected and the actual digest."""
+    :class:`StylsegError` naming the file, the expected and the actual digest.
+
+    For a download checked before it is moved into place, pass ``source`` (the URL) and ``dest`` (the final
+    path): the message then names those, not the temporary file (which is deleted), and says that nothing
+    was written."""
     path = Path(path)
     digest = sha256_file(path)
     exp = (sha256 or "").lower()
     pre = (sha256_prefix or "").lower()
     if (exp and digest != exp) or (pre and not digest.startswith(pre)):
-        raise StylsegError(f"{path}: checksum mismatch, expected sha256 {exp or pre + '...'} but the file has "
+        want = f"sha256 {exp or pre + '...'}"
+        if dest is not None:
+            raise StylsegError(f"{source or path}: checksum mismatch, expected {want} but the download has {digest}; "
+                               f"it was discarded and nothing was written to {dest}. The source now serves another "
+                               f"file (or the transfer was corrupted): try again, or get the file with that checksum "
+                               f"by hand and put it at {dest}")
+        raise StylsegError(f"{path}: checksum mismatch, expected {want} but the file has "
                            f"{digest}; the file is corrupt or another version: delete it and fetch again")
     return digest
 
@@ -81,7 +92,7 @@ def download_url(url: str, dest: os.PathLike, sha256: Optional[str] = None, sha2
             raise StylsegError(f"{src}: file not found (from {url}); {_by_hand(url, dest, sha256, sha256_prefix)}")
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
-            verify(tmp, sha256, sha256_prefix)
+            verify(tmp, sha256, sha256_prefix, source=url, dest=dest)
         return dest
     if scheme not in ("http", "https"):
         raise StylsegError(f"cannot download {url!r}: unsupported scheme {scheme!r} (use http, https or file)")
@@ -99,7 +110,7 @@ def download_url(url: str, dest: os.PathLike, sha256: Optional[str] = None, sha2
                 for block in iter(lambda: r.read(1 << 20), b""):
                     f.write(block)
                     bar.update(len(block))
-            verify(tmp, sha256, sha256_prefix)
+            verify(tmp, sha256, sha256_prefix, source=url, dest=dest)
     except StylsegError:
         raise
     except (urllib.error.URLError, OSError, ValueError) as e:
@@ -132,7 +143,7 @@ def download_hf(repo_id: str, filename: str, dest: os.PathLike, revision: Option
                            f"{_by_hand(url, dest, sha256, sha256_prefix)}") from None
     with atomic_path(dest) as tmp:
         shutil.copyfile(got, tmp)
-        verify(tmp, sha256, sha256_prefix)
+        verify(tmp, sha256, sha256_prefix, source=url, dest=dest)
     return dest
 
 
@@ -163,50 +174,111 @@ def _safe_target(root: Path, member: str) -> Path:
     return target
 
 
-def extract(archive: os.PathLike, dest: os.PathLike) -> Path:
-    """Extract a zip or tar archive into ``dest`` safely (no member outside ``dest``, no links).
+def extract_limit_bytes() -> int:
+    """The most an archive may unpack to: ``STYLSEG_EXTRACT_LIMIT_GB`` (default 64) GiB."""
+    try:
+        gb = float(os.environ.get("STYLSEG_EXTRACT_LIMIT_GB", "64"))
+    except ValueError:
+        raise StylsegError(f"STYLSEG_EXTRACT_LIMIT_GB={os.environ['STYLSEG_EXTRACT_LIMIT_GB']!r}: expected a number "
+                           f"of GiB") from None
+    return int(gb * (1 << 30))
+
+
+def _too_big(archive: Path, total: int, limit: int) -> StylsegError:
+    return StylsegError(f"{archive}: unpacks to more than {limit / (1 << 30):.3g} GiB ({total / (1 << 30):.3g} GiB "
+                        f"or more); refusing to extract it (a damaged or malicious archive?). If it is right, raise "
+                        f"the limit with STYLSEG_EXTRACT_LIMIT_GB")
+
+
+def _copy_capped(src, dst: Path, budget: list, archive: Path, limit: int) -> None:
+    """Copy a member's stream to ``dst`` (a new file, plain permissions), counting against ``budget[0]``."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(dst, "wb") as out:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            budget[0] += len(block)
+            if budget[0] > limit:
+                raise _too_big(archive, budget[0], limit)
+            out.write(block)
+
+
+def _move_into(src: Path, dest: Path) -> None:
+    """Move the tree ``src`` into ``dest``, merging folders; never writes through a link in ``dest``."""
+    for p in sorted(src.iterdir()):
+        target = dest / p.name
+        if target.is_symlink():
+            raise StylsegError(f"{target}: a symbolic link is in the way of the archive's {p.name}; extraction never "
+                               f"writes through links: remove the link (or extract elsewhere with --dest) and rerun")
+        if p.is_dir() and target.is_dir():
+            _move_into(p, target)
+            continue
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        shutil.move(str(p), str(target))
+
+
+def extract(archive: os.PathLike, dest: os.PathLike, max_bytes: Optional[int] = None) -> Path:
+    """Extract a zip or tar archive into ``dest`` safely: no member outside ``dest``, no links or device
+    files, no setuid/setgid/sticky bits (files get plain permissions under the umask), at most
+    ``max_bytes`` unpacked (default :func:`extract_limit_bytes`), and never through a symbolic link
+    already in ``dest``.
 
     Atomic: members go to a temporary folder next to ``dest`` and are moved in when all are
     out; ``dest/.extracted-<archive name>`` marks a finished extraction, so a second call is
     free. Returns ``dest``.
     """
     archive, dest = Path(archive), Path(dest)
+    limit = extract_limit_bytes() if max_bytes is None else int(max_bytes)
     marker = dest / f".extracted-{archive.name}"
     if marker.is_file():
         return dest
     dest.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
+    budget = [0]
     try:
         name = archive.name.lower()
         try:
             if name.endswith(".zip"):
                 with zipfile.ZipFile(archive) as z:
-                    for m in z.infolist():
+                    infos = z.infolist()
+                    for m in infos:
                         _safe_target(tmp, m.filename)
-                    z.extractall(tmp)
+                    declared = sum(m.file_size for m in infos)
+                    if declared > limit:
+                        raise _too_big(archive, declared, limit)
+                    for m in infos:
+                        if m.is_dir():
+                            (tmp / m.filename).mkdir(parents=True, exist_ok=True)
+                            continue
+                        if (m.external_attr >> 16) & 0o170000 == 0o120000:  # a symlink stored by Unix zip
+                            continue
+                        with z.open(m) as src:
+                            _copy_capped(src, _safe_target(tmp, m.filename), budget, archive, limit)
             else:
                 with tarfile.open(archive) as t:
                     members = []
                     for m in t.getmembers():
                         _safe_target(tmp, m.name)
-                        if m.issym() or m.islnk() or m.isdev():
+                        if not (m.isfile() or m.isdir()):  # links, devices, fifos
                             continue
                         members.append(m)
-                    t.extractall(tmp, members=members)
-        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as e:
+                    declared = sum(m.size for m in members if m.isfile())
+                    if declared > limit:
+                        raise _too_big(archive, declared, limit)
+                    for m in members:
+                        target = _safe_target(tmp, m.name)
+                        if m.isdir():
+                            target.mkdir(parents=True, exist_ok=True)
+                            continue
+                        src = t.extractfile(m)
+                        if src is not None:
+                            with src:
+                                _copy_capped(src, target, budget, archive, limit)
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, RuntimeError) as e:
             raise StylsegError(f"{archive}: cannot extract ({e}); the archive is corrupt or incomplete: delete it "
                                f"and fetch again") from None
-        for p in tmp.iterdir():
-            target = dest / p.name
-            if target.exists():
-                if target.is_dir() and p.is_dir():
-                    shutil.copytree(p, target, dirs_exist_ok=True)
-                    continue
-                if target.is_dir():
-                    shutil.rmtree(target)
-                else:
-                    target.unlink()
-            shutil.move(str(p), str(target))
+        _move_into(tmp, dest)
         marker.write_text("ok\n")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -17,12 +17,30 @@ Every notebook and command uses these helpers, never hand-built paths.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Tuple
 
+from .utils import StylsegError
+
 #: an arm made with style image k >= 1 is named ``<arm>@s<k>``; style image 0 (``data/style.png``) keeps the plain name
 STYLE_TAG = "@s"
+
+
+#: what an arm, test-set or architecture name may be: one folder name (letters, digits, _ . @ + -), so that
+#: ``OUT/<arch>/<arm>/seed<k>/`` stays inside ``OUT``
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]*")
+
+
+def check_name(name: str, what: str = "arm", flag: str = "--arm") -> str:
+    """``name`` if it is a plain folder name (letters, digits, ``_ . @ + -``, not starting with ``.``, no
+    ``..``); else a :class:`~stylseg.utils.StylsegError` naming ``flag``: a name becomes a folder under
+    ``--out`` and must not reach outside it (``../../x``) nor hide (``.x``)."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
+        raise StylsegError(f"{what} name {name!r} ({flag}) is not a plain folder name: use letters, digits and "
+                           f"_ . @ + - only (it becomes a folder under --out, which it must not leave)")
+    return name
 
 
 def arm_name(arm: str, k: int) -> str:

@@ -270,16 +270,25 @@ def load_pairs(pred_dir: os.PathLike, gt_dir: os.PathLike, allow_missing: bool =
     from PIL import Image
 
     from .data.io import list_images
+    from .data.validate import validate_paired
 
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     if not pred_dir.is_dir():
         raise StylsegError(f"{pred_dir}: prediction folder not found (write it with `stylseg seg predict`)")
     if not gt_dir.is_dir():
         raise StylsegError(f"{gt_dir}: ground-truth folder not found")
-    gt_files = {p.stem: p for p in list_images(_gt_folder(gt_dir))}
-    pred_files = {p.stem: p for p in list_images(pred_dir)}
-    if not gt_files:
+    if not list_images(_gt_folder(gt_dir)):
         raise StylsegError(f"{_gt_folder(gt_dir)}: no mask images found")
+    # the shared rules (stylseg.data.validate): a paired folder's pairing and sizes, no two files with one stem;
+    # the all-empty warning is given below, also for a folder of masks alone
+    if (gt_dir / "images").is_dir():
+        gt_files = {m.stem: m for _, m in validate_paired(gt_dir, use="eval", deep=False, warn=False)}
+    else:
+        gt_files = {m.stem: m for m, _ in validate_paired(_gt_folder(gt_dir), use="images", deep=False)}
+    if (pred_dir / "images").is_dir() and not list_images(pred_dir):
+        raise StylsegError(f"{pred_dir}: a paired folder, not a folder of prediction maps (<stem>.png); pass the "
+                           f"folder written by `stylseg seg predict`")
+    pred_files = {p.stem: p for p, _ in validate_paired(pred_dir, use="images", deep=False)}
     missing = [s for s in gt_files if s not in pred_files]
     extra = [s for s in pred_files if s not in gt_files]
     if missing and not allow_missing:
@@ -301,6 +310,11 @@ def load_pairs(pred_dir: os.PathLike, gt_dir: os.PathLike, allow_missing: bool =
         names.append(stem)
         preds.append(p)
         gts.append(g)
+    if gts and not any(_as_gt(g)[0].any() for g in gts):
+        # the rule of stylseg.data.validate (use "eval"): all-zero masks are evaluated, with a warning
+        warnings.warn(f"{_gt_folder(gt_dir)}: all {len(gts)} mask(s) are empty (no lesion pixel); check that the "
+                      f"masks are the lesion maps (white lesion on black) and not blank exports; Dice and IoU are "
+                      f"undefined on them")
     notes = {"missing_predictions": missing, "extra_predictions": extra, "resized_predictions": resized}
     return names, preds, gts, notes
 

@@ -165,15 +165,68 @@ def register(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_cmd)
 
 
-def _cmd(args: argparse.Namespace) -> int:
-    from .config import get_profile
+def _abs(p: str) -> str:
+    """A path given on the command line, absolute against the caller's working directory ("" stays "")."""
+    return str(Path(p).expanduser().resolve()) if p else ""
 
-    get_profile(args.profile)  # validates the name
-    _refuse_launcher()
+
+def preflight(args: argparse.Namespace) -> None:
+    """Check every name and path of a ``stylseg reproduce`` call before notebook 00 runs, so that a typo
+    costs seconds, not the notebooks before the one that reads it: the profile, every ``--set``, the kind,
+    the protocol and its data, the source/target folders and style image, the architectures, the arms
+    (``eval.arms``), and the counts. Paths are made absolute against the working directory (the notebooks
+    run in ``notebooks/``). Raises :class:`StylsegError`."""
+    from .config import RunConfig, get_profile, parse_set_args
+    from .data.split import plan_run_data
+    from .layout import check_name, split_arm
+    from .seg.models import SEGMENTERS
+
+    cfg = get_profile(args.profile)  # validates the name
+    layout = RunLayout(_abs(args.out))
+    if layout.config.is_file():
+        saved = RunConfig.load(layout.config)
+        if saved.profile == args.profile:
+            cfg = saved
+    cfg = cfg.override(**parse_set_args(args.set))  # unknown fields, bad types and out-of-range values
+    if args.kind:
+        from .config import CHOICES
+        from .utils import check_choice
+
+        check_choice(args.kind, CHOICES["data.kind"], "kind (--kind)")
+        cfg = cfg.override(**{"data.kind": args.kind})
+    for name in ("data", "source", "target", "style"):
+        setattr(args, name, _abs(getattr(args, name)))
     if args.protocol and not args.data:
         from .utils import data_dir
 
         args.data = str(data_dir())
+    if args.data and not args.protocol:
+        raise StylsegError(f"--data {args.data} is read only with --protocol paper-polyp | paper-skin; for your own "
+                           f"folders pass --source and --target")
+    plan_run_data(layout, cfg, kind=args.kind, data_dir=args.data, protocol=args.protocol, source=args.source,
+                  target=args.target, style=args.style, styles=args.styles, progress=False)
+    archs = [a.strip() for a in args.archs.split(",") if a.strip()] if args.archs else list(cfg.seg.archs)
+    for a in archs:
+        SEGMENTERS.get(a)  # an unknown name lists the valid ones
+    from .baselines import RUN_BASELINES
+    from .seg.compare import ARM_ORDER
+
+    have = {split_arm(p.name)[0] for p in (layout.root / "stylized").glob("*") if p.is_dir()}
+    known = set(ARM_ORDER) | set(RUN_BASELINES) | have
+    for arm in cfg.eval.arms:
+        base = split_arm(check_name(arm, "arm", "eval.arms"))[0]
+        if base not in known:
+            raise StylsegError(f"eval.arms names {arm!r}, which no notebook makes; valid arms: "
+                               f"{', '.join(sorted(known))} (--set eval.arms=direct,st,...)")
+    if args.seeds < 0:
+        raise StylsegError(f"--seeds {args.seeds}: expected K >= 1 (seeds 0..K-1), or 0 for the profile's")
+    if not 0 <= args.upto <= PIPELINE_MAX:
+        raise StylsegError(f"--upto {args.upto}: expected a notebook number 0..{PIPELINE_MAX}")
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    _refuse_launcher()
+    preflight(args)
     params = {"PROFILE": args.profile, "SEED": args.seed or 0, "DEVICE": args.device or "auto",
               "DATA_DIR": args.data, "KIND": args.kind, "PROTOCOL": args.protocol, "SOURCE_DIR": args.source,
               "TARGET_DIR": args.target, "STYLE": args.style, "STYLES": args.styles, "ARCHS": args.archs,

@@ -7,9 +7,13 @@ a missing file raises a :class:`~stylseg.utils.StylsegError` saying how to fetch
 to put it by hand. Offline, ``fetch`` fails at once with the same directions.
 
 Checksums: the OpenAI CLIP URL's folder is the file's full sha256 (open_clip verifies it the
-same way); torchvision's and Res2Net's file names embed the first hex digits of the sha256
-(``resnet18-f37072fd.pth``), which is verified; hub files without a published digest are
-marked "unverified".
+same way); torchvision's and Res2Net's file names embed only the first hex digits of the sha256
+(``resnet18-f37072fd.pth``), which is verified; the hub file has no published digest. ``weights
+list`` says which is which. Weights are verified when they are used (:func:`resolve`), not only
+when fetched: by the published sha256, and by the full sha256 recorded next to the file when it was
+fetched or first used (``<file>.sha256.json``), which is what catches a file replaced or damaged
+later where only a prefix, or nothing, is published. The record is keyed by the file's size and
+modification time, so an unchanged file is not hashed again.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .downloads import download_hf, download_url
-from .utils import Registry, StylsegError, weights_dir
+from .utils import Registry, StylsegError, weights_dir, write_json
 
 
 @dataclass(frozen=True)
@@ -54,13 +58,15 @@ class WeightsEntry:
 
     @property
     def checksum(self) -> str:
+        """What is published to check the file against (``weights list`` prints it)."""
         if self.sha256:
             return f"sha256 {self.sha256}"
         if self.sha256_prefix:
-            return f"sha256 {self.sha256_prefix}..."
+            return (f"sha256 {self.sha256_prefix}... (only this prefix is published; the full sha256 is recorded "
+                    f"at fetch and checked at every use)")
         if self.manual:
-            return "none published: recorded on first import"
-        return "unverified"
+            return "none published: the full sha256 is recorded on first import and checked at every use"
+        return "no published checksum (the full sha256 is recorded at fetch and checked at every use)"
 
     def manual_url(self) -> str:
         if self.manual:
@@ -118,8 +124,9 @@ def path(name: str) -> Path:
 
 
 def resolve(name: str) -> Path:
-    """The local file of the weights ``name``; raises :class:`StylsegError` when absent
-    (never downloads: library calls do not fetch what the user did not ask for)."""
+    """The local file of the weights ``name``, verified (:func:`verify_local`); raises :class:`StylsegError`
+    when absent or when it fails the check (never downloads: library calls do not fetch what the user did
+    not ask for)."""
     e = WEIGHTS.get(name)
     p = path(name)
     if not p.is_file():
@@ -128,12 +135,54 @@ def resolve(name: str) -> Path:
                                f"({e.description}) and put it at {p}")
         raise StylsegError(f"weights {name} not found at {p}; run `stylseg weights fetch {name}` on a machine with "
                            f"internet, or download {e.manual_url()} and put it at {p}")
+    verify_local(name)
     return p
 
 
+def _record_path(p: Path) -> Path:
+    return p.with_name(p.name + ".sha256.json")
+
+
+def verify_local(name: str) -> str:
+    """Check the local file of ``name`` by its full sha256; returns it.
+
+    The file must match the published sha256 (or prefix), and the full sha256 recorded next to it when it
+    was fetched or first used (``<file>.sha256.json``). An unchanged file (same size and modification time
+    as recorded) is not hashed again. Raises :class:`StylsegError` naming the file and the fix."""
+    import json
+
+    from .downloads import verify
+
+    e = WEIGHTS.get(name)
+    p = path(name)
+    st = p.stat()
+    rec_path = _record_path(p)
+    rec = {}
+    if rec_path.is_file():
+        try:
+            rec = json.loads(rec_path.read_text())
+        except (OSError, ValueError):
+            rec = {}
+    pinned = str(rec.get("sha256") or "")
+    if pinned and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns \
+            and (not e.sha256 or pinned == e.sha256) and pinned.startswith((e.sha256_prefix or "").lower()):
+        return pinned
+    fix = f"delete it and run `stylseg weights fetch {name}`"
+    try:
+        digest = verify(p, e.sha256, e.sha256_prefix)
+    except StylsegError:
+        raise StylsegError(f"{p}: weights {name} fail their checksum (published: {e.checksum.split(' (')[0]}); the file "
+                           f"is damaged or another version: {fix}") from None
+    if pinned and digest != pinned:
+        raise StylsegError(f"{p}: weights {name} changed since they were fetched (sha256 {digest}, recorded "
+                           f"{pinned} in {rec_path.name}); the file was replaced or damaged: {fix}")
+    write_json(rec_path, {"sha256": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "source": e.source})
+    return digest
+
+
 def fetch(name: str, progress: bool = True) -> Path:
-    """Download the weights ``name`` into the weights folder (verified); returns the path.
-    A file already there is verified and kept."""
+    """Download the weights ``name`` into the weights folder (verified, its full sha256 recorded); returns
+    the path. A file already there is verified and kept."""
     e = WEIGHTS.get(name)
     dest = path(name)
     if e.manual:
@@ -142,8 +191,11 @@ def fetch(name: str, progress: bool = True) -> Path:
         raise StylsegError(f"weights {name} cannot be downloaded by the kit (no direct link is published); download "
                            f"{e.filename} by hand from {e.page} and put it at {dest}")
     if e.url:
-        return download_url(e.url, dest, sha256=e.sha256, sha256_prefix=e.sha256_prefix, progress=progress)
-    return download_hf(e.hf_repo, e.hf_filename, dest, sha256=e.sha256, sha256_prefix=e.sha256_prefix)
+        got = download_url(e.url, dest, sha256=e.sha256, sha256_prefix=e.sha256_prefix, progress=progress)
+    else:
+        got = download_hf(e.hf_repo, e.hf_filename, dest, sha256=e.sha256, sha256_prefix=e.sha256_prefix)
+    verify_local(name)
+    return got
 
 
 def list_weights() -> List[Dict[str, object]]:

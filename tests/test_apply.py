@@ -176,7 +176,7 @@ def test_bad_model_folders(env, tmp_path):
     other = tiny_diffae(tmp_path / "other_diffae", cfg, seed=1)
     with pytest.raises(StylsegError, match="differs from the one"):
         apply_stylizer(env["model"], env["source"], tmp_path / "o", cfg, diffae_dir=other, device="cpu")
-    with pytest.raises(StylsegError, match="no masks/ folder"):
+    with pytest.raises(StylsegError, match="no images/ subfolder .*move them into"):  # the shared paired-folder rules
         apply_stylizer(env["model"], env["source"] / "images", tmp_path / "o", cfg, device="cpu")
 
 

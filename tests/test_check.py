@@ -52,27 +52,41 @@ def test_every_bad_file_is_named(tmp_path):
     text = "\n".join(rep.problems)
     assert rep.n_pairs == 1 and len(rep.problems) == 5
     assert f"{root / 'images' / '2.png'}: no mask (expected masks/2.png" in text
-    assert f"{root / 'masks' / '3.png'}: mask is 8x8 but image 3.png is 16x16" in text
+    assert f"{root / 'masks' / '3.png'}: mask is 8x8 but its image 3.png is 16x16" in text
     assert f"{root / 'images' / '4.png'}:" in text and "unreadable" in text
     assert f"{root / 'masks' / '5.png'}: unreadable or corrupt image" in text
     assert f"{root / 'masks' / '6.png'}: mask without an image" in text
 
 
-def test_deep_check_finds_truncated_image(tmp_path):
+def test_check_finds_truncated_image_by_default(tmp_path):
     _pair(tmp_path, "1", 64, 64)
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "images" / "1.png")
     data = (tmp_path / "images" / "1.png").read_bytes()
     (tmp_path / "images" / "1.png").write_bytes(data[: len(data) // 2])
-    assert check_folder(tmp_path).ok  # the header is intact
-    rep = check_folder(tmp_path, deep=True)
+    assert check_folder(tmp_path, deep=False).ok  # the header is intact: --quick misses it
+    rep = check_folder(tmp_path)
     assert not rep.ok and str(tmp_path / "images" / "1.png") in rep.problems[0]
+    assert main(["data", "check", str(tmp_path)]) == 1
+    assert main(["data", "check", "--quick", str(tmp_path)]) == 0
+
+
+def test_check_refuses_all_zero_masks(tmp_path, capsys):
+    _pair(tmp_path, "1", fill=False)
+    _pair(tmp_path, "2", fill=False)
+    rep = check_folder(tmp_path)
+    assert not rep.ok and rep.n_empty_masks == 2
+    assert rep.problems == [f"{tmp_path / 'masks'}: all 2 mask(s) are empty (no lesion pixel); check that the masks "
+                            f"are the lesion maps (white lesion on black) and not blank exports"]
+    _pair(tmp_path, "3")  # one mask with a lesion: empty masks are allowed, counted
+    assert check_folder(tmp_path).ok and check_folder(tmp_path).n_empty_masks == 2
 
 
 def test_empty_and_missing_folders(tmp_path):
     (tmp_path / "e" / "images").mkdir(parents=True)
     (tmp_path / "e" / "masks").mkdir()
-    assert check_folder(tmp_path / "e").problems == [f"{tmp_path / 'e' / 'images'}: empty folder, no image files"]
+    assert check_folder(tmp_path / "e").problems == [
+        f"{tmp_path / 'e' / 'images'}: empty folder, no images (.png, .jpg, .jpeg, .tif, .tiff, .bmp) found"]
     assert "folder not found" in check_folder(tmp_path / "nope").problems[0]
     (tmp_path / "flat").mkdir()
     assert "no images/ subfolder" in check_folder(tmp_path / "flat").problems[0]

@@ -159,20 +159,18 @@ def test_odd_images_grayscale_rgba_16bit_and_rgb_jpeg_masks(tmp_path):
     assert abs(float(ds[ds.names.index("deep")]["image"][0, 0, 0]) - (round(30000 / 65535 * 255) / 127.5 - 1)) < 1e-5
 
 
-def test_corrupt_image_found_on_read_naming_the_file(tmp_path):
+def test_corrupt_image_refused_when_the_dataset_is_made(tmp_path):
     root = make_pairs(tmp_path / "d", n=2)
     (root / "images" / "2.png").write_bytes(b"garbage")
-    ds = PairedDataset(root, 8)  # listing does not decode
-    ds[0]
     with pytest.raises(StylsegError, match=r"images/2\.png: unreadable or corrupt image"):
-        ds[1]
+        PairedDataset(root, 8)  # validated before any item is used
 
 
 def test_mask_size_mismatch_names_file(tmp_path):
     root = make_pairs(tmp_path / "d", n=1, h=20, w=30)
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "masks" / "1.png")
     with pytest.raises(StylsegError, match=r"masks/1\.png: mask is 10x10 but its image 1\.png is 30x20"):
-        PairedDataset(root, 8)[0]
+        PairedDataset(root, 8)
 
 
 # --------------------------------------------------------------------------- cache, tensors

@@ -44,9 +44,13 @@ def test_file_url_download_verified(tmp_path, payload):
 def test_wrong_checksum_leaves_nothing_behind(tmp_path, payload):
     src, data = payload
     dest = tmp_path / "out" / "blob.bin"
-    with pytest.raises(StylsegError, match=r"checksum mismatch, expected sha256 0{64} but the file has " + _sha(data)):
+    with pytest.raises(StylsegError, match=r"checksum mismatch, expected sha256 0{64} but the download has "
+                       + _sha(data)) as e:
         download_url(src.as_uri(), dest, sha256="0" * 64, progress=False)
     assert not dest.exists() and not list(dest.parent.iterdir())
+    # the message names the source and the destination, never the temporary file it already deleted
+    msg = str(e.value)
+    assert msg.startswith(src.as_uri()) and f"nothing was written to {dest}" in msg and ".tmp" not in msg
     with pytest.raises(StylsegError, match=r"expected sha256 deadbeef\.\.\."):
         download_url(src.as_uri(), dest, sha256_prefix="deadbeef")
 
@@ -205,7 +209,7 @@ def test_fetch_and_resolve_with_a_local_entry(tmp_path, monkeypatch, payload):
     assert str(p).startswith(str(tmp_path.parent.parent)) or "weights" in str(p)
     rows = {r["name"]: r for r in weights.list_weights()}
     assert rows["tiny"]["present"] and not rows["resnet18-imagenet"]["present"]
-    assert rows["res2net50d-imagenet"]["checksum"] == "unverified"
+    assert rows["res2net50d-imagenet"]["checksum"].startswith("no published checksum")
     bad = weights.WeightsEntry("tiny-bad", "t.pth", "x", url=src.as_uri(), sha256="f" * 64)
     monkeypatch.setitem(weights.WEIGHTS._items, "tiny-bad", bad)
     with pytest.raises(StylsegError, match="checksum mismatch"):
@@ -216,7 +220,8 @@ def test_fetch_and_resolve_with_a_local_entry(tmp_path, monkeypatch, payload):
 def test_weights_cli(tmp_path, monkeypatch, capsys):
     assert main(["weights", "list"]) == 0
     out = capsys.readouterr().out
-    assert "clip-vit-b-32-openai" in out and "[missing]" in out and "unverified" in out
+    assert "clip-vit-b-32-openai" in out and "[missing]" in out and "no published checksum" in out
+    assert "only this prefix is published" in out
     assert main(["weights", "path", "resnet34-imagenet"]) == 1
     assert capsys.readouterr().out.strip().endswith("resnet34-imagenet/resnet34-b627a593.pth")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -1,26 +1,19 @@
 """``stylseg data check DIR``: is a paired folder usable? Counts, sizes, mask coverage, and
 every bad file by name.
 
-Fast by design: image sizes come from the file headers (PIL opens lazily); masks are decoded
-(they are small, single-channel) to measure coverage; ``deep=True`` also decodes every image
-to find truncated files.
+Every image and mask is decoded (a truncated file is a problem); ``deep=False`` (``--quick``)
+reads only the image headers. The rules are the ones every stage applies
+(:mod:`stylseg.data.validate`).
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List
 
-import numpy as np
-from PIL import Image, UnidentifiedImageError
-
-from ..utils import StylsegError
-from .io import list_images, natural_key, read_image, read_mask
-
-_READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, StylsegError)
+from .validate import coverage_stats, scan_paired
 
 
 @dataclass
@@ -63,85 +56,24 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _header_size(path: Path):
-    with Image.open(path) as im:
-        return im.size  # (W, H)
-
-
-def check_folder(root: os.PathLike, require_nonempty_masks: bool = False, deep: bool = False) -> CheckReport:
+def check_folder(root: os.PathLike, require_nonempty_masks: bool = False, deep: bool = True) -> CheckReport:
     """Check a paired folder ``root/images`` + ``root/masks`` and report every problem.
 
-    Problems (each naming the file): missing folder or subfolder, empty folder, image without
-    a mask, mask without an image, several files with one stem, unreadable image or mask,
-    image/mask size mismatch, and (with ``require_nonempty_masks``) masks without any lesion
-    pixel. ``deep`` decodes every image (slower; finds truncated images). Never raises for
-    a bad folder: the report lists it.
+    The rules are those every stage applies (:func:`stylseg.data.validate.scan_paired`, ``use="check"``):
+    missing folder or subfolder, empty folder, image without a mask, mask without an image, several
+    files with one stem, unreadable or truncated image or mask, image/mask size mismatch, and masks
+    that are all empty; with ``require_nonempty_masks`` every empty mask is a problem. ``deep=False``
+    reads only the image headers (faster; misses truncated images). Never raises for a bad folder:
+    the report lists it.
     """
-    root = Path(root)
-    rep = CheckReport(root=str(root))
-    if not root.is_dir():
-        rep.problems.append(f"{root}: folder not found")
-        return rep
-    img_dir, mask_dir = root / "images", root / "masks"
-    if not img_dir.is_dir():
-        rep.problems.append(f"{root}: no images/ subfolder (a paired folder is images/<name>.png + masks/<name>.png;"
-                            f" for a public dataset's own structure see `stylseg data list`)")
-        return rep
-    if not mask_dir.is_dir():
-        rep.problems.append(f"{root}: no masks/ subfolder; put each image's mask in masks/ with the image's name")
-    images = list_images(img_dir)
-    masks = list_images(mask_dir) if mask_dir.is_dir() else []
-    rep.n_images, rep.n_masks = len(images), len(masks)
-    if not images:
-        rep.problems.append(f"{img_dir}: empty folder, no image files")
-        return rep
-    by_img: Dict[str, List[Path]] = {}
-    for p in images:
-        by_img.setdefault(p.stem, []).append(p)
-    by_mask: Dict[str, List[Path]] = {}
-    for p in masks:
-        by_mask.setdefault(p.stem, []).append(p)
-    for stem, fs in list(by_img.items()) + list(by_mask.items()):
-        if len(fs) > 1:
-            rep.problems.append(f"{fs[0].parent}: several files with the name {stem!r}: "
-                                f"{', '.join(f.name for f in fs)}; keep one")
-    sizes: Counter = Counter()
-    cover: List[float] = []
-    for stem in sorted(by_img, key=natural_key):
-        ip = by_img[stem][0]
-        try:
-            if deep:
-                h, w = read_image(ip).shape[:2]
-            else:
-                w, h = _header_size(ip)
-        except _READ_ERRORS as e:
-            msg = str(e) if isinstance(e, StylsegError) else f"{ip}: unreadable or corrupt image ({e})"
-            rep.problems.append(msg if msg.startswith(str(ip)) else f"{ip}: {msg}")
-            continue
-        sizes[f"{w}x{h}"] += 1
-        if stem not in by_mask:
-            if mask_dir.is_dir():
-                rep.problems.append(f"{ip}: no mask (expected masks/{stem}.png, same name as the image)")
-            continue
-        mp = by_mask[stem][0]
-        try:
-            m = read_mask(mp)
-        except StylsegError as e:
-            rep.problems.append(str(e))
-            continue
-        if m.shape != (h, w):
-            rep.problems.append(f"{mp}: mask is {m.shape[1]}x{m.shape[0]} but image {ip.name} is {w}x{h}")
-            continue
-        rep.n_pairs += 1
-        c = float(m.mean())
-        cover.append(c)
-        if c == 0.0:
-            rep.n_empty_masks += 1
-            if require_nonempty_masks:
+    scan = scan_paired(root, use="check", deep=deep)
+    rep = CheckReport(root=str(Path(root)), n_images=scan.n_images, n_masks=scan.n_masks, sizes=dict(scan.sizes))
+    # with require_nonempty_masks each empty mask is named instead of the all-empty summary
+    rep.problems = [p.text for p in scan.problems if not (require_nonempty_masks and p.kind == "all_empty")]
+    rep.n_pairs = len(scan.pairs)
+    rep.coverage_mean, rep.coverage_min, rep.coverage_max, rep.n_empty_masks = coverage_stats(scan)
+    if require_nonempty_masks:
+        for (ip, mp), c in zip(scan.pairs, scan.coverage):
+            if c == 0.0:
                 rep.problems.append(f"{mp}: empty mask (no lesion pixel)")
-    for stem in sorted(set(by_mask) - set(by_img), key=natural_key):
-        rep.problems.append(f"{by_mask[stem][0]}: mask without an image (expected images/{stem}.*)")
-    rep.sizes = dict(sizes)
-    if cover:
-        rep.coverage_mean, rep.coverage_min, rep.coverage_max = float(np.mean(cover)), min(cover), max(cover)
     return rep

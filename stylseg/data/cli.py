@@ -23,7 +23,9 @@ def register(p: argparse.ArgumentParser) -> None:
     a = sub.add_parser("check", help="check a paired folder (images/ + masks/); exit 1 naming each bad file")
     a.add_argument("dirs", nargs="+", metavar="DIR")
     a.add_argument("--require-nonempty-masks", action="store_true", help="an empty mask is a problem")
-    a.add_argument("--deep", action="store_true", help="decode every image (slower; finds truncated files)")
+    a.add_argument("--quick", action="store_true",
+                   help="read only the image headers (faster; misses truncated images, which the default finds)")
+    a.add_argument("--deep", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     a.set_defaults(func=_check)
 
     a = sub.add_parser("list", help="known public layouts, fetchable datasets and synthetic domains")
@@ -72,7 +74,7 @@ def _check(args) -> int:
 
     bad = 0
     for d in args.dirs:
-        rep = check_folder(d, require_nonempty_masks=args.require_nonempty_masks, deep=args.deep)
+        rep = check_folder(d, require_nonempty_masks=args.require_nonempty_masks, deep=not args.quick)
         print(rep.summary())
         bad += not rep.ok
     return 1 if bad else 0

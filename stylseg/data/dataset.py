@@ -9,7 +9,6 @@ encoding become {0, 1} (see :mod:`stylseg.data.io`); both are resized to a squar
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -17,80 +16,27 @@ import numpy as np
 from PIL import Image
 
 from ..utils import StylsegError
-from .io import IMAGE_EXTS, list_images, natural_key, read_image, read_mask, resize_image, resize_mask
+from .io import read_image, read_mask, resize_image, resize_mask
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MODES = ("diffusion", "seg")
 
 
-def _by_stem(files: List[Path], folder: Path) -> Dict[str, Path]:
-    groups: Dict[str, List[Path]] = defaultdict(list)
-    for f in files:
-        groups[f.stem].append(f)
-    dup = {s: fs for s, fs in groups.items() if len(fs) > 1}
-    if dup:
-        lines = "; ".join(", ".join(p.name for p in fs) for fs in list(dup.values())[:10])
-        raise StylsegError(f"{folder}: several files share a stem ({lines}); keep one file per name "
-                           f"(pairs are matched by the name without extension)")
-    return {s: fs[0] for s, fs in groups.items()}
+def load_pairs(root: os.PathLike, require_masks: bool = True, use: Optional[str] = None,
+               deep: bool = False) -> List[Tuple[Path, Optional[Path]]]:
+    """List ``(image_path, mask_path)`` pairs of a paired folder, matched by file stem, naturally sorted.
 
-
-def _list_more(items: List[str], limit: int = 20) -> str:
-    head = ", ".join(items[:limit])
-    return head + (f" ... and {len(items) - limit} more" if len(items) > limit else "")
-
-
-def load_pairs(root: os.PathLike, require_masks: bool = True) -> List[Tuple[Path, Optional[Path]]]:
-    """List ``(image_path, mask_path)`` pairs of a paired folder, matched by file stem.
-
-    ``root`` must hold ``images/`` and (when ``require_masks``) ``masks/``. With
-    ``require_masks=False`` a folder without ``masks/`` (or a plain folder of images) is
-    accepted and images without a mask get ``None``. Raises :class:`StylsegError` naming
-    the folder or the files for: a missing folder, no ``images/`` subfolder, an empty folder,
-    images without a mask, masks without an image, several files with one stem.
-    Unreadable files are found when they are read, with the file named.
+    The rules are :func:`stylseg.data.validate.scan_paired`'s for ``use`` (default: ``"eval"`` when
+    ``require_masks``, else ``"diffae"``: masks optional, a folder without ``masks/`` or a plain folder of
+    images gives ``None`` masks). Raises one :class:`StylsegError` naming the folder and every bad file:
+    a missing folder, no ``images/`` subfolder, an empty folder, images without a mask, masks without an
+    image, several files with one stem, an unreadable mask, a mask of another size than its image.
+    ``deep=True`` also decodes every image (truncated files).
     """
-    root = Path(root)
-    if not root.exists():
-        raise StylsegError(f"{root}: folder not found; pass a folder holding images/ and masks/ "
-                           f"(or create synthetic data with `stylseg data synth --out {root}`)")
-    if not root.is_dir():
-        raise StylsegError(f"{root}: not a folder; pass a folder holding images/ and masks/")
-    img_dir, mask_dir = root / "images", root / "masks"
-    if not img_dir.is_dir():
-        loose = list_images(root)
-        if not require_masks and loose:
-            img_dir = root
-        else:
-            hint = (f" (it holds {len(loose)} image files directly: move them into {img_dir} and their masks "
-                    f"into {mask_dir})" if loose else "")
-            raise StylsegError(f"{root}: no images/ subfolder{hint}; a paired folder is images/<name>.png + "
-                               f"masks/<name>.png; for a known public layout use `stylseg data list`")
-    images = _by_stem(list_images(img_dir), img_dir)
-    if not images:
-        raise StylsegError(f"{img_dir}: empty folder, no images ({', '.join(IMAGE_EXTS)}) found")
-    if not mask_dir.is_dir():
-        if require_masks:
-            raise StylsegError(f"{root}: no masks/ subfolder; put each image's mask in {mask_dir} with the "
-                               f"image's name (e.g. masks/{next(iter(images.values())).stem}.png)")
-        masks: Dict[str, Path] = {}
-    else:
-        masks = _by_stem(list_images(mask_dir), mask_dir)
-    if require_masks:
-        no_mask = sorted((s for s in images if s not in masks), key=natural_key)
-        if no_mask:
-            raise StylsegError(
-                f"{root}: {len(no_mask)} image(s) without a mask in {mask_dir}: "
-                f"{_list_more([images[s].name for s in no_mask])}; each mask must have the same name (stem) as "
-                f"its image, e.g. masks/{no_mask[0]}.png for images/{images[no_mask[0]].name}")
-    no_image = sorted((s for s in masks if s not in images), key=natural_key)
-    if no_image:
-        raise StylsegError(
-            f"{root}: {len(no_image)} mask(s) without an image in {img_dir}: "
-            f"{_list_more([masks[s].name for s in no_image])}; remove them or add the images with the same name")
-    stems = sorted(images, key=natural_key)
-    return [(images[s], masks.get(s)) for s in stems]
+    from .validate import validate_paired
+
+    return validate_paired(root, use=use or ("eval" if require_masks else "diffae"), deep=deep)
 
 
 class PairedDataset:
@@ -106,10 +52,16 @@ class PairedDataset:
     only) is drawn from ``(seed, epoch, index)``, so it is the same every run; call
     :meth:`set_epoch` each epoch. ``cache=True`` keeps the resized uint8 arrays in memory
     (``S*S*4`` bytes per item). ``require_masks=False`` accepts image-only folders (mask = 0).
+
+    The folder is validated when the dataset is made (:func:`stylseg.data.validate.validate_paired`,
+    every file decoded), for ``use``: ``"train"`` refuses all-zero masks, ``"eval"`` warns about them,
+    ``"images"`` never looks at ``masks/`` (every mask is 0). Default: ``"eval"``, or ``"diffae"``
+    with ``require_masks=False``.
     """
 
     def __init__(self, root: os.PathLike, size: int, mode: str = "diffusion", augment: bool = False, seed: int = 0,
-                 cache: bool = True, require_masks: bool = True, color_jitter: bool = False):
+                 cache: bool = True, require_masks: bool = True, color_jitter: bool = False,
+                 use: Optional[str] = None):
         if mode not in MODES:
             raise StylsegError(f"unknown dataset mode {mode!r}; valid modes: {', '.join(MODES)}")
         if int(size) < 1:
@@ -123,7 +75,7 @@ class PairedDataset:
         self.epoch = 0
         self.cache = bool(cache)
         self.require_masks = require_masks
-        self.pairs = load_pairs(self.root, require_masks=require_masks)
+        self.pairs = load_pairs(self.root, require_masks=require_masks, use=use, deep=True)
         self.names = [p[0].stem for p in self.pairs]
         self._cache: Dict[int, Tuple[np.ndarray, np.ndarray, Tuple[int, int]]] = {}
 

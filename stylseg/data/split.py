@@ -407,6 +407,42 @@ def _style_paths(layout, styles: int) -> List[Path]:
     return [layout.style_image] + [layout.style_file(k) for k in range(styles)]
 
 
+def plan_run_data(layout, cfg, kind: str = "", data_dir: str = "", protocol: str = "", source: str = "",
+                  target: str = "", style: str = "", styles: int = 1, progress: bool = True):
+    """The checks of :func:`prepare_run_data` that need no image read: the kind, the protocol and its data
+    root, the source/target folders (which must exist) and the style file. Returns ``(params, build)``;
+    raises :class:`StylsegError` naming what is wrong. ``stylseg reproduce`` calls it before notebook 00."""
+    kind = kind or cfg.data.kind
+    from .synth import SYNTH_DOMAINS
+
+    SYNTH_DOMAINS.get(kind)
+    styles = int(styles)
+    if styles < 1:
+        raise StylsegError(f"styles must be at least 1, got {styles}")
+    for what, p in (("the source folder", source), ("the target folder", target), ("the style image", style)):
+        if p and not Path(p).expanduser().exists():
+            kind_ = "style image" if "style" in what else "folder"
+            raise StylsegError(f"{Path(p).expanduser().resolve()}: {kind_} not found ({what}; a relative path is read "
+                               f"from the folder the command runs in, {Path.cwd()})")
+    if protocol:
+        if protocol == "paper-polyp":
+            if kind != "polyp":
+                raise StylsegError(f"protocol paper-polyp is for kind polyp, not {kind!r}")
+            params, build = _plan_paper_polyp(layout, cfg, data_dir, styles)
+        elif protocol == "paper-skin":
+            if kind != "skin":
+                raise StylsegError(f"protocol paper-skin is for kind skin, not {kind!r}; set KIND/--kind skin")
+            params, build = _plan_paper_skin(layout, cfg, data_dir, styles, progress)
+        else:
+            raise StylsegError(f"unknown protocol {protocol!r}; valid protocols: paper-polyp, paper-skin "
+                               f"(or none for synthetic data / given folders)")
+    elif source or target:
+        params, build = _plan_folders(layout, cfg, kind, source, target, style, styles)
+    else:
+        params, build = _plan_synthetic(layout, cfg, kind, styles, progress)
+    return params, build
+
+
 def prepare_run_data(layout, cfg, kind: str = "", data_dir: str = "", protocol: str = "", source: str = "",
                      target: str = "", style: str = "", styles: int = 1, progress: bool = True) -> Dict[str, object]:
     """Materialise the data part of a run folder and write ``RUN/data/split.json``.
@@ -429,28 +465,8 @@ def prepare_run_data(layout, cfg, kind: str = "", data_dir: str = "", protocol: 
     "target_test", ["target_test_all"], "style", "styles", "split", "root"}`` paths.
     """
     kind = kind or cfg.data.kind
-    from .synth import SYNTH_DOMAINS
-
-    SYNTH_DOMAINS.get(kind)
-    styles = int(styles)
-    if styles < 1:
-        raise StylsegError(f"styles must be at least 1, got {styles}")
-    if protocol:
-        if protocol == "paper-polyp":
-            if kind != "polyp":
-                raise StylsegError(f"protocol paper-polyp is for kind polyp, not {kind!r}")
-            params, build = _plan_paper_polyp(layout, cfg, data_dir, styles)
-        elif protocol == "paper-skin":
-            if kind != "skin":
-                raise StylsegError(f"protocol paper-skin is for kind skin, not {kind!r}; set KIND/--kind skin")
-            params, build = _plan_paper_skin(layout, cfg, data_dir, styles, progress)
-        else:
-            raise StylsegError(f"unknown protocol {protocol!r}; valid protocols: paper-polyp, paper-skin "
-                               f"(or none for synthetic data / given folders)")
-    elif source or target:
-        params, build = _plan_folders(layout, cfg, kind, source, target, style, styles)
-    else:
-        params, build = _plan_synthetic(layout, cfg, kind, styles, progress)
+    params, build = plan_run_data(layout, cfg, kind=kind, data_dir=data_dir, protocol=protocol, source=source,
+                                  target=target, style=style, styles=styles, progress=progress)
     params["split_version"] = SPLIT_VERSION
     params = json.loads(json.dumps(params))  # as it reads back from split.json (tuples -> lists)
 

@@ -62,11 +62,14 @@ def load_images(path: os.PathLike, size: int, log: Optional[Callable[[str], None
     """
     from ..data.io import list_images, read_image, resize_image, to_tensor_pm1
 
+    from ..data.validate import validate_paired
+
     folder = image_folder(path)
-    files = list_images(folder)
-    if not files:
+    if not list_images(folder):
         raise StylsegError(f"{folder}: no images found (png, jpg, tif, bmp); point --data at a folder of training "
                            f"images, e.g. RUN/data/source/train made by `stylseg data synth` or notebook 00")
+    # the shared rules (masks optional; a paired folder's pairing and mask sizes are checked), before any work
+    files = [i for i, _ in validate_paired(path, use="diffae")]
     sizes = set()
     out = []
     for f in files:

@@ -90,11 +90,25 @@ def compare(train_dir: os.PathLike, arms: Mapping[str, os.PathLike], tests: Mapp
     if stray:
         raise StylsegError(f"overrides for arm {stray[0]!r}, which this comparison does not train "
                            f"(arms: {', '.join(arm_dirs)})")
-    for name, d in list(arm_dirs.items()) + [(f"test {k}", Path(v)) for k, v in tests.items()]:
-        if not (Path(d) / "images").is_dir():
-            raise StylsegError(f"{d} ({name}): not a paired folder with images/ and masks/")
+    from ..data.validate import validate_paired
+    from ..layout import check_name
+    from .models import SEGMENTERS
+
+    for name in arm_dirs:
+        check_name(name, "arm", "--arm")
+    for name in tests:
+        check_name(name, "test set", "--test")
+    for arch in archs:
+        SEGMENTERS.get(arch)  # unknown names list the valid ones
+    # every folder by the shared rules before any training: an arm is trained on, a test set evaluated on
+    for name, d in arm_dirs.items():
+        validate_paired(d, use="train")
+    for name, d in tests.items():
+        validate_paired(d, use="eval")
     out = Path(out_dir)
     seed_list = _seeds(seeds)
+    if not seed_list:
+        raise StylsegError(f"--seeds {seeds}: expected K >= 1 (seeds 0..K-1), or a list of seeds")
     total = len(archs) * len(arm_dirs) * len(seed_list)
     k = 0
     for arch in archs:

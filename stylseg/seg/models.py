@@ -21,6 +21,7 @@ official code builds and never calls. Outside the paper profile a ``resnet18`` b
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 import torch
@@ -172,13 +173,17 @@ def _load_pretrained(module: nn.Module, encoder: str, what: str) -> bool:
         return False
     name = f"{encoder}-imagenet"
     try:
-        path = wreg.resolve(name)
+        present = Path(wreg.path(name)).is_file()
+    except Exception:  # an unknown name, or a registry without path()
+        present = False
+    # present: a file that fails its checksum is an error, not a silent fall-back to random weights
+    path = wreg.resolve(name) if present else None
+    try:
+        path = path or wreg.resolve(name)
     except Exception as e:  # offline, not fetched, unknown name
         warnings.warn(f"{what}: ImageNet weights {name!r} not available ({e}); "
                       f"the encoder stays randomly initialised (fetch them with `stylseg weights fetch {name}`)")
         return False
-    from pathlib import Path
-
     path = Path(path)
     if path.is_dir():
         cands = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.pth")) + sorted(path.glob("*.pt"))
@@ -285,11 +290,30 @@ def load_segmenter(path, device="cpu") -> nn.Module:
     from ..utils import load_model_folder
 
     meta, state = load_model_folder(path, kind="segmenter")
-    c = dict(meta["config"])
+    cfg_path = Path(path) / "config.json"
+    c = dict(meta.get("config") or {})
+    if "arch" not in c or "encoder" not in c:
+        raise StylsegError(f"{cfg_path}: no arch/encoder in its config; retrain with `stylseg seg train`")
     arch, encoder = c.pop("arch"), c.pop("encoder")
     image_size = c.pop("image_size", None)
     c.pop("normalize", None)
-    model = create_segmenter(arch, encoder=encoder, pretrained=False, **c)
+    try:
+        model = create_segmenter(arch, encoder=encoder, pretrained=False, **c)
+    except StylsegError as e:
+        raise StylsegError(f"{cfg_path}: {e}") from None
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:  # smp/timm reject unknown encoders and options
+        raise StylsegError(f"{cfg_path}: cannot build the segmenter it describes ({type(e).__name__}: {e}); "
+                           f"retrain with `stylseg seg train` or restore the config.json written with the weights") from None
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    reshaped = [k for k in want if k in state and tuple(want[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or reshaped:
+        parts = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in (("tensors missing", missing),
+                 ("unexpected tensors", unexpected), ("tensors of another shape", reshaped)) if v]
+        raise StylsegError(f"{cfg_path}: its architecture ({arch}, {encoder}) does not match the weights in "
+                           f"{Path(path) / 'model.safetensors'}: {'; '.join(parts)}; the config.json was edited or "
+                           f"comes from another model: restore it, or retrain with `stylseg seg train`")
     model.load_state_dict(state)
     model.image_size = image_size
     return model.to(device).eval()

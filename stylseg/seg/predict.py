@@ -32,7 +32,7 @@ def predict_folder(model_dir: os.PathLike, input_dir: os.PathLike, out_dir: os.P
     size = int(getattr(model, "image_size", None) or 0)
     if not size:
         raise StylsegError(f"{model_dir}/config.json: no image_size; retrain with `stylseg seg train`")
-    ds = PairedDataset(input_dir, size, mode="seg", require_masks=False, augment=False)
+    ds = PairedDataset(input_dir, size, mode="seg", require_masks=False, augment=False, use="images")  # masks unread
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"

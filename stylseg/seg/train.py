@@ -130,10 +130,14 @@ def train_segmenter(arch: str, train_dir: os.PathLike, out_dir: os.PathLike, cfg
     out = Path(out_dir)
     model_dir, ck_dir = out / "model", out / CHECKPOINTS
     ds = PairedDataset(train_dir, sc.image_size, mode="seg", augment=sc.augment, seed=seed, cache=True,
-                       color_jitter=sc.color_jitter)
+                       color_jitter=sc.color_jitter, use="train")  # validated: all-zero masks are refused
     n = len(ds)
     if n < 2:
         raise StylsegError(f"{train_dir}: {n} training pair(s); at least 2 are needed")
+    if val_dir is not None:  # checked now, before a model is built or anything written
+        from ..data.validate import validate_paired
+
+        validate_paired(val_dir, use="eval", deep=False, warn=False)
     sig = _signature(arch, cfg, seed, Path(train_dir), n)
     epochs = sc.epochs_for(arch)
     if (model_dir / "config.json").is_file() and (out / "history.json").is_file():
@@ -163,7 +167,7 @@ def train_segmenter(arch: str, train_dir: os.PathLike, out_dir: os.PathLike, cfg
         random.setstate(ck["rng"]["python"])
     val = None
     if val_dir is not None:
-        vds = PairedDataset(val_dir, sc.image_size, mode="seg", augment=False)
+        vds = PairedDataset(val_dir, sc.image_size, mode="seg", augment=False, use="eval")
         val = vds.tensors()
     rates = list(sc.multiscale) or [1.0]
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"

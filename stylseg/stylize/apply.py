@@ -31,10 +31,11 @@ import numpy as np
 import torch
 
 from ..data.io import from_tensor_pm1, read_image, read_mask, resize_image, resize_mask, to_tensor_pm1
+from ..data.validate import validate_paired
 from ..manifest import ArmWriter
 from ..utils import StylsegError, check_choice, resolve_device
 from .losses import LESION_RING
-from .pipeline import Stylizer, folder_sha256, list_folder, load_diffae, masks_of
+from .pipeline import Stylizer, folder_sha256, load_diffae
 
 MODES = ("st", "recon")
 UPSAMPLE = ("bilinear", "detail", "detail_lesion")
@@ -126,17 +127,9 @@ def apply_arms(model_dir: Optional[os.PathLike], input_dir: os.PathLike, specs: 
     how = upsample or cfg.stylize.upsample
     check_choice(how, UPSAMPLE, "upsampling", "stylize.upsample")
     dev = resolve_device(device)
-    files = list_folder(input_dir)
-    mdir = masks_of(input_dir)
-    if mdir is None:
-        raise StylsegError(f"{input_dir}: no masks/ folder; the arm's masks are copied from the input's paired folder")
-    mask_paths = []
-    for p in files:
-        cands = [mdir / p.name] + sorted(mdir.glob(p.stem + ".*"))
-        m = next((c for c in cands if c.is_file()), None)
-        if m is None:
-            raise StylsegError(f"{mdir}: no mask for image {p.name} (same file stem expected)")
-        mask_paths.append(m)
+    # the arm's masks are copied from the input's paired folder: the shared rules, before any work
+    pairs = validate_paired(input_dir, use="stylize")
+    files, mask_paths = [i for i, _ in pairs], [m for _, m in pairs]
 
     needs_model = any(sp["mode"] == "st" for sp in specs)
     substitute = None

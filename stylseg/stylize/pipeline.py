@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data.io import list_images, read_image, resize_image, to_tensor_pm1
+from ..data.io import read_image, resize_image, to_tensor_pm1
 from ..diffusion.ddim import DDIMSchedule, DDIMStep, Shift, ddim_step, render
 from ..utils import MODEL_CONFIG, MODEL_WEIGHTS, StylsegError, load_model_folder, sha256_file
 from .spn import SPN, spn_gate, spn_shift_fn
@@ -52,10 +52,12 @@ def masks_of(folder: os.PathLike) -> Optional[Path]:
 
 
 def list_folder(folder: os.PathLike) -> List[Path]:
-    files = list_images(images_of(folder))
-    if not files:
-        raise StylsegError(f"{images_of(folder)}: no images (png, jpg, tif, bmp) found")
-    return files
+    """The images of a paired folder (or a plain folder of images), checked by the shared rules
+    (:func:`stylseg.data.validate.validate_paired`, ``use="diffae"``: masks optional, but when
+    ``masks/`` is there the pairing and the sizes must be right)."""
+    from ..data.validate import validate_paired
+
+    return [i for i, _ in validate_paired(folder, use="diffae")]
 
 
 def load_image_pm1(path: os.PathLike, size: int) -> torch.Tensor:

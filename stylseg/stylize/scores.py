@@ -243,18 +243,9 @@ def _seg_tensor(imgs: Sequence[np.ndarray]):
 
 
 def _paired(folder: os.PathLike) -> List[Tuple[Path, Path]]:
-    folder = Path(folder)
-    im, ms = folder / "images", folder / "masks"
-    if not im.is_dir() or not ms.is_dir():
-        raise StylsegError(f"{folder}: expected a paired folder with images/ and masks/")
-    out = []
-    for p in list_images(im):
-        m = next((c for c in [ms / p.name] + sorted(ms.glob(p.stem + ".*")) if c.is_file()), None)
-        if m is not None:
-            out.append((p, m))
-    if not out:
-        raise StylsegError(f"{folder}: no image/mask pairs (same file stem) found")
-    return out
+    from ..data.validate import validate_paired
+
+    return validate_paired(folder, use="train")  # the oracle trains on them: the shared rules
 
 
 #: the oracle's photometric augmentation (part of its cache key): it must judge where the lesion is, not its colours
@@ -395,8 +386,12 @@ def score_arm(input_dir: os.PathLike, output_dir: os.PathLike, target_dir: os.Pa
     """
     from .pipeline import images_of
 
-    in_files = {p.stem: p for p in list_images(images_of(input_dir))}
-    out_files = list_images(images_of(output_dir))
+    from ..data.validate import validate_paired
+
+    in_pairs = validate_paired(input_dir, use="eval")  # the shared rules; its masks give the lesion scores
+    in_files = {i.stem: i for i, _ in in_pairs}
+    in_masks = {i: m for i, m in in_pairs}
+    out_files = [i for i, _ in validate_paired(output_dir, use="images")]
     tgt_files = list_images(images_of(target_dir))
     pairs = [(in_files[p.stem], p) for p in out_files if p.stem in in_files]
     if not pairs:
@@ -408,11 +403,7 @@ def score_arm(input_dir: os.PathLike, output_dir: os.PathLike, target_dir: os.Pa
     outs = [resize_image(o, size) for o in outs]
     ins = _load_set([i for i, _ in pairs], size)
     tgts = _load_set(tgt_files, size)
-    mdir = Path(input_dir) / "masks"
-    masks = []
-    for i, _ in pairs:
-        m = next((c for c in [mdir / i.name] + sorted(mdir.glob(i.stem + ".*")) if c.is_file()), None)
-        masks.append(resize_mask(read_mask(m), size) if m is not None else None)
+    masks = [resize_mask(read_mask(in_masks[i]), size) for i, _ in pairs]
 
     res: Dict[str, Any] = {"n_images": len(pairs), "n_target": len(tgts), "size": size}
     res["structure_ssim"] = float(np.mean([lnl_ssim(a, b) for a, b in zip(ins, outs)]))
