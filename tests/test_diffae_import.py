@@ -153,15 +153,15 @@ def test_registry_file_is_imported_and_its_checksum_recorded(ref, tmp_path, monk
     cfg = get_profile("smoke").override(**{"diffae.init": "diffae-ffhq256-autoenc"})
     said = []
     provide_diffae(cfg, tmp_path / "run" / "diffae", log=said.append)
-    rec = dest.with_name("last.ckpt.sha256")
-    assert rec.read_text().split()[0] == sha256_file(dest)
+    rec = dest.with_name("last.ckpt.sha256.json")  # no sha256 is published: recorded on first use
+    assert json.loads(rec.read_text())["sha256"] == sha256_file(dest)
     assert is_imported(tmp_path / "run" / "diffae")
     provide_diffae(cfg, tmp_path / "run" / "diffae", log=said.append)
     assert "already holds the import" in said[-1]
     # the file changed after its checksum was recorded: refused
     raw = bytearray(dest.read_bytes())
     dest.write_bytes(bytes(raw) + b"\0")
-    with pytest.raises(StylsegError, match="differs from the recorded"):
+    with pytest.raises(StylsegError, match="changed since they were fetched"):
         provide_diffae(cfg, tmp_path / "run2" / "diffae", log=said.append)
     # a kit model folder and a checkpoint path work as diffae.init too
     cfg2 = get_profile("smoke").override(**{"diffae.init": str(tmp_path / "run" / "diffae")})
@@ -200,7 +200,7 @@ def test_import_cli_takes_a_registry_name(ref, tmp_path, monkeypatch, capsys):
     dest.parent.mkdir(parents=True)
     dest.write_bytes(ref["ckpt"].read_bytes())
     assert main(["diffae", "import", "diffae-ffhq256-autoenc", "--out", str(tmp_path / "m")]) == 0
-    assert dest.with_name("last.ckpt.sha256").read_text().split()[0] == sha256_file(dest)
+    assert json.loads(dest.with_name("last.ckpt.sha256.json").read_text())["sha256"] == sha256_file(dest)
     assert is_imported(tmp_path / "m")
 
 

@@ -179,18 +179,12 @@ def cmd_sample(args) -> int:
 
 def cmd_import(args) -> int:
     from .. import weights as W
-    from .pretrained import _recorded_sha, import_checkpoint, write_json_text
+    from .pretrained import import_checkpoint
 
     ckpt, expected = Path(args.ckpt), None
-    registry = args.ckpt in W.WEIGHTS and not ckpt.exists()
-    if registry:
+    if args.ckpt in W.WEIGHTS and not ckpt.exists():
+        # a registry file: checked by its full sha256 (published, or recorded beside it on first use)
         ckpt = W.resolve(args.ckpt)
-        expected = W.WEIGHTS.get(args.ckpt).sha256 or _recorded_sha(ckpt)
-    out = import_checkpoint(ckpt, args.out, weights=args.weights, template=args.template, expected_sha256=expected)
-    if registry and expected is None:
-        from ..utils import read_json
-
-        digest = read_json(Path(out) / "config.json")["imported"]["sha256"]
-        write_json_text(Path(str(ckpt) + ".sha256"), f"{digest}  {ckpt.name}\n")
-        print(f"recorded the sha256 of {ckpt} (none is published) in {ckpt}.sha256; later imports check it")
+        expected = W.verify_local(args.ckpt)
+    import_checkpoint(ckpt, args.out, weights=args.weights, template=args.template, expected_sha256=expected)
     return 0

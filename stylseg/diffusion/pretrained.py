@@ -178,8 +178,8 @@ def import_checkpoint(ckpt_path: os.PathLike, out_dir: os.PathLike, weights: str
     digest = sha256_file(path)
     if expected_sha256 and digest != expected_sha256:
         raise StylsegError(f"{path}: sha256 {digest} differs from the recorded {expected_sha256}; the file changed "
-                           f"since it was first imported (download it again, or delete the record "
-                           f"{path}.sha256 if you replaced it on purpose)")
+                           f"since its checksum was recorded (download it again, or delete the record "
+                           f"{path}.sha256.json if you replaced it on purpose)")
     state, other = _split_state(path, ckpt, weights)
     cfg, cfg_from = _config_for(path, ckpt, state, template)
     model = BeatGANsDiffAE(cfg)
@@ -286,11 +286,6 @@ def check_init(cfg) -> None:
                            f"{train_cost(cfg)}") from None
 
 
-def _recorded_sha(p: Path) -> Optional[str]:
-    rec = Path(str(p) + ".sha256")
-    return rec.read_text().split()[0] if rec.is_file() else None
-
-
 def provide_diffae(cfg, out_dir: os.PathLike, log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Put D_A into ``out_dir`` from ``cfg.diffae.init`` (not "train"): import a checkpoint or a
     registry file, or copy a kit model folder. An ``out_dir`` already holding the same import is kept.
@@ -329,8 +324,9 @@ def provide_diffae(cfg, out_dir: os.PathLike, log: Callable[[str], None] = print
         return {"init": init, "source": str(src), "folder": str(out)}
     expected = None
     if kind == "registry":
-        e = W.WEIGHTS.get(init)
-        expected = e.sha256 or _recorded_sha(src)
+        # the full sha256: the published one, else the one recorded beside the file on its first use
+        # (<file>.sha256.json, as for every registry file); a file that changed since is refused
+        expected = W.verify_local(init)
     if is_imported(out):
         imp = read_json(out / "config.json").get("imported", {})
         if imp.get("checkpoint") == str(src.resolve()) and imp.get("weights") == "ema":
@@ -339,10 +335,6 @@ def provide_diffae(cfg, out_dir: os.PathLike, log: Callable[[str], None] = print
                 log(f"D_A: {out} already holds the import of {src}; kept")
                 return {"init": init, "source": str(src), "folder": str(out)}
     import_checkpoint(src, out, weights="ema", expected_sha256=expected, log=log)
-    if kind == "registry" and expected is None:
-        digest = read_json(out / "config.json")["imported"]["sha256"]
-        write_json_text(Path(str(src) + ".sha256"), f"{digest}  {src.name}\n")
-        log(f"recorded the sha256 of {src} (none is published) in {src}.sha256; later imports check it")
     return {"init": init, "source": str(src), "folder": str(out)}
 
 
@@ -362,14 +354,6 @@ def imported_diffae(run_diffae: os.PathLike, name: str = "diffae-ffhq256-autoenc
     out = cache_dir() / "diffae" / name
     provide_diffae(override(RunConfig(), {"diffae.init": name}), out, log=log)
     return out
-
-
-def write_json_text(path: Path, text: str) -> None:
-    """Write a small text file atomically."""
-    from ..utils import atomic_path
-
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
 
 
 __all__ = ["load_checkpoint", "import_checkpoint", "is_imported", "imported_diffae", "resolve_init", "check_init",
