@@ -322,7 +322,7 @@ _CSS = ("body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;
 
 
 def _headline_html(results: Mapping[str, Any]) -> List[str]:
-    from .seg.compare import headline, headline_cells
+    from .seg.compare import NEGLIGIBLE, headline, headline_cells
 
     test = primary_test(results)
     rows = headline(results, test, "standard")
@@ -333,7 +333,7 @@ def _headline_html(results: Mapping[str, Any]) -> List[str]:
            f"<p class='muted'>Standard protocol, {rows[0]['n_images']} test images. Dice: mean ± standard deviation "
            f"over {n_seeds} seed(s) [bootstrap 95% interval over test images]. Gain over direct: the paired per-image "
            "difference, averaged over the seeds [bootstrap 95% interval]; <b>better</b> or <b>worse</b> only where "
-           "the interval excludes 0"
+           f"the interval excludes 0 and the gain is at least {NEGLIGIBLE} (<i>negligible</i> below)"
            + (" (with one seed the intervals cover the test images, not the training's own noise)" if n_seeds == 1
               else "") + ".</p>",
            "<table><tr><th>arch</th><th>arm</th><th>what it is</th><th>Dice</th><th>gain over direct</th>"

@@ -348,6 +348,10 @@ def _interval(ci: Optional[Sequence[float]], signed: bool = False) -> str:
     return f" [{f.format(ci[0])}, {f.format(ci[1])}]"
 
 
+#: a resolved Dice difference smaller than this is reported as "negligible", not as better or worse
+NEGLIGIBLE = 0.01
+
+
 def headline_cells(row: Mapping[str, Any]) -> Dict[str, str]:
     """Formatted cells of a :func:`headline` row: ``dice`` (mean ± sd over seeds [interval over images]),
     ``gain`` (the paired difference to direct [interval]) and ``verdict`` (where the interval excludes 0)."""
@@ -357,7 +361,8 @@ def headline_cells(row: Mapping[str, Any]) -> Dict[str, str]:
         return {"dice": dice, "gain": "", "verdict": ""}
     gain = f"{d['mean']:+.3f}" + _interval(d["ci"], signed=True)
     lo, hi = d["ci"]
-    verdict = "better" if lo > 0 else "worse" if hi < 0 else "not resolved"
+    verdict = "not resolved" if lo <= 0 <= hi else "negligible" if abs(d["mean"]) < NEGLIGIBLE else \
+        "better" if lo > 0 else "worse"
     return {"dice": dice, "gain": gain, "verdict": verdict}
 
 
@@ -371,7 +376,8 @@ def headline_markdown(results: Mapping[str, Any], test: Optional[str] = None, pr
     lines = [f"## The answer: Dice on test set `{test}` ({n_img} images), {protocol} protocol", "",
              f"Dice: mean ± standard deviation over {n_seeds} seed(s) [bootstrap 95% interval over test images]. "
              "Gain over direct: the paired per-image difference, averaged over the seeds [bootstrap 95% interval]; "
-             "'better' or 'worse' only where the interval excludes 0.", "",
+             "'better' or 'worse' only where the interval excludes 0 and the gain is at least "
+             f"{NEGLIGIBLE} ('negligible' below).", "",
              "| arch | arm | what it is | Dice | gain over direct | |", "|---|---|---|---|---|---|"]
     for r in rows:
         c = headline_cells(r)
