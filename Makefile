@@ -11,7 +11,7 @@ export MKL_NUM_THREADS ?= $(THREADS)
 export STYLSEG_THREADS ?= $(THREADS)
 export PYTHONUNBUFFERED = 1
 
-.PHONY: install reproduce test test-slow test-notebooks bench lab clean-notebooks help
+.PHONY: install reproduce test test-slow test-notebooks bench lab clean-notebooks help gpu-check gpu-wheels
 
 help:
 	@echo "make reproduce   # all notebooks, smoke profile, built-in synthetic data -> $(RUN)/"
@@ -19,6 +19,8 @@ help:
 	@echo "make test-slow   # slow-marked checks (paper-profile steps on CPU)"
 	@echo "make bench       # benchmarks (print figures)"
 	@echo "make lab         # JupyterLab on notebooks/"
+	@echo "make gpu-check   # on a GPU: paper-profile speed and memory, a short notebook chain (about 4 min)"
+	@echo "make gpu-wheels  # with internet: wheels for a GPU machine that has torch but no internet (.whl/)"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +47,20 @@ bench: install
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/
+
+# A GPU machine may have torch but not the kit's other packages and no internet: `make gpu-wheels` (here) puts
+# them in .whl/, and `make gpu-check` (there) installs them into a folder on PYTHONPATH first. It runs with the
+# .venv when there is one, else with the machine's python3.
+GPU_PY ?= $(shell test -x $(PY) && echo $(PY) || echo python3)
+GPU_SITE ?= /tmp/stylseg-site
+
+gpu-wheels: install
+	$(PY) benchmarks/gpu_wheels.py --dest .whl
+
+gpu-check:
+	@if ls .whl/*.whl >/dev/null 2>&1; then \
+	  $(GPU_PY) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $(GPU_SITE) .whl/*.whl; fi
+	PYTHONPATH="$(CURDIR):$(GPU_SITE)$${PYTHONPATH:+:$$PYTHONPATH}" $(GPU_PY) benchmarks/gpu_check.py
 
 clean-notebooks:
 	$(PY) -m stylseg.reproduce --strip notebooks/*.ipynb

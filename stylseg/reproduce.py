@@ -208,14 +208,22 @@ def preflight(args: argparse.Namespace) -> None:
     archs = [a.strip() for a in args.archs.split(",") if a.strip()] if args.archs else list(cfg.seg.archs)
     for a in archs:
         SEGMENTERS.get(a)  # an unknown name lists the valid ones
+    from .weights import check_required
+
+    # every pretrained file the run asks for, before any work (a D_A the run folder already holds needs none)
+    if (layout.diffae / "config.json").is_file():
+        cfg = cfg.override(**{"diffae.init": "train"})
+    check_required(cfg, archs)
     from .baselines import RUN_BASELINES
     from .seg.compare import ARM_ORDER
 
+    from .arms import UNION, is_union
+
     have = {split_arm(p.name)[0] for p in (layout.root / "stylized").glob("*") if p.is_dir()}
-    known = set(ARM_ORDER) | set(RUN_BASELINES) | have
+    known = set(ARM_ORDER) | set(RUN_BASELINES) | have | {"st_sensor", "sensor"}
     for arm in cfg.eval.arms:
         base = split_arm(check_name(arm, "arm", "eval.arms"))[0]
-        if base not in known:
+        if (base[len(UNION):] if is_union(base) else base) not in known:
             raise StylsegError(f"eval.arms names {arm!r}, which no notebook makes; valid arms: "
                                f"{', '.join(sorted(known))} (--set eval.arms=direct,st,...)")
     if args.seeds < 0:

@@ -1,7 +1,5 @@
 """Segmentation models: registry, output contract, PraNet's published size, the structure loss."""
 
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -86,32 +84,6 @@ def test_structure_loss_hand_computed():
     assert float(structure_loss([t(x), t(-x)], t(m))) == pytest.approx(expect + _np_structure_loss(-x, m), rel=1e-5)
     both = structure_loss(torch.cat([t(x), t(-x)]), torch.cat([t(m), t(m)]))
     assert float(both) == pytest.approx((expect + _np_structure_loss(-x, m)) / 2, rel=1e-5)
-
-
-def test_pretrained_without_weights_registry_warns_and_stays_random(monkeypatch):
-    monkeypatch.setitem(sys.modules, "stylseg.weights", None)  # import fails
-    with pytest.warns(UserWarning, match="randomly initialised"):
-        m = create_segmenter("unet", pretrained=True, **SMALL)
-    assert m(torch.randn(1, 3, 32, 32)).shape == (1, 1, 32, 32)
-
-
-def test_pretrained_loads_through_weights_registry(monkeypatch, tmp_path):
-    from safetensors.torch import save_file
-
-    torch.manual_seed(1)
-    src = create_segmenter("unet", **SMALL).encoder.state_dict()
-    save_file({k: v.contiguous() for k, v in src.items()}, str(tmp_path / "r18.safetensors"))
-    seen = []
-    fake = types.ModuleType("stylseg.weights")
-    fake.resolve = lambda name: seen.append(name) or tmp_path / "r18.safetensors"
-    monkeypatch.setitem(sys.modules, "stylseg.weights", fake)
-    import stylseg
-
-    monkeypatch.setattr(stylseg, "weights", fake, raising=False)
-    torch.manual_seed(2)
-    m = create_segmenter("unet", pretrained=True, **SMALL)
-    assert seen == ["resnet18-imagenet"]
-    assert torch.equal(m.encoder.conv1.weight, src["conv1.weight"])
 
 
 @pytest.mark.slow

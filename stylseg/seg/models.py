@@ -160,36 +160,30 @@ class PraNet(nn.Module):
 
 
 # --------------------------------------------------------------------------- factory
-def _load_pretrained(module: nn.Module, encoder: str, what: str) -> bool:
-    """Load ImageNet weights for ``encoder`` into ``module`` through ``stylseg.weights``.
+def _load_pretrained(module: nn.Module, encoder: str, what: str) -> str:
+    """Load ImageNet weights for ``encoder`` into ``module`` through ``stylseg.weights``; returns their sha256.
 
-    Returns True when loaded; warns and returns False when the weights registry or the
-    weights are not available (the model stays randomly initialised)."""
-    try:
-        from .. import weights as wreg  # written by another stage; may be absent
-    except ImportError:
-        warnings.warn(f"{what}: pretrained=True but stylseg.weights is not available; "
-                      f"the encoder {encoder!r} stays randomly initialised")
-        return False
+    Asked-for weights are never silently missing: a file that is not there, fails its checksum or fits no tensor
+    of the encoder is a :class:`StylsegError` naming ``stylseg weights fetch NAME`` and the explicit opt-out,
+    ``--set seg.pretrained=false`` (recorded as such in the model's configuration)."""
+    from .. import weights as wreg
+
     name = f"{encoder}-imagenet"
-    try:
-        present = Path(wreg.path(name)).is_file()
-    except Exception:  # an unknown name, or a registry without path()
-        present = False
-    # present: a file that fails its checksum is an error, not a silent fall-back to random weights
-    path = wreg.resolve(name) if present else None
-    try:
-        path = path or wreg.resolve(name)
-    except Exception as e:  # offline, not fetched, unknown name
-        warnings.warn(f"{what}: ImageNet weights {name!r} not available ({e}); "
-                      f"the encoder stays randomly initialised (fetch them with `stylseg weights fetch {name}`)")
-        return False
-    path = Path(path)
+    optout = "or train the encoder from random weights with --set seg.pretrained=false"
+    if name not in wreg.WEIGHTS:
+        raise StylsegError(f"{what}: seg.pretrained=true, but the weights registry has no ImageNet weights for the "
+                           f"encoder {encoder!r} ({name}; `stylseg weights list` shows what it has): {optout}")
+    p = Path(wreg.path(name))
+    if not p.exists():
+        e = wreg.WEIGHTS.get(name)
+        raise StylsegError(f"{what}: the ImageNet weights {name} are not at {p}: run `stylseg weights fetch {name}` "
+                           f"(or download {e.manual_url()} and put it there), {optout}")
+    path = Path(wreg.resolve(name))  # verified by its full sha256
+    digest = wreg.verify_local(name)
     if path.is_dir():
         cands = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.pth")) + sorted(path.glob("*.pt"))
         if not cands:
-            warnings.warn(f"{what}: {path} holds no weight file; the encoder stays randomly initialised")
-            return False
+            raise StylsegError(f"{what}: {path} holds no weight file: run `stylseg weights fetch {name}`, {optout}")
         path = cands[0]
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -201,13 +195,21 @@ def _load_pretrained(module: nn.Module, encoder: str, what: str) -> bool:
     own = module.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not matched:
-        warnings.warn(f"{what}: no tensor of {path} matches the encoder {encoder!r}; it stays randomly initialised")
-        return False
+        raise StylsegError(f"{what}: no tensor of {path} fits the encoder {encoder!r}; is it another network's file? "
+                           f"Delete it and run `stylseg weights fetch {name}`, {optout}")
     module.load_state_dict(matched, strict=False)
     missing = [k for k in own if k not in matched and not k.endswith("num_batches_tracked")]
     if missing:
         warnings.warn(f"{what}: {len(missing)} encoder tensors not in {path.name} (e.g. {missing[0]})")
-    return True
+    return digest
+
+
+def pretrained_weights(arch: str, seg_cfg) -> Optional[str]:
+    """The registry name of the ImageNet weights ``arch`` loads under ``seg_cfg`` (None when ``pretrained`` is
+    off): ``<encoder>-imagenet`` for U-Net / U-Net++, ``<pranet_backbone>-imagenet`` for PraNet."""
+    if not seg_cfg.pretrained:
+        return None
+    return f"{segmenter_config(arch, seg_cfg)['encoder']}-imagenet"
 
 
 def _smp(cls_name: str):
@@ -230,7 +232,7 @@ def _smp(cls_name: str):
             if encoder_depth < level + 1 and isinstance(getattr(model.encoder, f"layer{level}", None), nn.Module):
                 delattr(model.encoder, f"layer{level}")
         if pretrained:
-            _load_pretrained(model.encoder, encoder, cls_name)
+            model.pretrained_sha256 = _load_pretrained(model.encoder, encoder, cls_name)
         return model
 
     return build
@@ -244,7 +246,7 @@ SEGMENTERS.add("unetpp", _smp("UnetPlusPlus"))
 def _build_pranet(encoder: str = "res2net50d", pretrained: bool = False, channel: int = 32, **kw) -> nn.Module:
     model = PraNet(backbone=encoder, channel=channel)
     if pretrained:
-        _load_pretrained(model.backbone, encoder, "PraNet")
+        model.pretrained_sha256 = _load_pretrained(model.backbone, encoder, "PraNet")
     return model
 
 
@@ -254,7 +256,8 @@ def create_segmenter(name: str, *, encoder: str = "resnet18", pretrained: bool =
 
     ``encoder``: the smp encoder for U-Net/U-Net++, the timm backbone for PraNet;
     ``pretrained``: load ImageNet encoder weights through ``stylseg.weights.resolve("<encoder>-imagenet")``
-    (a warning, and random weights, when unavailable; never a download here);
+    (a :class:`StylsegError` naming the fetch command when unavailable: never random weights in their place, and
+    never a download here; the model's ``pretrained_sha256`` records the file used);
     ``image_size``: checked to be a multiple of the model's output stride;
     ``kw``: ``encoder_depth``, ``decoder_channels`` (smp models), ``channel`` (PraNet).
     The model is returned in eval mode's signature: logits ``(B,1,H,W)``.
