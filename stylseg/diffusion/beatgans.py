@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from ..utils import StylsegError, save_model_folder
 from .ddim import DDIMSchedule
-from .model import KIND, SCHEDULE_KEYS, DiffAE
+from .model import KIND, SCHEDULE_KEYS, DiffAE, run_block
 
 #: value of ``config["arch"]`` in a model folder of this family (the kit's own DiffAE has none)
 ARCH = "beatgans"
@@ -285,6 +285,9 @@ class BeatGANsUNet(nn.Module):
     lower-resolution half of the decoder levels take ``z_coarse``, every other block ``z``.
     """
 
+    #: recompute each block's activations in the backward pass (:func:`~stylseg.diffusion.model.run_block`)
+    grad_checkpoint: bool = False
+
     def __init__(self, cfg: Mapping[str, Any]):
         super().__init__()
         mc, mult = int(cfg["model_channels"]), _cfg_list(cfg["channel_mult"])
@@ -356,17 +359,17 @@ class BeatGANsUNet(nn.Module):
         h, k = x_t, 0
         for level, n in enumerate(self.input_num_blocks):
             for _ in range(n):
-                h = self.input_blocks[k](h, emb, z)
+                h = run_block(self, self.input_blocks[k], h, emb, z)
                 hs[level].append(h)
                 k += 1
-        h = self.middle_block(h, emb, zc)
+        h = run_block(self, self.middle_block, h, emb, zc)
         k = 0
         for level in reversed(range(len(self.output_num_blocks))):
             zz = zc if level >= self.coarse_from else z
             for _ in range(self.output_num_blocks[level]):
                 if hs[level]:
                     h = torch.cat([h, hs[level].pop()], dim=1)
-                h = self.output_blocks[k](h, emb, zz)
+                h = run_block(self, self.output_blocks[k], h, emb, zz)
                 k += 1
         return self.out(h)
 

@@ -161,6 +161,17 @@ def _check_arch(cfg: Mapping[str, Any]) -> None:
                                f"{2 ** (len(m) - 1)}")
 
 
+def run_block(module: nn.Module, fn, *args):
+    """``fn(*args)``, with gradient checkpointing when ``module.grad_checkpoint`` is set and gradients are being
+    taken: the block's activations are recomputed in the backward pass instead of kept (less memory, about a
+    third more time per training step; the result and the gradients are the same)."""
+    if getattr(module, "grad_checkpoint", False) and torch.is_grad_enabled():
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
+
+
 class ConditionalUNet(nn.Module):
     """``eps_theta(x_t, t, z_sem)``: x_t (B,3,H,W), t (B,) long in [0,T), z (B,z_dim) -> eps (B,3,H,W).
 
@@ -175,6 +186,9 @@ class ConditionalUNet(nn.Module):
     the image is, which only ``z_sem`` tells it, so small models trained for minutes learn a code
     that matters (see docs/diffusion.md). An untrained v-model predicts ``eps = sqrt(1-a_t) x_t``.
     """
+
+    #: recompute each block's activations in the backward pass (:func:`run_block`); the ``grad_checkpoint`` setting
+    grad_checkpoint: bool = False
 
     def __init__(self, image_size: int, base_channels: int, channel_mult: Sequence[int], num_res_blocks: int,
                  attn_resolutions: Sequence[int], z_dim: int, dropout: float = 0.0, in_channels: int = 3,
@@ -255,18 +269,19 @@ class ConditionalUNet(nn.Module):
         hs = [h]
         for level, down in zip(self.down, self.downsample):
             for res, attn in zip(level.res, level.attn):
-                h = attn(res(h, temb, z))
+                h = run_block(self, lambda a, e, c, res=res, attn=attn: attn(res(a, e, c)), h, temb, z)
                 hs.append(h)
             if not isinstance(down, nn.Identity):
                 h = down(h)
                 hs.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, temb, zc)), temb, zc)
+        h = run_block(self, lambda a, e, c: self.mid2(self.mid_attn(self.mid1(a, e, c)), e, c), h, temb, zc)
         n_levels = len(self.up)
         for k, (level, up) in enumerate(zip(self.up, self.upsample)):
             lvl = n_levels - 1 - k
             zz = zc if lvl >= self.coarse_from else z
             for res, attn in zip(level.res, level.attn):
-                h = attn(res(torch.cat([h, hs.pop()], dim=1), temb, zz))
+                h = run_block(self, lambda a, e, c, res=res, attn=attn: attn(res(a, e, c)),
+                              torch.cat([h, hs.pop()], dim=1), temb, zz)
             h = up(h)
         out = self.conv_out(F.silu(self.norm_out(h)))
         if self.prediction == "v":
