@@ -93,6 +93,9 @@ class DiffAEConfig:
     checkpoint_every: int = 100
     max_seconds: float = 0.0  # 0 = no wall-clock cap; else stop (and save) after this many seconds
     sample_steps: int = 20  # UNet calls of the full-depth samples in the training previews
+    #: micro-batches: 0 computes each step's ``batch_size`` images at once; k > 0 computes them k at a time and
+    #: sums the gradients (the same step in less memory; ``batch_size`` must be a multiple of k)
+    micro_batch: int = 0
     #: where D_A comes from (notebook 02): "train" (train this config), a kit model folder, a DiffAE Lightning
     #: checkpoint (imported) or a weights-registry name such as "diffae-ffhq256-autoenc" (the published FFHQ
     #: DiffAE that OSASIS and the paper start from; docs/diffusion.md)
@@ -220,6 +223,12 @@ class RunConfig:
     profile: str = "smoke"
     seed: int = 0
     device: str = "auto"
+    #: arithmetic of DiffAE training and fine-tuning: "auto" (bf16 autocast on a GPU that supports it, else fp32),
+    #: "bf16" or "fp32"
+    precision: str = "auto"
+    #: recompute the UNet's activations in the backward pass of DiffAE training and fine-tuning (less memory,
+    #: about a third more time per step)
+    grad_checkpoint: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     ddim: DDIMConfig = field(default_factory=DDIMConfig)
     diffae: DiffAEConfig = field(default_factory=DiffAEConfig)
@@ -255,6 +264,7 @@ STAGES = ("data", "ddim", "diffae", "stylize", "seg", "eval")
 #: users extend (style embedders, architectures) are checked by the registry itself.
 CHOICES: Dict[str, Tuple[str, ...]] = {
     "data.kind": ("polyp", "skin"),
+    "precision": ("auto", "bf16", "fp32"),
     "diffae.enc_pool": ("mean", "flatten"),
     "diffae.prediction": ("eps", "v"),
     "diffae.loss_weighting": ("eps", "v", "min_snr", "x0_capped"),
@@ -298,6 +308,7 @@ RANGES: Dict[str, Tuple[float, Optional[float], str]] = {
     "diffae.ema_decay": (0.0, 0.99999, "0 (off) or a decay in (0, 1)"),
     "diffae.grad_clip": (0.0, None, "0 (off) or a finite norm > 0"),
     "diffae.max_seconds": (0.0, None, "0 (no cap) or seconds > 0"),
+    "diffae.micro_batch": (0, None, "0 (the whole batch at once) or a count >= 1 that divides diffae.batch_size"),
     "stylize.iterations": (0, None, "an integer >= 0"),
     "stylize.lr_unet": (0.0, None, "a finite learning rate >= 0"),
     "stylize.lr_spn": (0.0, None, "a finite learning rate >= 0"),
@@ -384,6 +395,8 @@ def _profiles() -> Dict[str, RunConfig]:
                             attn_resolutions=(16,), enc_channel_mult=(1, 1, 2, 2, 4, 4), z_dim=512, dropout=0.1,
                             batch_size=32, lr=1e-4, train_steps=100_000, ema_decay=0.9999, warmup_steps=1000,
                             sample_every=5000, checkpoint_every=2000, max_seconds=0.0,
+                            # 4 micro-batches of 8: batch 32 within 40 GiB (92 GiB at once, measured on an H200)
+                            micro_batch=8,
                             # D_A is the published FFHQ DiffAE, as OSASIS and the paper ran it; the fields above
                             # are what --set diffae.init=train trains instead (about 15 GPU-hours on one H200)
                             init="diffae-ffhq256-autoenc"),
@@ -502,9 +515,35 @@ def override(cfg: RunConfig, kv: Mapping[str, Any]) -> RunConfig:
             out = replace(out, **{stage: new_sub})
         else:
             if key not in top_hints or key in STAGES:
-                raise StylsegError(f"unknown config field {key!r}; valid: profile, seed, device, or STAGE.FIELD with "
+                top = ", ".join(k for k in top_hints if k not in STAGES)
+                raise StylsegError(f"unknown config field {key!r}; valid: {top}, or STAGE.FIELD with "
                                    f"STAGE in {', '.join(STAGES)}")
-            out = replace(out, **{key: _coerce(value, top_hints[key], key)})
+            new_value = _coerce(value, top_hints[key], key)
+            _check_choice(key, new_value)
+            out = replace(out, **{key: new_value})
+    return out
+
+
+def resolve_precision(cfg, device) -> str:
+    """``"bf16"`` or ``"fp32"``: what ``cfg.precision`` means on ``device`` ("auto": bf16 on a CUDA GPU that
+    supports it, fp32 elsewhere)."""
+    import torch
+
+    p = cfg.precision
+    if p == "auto":
+        dev = torch.device(device) if not isinstance(device, torch.device) else device
+        return "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    return p
+
+
+def memory_settings(cfg, stage: str) -> Dict[str, Any]:
+    """The settings that trade memory for time in ``stage`` ("diffae" training or "stylize" fine-tuning), as a
+    table row names them."""
+    out: Dict[str, Any] = {"precision": cfg.precision}
+    if stage == "diffae" and cfg.diffae.micro_batch:
+        out["micro-batch"] = cfg.diffae.micro_batch
+    if cfg.grad_checkpoint:
+        out["checkpointing"] = "on"
     return out
 
 
