@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from .utils import StylsegError, read_json, write_json
+from .utils import PRECISIONS, StylsegError, read_json, write_json
 
 PROFILES = ("smoke", "cpu", "paper")
 
@@ -264,7 +264,7 @@ STAGES = ("data", "ddim", "diffae", "stylize", "seg", "eval")
 #: users extend (style embedders, architectures) are checked by the registry itself.
 CHOICES: Dict[str, Tuple[str, ...]] = {
     "data.kind": ("polyp", "skin"),
-    "precision": ("auto", "bf16", "fp32"),
+    "precision": PRECISIONS,
     "diffae.enc_pool": ("mean", "flatten"),
     "diffae.prediction": ("eps", "v"),
     "diffae.loss_weighting": ("eps", "v", "min_snr", "x0_capped"),

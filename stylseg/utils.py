@@ -330,3 +330,20 @@ def format_env(rep: Mapping[str, Any]) -> str:
              f"device {rep.get('device')} ({rep.get('gpu', 'no GPU')}), torch threads {rep.get('torch_threads')}",
              "packages: " + ", ".join(f"{k} {v}" for k, v in pk.items() if v)]
     return "\n".join(lines)
+
+
+#: the arithmetic of DiffAE training and fine-tuning (the ``precision`` setting)
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def autocast(device, precision: str):
+    """The context the UNet and the losses run in: ``torch.autocast`` to bfloat16 when ``precision`` is "bf16"
+    (bf16 has fp32's range, so no loss scaling is needed), else no autocast. ``precision`` as resolved by
+    :func:`stylseg.config.resolve_precision`."""
+    import contextlib
+
+    import torch
+
+    if precision == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -121,11 +121,12 @@ def test_config_choices_agree_with_the_modules_that_use_them():
     from stylseg.stylize.finetune import BACKPROP, SPN_ROLES, STRUCTURE_REGIONS, STYLE_PAIR_PICKS
     from stylseg.stylize.losses import LOSS_SETS
     from stylseg.stylize.spn import SPN_FORMS, SPN_REGIONS
+    from stylseg.utils import PRECISIONS
 
     used = {"data.kind": KINDS, "diffae.enc_pool": ENC_POOLS, "diffae.prediction": PREDICTIONS,
             "diffae.loss_weighting": LOSS_WEIGHTINGS, "eval.protocol": PROTOCOLS, "stylize.sensor": SENSOR,
             "stylize.upsample": UPSAMPLE, "stylize.backprop": BACKPROP, "stylize.spn_role": SPN_ROLES, "stylize.loss_set": LOSS_SETS,
             "stylize.structure_region": STRUCTURE_REGIONS, "stylize.spn_region": SPN_REGIONS,
             "stylize.style_pair_pick": STYLE_PAIR_PICKS,
-            "stylize.spn_form": SPN_FORMS, "stylize.clip_preprocess": ("tensor", "osasis")}
+            "stylize.spn_form": SPN_FORMS, "stylize.clip_preprocess": ("tensor", "osasis"), "precision": PRECISIONS}
     assert {k: set(v) for k, v in CHOICES.items()} == {k: set(v) for k, v in used.items()}
