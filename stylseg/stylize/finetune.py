@@ -435,8 +435,13 @@ class _Iteration:
 
     def __init__(self, diffae, loss: StyleLoss, embedder, cfg, par: _Parallel, state: TrainState, y_b, x_as,
                  content, region_all, gate_all):
+        from ..config import resolve_precision
+
         self.diffae, self.loss, self.embedder, self.par, self.state = diffae, loss, embedder, par, state
         self.sc = cfg.stylize
+        # the memory settings: bf16 autocast where the device supports it, activations recomputed in backward
+        self.precision = resolve_precision(cfg, par.device)
+        state.unet_b.grad_checkpoint = bool(cfg.grad_checkpoint)
         self.t0, self.n_inv, self.n_gen = cfg.ddim.t0, cfg.ddim.finetune_invert_steps, cfg.ddim.finetune_gen_steps
         self.lam, self.y_b, self.x_as = self.sc.spn_lambda, y_b, x_as
         self.content, self.region_all, self.gate_all = content, region_all, gate_all
@@ -468,7 +473,16 @@ class _Iteration:
 
     def __call__(self, it: int, callback: Optional[FinetuneCallback] = None) -> Dict[str, float]:
         """Run iteration ``it``; returns its record for the history (the loss terms' means over its updates)."""
+        from ..utils import autocast
+
         tic = time.perf_counter()
+        with autocast(self.par.device, self.precision):  # the walks are lazy: every UNet call happens in here
+            self._run(it, callback)
+        rec = {"iteration": it, "seconds": round(time.perf_counter() - tic, 4), "updates": self.updates}
+        rec.update(self.par.mean({k: v / max(self.updates, 1) for k, v in self.sums.items()}))
+        return rec
+
+    def _run(self, it: int, callback: Optional[FinetuneCallback]) -> None:
         b = self.batch()
         self.sums: Dict[str, float] = {}
         self.updates = 0
@@ -486,9 +500,6 @@ class _Iteration:
             outs = (ddim_run(self.walk(self.xs_t, self.z_s, self.x_as, self.spn_style, None, "checkpoint",
                                        self.z_mix)) if self.xs_t is not None else None)
             self.update(b, out, outs, True)
-        rec = {"iteration": it, "seconds": round(time.perf_counter() - tic, 4), "updates": self.updates}
-        rec.update(self.par.mean({k: v / max(self.updates, 1) for k, v in self.sums.items()}))
-        return rec
 
     def update(self, b: _Batch, x0: torch.Tensor, x0_style: Optional[torch.Tensor], last: bool) -> None:
         """One optimizer step on the loss terms of the x0-prediction (b,3,S,S) (``L_cycle`` at the ``last`` step)."""
