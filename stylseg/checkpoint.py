@@ -183,6 +183,18 @@ def refuse_legacy(path: os.PathLike, hint: str) -> None:
 
 
 # --------------------------------------------------------------------------- input fingerprints
+def compute_key(device) -> str:
+    """What a resume fingerprint records about the hardware that changes results: ``"cpu, 2 threads"`` (CPU
+    float sums depend on the intra-op thread count) or the device type (``"cuda"``)."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        n = torch.get_num_threads()
+        return f"cpu, {n} thread{'' if n == 1 else 's'}"
+    return dev.type
+
+
 def files_fingerprint(files: Iterable[os.PathLike], root: Optional[os.PathLike] = None) -> Dict[str, Any]:
     """``{"files": n, "sha256": digest}`` over the files' names (relative to ``root``, else the base name) and
     content: equal exactly when the same names hold the same bytes."""

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from stylseg.checkpoint import load_state
 from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
 from stylseg.stylize.embedders import SUBSTITUTE
 from stylseg.stylize.finetune import STYLE_XA, STYLE_Y, finetune, make_style_pair
@@ -180,7 +181,7 @@ def test_exact_resume(env):
     with pytest.raises(_Stop):
         finetune(env["diffae"], env["style"], env["source"], d / "part", cfg, device="cpu", progress=False,
                  callback=_stop_at_iteration_3)
-    assert not (d / "part" / "model.safetensors").exists() and (d / "part" / "checkpoint.pt").is_file()
+    assert not (d / "part" / "model.safetensors").exists() and (d / "part" / "checkpoint.safetensors").is_file()
     finetune(env["diffae"], env["style"], env["source"], d / "part", cfg, device="cpu", progress=False)
     _, a = load_model_folder(full, "stylizer")
     _, b = load_model_folder(d / "part", "stylizer")
@@ -213,7 +214,7 @@ def test_weight_average_is_saved_and_resumes_exactly(env):
 
     with pytest.raises(_Stop):
         run("ema_part", 0.5, callback=_stop_at_iteration_3)
-    assert "ema" in torch.load(d / "ema_part" / "checkpoint.pt", weights_only=False)
+    assert "ema" in load_state(d / "ema_part" / "checkpoint.safetensors")
     part = load_model_folder(run("ema_part", 0.5), "stylizer")[1]
     assert all(torch.equal(part[k], half[k]) for k in half)
     assert json.loads((d / "ema_half" / "config.json").read_text())["config"]["stylize"]["ema_decay"] == 0.5

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..checkpoint import files_fingerprint, load_state, refuse_legacy, save_state
+from ..checkpoint import compute_key, files_fingerprint, load_state, read_state_header, refuse_legacy, save_state
 from ..lock import stage_lock
 from ..utils import StylsegError, atomic_path, read_json, resolve_device, write_json
 from .model import SCHEDULE_KEYS, DiffAE
@@ -119,16 +119,14 @@ class _LossModule(nn.Module):
         return torch.mean(self.weight.to(per.device)[t] * per)
 
 
-def _fingerprint(cfg, n_images: int, data: Optional[Dict[str, Any]] = None,
-                 threads: Optional[int] = None) -> Dict[str, Any]:
-    """Settings (but ``RESUMABLE_CHANGES``), schedule, seed, the training images (``data``: names and content,
-    :func:`stylseg.checkpoint.files_fingerprint`) and the CPU thread count (``None`` on a GPU)."""
+def _fingerprint(cfg, n_images: int, data: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Settings (but ``RESUMABLE_CHANGES``), schedule, seed and the training images (``data``: names and content,
+    :func:`stylseg.checkpoint.files_fingerprint`)."""
     d = {k: v for k, v in cfg.diffae.__dict__.items() if k not in RESUMABLE_CHANGES}
     d.update({k: getattr(cfg.ddim, k) for k in SCHEDULE_KEYS})
     d["seed"] = cfg.seed
     d["n_images"] = n_images
     d["data"] = data
-    d["threads"] = threads
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
@@ -252,10 +250,10 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
     acc = Accelerator(cpu=dev.type == "cpu", mixed_precision="bf16" if dev.type == "cuda" else "no")
     main = acc.is_main_process
     with stage_lock(out, "diffae train") if main else nullcontext():
-        return _train(data_dir, out, cfg, acc, dev, resume=resume, progress=progress, log=log)
+        return _train(data_dir, out, cfg, acc, resume=resume, progress=progress, log=log)
 
 
-def _train(data_dir, out: Path, cfg, acc, dev, *, resume: bool, progress: bool, log: Callable[[str], None]) -> Path:
+def _train(data_dir, out: Path, cfg, acc, *, resume: bool, progress: bool, log: Callable[[str], None]) -> Path:
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
@@ -267,8 +265,9 @@ def _train(data_dir, out: Path, cfg, acc, dev, *, resume: bool, progress: bool, 
 
     images, names = load_images(data_dir, dc.image_size, log=say)
     n_img = images.shape[0]
-    fp = _fingerprint(cfg, n_img, files_fingerprint(list_images(image_folder(data_dir))),
-                      torch.get_num_threads() if dev.type == "cpu" else None)
+    fp = _fingerprint(cfg, n_img, files_fingerprint(list_images(image_folder(data_dir))))
+    # training on must also run on the same kind of compute (CPU thread count); a finished model is reused anywhere
+    compute = compute_key(acc.device)
     ckpt_path = out / CHECKPOINT / STATE_FILE
     legacy = out / CHECKPOINT / LEGACY_STATE_FILE
     if resume:
@@ -291,9 +290,11 @@ def _train(data_dir, out: Path, cfg, acc, dev, *, resume: bool, progress: bool, 
     train_seconds = 0.0
 
     if resume and ckpt_path.is_file():
-        # the fingerprint (settings, data, threads) is compared before any tensor is loaded
-        state = load_state(ckpt_path, fingerprint=fp, what="DiffAE training",
-                           hint=f"delete {out}, or pass --no-resume (RETRAIN = True in notebook 02) to start over")
+        # the fingerprint (settings, data) is compared before any tensor is loaded
+        hint = f"delete {out}, or pass --no-resume (RETRAIN = True in notebook 02) to start over"
+        old = dict(read_state_header(ckpt_path, hint).get("fingerprint") or {})
+        old_compute = old.pop("compute", None)
+        state = load_state(ckpt_path, fingerprint=dict(fp, compute=old_compute), what="DiffAE training", hint=hint)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -317,6 +318,10 @@ def _train(data_dir, out: Path, cfg, acc, dev, *, resume: bool, progress: bool, 
             say(f"{out}: stopped at step {step} when diffae.max_seconds={dc.max_seconds:g} was spent; "
                 f"raise diffae.max_seconds (0 = no cap) to train on")
             return out
+        if old_compute != compute:
+            raise StylsegError(f"{ckpt_path}: this training ran on {old_compute}, here it would go on with {compute}, "
+                               f"which gives other weights than either alone; train on with the same thread count "
+                               f"(STYLSEG_THREADS) or device, or {hint}")
     elif not resume and ckpt_path.is_file():
         say(f"--no-resume: starting over, {ckpt_path} will be overwritten")
 
@@ -334,7 +339,7 @@ def _train(data_dir, out: Path, cfg, acc, dev, *, resume: bool, progress: bool, 
               "ema": ema.state_dict(), "step": step, "history": history, "train_seconds": train_seconds,
               "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state(),
                       "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
-        save_state(ckpt_path, st, fingerprint=fp)
+        save_state(ckpt_path, st, fingerprint=dict(fp, compute=compute))
         write_json(out / "history.json", _history_summary(history, step, dc, train_seconds, n_img))
 
     def save_preview(m: DiffAE, tag: str, gaussian: bool = False):

@@ -20,9 +20,9 @@ Exact resume: the shuffling order and augmentation of epoch ``e`` are drawn from
 interrupted after any epoch and rerun gives the same weights as an uninterrupted one.
 The resume file (:mod:`stylseg.checkpoint`: safetensors + JSON, never unpickled) and the
 finished model folder carry the run's signature: settings, seed, the training (and validation)
-folder's file names and content, and the CPU thread count (1 and 2 threads give different
-weights); a rerun whose signature differs is refused, naming what changed, unless
-``overwrite=True`` (``--overwrite``). One process at a time writes ``out_dir``
+folder's file names and content; the resume file also the compute (CPU thread count: 1 and 2
+threads give different weights). A rerun whose signature differs is refused, naming what
+changed, unless ``overwrite=True`` (``--overwrite``). One process at a time writes ``out_dir``
 (:func:`stylseg.lock.stage_lock`).
 """
 
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import fingerprint_diff, folder_fingerprint, load_state, refuse_legacy, save_state
+from ..checkpoint import compute_key, fingerprint_diff, folder_fingerprint, load_state, refuse_legacy, save_state
 from ..lock import stage_lock
 from ..utils import StylsegError, read_json, resolve_device, save_model_folder, seed_everything, set_threads, \
     write_json
@@ -62,16 +62,15 @@ def _batches(n: int, bs: int, g: torch.Generator) -> List[torch.Tensor]:
     return out
 
 
-def _signature(arch: str, cfg, seed: int, train_dir: Path, n: int, val_dir: Optional[Path] = None,
-               threads: Optional[int] = None) -> Dict[str, Any]:
+def _signature(arch: str, cfg, seed: int, train_dir: Path, n: int, val_dir: Optional[Path] = None) -> Dict[str, Any]:
     """What a resumed or finished run must have been made from: settings, seed, the training (and validation)
-    folder's names and content, and the CPU thread count (``None`` on a GPU)."""
+    folder's names and content."""
     sc = cfg.seg
     return {"model": segmenter_config(arch, sc), "pretrained": sc.pretrained, "image_size": sc.image_size,
             "batch_size": sc.batch_size, "lr": sc.lr_for(arch), "multiscale": list(sc.multiscale),
             "grad_clip": sc.grad_clip, "augment": sc.augment, "color_jitter": sc.color_jitter, "seed": seed,
             "train_dir": str(Path(train_dir).resolve()), "n_train": n, "train_data": folder_fingerprint(train_dir),
-            "val_data": folder_fingerprint(val_dir) if val_dir is not None else None, "threads": threads}
+            "val_data": folder_fingerprint(val_dir) if val_dir is not None else None}
 
 
 def load_batch(ds, idx, device):
@@ -153,8 +152,10 @@ def _train_segmenter(arch, train_dir, out: Path, cfg, *, val_dir, seed, device, 
     n = len(ds)
     if n < 2:
         raise StylsegError(f"{train_dir}: {n} training pair(s); at least 2 are needed")
-    sig = _signature(arch, cfg, seed, Path(train_dir), n, Path(val_dir) if val_dir is not None else None,
-                     torch.get_num_threads() if dev.type == "cpu" else None)
+    sig = _signature(arch, cfg, seed, Path(train_dir), n, Path(val_dir) if val_dir is not None else None)
+    # a resume must also run on the same kind of compute (1 and 2 CPU threads give different weights); a finished
+    # model is reused on any machine
+    ck_fp = dict(sig, compute=compute_key(dev))
     epochs = sc.epochs_for(arch)
     last = ck_dir / LAST
     if overwrite:
@@ -180,7 +181,7 @@ def _train_segmenter(arch, train_dir, out: Path, cfg, *, val_dir, seed, device, 
     history: List[Dict[str, Any]] = []
     start, best = 0, -float("inf")
     if last.is_file():
-        ck = load_state(last, fingerprint=sig, what="segmentation run", hint="pass --overwrite (overwrite=True)")
+        ck = load_state(last, fingerprint=ck_fp, what="segmentation run", hint="pass --overwrite (overwrite=True)")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start, history, best = ck["epoch"], ck["history"], ck["best"]
@@ -216,11 +217,11 @@ def _train_segmenter(arch, train_dir, out: Path, cfg, *, val_dir, seed, device, 
         score = rec["val_dice"] if val is not None else -rec["loss"]
         if score > best:
             best = score
-            save_state(ck_dir / BEST, {"model": model.state_dict(), "epoch": epoch + 1, "score": score}, fingerprint=sig)
+            save_state(ck_dir / BEST, {"model": model.state_dict(), "epoch": epoch + 1, "score": score}, fingerprint=ck_fp)
         save_state(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                           "history": history, "best": best,
                           "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                                  "python": random.getstate()}}, fingerprint=sig)
+                                  "python": random.getstate()}}, fingerprint=ck_fp)
         write_json(out / "history.partial.json", history)
         done_now += 1
         if stop_after is not None and done_now >= stop_after and epoch + 1 < epochs:

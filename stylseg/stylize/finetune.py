@@ -3,7 +3,7 @@
 ``finetune(diffae_dir, style_path, content_dir, out_dir, cfg)`` writes a *stylizer* model
 folder (kind ``"stylizer"``): D_B's UNet and the SPN's weights, the config (with the path and
 sha256 of the D_A folder it was tuned from), the style pair PNGs, ``history.json`` and a
-resumable ``checkpoint.pt``.
+resumable ``checkpoint.safetensors`` (safetensors + JSON, never unpickled).
 
 One iteration (OSASIS's loop, the kit's reading of the paper's Algorithm 1):
 
@@ -54,7 +54,9 @@ import torch
 
 from ..data.io import from_tensor_pm1, read_image, write_image
 from ..diffusion.ddim import ddim_step
-from ..utils import (StylsegError, atomic_path, check_choice, json_sha256, read_json, resolve_device,
+from ..checkpoint import compute_key, files_fingerprint, load_state, read_state_header, refuse_legacy, save_state
+from ..lock import stage_lock
+from ..utils import (StylsegError, check_choice, json_sha256, read_json, resolve_device,
                      save_model_folder, seed_everything, sha256_file, write_json)
 from .embedders import embedder_substitute, make_embedder
 from .losses import LOSS_SETS, StyleLoss, cycle_l1, lesion_weight, ms_ssim
@@ -64,7 +66,9 @@ from .spn import SPN_REGIONS, build_spn, spn_gate, spn_shift
 
 STYLE_Y = "style_y_B.png"
 STYLE_XA = "style_x_A.png"
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint.safetensors"
+#: the pickle checkpoint of older versions: never opened
+LEGACY_CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
 BACKPROP = ("per_step", "chain")
 #: who learns from the structure term (``stylize.spn_role``, module docstring): joint = D_B and the SPN learn from
@@ -188,6 +192,7 @@ def _settings(diffae_sha: str, style_path, content_files, cfg, legacy: bool = Fa
         "diffae_sha256": diffae_sha,
         "style_sha256": sha256_file(style_path),
         "content": [p.name for p in content_files],
+        "content_sha256": files_fingerprint(content_files)["sha256"],
         "seed": cfg.seed,
     }
 
@@ -206,6 +211,52 @@ def finished_digest(out_dir: os.PathLike) -> Optional[str]:
     except StylsegError:
         return None
     return meta.get("settings_digest") if meta.get("kind") == KIND else None
+
+
+# --------------------------------------------------------------------------- the resume file
+_START_OVER = "choose another --out, or overwrite it (--overwrite / overwrite=True)"
+
+
+def save_resume(path: Path, state: Dict[str, Any], digest: str, compute: str) -> None:
+    """Write the fine-tuning's resume file (safetensors + JSON, :func:`stylseg.checkpoint.save_state`) with the
+    settings digest and the compute it ran on as its fingerprint."""
+    save_state(path, state, fingerprint={"digest": digest, "compute": compute})
+
+
+def load_resume(path: Path, accepted, compute: str, overwrite: bool) -> Optional[Dict[str, Any]]:
+    """The resume file's state when its settings digest is one of ``accepted`` and it ran on the same ``compute``
+    (checked before any tensor is read; the file is never unpickled); ``None`` to start afresh when ``overwrite``;
+    else :class:`StylsegError` naming what differs."""
+    fp = read_state_header(path, "pass --overwrite").get("fingerprint") or {}
+    if fp.get("digest") not in accepted or fp.get("compute") != compute:
+        if overwrite:
+            return None
+        what = ("other settings or input (style image, content images, D_A)" if fp.get("digest") not in accepted
+                else f"other compute ({fp.get('compute')}; here {compute}: the result would be neither's)")
+        raise StylsegError(f"{path.parent}: holds a fine-tuning run with {what}; {_START_OVER}")
+    return load_state(path)
+
+
+def _launch_rank() -> int:
+    for key in ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
+
+
+def _one_writer(fn):
+    """Run ``fn(diffae_dir, style_path, content_dir, out_dir, ...)`` holding ``out_dir``'s stage lock (on the
+    main process of a launch)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(diffae_dir, style_path, content_dir, out_dir, *args, **kwargs):
+        if _launch_rank() != 0:
+            return fn(diffae_dir, style_path, content_dir, out_dir, *args, **kwargs)
+        with stage_lock(out_dir, "stylize finetune"):
+            return fn(diffae_dir, style_path, content_dir, out_dir, *args, **kwargs)
+
+    return wrapper
 
 
 # --------------------------------------------------------------------------- RNG state
@@ -324,6 +375,7 @@ def loss_divergence(history: List[Dict[str, Any]], window: int = DIVERGE_WINDOW,
             "last_mean": round(last, 6), "first_mean": round(first, 6), "window": window}
 
 
+@_one_writer
 def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.PathLike, out_dir: os.PathLike,
              cfg, *, resume: bool = True, overwrite: bool = False, device="auto",
              callback: Optional[FinetuneCallback] = None, progress: bool = True) -> Path:
@@ -383,21 +435,19 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     # ---------------------------------------------------------------- skip / resume / overwrite
     done = finished_digest(out_dir)
     ckpt_path = out_dir / CHECKPOINT
+    compute = compute_key(dev)
     ckpt = None
     if done in accepted and resume:
         return out_dir
+    if resume and not overwrite:
+        refuse_legacy(out_dir / LEGACY_CHECKPOINT, "pass --overwrite (overwrite=True)")
     if resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ckpt.get("digest") not in accepted:
-            if not overwrite:
-                raise StylsegError(f"{out_dir}: holds a fine-tuning run with other settings; choose another --out, "
-                                   f"or overwrite it (--overwrite / overwrite=True)")
-            ckpt = None
+        ckpt = load_resume(ckpt_path, accepted, compute, overwrite)
     elif done is not None and done not in accepted and not overwrite:
         raise StylsegError(f"{out_dir}: holds a stylizer made with other settings; choose another --out, "
                            f"or overwrite it (--overwrite / overwrite=True)")
     if ckpt is None and out_dir.exists() and par.main:
-        for name in (CHECKPOINT, HISTORY, "config.json", "model.safetensors", STYLE_Y, STYLE_XA, "style_pair.json"):
+        for name in (CHECKPOINT, LEGACY_CHECKPOINT, HISTORY, "config.json", "model.safetensors", STYLE_Y, STYLE_XA, "style_pair.json"):
             if (out_dir / name).exists():
                 (out_dir / name).unlink()
     if par.main:
@@ -484,10 +534,9 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     def save_checkpoint(it: int) -> None:
         if not par.main:
             return
-        state = {"digest": digest, "iteration": it, "unet_b": unet_b.state_dict(), "spn": spn.state_dict(),
+        state = {"iteration": it, "unet_b": unet_b.state_dict(), "spn": spn.state_dict(),
                  "opt": opt.state_dict(), "rng": _rng_state(gen), "history": history, "ema": ema}
-        with atomic_path(ckpt_path) as tmp:
-            torch.save(state, tmp)
+        save_resume(ckpt_path, state, digest, compute)
         write_json(out_dir / HISTORY, {"substitute": embedder_substitute(embedder), "loss_set": sc.loss_set,
                                        "weights": loss.weights, "iterations": history,
                                        "diverging": loss_divergence(history)})
