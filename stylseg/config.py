@@ -230,7 +230,8 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
-        return _from_dict(cls, d, "config")
+        # "run_format": the run-folder format that RUN/config.json carries (stylseg.layout), not a setting
+        return _from_dict(cls, {k: v for k, v in d.items() if k != "run_format"}, "config")
 
     @classmethod
     def load(cls, path) -> "RunConfig":

@@ -6,7 +6,8 @@ naming the process that holds it (pid, host, command, since when). The lock is a
 lock (``fcntl.flock``) on that file: the kernel drops it when its process dies, however it
 dies (SIGKILL included), so a lock left by a killed process is taken over by the next writer
 without any guessing; the file's text (pid, host, command) is only for the message.
-On entry the folder's temporary files left by killed writers are removed.
+On entry the folder's temporary files left by killed writers are removed, and a folder inside a
+run folder of another format (:func:`stylseg.layout.check_run_format`) is refused.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ def _describe(text: str) -> str:
 def stage_lock(folder: os.PathLike, stage: str = "") -> Iterator[Path]:
     """Hold ``folder/.stylseg.lock`` while the body runs (``folder`` is created). Raises
     :class:`StylsegError` at once when another live process holds it."""
+    from .layout import check_enclosing_run
+
     folder = Path(folder)
+    check_enclosing_run(folder)  # a stage writing into a run folder of another format stops before writing
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
     try:
