@@ -36,12 +36,13 @@ def _describe(text: str) -> str:
 
 @contextmanager
 def stage_lock(folder: os.PathLike, stage: str = "") -> Iterator[Path]:
-    """Hold ``folder/.stylseg.lock`` while the body runs (``folder`` is created). Raises
-    :class:`StylsegError` at once when another live process holds it."""
+    """Hold ``folder/.stylseg.lock`` while the body runs (``folder`` is created, and removed again when the body
+    wrote nothing in it). Raises :class:`StylsegError` at once when another live process holds it."""
     from .layout import check_enclosing_run
 
     folder = Path(folder)
     check_enclosing_run(folder)  # a stage writing into a run folder of another format stops before writing
+    made = [q for q in [folder, *folder.parents] if not q.exists()]  # removed again if the stage writes nothing
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
     try:
@@ -82,3 +83,8 @@ def stage_lock(folder: os.PathLike, stage: str = "") -> Iterator[Path]:
         except FileNotFoundError:
             pass
         os.close(fd)
+        for q in made:  # a stage refused before writing anything leaves no empty folder behind
+            try:
+                q.rmdir()
+            except OSError:
+                break
