@@ -398,3 +398,50 @@ def test_a_time_capped_diffae_is_named_in_the_report(tmp_path):
     for f in (lay.eval / "results.md", lay.index_html):
         text = f.read_text()
         assert "step 216 of 240" in text and "diffae.max_seconds=0" in text, f
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_at_1(it, i, t, x0):
+    if it == 1:
+        raise _Stop
+
+
+def test_stylize_finetune_notices_other_content_and_other_compute(tmp_path):
+    import shutil
+
+    from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
+    from stylseg.stylize.finetune import finetune
+
+    cfg = tiny_config()
+    diffae = tiny_diffae(tmp_path / "diffae", cfg)
+    dom = tiny_domains(tmp_path / "data")
+    run = lambda content, out, **kw: finetune(diffae, dom["style"], content, out, cfg, device="cpu",  # noqa: E731
+                                              progress=False, **kw)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with pytest.raises(_Stop):
+            run(dom["source"], tmp_path / "ft", callback=_stop_at_1)
+        torch.set_num_threads(2)  # resuming on other compute would give neither run's weights
+        with pytest.raises(StylsegError, match=r"other compute \(cpu, 1 thread; here cpu, 2 threads"):
+            run(dom["source"], tmp_path / "ft")
+        torch.set_num_threads(1)
+        out = run(dom["source"], tmp_path / "ft")
+        torch.set_num_threads(2)
+        assert run(dom["source"], out) == out  # a finished stylizer is reused on any compute
+        # the same file names with other content: refused; the same content elsewhere: reused
+        other = tmp_path / "other"
+        shutil.copytree(dom["source"], other)
+        first = sorted((other / "images").iterdir())[0]
+        write_image(first, np.full((16, 16, 3), 3, np.uint8))
+        with pytest.raises(StylsegError, match=r"other settings.*--overwrite"):
+            run(other, out)
+        same = tmp_path / "same"
+        shutil.copytree(dom["source"], same)
+        mtime = (out / "model.safetensors").stat().st_mtime_ns
+        assert run(same, out) == out and (out / "model.safetensors").stat().st_mtime_ns == mtime
+    finally:
+        torch.set_num_threads(threads)
