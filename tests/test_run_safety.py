@@ -445,3 +445,18 @@ def test_stylize_finetune_notices_other_content_and_other_compute(tmp_path):
         assert run(same, out) == out and (out / "model.safetensors").stat().st_mtime_ns == mtime
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_fine_tuning_resumed_with_other_settings_names_them(tmp_path):
+    from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
+    from stylseg.stylize.finetune import finetune
+
+    cfg = tiny_config()
+    diffae = tiny_diffae(tmp_path / "diffae", cfg)
+    dom = tiny_domains(tmp_path / "data")
+    with pytest.raises(_Stop):
+        finetune(diffae, dom["style"], dom["source"], tmp_path / "ft", cfg, device="cpu", progress=False,
+                 callback=_stop_at_1)
+    with pytest.raises(StylsegError, match=r"stylize\.lr_spn: 0\.0001 -> 0\.001.*--overwrite"):
+        finetune(diffae, dom["style"], dom["source"], tmp_path / "ft", cfg.override(**{"stylize.lr_spn": 1e-3}),
+                 device="cpu", progress=False)

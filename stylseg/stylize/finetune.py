@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import os
 import random
@@ -54,7 +55,7 @@ import torch
 
 from ..data.io import from_tensor_pm1, read_image, write_image
 from ..diffusion.ddim import ddim_step
-from ..checkpoint import compute_key, files_fingerprint, load_state, read_state_header, refuse_legacy, save_state
+from ..checkpoint import compute_key, files_fingerprint, fingerprint_diff, load_state, read_state_header, refuse_legacy, save_state
 from ..lock import stage_lock
 from ..utils import (StylsegError, check_choice, json_sha256, read_json, resolve_device,
                      save_model_folder, seed_everything, sha256_file, write_json)
@@ -217,24 +218,40 @@ def finished_digest(out_dir: os.PathLike) -> Optional[str]:
 _START_OVER = "choose another --out, or overwrite it (--overwrite / overwrite=True)"
 
 
-def save_resume(path: Path, state: Dict[str, Any], digest: str, compute: str) -> None:
+def save_resume(path: Path, state: Dict[str, Any], digest: str, compute: str, settings: Dict[str, Any]) -> None:
     """Write the fine-tuning's resume file (safetensors + JSON, :func:`stylseg.checkpoint.save_state`) with the
-    settings digest and the compute it ran on as its fingerprint."""
-    save_state(path, state, fingerprint={"digest": digest, "compute": compute})
+    settings digest, the compute it ran on and the settings themselves (to name a difference) as its fingerprint."""
+    save_state(path, state, fingerprint={"digest": digest, "compute": compute, "settings": settings})
 
 
-def load_resume(path: Path, accepted, compute: str, overwrite: bool) -> Optional[Dict[str, Any]]:
+def load_resume(path: Path, accepted, compute: str, overwrite: bool,
+                settings: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
     """The resume file's state when its settings digest is one of ``accepted`` and it ran on the same ``compute``
     (checked before any tensor is read; the file is never unpickled); ``None`` to start afresh when ``overwrite``;
-    else :class:`StylsegError` naming what differs."""
+    else :class:`StylsegError` naming what differs (against ``settings``)."""
     fp = read_state_header(path, "pass --overwrite").get("fingerprint") or {}
     if fp.get("digest") not in accepted or fp.get("compute") != compute:
         if overwrite:
             return None
-        what = ("other settings or input (style image, content images, D_A)" if fp.get("digest") not in accepted
-                else f"other compute ({fp.get('compute')}; here {compute}: the result would be neither's)")
+        if fp.get("digest") not in accepted:
+            old, new = fp.get("settings") or {}, settings or {}
+            diff = fingerprint_diff(_flat(old), _flat(json.loads(json.dumps(new, default=str)))) if old and new else ""
+            what = f"other settings or input ({diff or 'style image, content images, D_A'})"
+        else:
+            what = f"other compute ({fp.get('compute')}; here {compute}: the result would be neither's)"
         raise StylsegError(f"{path.parent}: holds a fine-tuning run with {what}; {_START_OVER}")
     return load_state(path)
+
+
+def _flat(d: Dict[str, Any]) -> Dict[str, Any]:
+    """``{"stylize": {"lr": 1}}`` -> ``{"stylize.lr": 1}`` (one level), to name a changed setting."""
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{k2}": v2 for k2, v2 in v.items()})
+        else:
+            out[k] = v
+    return out
 
 
 def _launch_rank() -> int:
@@ -442,7 +459,7 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     if resume and not overwrite:
         refuse_legacy(out_dir / LEGACY_CHECKPOINT, "pass --overwrite (overwrite=True)")
     if resume and ckpt_path.is_file():
-        ckpt = load_resume(ckpt_path, accepted, compute, overwrite)
+        ckpt = load_resume(ckpt_path, accepted, compute, overwrite, settings)
     elif done is not None and done not in accepted and not overwrite:
         raise StylsegError(f"{out_dir}: holds a stylizer made with other settings; choose another --out, "
                            f"or overwrite it (--overwrite / overwrite=True)")
@@ -536,7 +553,7 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
             return
         state = {"iteration": it, "unet_b": unet_b.state_dict(), "spn": spn.state_dict(),
                  "opt": opt.state_dict(), "rng": _rng_state(gen), "history": history, "ema": ema}
-        save_resume(ckpt_path, state, digest, compute)
+        save_resume(ckpt_path, state, digest, compute, settings)
         write_json(out_dir / HISTORY, {"substitute": embedder_substitute(embedder), "loss_set": sc.loss_set,
                                        "weights": loss.weights, "iterations": history,
                                        "diverging": loss_divergence(history)})
