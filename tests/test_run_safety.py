@@ -460,3 +460,19 @@ def test_a_fine_tuning_resumed_with_other_settings_names_them(tmp_path):
     with pytest.raises(StylsegError, match=r"stylize\.lr_spn: 0\.0001 -> 0\.001.*--overwrite"):
         finetune(diffae, dom["style"], dom["source"], tmp_path / "ft", cfg.override(**{"stylize.lr_spn": 1e-3}),
                  device="cpu", progress=False)
+
+
+def test_a_moved_run_folder_is_reused_as_it_is(tmp_path):
+    """Inputs are compared by content, not by path: a run folder handed out (copied elsewhere) is reused."""
+    import shutil
+
+    from stylseg.seg import train_segmenter
+
+    cfg = get_profile("smoke").override(**dict(SEG_TINY, **{"seg.epochs": 1}))
+    train_segmenter("unet", paired(tmp_path / "a" / "train"), tmp_path / "a" / "run", cfg, seed=0, progress=False)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    model = tmp_path / "b" / "run" / "model"
+    mtime = (model / "model.safetensors").stat().st_mtime_ns
+    assert train_segmenter("unet", tmp_path / "b" / "train", tmp_path / "b" / "run", cfg, seed=0,
+                           progress=False) == model
+    assert (model / "model.safetensors").stat().st_mtime_ns == mtime

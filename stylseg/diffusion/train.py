@@ -18,8 +18,8 @@ EMA weights, loadable by ``DiffAE.from_pretrained(out_dir)``) and also holds ``s
 and reconstruction grids), ``history.json``, ``loss_curve.png`` and ``checkpoint/state.safetensors`` (model,
 EMA, optimizer, LR schedule, step and RNG states, as safetensors + JSON: never unpickled; a rerun resumes exactly
 where it stopped). The checkpoint's fingerprint holds the settings, the training images' names and content and
-the CPU thread count: a rerun from other data, even with as many images, is refused (``--no-resume`` starts
-over). One process at a time writes ``out_dir`` (:func:`stylseg.lock.stage_lock`).
+the compute (CPU thread count): a rerun from other data, even with as many images, is refused (``--no-resume``
+starts over), and so is training on with another thread count; a finished model is reused on any machine. One process at a time writes ``out_dir`` (:func:`stylseg.lock.stage_lock`).
 """
 
 from __future__ import annotations

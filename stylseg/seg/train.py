@@ -64,12 +64,12 @@ def _batches(n: int, bs: int, g: torch.Generator) -> List[torch.Tensor]:
 
 def _signature(arch: str, cfg, seed: int, train_dir: Path, n: int, val_dir: Optional[Path] = None) -> Dict[str, Any]:
     """What a resumed or finished run must have been made from: settings, seed, the training (and validation)
-    folder's names and content."""
+    folder's names and content (not its path: a run folder may be moved or handed out)."""
     sc = cfg.seg
     return {"model": segmenter_config(arch, sc), "pretrained": sc.pretrained, "image_size": sc.image_size,
             "batch_size": sc.batch_size, "lr": sc.lr_for(arch), "multiscale": list(sc.multiscale),
             "grad_clip": sc.grad_clip, "augment": sc.augment, "color_jitter": sc.color_jitter, "seed": seed,
-            "train_dir": str(Path(train_dir).resolve()), "n_train": n, "train_data": folder_fingerprint(train_dir),
+            "n_train": n, "train_data": folder_fingerprint(train_dir),
             "val_data": folder_fingerprint(val_dir) if val_dir is not None else None}
 
 
@@ -230,7 +230,8 @@ def _train_segmenter(arch, train_dir, out: Path, cfg, *, val_dir, seed, device, 
     bar.close()
     config = {**segmenter_config(arch, sc), "image_size": sc.image_size, "normalize": "imagenet"}
     save_model_folder(model_dir, "segmenter", config, model.state_dict(),
-                      extra={"train": sig, "epochs": epochs, "history": history})
+                      extra={"train": sig, "train_dir": str(Path(train_dir).resolve()), "epochs": epochs,
+                             "history": history})
     write_json(out / "history.json", history)
     (out / "history.partial.json").unlink(missing_ok=True)
     if not keep_last:
