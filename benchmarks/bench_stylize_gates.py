@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     from stylseg.config import get_profile, parse_set_args
     from stylseg.data.split import prepare_run_data
     from stylseg.diffusion.train import train_diffae
-    from stylseg.layout import RunLayout
+    from stylseg.layout import RunLayout, save_run_config
     from stylseg.stylize.apply import apply_arms
     from stylseg.stylize.finetune import APPLY_ONLY, finetune
     from stylseg.stylize.scores import format_scores, score_arm, train_oracle
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     layout = RunLayout(Path(args.run or ROOT / "runs" / f"gates_{args.profile}"))
     layout.root.mkdir(parents=True, exist_ok=True)
     if not layout.config.is_file():  # never overwrite a run's own config with the benchmark's overrides
-        cfg.save(layout.config)
+        save_run_config(layout.config, cfg)
     tic = time.perf_counter()
     prepare_run_data(layout, cfg, progress=False)
     src, tgt_tr, tgt_te = (layout.domain("source", "train"), layout.domain("target", "train"),
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
     for r in rows.values():  # config.json below holds the run's seed; the stylizers' own seed is recorded here
         r["finetune_seed"] = cfg.seed if args.finetune_seed is None else args.finetune_seed
     write_json(bench / "scores.json", rows)
-    cfg.save(bench / "config.json")
+    save_run_config(bench / "config.json", cfg)
     any_row = next(iter(rows.values()))
     print(f"\nprofile {cfg.profile}: {any_row['n_images']} source training images at {any_row['size']} px, "
           f"{any_row['n_target']} target test images; inputs: P(target) = {any_row['style_p_target_input']:.3f}, "

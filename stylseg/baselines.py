@@ -122,13 +122,21 @@ def _mask_path(masks: Path, stem: str) -> Optional[Path]:
 
 def apply_baseline(method: str, style_path: os.PathLike, input_dir: os.PathLike, out_dir: os.PathLike,
                    size: int, arm: Optional[str] = None, progress: bool = True, sensor: bool = False,
-                   **params: Any) -> Path:
+                   overwrite: bool = False, **params: Any) -> Path:
     """Stylize every image of the paired folder ``input_dir`` (``images/`` + ``masks/``) with
     ``method`` (``histogram``, ``reinhard``, ``fda``, ``sensor``; ``params`` e.g. ``beta=0.01``) from
     the one image ``style_path``, writing ``out_dir/images``, ``out_dir/masks`` and ``manifest.json``
     at ``size x size`` px. ``sensor=True`` follows the method with sensor matching (the style
-    image's blur and noise, :mod:`stylseg.sensor`). Items already written are skipped (resume).
-    Returns ``out_dir``."""
+    image's blur and noise, :mod:`stylseg.sensor`). Items already written are skipped (resume); an arm
+    made from other input or settings is refused unless ``overwrite`` (made again). One process at a time
+    writes ``out_dir`` (:func:`stylseg.lock.stage_lock`). Returns ``out_dir``."""
+    from .lock import stage_lock
+
+    with stage_lock(out_dir, f"stylize baseline {method}"):
+        return _apply_baseline(method, style_path, input_dir, out_dir, size, arm, progress, sensor, overwrite, params)
+
+
+def _apply_baseline(method, style_path, input_dir, out_dir, size, arm, progress, sensor, overwrite, params) -> Path:
     from tqdm.auto import tqdm
 
     from .manifest import ArmWriter
@@ -164,7 +172,7 @@ def apply_baseline(method: str, style_path: os.PathLike, input_dir: os.PathLike,
         else:
             params = dict(params, sensor="match", **match.params())
     writer = ArmWriter(out_dir, arm=arm or (f"{method}_sensor" if match else method), method=method, params=params,
-                       source=input_dir, style=style_path, size=int(size))
+                       source=input_dir, style=style_path, size=int(size), overwrite=overwrite)
     todo = [f for f in files if not writer.done(f.stem)]
     for i, f in enumerate(tqdm(todo, desc=f"{method}", disable=not progress or not todo)):
         mp = _mask_path(msk_dir, f.stem)
@@ -197,6 +205,8 @@ def add_baseline_parser(subparsers):
                    help="follow the method with the style image's blur and noise (stylseg.sensor); "
                         "arm name <method>_sensor")
     p.add_argument("--arm", default=None, help="arm name in the manifest (default: the method)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="make the arm again when --out holds one made from other input or settings")
     add_common(p)
     p.set_defaults(func=_cli_baseline)
     return p
@@ -213,7 +223,7 @@ def _cli_baseline(args) -> int:
             raise StylsegError("--beta only applies to --method fda")
         params["beta"] = args.beta
     out = apply_baseline(args.method, args.style, args.input, args.out, size, arm=args.arm, sensor=args.sensor,
-                         **params)
+                         overwrite=args.overwrite, **params)
     print(f"wrote {out}")
     return 0
 
@@ -228,6 +238,7 @@ def ensure_baseline_arms(layout, size: int, methods=RUN_BASELINES, progress: boo
     style image of ``--styles K`` (arms already written, e.g. by notebook 05,
     are kept; unfinished ones resume). Returns ``{arm: folder}`` of every arm under ``RUN/stylized``
     that has a manifest."""
+    from .checkpoint import folder_fingerprint
     from .layout import arm_name
     from .manifest import read_manifest
 
@@ -240,7 +251,8 @@ def ensure_baseline_arms(layout, size: int, methods=RUN_BASELINES, progress: boo
             out = layout.stylized(arm_name(method, k))
             if (out / "manifest.json").is_file():
                 m = read_manifest(out)
-                if len(m.get("items", [])) >= len(list_images(Path(src) / "images")):
+                same_input = m.get("source_fingerprint") in (None, folder_fingerprint(src))
+                if same_input and len(m.get("items", [])) >= len(list_images(Path(src) / "images")):
                     continue
             apply_baseline(method, style, src, out, size, arm=arm_name(method, k), progress=progress, **params)
     root = layout.root / "stylized"

@@ -245,7 +245,8 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
-        return _from_dict(cls, d, "config")
+        # "run_format": the run-folder format that RUN/config.json carries (stylseg.layout), not a setting
+        return _from_dict(cls, {k: v for k, v in d.items() if k != "run_format"}, "config")
 
     @classmethod
     def load(cls, path) -> "RunConfig":
@@ -363,7 +364,8 @@ def _profiles() -> Dict[str, RunConfig]:
         ddim=DDIMConfig(t0=0.125, finetune_invert_steps=5, finetune_gen_steps=3, apply_invert_steps=10, apply_gen_steps=5),
         diffae=DiffAEConfig(image_size=32, base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
                             attn_resolutions=(8,), enc_channel_mult=(1, 2, 2), z_dim=64, batch_size=16,
-                            lr=1e-3, train_steps=240, sample_every=100, checkpoint_every=100, max_seconds=90.0),
+                            # a step budget, not a clock: the same D_A on every machine (~90 s on 2 idle cores)
+                            lr=1e-3, train_steps=240, sample_every=100, checkpoint_every=100, max_seconds=0.0),
         stylize=StylizeConfig(iterations=10, lr_unet=1e-4, lr_spn=1e-4, batch_size=4, spn_lambda=0.1, w_cycle=0.0),
         seg=SegConfig(archs=("unet",), encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8),
                       image_size=64, batch_size=8, epochs=8, lr=3e-3, seeds=1),

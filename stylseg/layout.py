@@ -12,15 +12,33 @@ RUN/eval/results.json, results.md, radar_*.png, qualitative_*.png
 RUN/index.html
 ```
 Every notebook and command uses these helpers, never hand-built paths.
+
+``RUN/config.json`` carries the run-folder format (``run_format``, :data:`RUN_FORMAT`). A folder of
+another format gets one message (:func:`check_run_format`) saying what changed and how to
+re-prepare, wherever a run folder is opened: ``stylseg reproduce``, every notebook's setup,
+``stylseg data prepare``, and every stage that writes into a folder inside a run folder.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
+
+#: the run-folder format this version reads and writes (``run_format`` in ``RUN/config.json``); raise it when a
+#: stage's files change so that folders of the old format can no longer be resumed or reused as they are
+RUN_FORMAT = 2
+RUN_FORMAT_KEY = "run_format"
+#: what each format changed (shown when a folder of an older format is opened)
+RUN_FORMAT_CHANGES = {
+    2: "resume files are safetensors + JSON instead of pickles (older ones are never opened, since a pickle can "
+       "run code); every stage's fingerprint holds the content of its input files (and resume files the CPU thread "
+       "count); stylized arms record their input's content; the smoke profile's D_A trains a fixed step budget "
+       "instead of stopping after 90 s",
+}
 
 from .utils import StylsegError
 
@@ -52,6 +70,70 @@ def split_arm(name: str) -> Tuple[str, int]:
     """Inverse of :func:`arm_name`: ``"st@s2" -> ("st", 2)``, ``"st" -> ("st", 0)``."""
     base, sep, k = name.rpartition(STYLE_TAG)
     return (base, int(k)) if sep and base and k.isdigit() else (name, 0)
+
+
+def save_run_config(path: os.PathLike, cfg) -> Path:
+    """Write a :class:`~stylseg.config.RunConfig` as ``RUN/config.json`` with the run-folder format."""
+    from .utils import write_json
+
+    return write_json(path, {**cfg.to_dict(), RUN_FORMAT_KEY: RUN_FORMAT})
+
+
+def is_run_config(d: Any) -> bool:
+    """Whether a parsed ``config.json`` is a run folder's (a RunConfig), not a model folder's."""
+    return isinstance(d, Mapping) and "profile" in d and "seg" in d and "diffae" in d and "kind" not in d
+
+
+def check_run_format(root: os.PathLike) -> None:
+    """Raise :class:`~stylseg.utils.StylsegError` when the run folder ``root`` (its ``config.json``) is of another
+    format than :data:`RUN_FORMAT`: what changed, and how to re-prepare. A folder without ``config.json`` (new)
+    passes."""
+    from .utils import StylsegError
+
+    root = Path(root)
+    path = root / "config.json"
+    if not path.is_file():
+        return
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # read_json names a broken file where the config is loaded
+    if not is_run_config(d):
+        return
+    fmt = d.get(RUN_FORMAT_KEY, 1)
+    if fmt == RUN_FORMAT:
+        return
+    if isinstance(fmt, int) and fmt < RUN_FORMAT:
+        changes = "; ".join(f"format {k}: {v}" for k, v in sorted(RUN_FORMAT_CHANGES.items()) if k > fmt)
+        raise StylsegError(
+            f"{root}: a run folder of format {fmt}, made by an older stylseg; this version uses format {RUN_FORMAT} "
+            f"({changes}). Its checkpoints and outputs cannot be resumed or reused as they are. Re-prepare: run into "
+            f"a new folder (`stylseg reproduce --out NEW_DIR ...`, or RUN_DIR = a new folder in the notebooks), or "
+            f"delete {root} and run again")
+    raise StylsegError(f"{root}: a run folder of format {fmt!r}, made by a newer stylseg; this version reads format "
+                       f"{RUN_FORMAT}. Update stylseg (pip install -U stylseg), or run into a new folder")
+
+
+def enclosing_run(path: os.PathLike, depth: int = 5) -> Optional[Path]:
+    """The run folder that holds ``path`` (``path`` itself or one of its ``depth`` nearest parents whose
+    ``config.json`` is a run config), or None."""
+    p = Path(path).absolute()
+    for q in [p, *p.parents][:depth + 1]:
+        c = q / "config.json"
+        if c.is_file():
+            try:
+                if is_run_config(json.loads(c.read_text())):
+                    return q
+            except (OSError, ValueError):
+                continue
+    return None
+
+
+def check_enclosing_run(path: os.PathLike) -> None:
+    """:func:`check_run_format` of the run folder holding ``path``, if any."""
+    root = enclosing_run(path)
+    if root is not None:
+        check_run_format(root)
 
 
 @dataclass(frozen=True)

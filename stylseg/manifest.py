@@ -10,7 +10,10 @@ and ``manifest.json``::
      "scores": {...}}
 
 :class:`ArmWriter` writes items atomically and rewrites the manifest after each batch, so
-an interrupted run resumes: items whose files and manifest entry exist are skipped.
+an interrupted run resumes: items whose files and manifest entry exist are skipped. The manifest
+records the input folder's file names and content (``source_fingerprint``); an arm made from other
+input is refused (an arm whose images come from two inputs is wrong), unless ``overwrite``, which
+starts it again.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, Dict, Mapping, Optional
 import numpy as np
 
 from .data.io import write_image, write_mask
+from .checkpoint import folder_fingerprint
 from .utils import StylsegError, read_json, sha256_file, write_json
 
 MANIFEST = "manifest.json"
@@ -30,15 +34,23 @@ MANIFEST = "manifest.json"
 class ArmWriter:
     def __init__(self, out: os.PathLike, arm: str, method: str, params: Mapping[str, Any],
                  source: os.PathLike, style: Optional[os.PathLike] = None, size: Optional[int] = None,
-                 substitute: Optional[str] = None):
+                 substitute: Optional[str] = None, overwrite: bool = False):
         self.out = Path(out)
+        path = self.out / MANIFEST
+        if overwrite:
+            import shutil
+
+            path.unlink(missing_ok=True)
+            for sub in ("images", "masks"):
+                if (self.out / sub).is_dir():
+                    shutil.rmtree(self.out / sub)
         (self.out / "images").mkdir(parents=True, exist_ok=True)
         (self.out / "masks").mkdir(parents=True, exist_ok=True)
-        path = self.out / MANIFEST
         style_sha = sha256_file(style) if style and Path(style).is_file() else None
+        source_fp = folder_fingerprint(source) if Path(source).is_dir() else None
         fresh = {"arm": arm, "method": method, "params": dict(params), "source": str(source),
-                 "style": str(style) if style else None, "style_sha256": style_sha, "size": size,
-                 "substitute": substitute, "items": [], "scores": {}}
+                 "source_fingerprint": source_fp, "style": str(style) if style else None, "style_sha256": style_sha,
+                 "size": size, "substitute": substitute, "items": [], "scores": {}}
         if path.is_file():
             old = read_json(path)
             # paths are informational (a run folder may be moved or opened from notebooks/):
@@ -48,8 +60,16 @@ class ArmWriter:
             if old.get("method") != method or old.get("params") != fresh["params"] or not same_style:
                 raise StylsegError(
                     f"{path}: this folder holds arm {old.get('arm')!r} made with other settings "
-                    f"(method {old.get('method')!r}); choose another --out or delete the folder")
-            old.update(source=fresh["source"], style=fresh["style"], style_sha256=style_sha)
+                    f"(method {old.get('method')!r}); choose another --out, or pass --overwrite to make it again")
+            old_fp = old.get("source_fingerprint")
+            if old_fp is not None and source_fp is not None and old_fp != source_fp:
+                raise StylsegError(
+                    f"{path}: this arm was made from other input ({old.get('source')}: {old_fp.get('files')} files, "
+                    f"content {old_fp.get('sha256', '')[:12]}) than {source} ({source_fp['files']} files, content "
+                    f"{source_fp['sha256'][:12]}); its images would come from two inputs. Choose another --out, "
+                    f"or pass --overwrite to make it again from {source}")
+            old.update(source=fresh["source"], style=fresh["style"], style_sha256=style_sha,
+                       source_fingerprint=source_fp or old_fp)
             self.manifest = old
         else:
             self.manifest = fresh

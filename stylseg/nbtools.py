@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from .config import PROFILES, RunConfig, get_profile
-from .layout import RunLayout
+from .layout import RunLayout, check_run_format, save_run_config
 from .utils import StylsegError, env_report, format_env, resolve_device, seed_everything, set_threads, write_json
 
 STANDARD = {"PROFILE": str, "SEED": int, "DEVICE": str, "DATA_DIR": str, "RUN_DIR": str}
@@ -81,6 +81,7 @@ def setup(ns: Mapping[str, Any], overrides: Optional[Mapping[str, Any]] = None, 
     set_threads()
     seed_everything(p["SEED"])
     layout = RunLayout(Path(p["RUN_DIR"]).expanduser())
+    check_run_format(layout.root)
     layout.root.mkdir(parents=True, exist_ok=True)
     cfg = get_profile(p["PROFILE"])
     if layout.config.is_file():
@@ -90,7 +91,7 @@ def setup(ns: Mapping[str, Any], overrides: Optional[Mapping[str, Any]] = None, 
     # SET first, so that a notebook's own parameter (e.g. ITERATIONS) wins over a SET of the same field
     cfg = cfg.override(**sets) if sets else cfg
     cfg = cfg.override(seed=p["SEED"], device=p["DEVICE"], **dict(overrides or {}))
-    cfg.save(layout.config)
+    save_run_config(layout.config, cfg)
     rep = env_report(p["DEVICE"], seed=p["SEED"])
     write_json(layout.env, rep)
     if not quiet:

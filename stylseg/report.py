@@ -305,6 +305,20 @@ def _stylizer_markdown(st: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_notes(layout: RunLayout) -> List[str]:
+    """What the reader of a run's tables must know that the tables do not show: a D_A stopped by the wall-clock cap
+    (``diffae.max_seconds``) instead of its step budget, whose results then depend on the machine's speed."""
+    notes = []
+    p = layout.diffae / "config.json"
+    tr = (read_json(p).get("training") or {}) if p.is_file() else {}
+    if tr.get("stopped_by") == "time":
+        notes.append(f"D_A stopped at step {tr.get('step')} of {tr.get('train_steps')} when the wall-clock cap "
+                     f"diffae.max_seconds={tr.get('max_seconds')} was spent: every result built on it depends on this "
+                     f"machine's speed, and another run may differ. For a reproducible run, train the D_A by its step "
+                     f"budget (--set diffae.max_seconds=0).")
+    return notes
+
+
 def _rel(p: Path, root: Path) -> str:
     return html.escape(os.path.relpath(p, root), quote=True)
 
@@ -384,6 +398,8 @@ def write_index(layout: RunLayout, results: Optional[Mapping[str, Any]] = None,
              f"{_e(cfg.get('seed', '?'))} · <a href='config.json'>config.json</a>"
              + (" · <a href='env.json'>env.json</a>" if layout.env.is_file() else "")
              + (" · <a href='#notebooks'>executed notebooks</a>" if layout.notebooks.is_dir() else "") + "</p>"]
+    for note in run_notes(layout):
+        parts.append(f"<p><b>Note:</b> {_e(note)}</p>")
     if results:
         parts += _headline_html(results)
     else:
@@ -454,6 +470,9 @@ def build_report(run_dir: os.PathLike, protocol: Optional[str] = None, n_boot: O
     ev.mkdir(parents=True, exist_ok=True)
     write_json(ev / "results.json", {"seg": results, "stylizers": st, "radar_protocol": protocol})
     md = (results_markdown(results) if results else "# Segmentation results\n\nNo finished runs under seg/.\n")
+    notes = run_notes(layout)
+    if notes:
+        md = "".join(f"> **Note:** {n}\n\n" for n in notes) + md
     with atomic_path(ev / "results.md") as tmp:
         tmp.write_text(md + "\n" + _stylizer_markdown(st))
     figures: List[Path] = []

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .layout import RunLayout
+from .layout import RunLayout, check_run_format, save_run_config
 from .utils import StylsegError, project_root, read_json, write_json
 
 #: notebooks ``stylseg reproduce`` runs (00-07); 08 is the interactive playground.
@@ -239,12 +239,16 @@ def _cmd(args: argparse.Namespace) -> int:
               "DATA_DIR": args.data, "KIND": args.kind, "PROTOCOL": args.protocol, "SOURCE_DIR": args.source,
               "TARGET_DIR": args.target, "STYLE": args.style, "STYLES": args.styles, "ARCHS": args.archs,
               "SEEDS": args.seeds}
+    from .lock import stage_lock
+
+    check_run_format(args.out)
     if args.upto >= 2:  # notebook 02 makes D_A: stop now, before any work, when its source is missing
         _check_diffae_source(args.out, args.profile, args.set)
-    sets = write_run_config(args.out, args.profile, args.set)
-    t = time.time()
-    recs = run_notebooks(args.out, params, notebooks=pipeline_notebooks(upto=args.upto), force=args.force,
-                         config_overrides=sets)
+    with stage_lock(args.out, "reproduce"):  # one reproduction at a time per run folder
+        sets = write_run_config(args.out, args.profile, args.set)
+        t = time.time()
+        recs = run_notebooks(args.out, params, notebooks=pipeline_notebooks(upto=args.upto), force=args.force,
+                             config_overrides=sets)
     total = time.time() - t
     print(f"reproduction finished in {total / 60:.1f} min; results in {Path(args.out).resolve()}")
     for r in recs:
@@ -300,6 +304,7 @@ def write_run_config(run_dir: os.PathLike, profile: str, sets: Sequence[str]) ->
     if not kv:
         return {}
     layout = RunLayout(run_dir)
+    check_run_format(layout.root)
     cfg = get_profile(profile)
     if layout.config.is_file():
         saved = RunConfig.load(layout.config)
@@ -307,7 +312,7 @@ def write_run_config(run_dir: os.PathLike, profile: str, sets: Sequence[str]) ->
             cfg = saved
     cfg = cfg.override(**kv)  # unknown or ill-typed fields raise here, before any notebook runs or folder is made
     layout.root.mkdir(parents=True, exist_ok=True)
-    cfg.save(layout.config)
+    save_run_config(layout.config, cfg)
     return kv
 
 

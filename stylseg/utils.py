@@ -152,15 +152,39 @@ def weights_dir() -> Path:
 
 
 # --------------------------------------------------------------------------- atomic files
+def _host() -> str:
+    import socket
+
+    return "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname())[:64] or "host"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
 @contextmanager
 def atomic_path(path: os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it onto ``path``.
 
-    An interrupted write never leaves a half-written file under the final name.
+    An interrupted write never leaves a half-written file under the final name. The temporary
+    name, ``.<name>.<host>.<pid>.<random>.tmp<suffix>``, says which process wrote it, so that
+    :func:`clean_stale_tmp` can remove what a killed writer left.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_host()}.{os.getpid()}.", suffix=".tmp" + path.suffix,
+                               dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -185,6 +209,32 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def clean_stale_tmp(folder: os.PathLike, name: Optional[str] = None, recursive: bool = False) -> int:
+    """Remove the temporary files that :func:`atomic_path` writers on this machine left when they were killed
+    (their process is gone) in ``folder`` (``recursive``: and below), only those of the target ``name`` when
+    given. Files of live processes and of other machines are kept. Returns how many were removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    host = _host()
+    pattern = f".{name}.*.tmp*" if name else ".*.tmp*"
+    removed = 0
+    for f in (folder.rglob(pattern) if recursive else folder.glob(pattern)):
+        rest = f.name[1:f.name.rfind(".tmp")]  # <name>.<host>.<pid>.<random>
+        parts = rest.rsplit(".", 3)
+        if len(parts) != 4 or parts[1] != host or not parts[2].isdigit() or not f.is_file():
+            continue
+        if name is not None and parts[0] != name:
+            continue
+        if not pid_alive(int(parts[2])):
+            try:
+                f.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 def write_json(path: os.PathLike, obj: Any) -> Path:

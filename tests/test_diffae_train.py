@@ -9,6 +9,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from stylseg import cli
+from stylseg.checkpoint import load_state
 from stylseg.config import get_profile
 from stylseg.data.io import write_image
 from stylseg.diffusion import DiffAE, load_images, train_diffae
@@ -73,7 +74,7 @@ def test_training_reduces_the_loss_and_writes_outputs(tmp_path, data):
     hist = json.loads((out / "history.json").read_text())
     assert hist["steps_done"] == 40 and len(hist["loss"]) == 40 and hist["finished"]
     assert hist["loss_falls"]["ratio"] < 0.7
-    for f in ("config.json", "model.safetensors", "loss_curve.png", "checkpoint/state.pt", "samples/final.png",
+    for f in ("config.json", "model.safetensors", "loss_curve.png", "checkpoint/state.safetensors", "samples/final.png",
               "samples/step_0000004.png"):
         assert (out / f).is_file(), f
     # held-out denoising loss on fixed (x0, t, noise): untrained model = E[eps^2], trained much lower
@@ -108,8 +109,8 @@ def test_resume_is_exact(tmp_path, data):
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=0, rtol=0)
-    sa = torch.load(a / "checkpoint" / "state.pt", weights_only=False)
-    sb = torch.load(b / "checkpoint" / "state.pt", weights_only=False)
+    sa = load_state(a / "checkpoint" / "state.safetensors")
+    sb = load_state(b / "checkpoint" / "state.safetensors")
     for k in sa["model"]:
         torch.testing.assert_close(sa["model"][k], sb["model"][k], atol=0, rtol=0)
     assert sa["history"]["loss"] == sb["history"]["loss"]
@@ -156,7 +157,7 @@ def test_time_cap_stops_cleanly_and_saves(tmp_path, data):
 def test_mismatched_checkpoint_and_foreign_out_folder(tmp_path, data):
     cfg = cfg_with(**{"diffae.train_steps": 2})
     out = train_diffae(data, tmp_path / "m", cfg, progress=False, log=lambda *_: None)
-    with pytest.raises(StylsegError, match=r"state\.pt.*base_channels: 16 -> 8"):
+    with pytest.raises(StylsegError, match=r"state\.safetensors.*base_channels: 16 -> 8"):
         train_diffae(data, out, cfg.override(**{"diffae.base_channels": 8}), progress=False, log=lambda *_: None)
     save_model_folder(tmp_path / "seg", "segmenter", {"a": 1}, {"w": torch.zeros(1)})
     with pytest.raises(StylsegError, match="segmenter"):
@@ -196,21 +197,19 @@ def test_cli_train_reconstruct_sample(tmp_path, data, capsys):
     assert "no images found" in capsys.readouterr().err
 
 
-def test_checkpoints_older_than_the_recipe_options_resume(tmp_path, data):
-    """A checkpoint written before enc_pool / prediction / loss weighting existed lacks them in its
-    fingerprint: it resumes as the recipe it was (mean, eps, eps), and refuses the v recipe by name."""
+def test_pickle_checkpoint_of_older_versions_is_refused_unopened(tmp_path, data):
+    """An older version's checkpoint/state.pt (a pickle) is never opened: resuming names it and --no-resume;
+    starting over (resume=False) removes it and trains."""
     log = lambda *_: None  # noqa: E731
-    cfg2, cfg4 = cfg_with(**{"diffae.train_steps": 2}), cfg_with(**{"diffae.train_steps": 4})
-    out = train_diffae(data, tmp_path / "m", cfg2, progress=False, log=log)
-    p = out / "checkpoint" / "state.pt"
-    st = torch.load(p, weights_only=False)
-    for k in ("enc_pool", "prediction", "enc_lr_mult", "loss_weighting", "loss_gamma"):
-        st["fingerprint"].pop(k)
-    torch.save(st, p)
-    train_diffae(data, out, cfg4, progress=False, log=log)
-    assert json.loads((out / "config.json").read_text())["training"]["step"] == 4
-    with pytest.raises(StylsegError, match=r"prediction: 'eps' -> 'v'"):
-        train_diffae(data, out, cfg4.override(**{"diffae.prediction": "v"}), progress=False, log=log)
+    cfg2 = cfg_with(**{"diffae.train_steps": 2})
+    out = tmp_path / "m"
+    (out / "checkpoint").mkdir(parents=True)
+    torch.save({"step": 1}, out / "checkpoint" / "state.pt")
+    with pytest.raises(StylsegError, match=r"state\.pt: a resume file in the pickle format.*--no-resume"):
+        train_diffae(data, out, cfg2, progress=False, log=log)
+    train_diffae(data, out, cfg2, resume=False, progress=False, log=log)
+    assert not (out / "checkpoint" / "state.pt").exists()
+    assert json.loads((out / "config.json").read_text())["training"]["step"] == 2
 
 
 def test_v_recipe_trains_and_reloads(tmp_path, data):
@@ -221,6 +220,6 @@ def test_v_recipe_trains_and_reloads(tmp_path, data):
     assert m.config["prediction"] == "v" and m.config["enc_pool"] == "flatten"
     hist = json.loads((out / "history.json").read_text())
     assert hist["steps_done"] == 6 and all(np.isfinite(hist["loss"]))
-    st = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+    st = load_state(out / "checkpoint" / "state.safetensors")
     lrs = [g["lr"] for g in st["optimizer"]["param_groups"]]
     assert lrs[1] == pytest.approx(2 * lrs[0])  # the encoder's group runs at lr * enc_lr_mult

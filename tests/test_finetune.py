@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from stylseg.checkpoint import load_state
 from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
 from stylseg.stylize.embedders import SUBSTITUTE
 from stylseg.stylize.finetune import STYLE_XA, STYLE_Y, finetune, make_style_pair
@@ -180,7 +181,7 @@ def test_exact_resume(env):
     with pytest.raises(_Stop):
         finetune(env["diffae"], env["style"], env["source"], d / "part", cfg, device="cpu", progress=False,
                  callback=_stop_at_iteration_3)
-    assert not (d / "part" / "model.safetensors").exists() and (d / "part" / "checkpoint.pt").is_file()
+    assert not (d / "part" / "model.safetensors").exists() and (d / "part" / "checkpoint.safetensors").is_file()
     finetune(env["diffae"], env["style"], env["source"], d / "part", cfg, device="cpu", progress=False)
     _, a = load_model_folder(full, "stylizer")
     _, b = load_model_folder(d / "part", "stylizer")
@@ -213,7 +214,7 @@ def test_weight_average_is_saved_and_resumes_exactly(env):
 
     with pytest.raises(_Stop):
         run("ema_part", 0.5, callback=_stop_at_iteration_3)
-    assert torch.load(d / "ema_part" / "checkpoint.pt", weights_only=True)["ema"]["shadow_params"]
+    assert load_state(d / "ema_part" / "checkpoint.safetensors")["ema"]["shadow_params"]
     part = load_model_folder(run("ema_part", 0.5), "stylizer")[1]
     assert all(torch.equal(part[k], half[k]) for k in half)
     assert json.loads((d / "ema_half" / "config.json").read_text())["config"]["stylize"]["ema_decay"] == 0.5
@@ -383,18 +384,17 @@ def test_weight_average_has_a_constant_decay_from_the_first_update(env):
 
 
 def test_checkpoint_is_read_without_running_code_and_an_old_one_names_the_fix(env, tmp_path):
-    """The resumable checkpoint holds tensors, numbers and lists only (torch.load(weights_only=True) reads it); one
-    that needs more (a pickled numpy state, as checkpoints written before held) is refused naming the file and
-    what to do, and nothing is changed."""
-    from stylseg.stylize.finetune import CHECKPOINT, load_checkpoint
+    """The resume file holds tensors and plain JSON (safetensors, never unpickled); the pickled ``checkpoint.pt``
+    of earlier versions is refused by name, unopened, naming what to do, and nothing is changed."""
+    from stylseg.stylize.finetune import CHECKPOINT, LEGACY_CHECKPOINT
 
-    cfg = env["cfg"].override(**{"stylize.iterations": 1})
+    cfg = env["cfg"].override(**{"stylize.iterations": 1, "stylize.checkpoint_every": 1})
     out = finetune(env["diffae"], env["style"], env["source"], tmp_path / "ft", cfg, device="cpu", progress=False)
-    ck = load_checkpoint(out / CHECKPOINT)
+    ck = load_state(out / CHECKPOINT)
     assert ck["iteration"] == 1 and isinstance(ck["rng"]["numpy"]["keys"], list)
     bad = tmp_path / "old"
     bad.mkdir()
-    torch.save({"digest": "x", "rng": {"numpy": np.random.get_state()}}, bad / CHECKPOINT)
-    with pytest.raises(StylsegError, match=r"old[/\\]checkpoint.pt: cannot read .*remove it .*--overwrite"):
+    torch.save({"digest": "x", "rng": {"numpy": np.random.get_state()}}, bad / LEGACY_CHECKPOINT)
+    with pytest.raises(StylsegError, match=r"checkpoint.pt.*--overwrite"):
         finetune(env["diffae"], env["style"], env["source"], bad, cfg, device="cpu", progress=False)
-    assert sorted(p.name for p in bad.iterdir()) == [CHECKPOINT]
+    assert sorted(p.name for p in bad.iterdir()) == [LEGACY_CHECKPOINT]

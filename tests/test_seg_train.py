@@ -44,9 +44,9 @@ def test_exact_resume_and_outputs(tmp_path, cfg):
     train = make_folder(tmp_path / "train")
     val = make_folder(tmp_path / "val", n=3, seed=1)
     full = train_segmenter("unet", train, tmp_path / "a", cfg, val_dir=val, seed=3, progress=False)
-    # interrupted after epoch 1, then continued from checkpoints/last.pt
+    # interrupted after epoch 1, then continued from checkpoints/last.safetensors
     assert train_segmenter("unet", train, tmp_path / "b", cfg, val_dir=val, seed=3, progress=False, stop_after=1) is None
-    assert (tmp_path / "b" / "checkpoints" / "last.pt").is_file() and not (tmp_path / "b" / "model").exists()
+    assert (tmp_path / "b" / "checkpoints" / "last.safetensors").is_file() and not (tmp_path / "b" / "model").exists()
     resumed = train_segmenter("unet", train, tmp_path / "b", cfg, val_dir=val, seed=3, progress=False)
     wa, wb = weights(full), weights(resumed)
     assert wa.keys() == wb.keys()
@@ -55,7 +55,7 @@ def test_exact_resume_and_outputs(tmp_path, cfg):
     hist = json.loads((tmp_path / "a" / "history.json").read_text())
     assert [h["epoch"] for h in hist] == [1, 2] and all(0 <= h["val_dice"] <= 1 for h in hist)
     assert json.loads((tmp_path / "b" / "history.json").read_text())[1]["loss"] == pytest.approx(hist[1]["loss"])
-    assert (tmp_path / "a" / "checkpoints" / "best.pt").is_file()
+    assert (tmp_path / "a" / "checkpoints" / "best.safetensors").is_file()
     # another seed gives other weights; a finished run is returned as is
     other = train_segmenter("unet", train, tmp_path / "c", cfg, seed=4, progress=False)
     assert not torch.equal(weights(other)["decoder.blocks.0.conv1.0.weight"], wa["decoder.blocks.0.conv1.0.weight"])

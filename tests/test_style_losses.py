@@ -198,6 +198,8 @@ def test_structure_weight_left_at_default_keeps_earlier_stylizer_digests(tmp_pat
     style.write_bytes(b"not really an image, only hashed")
     cfg = get_profile("smoke")
     files = [tmp_path / "a.png", tmp_path / "b.png"]
+    for f in files:  # the settings hold the content images' content
+        f.write_bytes(f.name.encode())
     now = ft._settings("d" * 64, style, files, cfg)
     assert "w_structure" not in now["stylize"] and "spn_role" not in now["stylize"]
     before = dict(now, stylize={k: v for k, v in dataclasses.asdict(cfg.stylize).items()

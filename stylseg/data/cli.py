@@ -119,10 +119,11 @@ def _convert(args) -> int:
 
 def _prepare(args) -> int:
     from ..cli import config_from_args
-    from ..layout import RunLayout
+    from ..layout import RunLayout, check_run_format, save_run_config
     from .split import prepare_run_data
 
     layout = RunLayout(args.out)
+    check_run_format(layout.root)
     cfg = config_from_args(args)
     if args.kind:
         cfg = cfg.override(**{"data.kind": args.kind})
@@ -130,7 +131,7 @@ def _prepare(args) -> int:
                            source=getattr(args, "source", ""), target=getattr(args, "target", ""),
                            style=getattr(args, "style", ""), styles=args.styles)
     if not layout.config.is_file():
-        cfg.save(layout.config)
+        save_run_config(layout.config, cfg)
     from ..utils import read_json
 
     doc = read_json(res["split"])

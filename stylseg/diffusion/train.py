@@ -15,8 +15,11 @@ bit-exact on one process, and statistically equivalent on several).
 
 The output folder ``out_dir`` is itself the model folder (``config.json`` + ``model.safetensors``,
 EMA weights, loadable by ``DiffAE.from_pretrained(out_dir)``) and also holds ``samples/`` (sample
-and reconstruction grids), ``history.json``, ``loss_curve.png`` and ``checkpoint/`` (model, EMA,
-optimizer, LR schedule, step and RNG states; a rerun resumes exactly where it stopped).
+and reconstruction grids), ``history.json``, ``loss_curve.png`` and ``checkpoint/state.safetensors`` (model,
+EMA, optimizer, LR schedule, step and RNG states, as safetensors + JSON: never unpickled; a rerun resumes exactly
+where it stopped). The checkpoint's fingerprint holds the settings, the training images' names and content and
+the compute (CPU thread count): a rerun from other data, even with as many images, is refused (``--no-resume``
+starts over), and so is training on with another thread count; a finished model is reused on any machine. One process at a time writes ``out_dir`` (:func:`stylseg.lock.stage_lock`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -31,11 +35,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..checkpoint import compute_key, files_fingerprint, load_state, read_state_header, refuse_legacy, save_state
+from ..lock import stage_lock
 from ..utils import StylsegError, atomic_path, read_json, resolve_device, write_json
-from .model import ARCH_DEFAULTS, SCHEDULE_KEYS, DiffAE
+from .model import SCHEDULE_KEYS, DiffAE
 
 CHECKPOINT = "checkpoint"
-STATE_FILE = "state.pt"
+STATE_FILE = "state.safetensors"
+#: the pickle checkpoint of older versions: never opened
+LEGACY_STATE_FILE = "state.pt"
 LOSS_WEIGHTINGS = ("eps", "v", "min_snr", "x0_capped")
 #: DiffAEConfig fields that may change between a run and its resumption
 RESUMABLE_CHANGES = ("train_steps", "max_seconds", "sample_every", "checkpoint_every", "sample_steps", "init")
@@ -114,21 +122,15 @@ class _LossModule(nn.Module):
         return torch.mean(self.weight.to(per.device)[t] * per)
 
 
-def _fingerprint(cfg, n_images: int) -> Dict[str, Any]:
+def _fingerprint(cfg, n_images: int, data: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Settings (but ``RESUMABLE_CHANGES``), schedule, seed and the training images (``data``: names and content,
+    :func:`stylseg.checkpoint.files_fingerprint`)."""
     d = {k: v for k, v in cfg.diffae.__dict__.items() if k not in RESUMABLE_CHANGES}
     d.update({k: getattr(cfg.ddim, k) for k in SCHEDULE_KEYS})
     d["seed"] = cfg.seed
     d["n_images"] = n_images
+    d["data"] = data
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
-
-
-#: DiffAEConfig fields added after checkpoints were first written, with the behaviour those checkpoints had
-LEGACY_DEFAULTS = {**ARCH_DEFAULTS, "enc_lr_mult": 1.0, "loss_weighting": "eps", "loss_gamma": 5.0}
-
-
-def _with_legacy_defaults(fp: Dict[str, Any]) -> Dict[str, Any]:
-    """An older checkpoint's fingerprint with the fields it predates filled in (so it still resumes)."""
-    return {**LEGACY_DEFAULTS, **fp} if fp else fp
 
 
 def to_uint8_grid(rows: List[torch.Tensor], pad: int = 2) -> np.ndarray:
@@ -240,10 +242,7 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
     checkpoint made with another architecture or training setup raises :class:`StylsegError`.
     """
     from accelerate import Accelerator
-    from diffusers.training_utils import EMAModel
-    from tqdm.auto import tqdm
 
-    dc = cfg.diffae
     out = Path(out_dir)
     if (out / "config.json").is_file():
         meta = read_json(out / "config.json")
@@ -258,12 +257,31 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
     dev = resolve_device(device)
     acc = Accelerator(cpu=dev.type == "cpu", mixed_precision="bf16" if dev.type == "cuda" else "no")
     main = acc.is_main_process
+    with stage_lock(out, "diffae train") if main else nullcontext():
+        return _train(data_dir, out, cfg, acc, resume=resume, progress=progress, log=log)
+
+
+def _train(data_dir, out: Path, cfg, acc, *, resume: bool, progress: bool, log: Callable[[str], None]) -> Path:
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    from ..data.io import list_images
+
+    dc = cfg.diffae
+    main = acc.is_main_process
     say = log if main else (lambda *_: None)
 
     images, names = load_images(data_dir, dc.image_size, log=say)
     n_img = images.shape[0]
-    fp = _fingerprint(cfg, n_img)
+    fp = _fingerprint(cfg, n_img, files_fingerprint(list_images(image_folder(data_dir))))
+    # training on must also run on the same kind of compute (CPU thread count); a finished model is reused anywhere
+    compute = compute_key(acc.device)
     ckpt_path = out / CHECKPOINT / STATE_FILE
+    legacy = out / CHECKPOINT / LEGACY_STATE_FILE
+    if resume:
+        refuse_legacy(legacy, "pass --no-resume (RETRAIN = True in notebook 02)")
+    elif main:
+        legacy.unlink(missing_ok=True)
 
     torch.manual_seed(cfg.seed + 7919 * acc.process_index)
     model = DiffAE.from_config(dc, cfg.ddim)
@@ -280,15 +298,11 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
     train_seconds = 0.0
 
     if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        old = _with_legacy_defaults(state.get("fingerprint", {}))
-        if old != fp:
-            new = fp
-            diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-                             if old.get(k) != new.get(k))
-            raise StylsegError(f"{ckpt_path}: this checkpoint was trained with another setup ({diff}); use another "
-                               f"--out folder, or delete {out} (or pass --no-resume; RETRAIN = True in notebook 02) "
-                               f"to start over")
+        # the fingerprint (settings, data) is compared before any tensor is loaded
+        hint = f"delete {out}, or pass --no-resume (RETRAIN = True in notebook 02) to start over"
+        old = dict(read_state_header(ckpt_path, hint).get("fingerprint") or {})
+        old_compute = old.pop("compute", None)
+        state = load_state(ckpt_path, fingerprint=dict(fp, compute=old_compute), what="DiffAE training", hint=hint)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -312,6 +326,10 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
             say(f"{out}: stopped at step {step} when diffae.max_seconds={dc.max_seconds:g} was spent; "
                 f"raise diffae.max_seconds (0 = no cap) to train on")
             return out
+        if old_compute != compute:
+            raise StylsegError(f"{ckpt_path}: this training ran on {old_compute}, here it would go on with {compute}, "
+                               f"which gives other weights than either alone; train on with the same thread count "
+                               f"(STYLSEG_THREADS) or device, or {hint}")
     elif not resume and ckpt_path.is_file():
         say(f"--no-resume: starting over, {ckpt_path} will be overwritten")
 
@@ -327,11 +345,9 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
             return
         st = {"model": raw.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
               "ema": ema.state_dict(), "step": step, "history": history, "train_seconds": train_seconds,
-              "fingerprint": fp,
               "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state(),
                       "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
-        with atomic_path(ckpt_path) as tmp:
-            torch.save(st, tmp)
+        save_state(ckpt_path, st, fingerprint=dict(fp, compute=compute))
         write_json(out / "history.json", _history_summary(history, step, dc, train_seconds, n_img))
 
     def save_preview(m: DiffAE, tag: str, gaussian: bool = False):

@@ -28,6 +28,8 @@ def register(parser) -> None:
     p.add_argument("--train", required=True, help="paired folder (images/ + masks/)")
     p.add_argument("--val", default=None, help="paired folder scored each epoch (Dice)")
     p.add_argument("--out", required=True, help="output folder (checkpoints/, model/, history.json)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over when --out holds a run made from other input or settings")
     add_common(p)
     p.set_defaults(func=_train)
 
@@ -56,7 +58,8 @@ def _train(args) -> int:
 
     cfg = config_from_args(args)
     seed = args.seed if args.seed is not None else cfg.seed
-    out = train_segmenter(args.arch, args.train, args.out, cfg, val_dir=args.val, seed=seed, device=cfg.device)
+    out = train_segmenter(args.arch, args.train, args.out, cfg, val_dir=args.val, seed=seed, device=cfg.device,
+                          overwrite=args.overwrite)
     print(f"wrote {out}")
     return 0
 

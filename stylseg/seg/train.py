@@ -2,10 +2,10 @@
 
 ``train_segmenter(arch, train_dir, out_dir, cfg)`` writes::
 
-    out_dir/checkpoints/last.pt    model + optimizer + RNG states + epoch + history (resume)
-    out_dir/checkpoints/best.pt    model weights of the best epoch (validation Dice, else train loss)
-    out_dir/history.json           per epoch: loss, validation Dice, seconds
-    out_dir/model/                 the final (last-epoch) model folder, kind "segmenter"
+    out_dir/checkpoints/last.safetensors   model + optimizer + RNG states + epoch + history (resume)
+    out_dir/checkpoints/best.safetensors   model weights of the best epoch (validation Dice, else train loss)
+    out_dir/history.json                   per epoch: loss, validation Dice, seconds
+    out_dir/model/                         the final (last-epoch) model folder, kind "segmenter"
 
 Adam at ``cfg.seg.lr_for(arch)`` for ``cfg.seg.epochs_for(arch)`` epochs, batch
 ``cfg.seg.batch_size``, images ``cfg.seg.image_size`` px (ImageNet-normalised), PraNet's
@@ -18,12 +18,19 @@ augmentation (``augment``) and colour jitter (``color_jitter``). bf16 autocast o
 Exact resume: the shuffling order and augmentation of epoch ``e`` are drawn from
 ``(seed, e)``; the checkpoint holds the model, the optimizer and the RNG states, so a run
 interrupted after any epoch and rerun gives the same weights as an uninterrupted one.
+The resume file (:mod:`stylseg.checkpoint`: safetensors + JSON, never unpickled) and the
+finished model folder carry the run's signature: settings, seed, the training (and validation)
+folder's file names and content; the resume file also the compute (CPU thread count: 1 and 2
+threads give different weights). A rerun whose signature differs is refused, naming what
+changed, unless ``overwrite=True`` (``--overwrite``). One process at a time writes ``out_dir``
+(:func:`stylseg.lock.stage_lock`).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -32,17 +39,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..utils import StylsegError, atomic_path, read_json, resolve_device, save_model_folder, seed_everything, \
-    set_threads, write_json
+from ..checkpoint import compute_key, fingerprint_diff, folder_fingerprint, load_state, refuse_legacy, save_state
+from ..lock import stage_lock
+from ..utils import StylsegError, read_json, resolve_device, save_model_folder, seed_everything, set_threads, \
+    write_json
 from .losses import dice_score, structure_loss
 from .models import create_segmenter, segmenter_config
 
 CHECKPOINTS = "checkpoints"
-
-
-def _save_pt(path: Path, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+LAST, BEST = "last.safetensors", "best.safetensors"
+#: the pickle resume file of older versions: never opened
+LEGACY_LAST = "last.pt"
 
 
 def _batches(n: int, bs: int, g: torch.Generator) -> List[torch.Tensor]:
@@ -55,12 +62,15 @@ def _batches(n: int, bs: int, g: torch.Generator) -> List[torch.Tensor]:
     return out
 
 
-def _signature(arch: str, cfg, seed: int, train_dir: Path, n: int) -> Dict[str, Any]:
+def _signature(arch: str, cfg, seed: int, train_dir: Path, n: int, val_dir: Optional[Path] = None) -> Dict[str, Any]:
+    """What a resumed or finished run must have been made from: settings, seed, the training (and validation)
+    folder's names and content (not its path: a run folder may be moved or handed out)."""
     sc = cfg.seg
     return {"model": segmenter_config(arch, sc), "pretrained": sc.pretrained, "image_size": sc.image_size,
             "batch_size": sc.batch_size, "lr": sc.lr_for(arch), "multiscale": list(sc.multiscale),
             "grad_clip": sc.grad_clip, "augment": sc.augment, "color_jitter": sc.color_jitter, "seed": seed,
-            "train_dir": str(Path(train_dir).resolve()), "n_train": n}
+            "n_train": n, "train_data": folder_fingerprint(train_dir),
+            "val_data": folder_fingerprint(val_dir) if val_dir is not None else None}
 
 
 def load_batch(ds, idx, device):
@@ -110,15 +120,24 @@ def evaluate_dice(model, images: torch.Tensor, masks: torch.Tensor, device, batc
 
 def train_segmenter(arch: str, train_dir: os.PathLike, out_dir: os.PathLike, cfg, *, val_dir: Optional[os.PathLike] = None,
                     seed: int = 0, device: str = "auto", progress: bool = True, stop_after: Optional[int] = None,
-                    keep_last: bool = True) -> Optional[Path]:
+                    keep_last: bool = True, overwrite: bool = False) -> Optional[Path]:
     """Train ``arch`` on the paired folder ``train_dir``; returns the final model folder ``out_dir/model``.
 
     ``cfg``: a :class:`~stylseg.config.RunConfig` (its ``seg`` part is used); ``val_dir``: a
     paired folder scored each epoch (Dice at 0.5); ``stop_after``: stop after this many epochs
-    in this call (returns ``None``; rerun to continue from ``checkpoints/last.pt``);
-    ``keep_last=False`` deletes ``last.pt`` once the model folder is written.
-    A finished run (model folder present, same settings) is returned as is.
+    in this call (returns ``None``; rerun to continue from ``checkpoints/last.safetensors``);
+    ``keep_last=False`` deletes ``last.safetensors`` once the model folder is written.
+    A finished run (model folder present, same signature) is returned as is; a checkpoint or model folder of
+    another signature raises :class:`StylsegError` naming what changed, unless ``overwrite`` (start over).
     """
+    out = Path(out_dir)
+    with stage_lock(out, "seg train"):
+        return _train_segmenter(arch, train_dir, out, cfg, val_dir=val_dir, seed=seed, device=device,
+                                progress=progress, stop_after=stop_after, keep_last=keep_last, overwrite=overwrite)
+
+
+def _train_segmenter(arch, train_dir, out: Path, cfg, *, val_dir, seed, device, progress, stop_after, keep_last,
+                     overwrite) -> Optional[Path]:
     from tqdm.auto import tqdm
 
     from ..data import PairedDataset
@@ -127,7 +146,6 @@ def train_segmenter(arch: str, train_dir: os.PathLike, out_dir: os.PathLike, cfg
     dev = resolve_device(cfg.device if device in (None, "", "auto") else device)
     if dev.type == "cpu":
         set_threads()
-    out = Path(out_dir)
     model_dir, ck_dir = out / "model", out / CHECKPOINTS
     ds = PairedDataset(train_dir, sc.image_size, mode="seg", augment=sc.augment, seed=seed, cache=True,
                        color_jitter=sc.color_jitter, use="train")  # validated: all-zero masks are refused
@@ -138,12 +156,26 @@ def train_segmenter(arch: str, train_dir: os.PathLike, out_dir: os.PathLike, cfg
         from ..data.validate import validate_paired
 
         validate_paired(val_dir, use="eval", deep=False, warn=False)
-    sig = _signature(arch, cfg, seed, Path(train_dir), n)
+    sig = _signature(arch, cfg, seed, Path(train_dir), n, Path(val_dir) if val_dir is not None else None)
+    # a resume must also run on the same kind of compute (1 and 2 CPU threads give different weights); a finished
+    # model is reused on any machine
+    ck_fp = dict(sig, compute=compute_key(dev))
     epochs = sc.epochs_for(arch)
+    last = ck_dir / LAST
+    if overwrite:
+        for f in (last, ck_dir / BEST, ck_dir / LEGACY_LAST, out / "history.json", out / "history.partial.json"):
+            f.unlink(missing_ok=True)
+        if model_dir.is_dir():
+            shutil.rmtree(model_dir)
+    refuse_legacy(ck_dir / LEGACY_LAST, "pass --overwrite (overwrite=True)")
     if (model_dir / "config.json").is_file() and (out / "history.json").is_file():
         meta = read_json(model_dir / "config.json")
         if meta.get("train") == sig and meta.get("epochs") == epochs:
             return model_dir
+        if meta.get("train") != sig and not last.is_file():
+            raise StylsegError(f"{model_dir}: a segmenter trained from other input or settings "
+                               f"({fingerprint_diff(meta.get('train'), sig)}); use another --out folder, or pass "
+                               f"--overwrite (overwrite=True) to train it again")
 
     seed_everything(seed)
     arch_kw = segmenter_config(arch, sc)
@@ -152,13 +184,8 @@ def train_segmenter(arch: str, train_dir: os.PathLike, out_dir: os.PathLike, cfg
     opt = torch.optim.Adam(model.parameters(), lr=sc.lr_for(arch))
     history: List[Dict[str, Any]] = []
     start, best = 0, -float("inf")
-    last = ck_dir / "last.pt"
     if last.is_file():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
-        if ck.get("signature") != sig:
-            diff = [k for k in sig if ck.get("signature", {}).get(k) != sig[k]]
-            raise StylsegError(f"{last}: checkpoint of a run with other settings ({', '.join(diff)}); "
-                               f"use another --out or delete {out} to start again")
+        ck = load_state(last, fingerprint=ck_fp, what="segmentation run", hint="pass --overwrite (overwrite=True)")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start, history, best = ck["epoch"], ck["history"], ck["best"]
@@ -194,11 +221,11 @@ def train_segmenter(arch: str, train_dir: os.PathLike, out_dir: os.PathLike, cfg
         score = rec["val_dice"] if val is not None else -rec["loss"]
         if score > best:
             best = score
-            _save_pt(ck_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch + 1, "score": score})
-        _save_pt(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                        "history": history, "best": best, "signature": sig,
-                        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                                "python": random.getstate()}})
+            save_state(ck_dir / BEST, {"model": model.state_dict(), "epoch": epoch + 1, "score": score}, fingerprint=ck_fp)
+        save_state(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                          "history": history, "best": best,
+                          "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                                  "python": random.getstate()}}, fingerprint=ck_fp)
         write_json(out / "history.partial.json", history)
         done_now += 1
         if stop_after is not None and done_now >= stop_after and epoch + 1 < epochs:
@@ -207,7 +234,8 @@ def train_segmenter(arch: str, train_dir: os.PathLike, out_dir: os.PathLike, cfg
     bar.close()
     config = {**segmenter_config(arch, sc), "image_size": sc.image_size, "normalize": "imagenet"}
     save_model_folder(model_dir, "segmenter", config, model.state_dict(),
-                      extra={"train": sig, "epochs": epochs, "history": history})
+                      extra={"train": sig, "train_dir": str(Path(train_dir).resolve()), "epochs": epochs,
+                             "history": history})
     write_json(out / "history.json", history)
     (out / "history.partial.json").unlink(missing_ok=True)
     if not keep_last:

@@ -94,29 +94,43 @@ def detail_gate(mask: np.ndarray, size: int, ring: float = LESION_RING) -> np.nd
 def apply_stylizer(model_dir: Optional[os.PathLike], input_dir: os.PathLike, out_dir: os.PathLike, cfg, *,
                    mode: str = "st", use_spn: bool = True, diffae_dir: Optional[os.PathLike] = None,
                    device="auto", upsample: Optional[str] = None, progress: bool = True,
-                   arm: Optional[str] = None) -> Path:
+                   arm: Optional[str] = None, overwrite: bool = False) -> Path:
     """Write the stylized (``mode="st"``) or round-trip (``mode="recon"``) arm; returns ``out_dir``.
 
     ``model_dir``: the stylizer folder (``stylseg stylize finetune``; may be None in ``recon``
     mode when ``diffae_dir`` is given). ``input_dir``: a paired folder with ``images/`` (and
     ``masks/``, copied). Images of any mode are converted to RGB (grayscale repeated, RGBA
     composited on black). ``use_spn=False`` drops the SPN term (the ``--no-spn`` control).
+    An arm folder made from other input or settings is refused unless ``overwrite`` (made again).
     """
     check_choice(mode, MODES, "mode")
     spec = {"out": out_dir, "mode": mode, "use_spn": use_spn, "arm": arm}
     return apply_arms(model_dir, input_dir, [spec], cfg, diffae_dir=diffae_dir, device=device,
-                      upsample=upsample, progress=progress)[0]
+                      upsample=upsample, progress=progress, overwrite=overwrite)[0]
 
 
 def apply_arms(model_dir: Optional[os.PathLike], input_dir: os.PathLike, specs: Sequence[Dict[str, Any]], cfg, *,
                diffae_dir: Optional[os.PathLike] = None, device="auto", upsample: Optional[str] = None,
-               progress: bool = True) -> List[Path]:
+               progress: bool = True, overwrite: bool = False) -> List[Path]:
     """Write several arms from one input folder, sharing the D_A inversion (the most expensive
     part: ``apply_invert_steps`` UNet calls) between them; each arm then costs only its
     ``apply_gen_steps`` generation calls. ``specs``: dicts with ``out`` and optional ``mode``
     (st | recon), ``use_spn`` (default True), ``arm`` (name), ``sensor`` (off | match; default
     ``cfg.stylize.sensor``; always off for recon). Each arm is written exactly as
-    :func:`apply_stylizer` writes it (same files, manifest and resume behaviour)."""
+    :func:`apply_stylizer` writes it (same files, manifest and resume behaviour). One process at a time
+    writes each arm folder (:func:`stylseg.lock.stage_lock`)."""
+    from contextlib import ExitStack
+
+    from ..lock import stage_lock
+
+    with ExitStack() as stack:
+        for sp in specs:
+            stack.enter_context(stage_lock(sp["out"], "stylize apply"))
+        return _apply_arms(model_dir, input_dir, specs, cfg, diffae_dir=diffae_dir, device=device, upsample=upsample,
+                           progress=progress, overwrite=overwrite)
+
+
+def _apply_arms(model_dir, input_dir, specs, cfg, *, diffae_dir, device, upsample, progress, overwrite) -> List[Path]:
     from tqdm.auto import tqdm
 
     specs = [dict({"mode": "st", "use_spn": True, "arm": None, "sensor": None}, **sp) for sp in specs]
@@ -179,7 +193,7 @@ def apply_arms(model_dir: Optional[os.PathLike], input_dir: os.PathLike, specs: 
         arm = sp["arm"] or (("st" if use_spn else "st_nospn") if mode == "st" else "recon")
         method = "diffusion-st" if mode == "st" else "diffusion-recon"
         w = ArmWriter(sp["out"], arm, method, params, source=Path(input_dir), style=style if mode == "st" else None,
-                      size=seg, substitute=substitute if mode == "st" else None)
+                      size=seg, substitute=substitute if mode == "st" else None, overwrite=overwrite)
         writers.append((w, mode, use_spn, match if sp["sensor"] == "match" else None))
     bs = max(1, int(cfg.stylize.apply_batch_size))
     batches = [list(range(i, min(i + bs, len(files)))) for i in range(0, len(files), bs)]

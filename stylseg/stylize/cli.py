@@ -44,6 +44,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--upsample", default=None, choices=("bilinear", "detail", "detail_lesion"),
                    help="diffusion size -> seg size (default: the profile's stylize.upsample)")
     p.add_argument("--arm", default=None, help="arm name in the manifest (default: st, st_nospn or recon)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="make the arm again when --out holds one made from other input or settings")
     add_common(p)
     p.set_defaults(func=_cmd_apply)
 
@@ -86,7 +88,8 @@ def _cmd_apply(args) -> int:
     if args.mode == "st" and not args.model:
         raise StylsegError("--mode st needs --model DIR (a folder written by `stylseg stylize finetune`)")
     out = apply_stylizer(args.model, args.input, args.out, cfg, mode=args.mode, use_spn=not args.no_spn,
-                         diffae_dir=args.diffae, device=cfg.device, upsample=args.upsample, arm=args.arm)
+                         diffae_dir=args.diffae, device=cfg.device, upsample=args.upsample, arm=args.arm,
+                         overwrite=args.overwrite)
     print(f"wrote arm {out}")
     return 0
 

@@ -3,7 +3,7 @@
 ``finetune(diffae_dir, style_path, content_dir, out_dir, cfg)`` writes a *stylizer* model
 folder (kind ``"stylizer"``): D_B's UNet and the SPN's weights, the config (with the path and
 sha256 of the D_A folder it was tuned from), the style pair PNGs, ``history.json`` and a
-resumable ``checkpoint.pt``. It reads in four parts: the style pair (:func:`style_pair`), the training state
+resumable ``checkpoint.safetensors`` (safetensors + JSON, never unpickled). It reads in four parts: the style pair (:func:`style_pair`), the training state
 with its resume (:class:`TrainState`, :func:`save_checkpoint`, :func:`load_checkpoint`), one iteration
 (:class:`_Iteration`) and saving (:func:`save_stylizer`); :func:`finetune` strings them together.
 
@@ -45,6 +45,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import json
 import math
 import os
 import random
@@ -60,7 +61,10 @@ import torch.nn as nn
 
 from ..data.io import from_tensor_pm1, read_image, write_image
 from ..diffusion.ddim import ddim_run, ddim_steps, ddim_timesteps, encode_stochastic, with_coarse
-from ..utils import (StylsegError, atomic_path, check_choice, json_sha256, read_json, resolve_device,
+from ..checkpoint import (compute_key, files_fingerprint, fingerprint_diff, load_state, read_state_header,
+                          refuse_legacy, save_state)
+from ..lock import stage_lock
+from ..utils import (StylsegError, check_choice, json_sha256, read_json, resolve_device,
                      save_model_folder, seed_everything, sha256_file, write_json)
 from .embedders import embedder_substitute, make_embedder
 from .losses import LOSS_SETS, StyleLoss, cycle_l1, lesion_weight, ms_ssim
@@ -70,7 +74,9 @@ from .spn import SPN_REGIONS, build_spn, spn_gate, spn_shift_fn
 
 STYLE_Y = "style_y_B.png"
 STYLE_XA = "style_x_A.png"
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint.safetensors"
+#: the pickled resume file of earlier versions: refused by name, never opened
+LEGACY_CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
 BACKPROP = ("per_step", "chain")
 #: who learns from the structure term (``stylize.spn_role``, module docstring): joint = D_B and the SPN learn from
@@ -194,6 +200,8 @@ def _settings(diffae_sha: str, style_path, content_files, cfg, legacy: bool = Fa
         "diffae_sha256": diffae_sha,
         "style_sha256": sha256_file(style_path),
         "content": [p.name for p in content_files],
+        "content_sha256": files_fingerprint(content_files)["sha256"],
+        "precision": cfg.precision,
         "seed": cfg.seed,
     }
 
@@ -349,19 +357,67 @@ class TrainState:
         self.history, self.iteration = list(ckpt["history"]), int(ckpt["iteration"])
 
 
-def save_checkpoint(path: Path, state: TrainState, digest: str) -> None:
-    """Write the resumable checkpoint atomically (``torch.save`` of :meth:`TrainState.state_dict`)."""
-    with atomic_path(path) as tmp:
-        torch.save(state.state_dict(digest), tmp)
+_START_OVER = "choose another --out, or overwrite it (--overwrite / overwrite=True)"
 
 
-def load_checkpoint(path: Path) -> Dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`; ``weights_only=True``, so that it cannot run code."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a checkpoint of an older kit (pickled numpy state), or a damaged file
-        raise StylsegError(f"{path}: cannot read this fine-tuning checkpoint ({str(e).splitlines()[0][:120]}); remove "
-                           f"it to start the fine-tuning again, or fine-tune with --overwrite") from None
+def save_checkpoint(path: Path, state: TrainState, digest: str, compute: str, settings: Dict[str, Any]) -> None:
+    """Write the resume file (safetensors + JSON, :func:`stylseg.checkpoint.save_state`; never unpickled) of
+    :meth:`TrainState.state_dict`, with the settings digest, the compute it ran on and the settings themselves (to
+    name a difference) as its fingerprint."""
+    save_state(path, state.state_dict(digest), fingerprint={"digest": digest, "compute": compute,
+                                                            "settings": settings})
+
+
+def load_checkpoint(path: Path, accepted, compute: str, overwrite: bool,
+                    settings: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
+    """The resume file's state when its settings digest is one of ``accepted`` and it ran on the same ``compute``
+    (checked before any tensor is read); ``None`` to start afresh when ``overwrite``; else :class:`StylsegError`
+    naming what differs (against ``settings``)."""
+    fp = read_state_header(path, "pass --overwrite").get("fingerprint") or {}
+    if fp.get("digest") not in accepted or fp.get("compute") != compute:
+        if overwrite:
+            return None
+        if fp.get("digest") not in accepted:
+            old, new = fp.get("settings") or {}, settings or {}
+            diff = fingerprint_diff(_flat(old), _flat(json.loads(json.dumps(new, default=str)))) if old and new else ""
+            what = f"other settings or input ({diff or 'style image, content images, D_A'})"
+        else:
+            what = f"other compute ({fp.get('compute')}; here {compute}: the result would be neither's)"
+        raise StylsegError(f"{path.parent}: holds a fine-tuning run with {what}; {_START_OVER}")
+    return load_state(path)
+
+
+def _flat(d: Dict[str, Any]) -> Dict[str, Any]:
+    """``{"stylize": {"lr": 1}}`` -> ``{"stylize.lr": 1}`` (one level), to name a changed setting."""
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{k2}": v2 for k2, v2 in v.items()})
+        else:
+            out[k] = v
+    return out
+
+
+def _launch_rank() -> int:
+    for key in ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
+
+
+def _one_writer(fn):
+    """Run ``fn(diffae_dir, style_path, content_dir, out_dir, ...)`` holding ``out_dir``'s stage lock (on the
+    main process of a launch)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(diffae_dir, style_path, content_dir, out_dir, *args, **kwargs):
+        if _launch_rank() != 0:
+            return fn(diffae_dir, style_path, content_dir, out_dir, *args, **kwargs)
+        with stage_lock(out_dir, "stylize finetune"):
+            return fn(diffae_dir, style_path, content_dir, out_dir, *args, **kwargs)
+
+    return wrapper
 
 
 def _rng_state(gen: torch.Generator) -> Dict[str, Any]:
@@ -580,26 +636,25 @@ def check_settings(sc) -> None:
                            f"(got {sc.iterations}, {sc.batch_size})")
 
 
-def _open_out_dir(out_dir: Path, accepted, resume: bool, overwrite: bool, par: _Parallel):
+def _open_out_dir(out_dir: Path, accepted, resume: bool, overwrite: bool, par: _Parallel, compute: str,
+                  settings: Dict[str, Any]):
     """``(finished, checkpoint)`` for ``out_dir``: a folder finished with these settings (``accepted`` digests) is
-    finished; a checkpoint with them is read for a resume; other settings raise :class:`StylsegError` unless
-    ``overwrite``, which clears the folder's fine-tuning files."""
+    finished; a resume file with them, written on the same ``compute``, is read for a resume; other settings or
+    compute raise :class:`StylsegError` naming them unless ``overwrite``, which clears the folder's fine-tuning
+    files. A pickled resume file of an earlier version is refused by name, never opened."""
     done = finished_digest(out_dir)
     if done in accepted and resume:
         return True, None
     ckpt = None
+    if resume and not overwrite:
+        refuse_legacy(out_dir / LEGACY_CHECKPOINT, "pass --overwrite (overwrite=True)")
     if resume and (out_dir / CHECKPOINT).is_file():
-        ckpt = load_checkpoint(out_dir / CHECKPOINT)
-        if ckpt.get("digest") not in accepted:
-            if not overwrite:
-                raise StylsegError(f"{out_dir}: holds a fine-tuning run with other settings; choose another --out, "
-                                   f"or overwrite it (--overwrite / overwrite=True)")
-            ckpt = None
+        ckpt = load_checkpoint(out_dir / CHECKPOINT, accepted, compute, overwrite, settings)
     elif done is not None and done not in accepted and not overwrite:
-        raise StylsegError(f"{out_dir}: holds a stylizer made with other settings; choose another --out, "
-                           f"or overwrite it (--overwrite / overwrite=True)")
+        raise StylsegError(f"{out_dir}: holds a stylizer made with other settings; {_START_OVER}")
     if ckpt is None and out_dir.exists() and par.main:
-        for name in (CHECKPOINT, HISTORY, "config.json", "model.safetensors", STYLE_Y, STYLE_XA, "style_pair.json"):
+        for name in (CHECKPOINT, LEGACY_CHECKPOINT, HISTORY, "config.json", "model.safetensors", STYLE_Y, STYLE_XA,
+                     "style_pair.json"):
             if (out_dir / name).exists():
                 (out_dir / name).unlink()
     if par.main:
@@ -608,6 +663,7 @@ def _open_out_dir(out_dir: Path, accepted, resume: bool, overwrite: bool, par: _
     return False, ckpt
 
 
+@_one_writer
 def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.PathLike, out_dir: os.PathLike,
              cfg, *, resume: bool = True, overwrite: bool = False, device="auto",
              callback: Optional[FinetuneCallback] = None, progress: bool = True) -> Path:
@@ -644,7 +700,8 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     settings = _settings(diffae_sha, style_path, files, cfg)
     digest = _digest(settings)
     accepted = {digest, _digest(_settings(diffae_sha, style_path, files, cfg, legacy=True))}
-    finished, ckpt = _open_out_dir(out_dir, accepted, resume, overwrite, par)
+    compute = compute_key(dev)
+    finished, ckpt = _open_out_dir(out_dir, accepted, resume, overwrite, par, compute, settings)
     if finished:
         return out_dir
 
@@ -663,7 +720,7 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     def save(it: int) -> None:
         if par.main:
             state.iteration = it
-            save_checkpoint(out_dir / CHECKPOINT, state, digest)
+            save_checkpoint(out_dir / CHECKPOINT, state, digest, compute, settings)
             write_json(out_dir / HISTORY, {"substitute": embedder_substitute(embedder), "loss_set": sc.loss_set,
                                            "weights": loss.weights, "iterations": state.history,
                                            "diverging": loss_divergence(state.history)})
