@@ -172,10 +172,10 @@ def test_spn_gate_is_the_dilated_lesion_and_needs_masks():
     g = spn_gate(m, "lesion")
     assert torch.equal(g, lesion_weight(m)) and bool((g[1] == 1).all())
     assert g[0].sum() > m[0].sum() and bool((g[0][m[0] > 0] == 1).all()) and g[0, 0, 0, 0] == 0
-    thin = spn_gate(m, "lesion", 1 / 16)  # stylize.lesion_ring: a thinner ring, still the whole lesion
+    thin = spn_gate(m, "lesion", 1 / 16)  # a thinner ring, still the whole lesion
     assert torch.equal(thin, lesion_weight(m, 1 / 16)) and bool((thin[0][m[0] > 0] == 1).all())
     assert m[0].sum() < thin[0].sum() < g[0].sum() and bool((thin[1] == 1).all())
-    with pytest.raises(StylsegError, match="spn_region=lesion.*masks"):
+    with pytest.raises(StylsegError, match="structure_region=lesion.*masks"):
         spn_gate(None, "lesion")
     with pytest.raises(StylsegError, match="unknown SPN region 'ring'"):
         spn_gate(m, "ring")

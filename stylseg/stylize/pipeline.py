@@ -31,7 +31,7 @@ import torch.nn as nn
 
 from ..data.io import list_images, read_image, resize_image, to_tensor_pm1
 from ..diffusion.ddim import DDIMSchedule, DDIMStep, Shift, ddim_step, render
-from ..utils import MODEL_CONFIG, MODEL_WEIGHTS, StylsegError, load_model_folder, sha256_file
+from ..utils import MODEL_CONFIG, MODEL_WEIGHTS, StylsegError, load_model_folder, read_json, sha256_file
 from .spn import SPN, spn_gate, spn_shift_fn
 
 KIND = "stylizer"
@@ -223,8 +223,11 @@ class Stylizer(nn.Module):
         import copy
 
         model_dir = Path(model_dir)
+        if (model_dir / MODEL_CONFIG).is_file():  # before the weights: an earlier kit's folder gets one message
+            head = read_json(model_dir / MODEL_CONFIG)
+            if head.get("kind") == KIND:
+                check_stylizer_config(model_dir, head)
         meta, state = load_model_folder(model_dir, KIND)
-        check_stylizer_config(model_dir, meta)
         cfg = meta.get("config", {})
         try:
             da = meta["diffae"]
