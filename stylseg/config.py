@@ -112,13 +112,13 @@ class StylizeConfig:
     lr_spn: float = 1e-4
     batch_size: int = 4
     spn_form: str = "paper"  # paper (1x1 conv stack, no time) | osasis (time scale-shift MLP)
+    spn_hidden: int = 64  # the SPN's hidden channels
     spn_lambda: float = 0.1
     loss_set: str = "osasis"  # paper | osasis
     embedder: str = "weightfree"  # weightfree | clip
     clip_model: str = "ViT-B-32"
     clip_pretrained: str = "openai"
-    w_adv: float = 1.0  # lambda_1: L_adv (paper set) / the cross-domain directional loss (osasis set)
-    w_cycle: float = 0.0  # lambda_2: L_cycle (paper set)
+    w_cycle: float = 0.0  # lambda_2: L_cycle (paper set; L_adv / the cross-domain loss has weight lambda_1 = 1)
     w_structure: float = 0.0  # lambda_3: L_SPN, in either loss set (0 in OSASIS as published)
     spn_role: str = "joint"  # joint (every term trains D_B and the SPN) | guard (L_SPN alone trains the SPN)
     structure_region: str = "image"  # image | lesion: where L_SPN compares and where the SPN term enters
@@ -137,17 +137,17 @@ class StylizeConfig:
 #: docs/stylization.md has the table, docs/results.md the measurements behind ``gates``.
 PRESETS: Dict[str, Dict[str, Any]] = {
     # OSASIS as published (its loss set, its style pair), with the paper's SPN
-    "osasis": {"loss_set": "osasis", "w_adv": 1.0, "w_cycle": 0.0, "w_structure": 0.0,
+    "osasis": {"loss_set": "osasis", "w_cycle": 0.0, "w_structure": 0.0,
                "spn_role": "joint", "structure_region": "image", "spn_lambda": 0.1, "lr_spn": 1e-4,
                "style_pair_pick": "fidelity", "style_pair_tries": 4, "style_pair_t0": 0.0, "upsample": "detail",
                "sensor": "off", "ddim.apply_gen_steps": "profile"},
     # the paper's loss set (eq. 13: lambda_1 L_adv + lambda_2 L_cycle + lambda_3 L_SPN, each weight 1)
-    "paper": {"loss_set": "paper", "w_adv": 1.0, "w_cycle": 1.0, "w_structure": 1.0,
+    "paper": {"loss_set": "paper", "w_cycle": 1.0, "w_structure": 1.0,
               "spn_role": "joint", "structure_region": "image", "spn_lambda": 0.1, "lr_spn": 1e-4,
               "style_pair_pick": "fidelity", "style_pair_tries": 4, "style_pair_t0": 0.0, "upsample": "detail",
               "sensor": "off", "ddim.apply_gen_steps": "profile"},
     # the stylizer that meets the style and lesion gates of benchmarks/bench_stylize_gates.py (cpu profile)
-    "gates": {"loss_set": "osasis", "w_adv": 1.0, "w_cycle": 0.0, "w_structure": 0.25,
+    "gates": {"loss_set": "osasis", "w_cycle": 0.0, "w_structure": 0.25,
               "spn_role": "guard", "structure_region": "lesion", "spn_lambda": 1.0, "lr_spn": 1e-5,
               "style_pair_pick": "domain", "style_pair_tries": 16, "style_pair_t0": 0.625,
               "upsample": "detail_lesion", "sensor": "match", "ddim.apply_gen_steps": "finetune"},

@@ -183,7 +183,7 @@ def test_osasis_preset_is_the_old_default_and_paper_profile_keeps_published_sett
     assert paper.stylize.preset == "osasis" and paper.stylize.embedder == "clip" and paper.stylize.lr_unet == 5e-6
     assert paper.ddim.apply_gen_steps == 25
     p = get_profile("smoke").override(**{"stylize.preset": "paper"}).stylize
-    assert (p.loss_set, p.w_adv, p.w_cycle, p.w_structure) == ("paper", 1.0, 1.0, 1.0)
+    assert (p.loss_set, p.w_cycle, p.w_structure) == ("paper", 1.0, 1.0)
     assert StylizeConfig().preset == "osasis"
 
 

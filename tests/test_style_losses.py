@@ -139,8 +139,6 @@ def test_unknown_embedder_lists_valid():
 
 @pytest.mark.parametrize("loss_set", ["paper", "osasis"])
 def test_style_loss_sets(loss_set):
-    from dataclasses import replace
-
     torch.manual_seed(0)
     sc = get_profile("smoke").override(**{"stylize.preset": loss_set}).stylize  # the presets osasis and paper
     assert sc.loss_set == loss_set
@@ -204,7 +202,7 @@ def test_fit_settings_enter_the_digest_and_apply_settings_do_not(tmp_path):
                        ("stylize.style_pair_pick", "domain"), ("stylize.preset", "gates"), ("stylize.preset", "paper"),
                        ("ddim.apply_gen_steps", 3)):
         assert ft._digest(ft._settings("d" * 64, style, files, cfg.override(**{key: value}))) != now, key
-    for key, value in (("stylize.upsample", "bilinear"), ("stylize.apply_batch_size", 5)):
+    for key, value in (("stylize.upsample", "bilinear"), ("stylize.sensor", "match"), ("stylize.apply_batch_size", 5)):
         assert ft._digest(ft._settings("d" * 64, style, files, cfg.override(**{key: value}))) == now, key
 
 

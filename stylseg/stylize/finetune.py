@@ -165,7 +165,7 @@ def style_pair(diffae, style_path, out_dir: Path, cfg, device, embedder=None, co
 # --------------------------------------------------------------------------- settings
 #: StylizeConfig fields that only matter when a stylizer is applied: not part of the fine-tuning settings, so
 #: changing them never refits a stylizer
-APPLY_FIELDS = ("upsample", "apply_batch_size")
+APPLY_FIELDS = ("upsample", "sensor", "apply_batch_size")
 
 
 def _settings(diffae_sha: str, style_path, content_files, cfg) -> Dict[str, Any]:

@@ -2,11 +2,12 @@
 
 Two loss sets, selected by ``StylizeConfig.loss_set``:
 
-``paper`` (paper eq. 13): ``L_style = l1 L_adv + l2 L_cycle + l3 L_SPN``
+``paper`` (paper eq. 13): ``L_style = l1 L_adv + l2 L_cycle + l3 L_SPN`` (``l1`` = 1, ``l2`` = ``w_cycle``,
+``l3`` = ``w_structure``)
 
 - ``L_adv`` (``adv``): the directional loss
   ``1 - cos(norm(E(y_B) - E(x_A_style)), norm(E(out_B) - E(x_A)))`` plus its magnitude term
-  ``adv_mag`` (weight ``w_adv``).
+  ``adv_mag`` (weight 1, as ``L_adv``).
 - ``L_cycle`` (``cycle``, eq. 11): ``|G(F(G(x))) - G(x)|_1 + |F(G(F(y))) - F(y)|_1``, computed by
   :mod:`stylseg.stylize.finetune` (it needs the models); :func:`cycle_l1` is its distance.
 - ``L_SPN`` (``spn``): the kit's interpretation of eq. 12, ``|S(x0_B) - S(x_in)|^2`` with ``S``
@@ -49,10 +50,10 @@ LOSS_SETS = ("paper", "osasis")
 OSASIS_WEIGHTS = {"in_domain": 0.5, "recon_embed": 30.0, "recon_l1": 10.0, "recon_msssim": 10.0}
 
 #: the terms of each set and what scales each of them: config weights (names of StylizeConfig fields) and numbers
-#: (OSASIS's fixed weights; every magnitude term has the weight of its directional loss)
+#: (the paper's lambda_1 = 1 for L_adv and OSASIS's fixed weights; a magnitude term has its directional loss's weight)
 TERMS = {
-    "paper": {"adv": "w_adv", "adv_mag": "w_adv", "spn": "w_structure", "cycle": "w_cycle"},
-    "osasis": {"cross": "w_adv", "cross_mag": "w_adv",
+    "paper": {"adv": 1.0, "adv_mag": 1.0, "spn": "w_structure", "cycle": "w_cycle"},
+    "osasis": {"cross": 1.0, "cross_mag": 1.0,
                "in_domain": OSASIS_WEIGHTS["in_domain"], "in_domain_mag": OSASIS_WEIGHTS["in_domain"],
                "recon_embed": OSASIS_WEIGHTS["recon_embed"], "recon_l1": OSASIS_WEIGHTS["recon_l1"],
                "recon_msssim": OSASIS_WEIGHTS["recon_msssim"], "spn": "w_structure"},

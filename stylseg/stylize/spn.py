@@ -157,13 +157,9 @@ def spn_gate(masks: Optional[torch.Tensor], region: str = "image", ring: Optiona
     return lesion_weight(masks, LESION_RING if ring is None else ring)
 
 
-#: the SPN's hidden channels (a model folder records its own, :meth:`SPN.config`)
-SPN_HIDDEN = 64
-
-
 def build_spn(scfg, T: int = 1000) -> SPN:
-    """The SPN a :class:`~stylseg.config.StylizeConfig` asks for (``spn_form``; :data:`SPN_HIDDEN` channels)."""
-    return SPN(form=scfg.spn_form, hidden=SPN_HIDDEN, T=T)
+    """The SPN a :class:`~stylseg.config.StylizeConfig` asks for (``spn_form``, ``spn_hidden``)."""
+    return SPN(form=scfg.spn_form, hidden=scfg.spn_hidden, T=T)
 
 
 def count_parameters(m: nn.Module) -> int:
