@@ -1,7 +1,7 @@
 """Fine-tuning over several processes (``accelerate launch`` / ``torchrun``) and the SPN's role.
 
 Data parallelism must compute what one process with the whole batch computes; the
-``stylize.spn_role=structure`` split must route the structure term to the SPN alone and the style
+``stylize.spn_role=guard`` must route the structure term to the SPN alone and every term
 terms to D_B alone.
 """
 

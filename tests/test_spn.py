@@ -123,7 +123,7 @@ def test_structure_guidance_pulls_toward_reference_structure():
 def test_generate_computes_a_time_free_spn_term_once(form, calls):
     """The paper-form SPN has no time input, so its term is computed once per chain (applying is faster by
     the SPN's cost times the step count); the osasis form is called before every step. Gradients reach the
-    SPN's weights either way (the ``chain`` backprop mode relies on it)."""
+    SPN's weights either way."""
     torch.manual_seed(0)
     spn = SPN(form, hidden=8)
     torch.nn.init.normal_(spn.conv_out.weight, std=0.5)
@@ -143,7 +143,7 @@ def test_generate_computes_a_time_free_spn_term_once(form, calls):
 
 @pytest.mark.parametrize("form", ["paper", "osasis"])
 def test_gated_spn_term_enters_only_where_the_gate_is_on(form):
-    """stylize.spn_region=lesion: the SPN term is multiplied by the gate, so the latent moves inside it as without a
+    """stylize.structure_region=lesion: the SPN term is multiplied by the gate, so the latent moves inside it as without a
     gate and not at all outside; a gate of ones is the plain chain, a gate of zeros the chain without the SPN."""
     torch.manual_seed(0)
     spn = SPN(form, hidden=8)
