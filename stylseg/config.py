@@ -41,7 +41,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DDIMConfig:
-    """The DDIM schedule and the step grids (docs/method.md sections 1 and 5).
+    """The DDIM schedule and the step grids (docs/method.md sections 2 and 7).
 
     Step counts are UNet calls actually made. ``t0`` is a fraction of T.
     """
@@ -100,7 +100,7 @@ class DiffAEConfig:
 
 @dataclass(frozen=True)
 class StylizeConfig:
-    """One-shot fine-tuning of D_B + SPN and applying it (docs/method.md sections 3-5).
+    """One-shot fine-tuning of D_B + SPN and applying it (docs/method.md sections 3, 4 and 7).
 
     ``preset`` names a bundle of the method's settings (:data:`PRESETS`, docs/stylization.md): setting it
     (``--set stylize.preset=gates``) sets every field the preset holds; later ``--set``s change single fields.
@@ -156,7 +156,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class SegConfig:
-    """Segmentation training (docs/method.md section 6)."""
+    """Segmentation training (docs/method.md section 5)."""
 
     archs: Tuple[str, ...] = ("unet",)
     encoder: str = "resnet18"

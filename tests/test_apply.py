@@ -1,4 +1,4 @@
-"""Applying a stylizer: the arm format, recon / no-SPN controls, upsampling, resume (METHOD.md 1, 7)."""
+"""Applying a stylizer: the arm format, recon / no-SPN controls, upsampling, resume (docs/method.md 1, 7)."""
 
 import json
 

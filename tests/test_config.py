@@ -18,7 +18,7 @@ def test_profiles_follow_design_table():
     # DiffAE-256 configuration in the paper profile
     assert p.diffae.base_channels == 128 and p.diffae.channel_mult == (1, 1, 2, 2, 4, 4)
     assert p.diffae.z_dim == 512 and p.diffae.attn_resolutions == (16,)
-    # paper segmentation settings (METHOD.md section 5)
+    # paper segmentation settings (docs/method.md section 5)
     assert p.seg.lr_for("unet") == 5e-5 and p.seg.lr_for("unetpp") == 8e-5 and p.seg.lr_for("pranet") == 1e-4
     assert p.seg.epochs_for("pranet") == 40 and p.seg.epochs_for("unet") == 30
     assert p.seg.batch_size == 12 and p.seg.image_size == 256

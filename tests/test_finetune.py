@@ -1,4 +1,4 @@
-"""One-shot fine-tuning of D_B + SPN on a tiny random DiffAE (METHOD.md sections 3, 4, 7)."""
+"""One-shot fine-tuning of D_B + SPN on a tiny random DiffAE (docs/method.md sections 3, 4, 7)."""
 
 import json
 import warnings

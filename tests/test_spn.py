@@ -1,4 +1,4 @@
-"""The SPN (METHOD.md sections 4, 7) and the chain that adds it before every D_B step."""
+"""The SPN (docs/method.md sections 4, 7) and the chain that adds it before every D_B step."""
 
 import pytest
 import torch

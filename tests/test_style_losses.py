@@ -1,4 +1,4 @@
-"""Style embedders and losses against references and hand-computed cases (METHOD.md 3, 7)."""
+"""Style embedders and losses against references and hand-computed cases (docs/method.md 3, 7)."""
 
 import dataclasses
 

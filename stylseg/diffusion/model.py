@@ -1,10 +1,10 @@
-"""The Diffusion Autoencoder (DiffAE, Preechakul et al. CVPR 2022; METHOD.md section 2).
+"""The Diffusion Autoencoder (DiffAE, Preechakul et al. CVPR 2022; docs/method.md section 2).
 
 - :class:`SemanticEncoder` ``Enc_phi``: x (B,3,H,W) in [-1,1] -> ``z_sem`` (B, z_dim): a
   convolutional down-path of plain residual blocks (channels ``base * enc_channel_mult``),
   global average pooling and a linear map to ``z_dim``.
 - :class:`ConditionalUNet` ``eps_theta(x_t, t, z_sem)``: DiffAE's UNet. Every residual block is
-  conditioned by adaptive group norm applied in sequence (DiffAE eq. 9 / METHOD.md section 2)::
+  conditioned by adaptive group norm applied in sequence (DiffAE eq. 9 / docs/method.md section 2)::
 
       h = GN(h);  h = h * (1 + s_t) + b_t;  h = h * (1 + s_z)
 

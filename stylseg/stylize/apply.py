@@ -1,4 +1,4 @@
-"""Stylize a dataset with a fine-tuned stylizer, or make the ``recon`` control arm (docs/method.md 2, 5).
+"""Stylize a dataset with a fine-tuned stylizer, or make the ``recon`` control arm (docs/method.md sections 1 and 7).
 
 ``apply_stylizer(model_dir, input_dir, out_dir, cfg)`` reads a paired folder (``images/`` +
 ``masks/``), and for each image: resize to the DiffAE size, invert with D_A to ``t0``
@@ -8,7 +8,7 @@ the result at ``cfg.data.seg_size`` with :class:`~stylseg.manifest.ArmWriter`. M
 copied, resized with nearest neighbour.
 
 Upsampling from the diffusion size to the segmentation size (``cfg.stylize.upsample``):
-``bilinear`` resizes the stylized image; ``detail`` (docs/method.md section 5) adds the upsampled
+``bilinear`` resizes the stylized image; ``detail`` (docs/method.md section 7) adds the upsampled
 stylization residual to the full-resolution input, ``x_hi + up(stylized_lo - x_lo)``, which
 keeps the input's fine detail; ``detail_lesion`` keeps it on the lesion and its ring only. The ``recon`` arm goes
 through the same path. ``cfg.stylize.sensor = "match"`` (or an arm asked for with ``sensor="match"``) then gives

@@ -1,4 +1,4 @@
-"""One-shot fine-tuning of D_B + SPN from one style image (docs/method.md sections 2-5).
+"""One-shot fine-tuning of D_B + SPN from one style image (docs/method.md sections 1, 3, 4 and 7).
 
 ``finetune(diffae_dir, style_path, content_dir, out_dir, cfg)`` writes a *stylizer* model
 folder (kind ``"stylizer"``): D_B's UNet and the SPN's weights, the config (with the path and
@@ -29,7 +29,7 @@ default, does not touch ``torch.distributed``.
 gradient passes through the same graph per update); ``"joint"`` sums every term into one loss for both, as the
 paper's eq. 13 is written.
 
-Interpretations (docs/method.md section 5) are the kit's and are parameters: the style pair
+Interpretations (docs/method.md section 7) are the kit's and are parameters: the style pair
 (``y_B`` = the style image resized to the DiffAE size, ``x_A_style`` = the best of
 ``style_pair_tries`` SDEdit renders by D_A, chosen by ``10 L1 + (1 - MS-SSIM)`` or, with
 ``stylize.style_pair_pick=domain``, the render nearest the content images' mean in the style embedder's space),

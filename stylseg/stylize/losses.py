@@ -1,4 +1,4 @@
-"""Style losses for fine-tuning D_B + SPN (docs/method.md sections 3 and 4).
+"""Style losses for fine-tuning D_B + SPN (docs/method.md sections 3 and 7).
 
 Two loss sets, selected by ``StylizeConfig.loss_set``:
 
@@ -25,7 +25,7 @@ Two loss sets, selected by ``StylizeConfig.loss_set``:
   other terms move its style. ``stylize.structure_region="lesion"`` restricts it (in both sets) to the lesion
   and a ring around it (:func:`lesion_weight`, from the content images' masks).
 
-The magnitude term (docs/method.md section 4): the cosine ignores how far the output moved (a tiny
+The magnitude term (docs/method.md section 7): the cosine ignores how far the output moved (a tiny
 step in the right direction scores perfectly), so each directional loss adds
 ``|dE_out - dE_ref|^2 / |dE_ref|^2`` (relative, so that it is 0 for the reference change and 1
 for no change, whatever the embedder's scale).

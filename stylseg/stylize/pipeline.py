@@ -1,4 +1,4 @@
-"""The stylization chain shared by fine-tuning and applying (docs/method.md sections 2, 3 and 5).
+"""The stylization chain shared by fine-tuning and applying (docs/method.md sections 1, 4 and 7).
 
 ``G(x)`` (A -> B): encode ``z = Enc(x)``, DDIM-invert ``x`` with the frozen D_A to ``t0``
 (``n_inv`` UNet calls, :func:`~stylseg.diffusion.ddim.encode_stochastic`), then render with D_B

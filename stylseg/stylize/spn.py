@@ -1,6 +1,6 @@
 """The Structure-Preserving Network (SPN) and the term it adds to every D_B step.
 
-docs/method.md section 3. The SPN looks at the clean input image ``x_in`` and adds a
+docs/method.md sections 4 and 7. The SPN looks at the clean input image ``x_in`` and adds a
 pixel-space correction to the latent before each generation step of the fine-tuned decoder
 D_B (paper equations 7-9)::
 
@@ -100,7 +100,7 @@ class SPN(nn.Module):
 
 def spn_shift(x_t: torch.Tensor, x_in: torch.Tensor, t: torch.Tensor, spn: Optional[SPN], lam: float,
               gate: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``x'_t = x_t + lambda * SPN(x_in, t)`` (paper eq. 7; docs/method.md section 3).
+    """``x'_t = x_t + lambda * SPN(x_in, t)`` (paper eq. 7; docs/method.md sections 1 and 7).
 
     ``x_t`` (B,3,H,W) latent at timestep ``t`` (B,) long; ``x_in`` (B,3,H,W) in [-1,1], the
     clean input at the latent's resolution. ``spn=None`` or ``lam == 0`` returns ``x_t``.
