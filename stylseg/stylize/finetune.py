@@ -100,7 +100,7 @@ def make_style_pair(diffae, style_path: os.PathLike, t0: float, steps: int, trie
       embedding of the domain-A content images. ``x_A_style`` stands for the style image as domain A would
       show it, and the style direction ``E(y_B) - E(x_A_style)`` is only as long and as clean as the render is
       typical of domain A. Fidelity works against that: on the synthetic polyp domains the render nearest the style
-      image is the one least like domain A (docs/stylization.md), and the fine-tuning's style depended on which
+      image is the one least like domain A (docs/results.md), and the fine-tuning's style depended on which
       render the seed drew. It needs only the source images and the one style image.
 
     A style image of any size, aspect or mode (grayscale, RGBA, palette, 16-bit) is converted
