@@ -2,7 +2,8 @@
 
 :func:`finetune_styles` fine-tunes one stylizer (D_B + SPN) per style image of the run (``--styles K``), and
 :func:`make_arms` writes every stylized and baseline arm from them: notebooks 04 and 05 call these two, and so does
-``stylseg reproduce`` through them. The arms per style image k (``<arm>@s<k>`` for k >= 1, :func:`~stylseg.layout.arm_name`):
+``stylseg reproduce`` through them. The arms per style image k (``<arm>@s<k>`` for k >= 1,
+:func:`~stylseg.layout.arm_name`):
 
 - ``st`` (D_B + SPN, with the style image's blur and noise when ``stylize.sensor=match``), ``st_nospn`` (no SPN
   term), ``recon`` (the D_A round trip, once: it has no style image);

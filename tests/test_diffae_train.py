@@ -196,9 +196,9 @@ def test_cli_train_reconstruct_sample(tmp_path, data, capsys):
     assert "no images found" in capsys.readouterr().err
 
 
-def test_checkpoints_older_than_the_recipe_options_resume(tmp_path, data):
+def test_checkpoints_older_than_the_recipe_options_are_refused_by_name(tmp_path, data):
     """A checkpoint written before enc_pool / prediction / loss weighting existed lacks them in its
-    fingerprint: it resumes as the recipe it was (mean, eps, eps), and refuses the v recipe by name."""
+    fingerprint: it is not migrated, and the message names what differs and how to start over."""
     log = lambda *_: None  # noqa: E731
     cfg2, cfg4 = cfg_with(**{"diffae.train_steps": 2}), cfg_with(**{"diffae.train_steps": 4})
     out = train_diffae(data, tmp_path / "m", cfg2, progress=False, log=log)
@@ -207,10 +207,8 @@ def test_checkpoints_older_than_the_recipe_options_resume(tmp_path, data):
     for k in ("enc_pool", "prediction", "enc_lr_mult", "loss_weighting", "loss_gamma"):
         st["fingerprint"].pop(k)
     torch.save(st, p)
-    train_diffae(data, out, cfg4, progress=False, log=log)
-    assert json.loads((out / "config.json").read_text())["training"]["step"] == 4
-    with pytest.raises(StylsegError, match=r"prediction: 'eps' -> 'v'"):
-        train_diffae(data, out, cfg4.override(**{"diffae.prediction": "v"}), progress=False, log=log)
+    with pytest.raises(StylsegError, match=r"another setup \(.*prediction: None -> 'eps'.*--no-resume"):
+        train_diffae(data, out, cfg4, progress=False, log=log)
 
 
 def test_v_recipe_trains_and_reloads(tmp_path, data):

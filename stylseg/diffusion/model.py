@@ -39,8 +39,6 @@ from .ddim import DDIMSchedule, ddim_timesteps, encode_stochastic, render
 KIND = "diffae"
 ARCH_KEYS = ("image_size", "base_channels", "channel_mult", "num_res_blocks", "attn_resolutions",
              "enc_channel_mult", "z_dim", "dropout", "enc_pool", "prediction")
-#: architecture keys that model folders written before they existed may lack, with their old value
-ARCH_DEFAULTS = {"enc_pool": "mean", "prediction": "eps"}
 ENC_POOLS = ("mean", "flatten")
 PREDICTIONS = ("eps", "v")
 SCHEDULE_KEYS = ("T", "beta_start", "beta_end")
@@ -335,10 +333,11 @@ class DiffAE(nn.Module):
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__()
-        config = {**ARCH_DEFAULTS, **config}
         missing = [k for k in ARCH_KEYS + SCHEDULE_KEYS if k not in config]
         if missing:
-            raise StylsegError(f"DiffAE config lacks {', '.join(missing)}")
+            raise StylsegError(f"DiffAE config lacks {', '.join(missing)}: a model folder written by an earlier stylseg "
+                               f"is not migrated; train D_A again (notebook 02 with RETRAIN = True, or "
+                               f"`stylseg diffae train ... --no-resume`)")
         cfg = {k: config[k] for k in ARCH_KEYS + SCHEDULE_KEYS}
         for k in ("channel_mult", "attn_resolutions", "enc_channel_mult"):
             cfg[k] = [int(v) for v in cfg[k]]

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 
 from ..utils import StylsegError, atomic_path, read_json, resolve_device, write_json
-from .model import ARCH_DEFAULTS, SCHEDULE_KEYS, DiffAE
+from .model import SCHEDULE_KEYS, DiffAE
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
@@ -117,15 +117,6 @@ def _fingerprint(cfg, n_images: int) -> Dict[str, Any]:
     d["seed"] = cfg.seed
     d["n_images"] = n_images
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
-
-
-#: DiffAEConfig fields added after checkpoints were first written, with the behaviour those checkpoints had
-LEGACY_DEFAULTS = {**ARCH_DEFAULTS, "enc_lr_mult": 1.0, "loss_weighting": "eps", "loss_gamma": 5.0}
-
-
-def _with_legacy_defaults(fp: Dict[str, Any]) -> Dict[str, Any]:
-    """An older checkpoint's fingerprint with the fields it predates filled in (so it still resumes)."""
-    return {**LEGACY_DEFAULTS, **fp} if fp else fp
 
 
 def to_uint8_grid(rows: List[torch.Tensor], pad: int = 2) -> np.ndarray:
@@ -278,7 +269,7 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
 
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        old = _with_legacy_defaults(state.get("fingerprint", {}))
+        old = state.get("fingerprint", {})
         if old != fp:
             new = fp
             diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))

@@ -172,7 +172,8 @@ class Stylizer(nn.Module):
 
     def masks_for(self, folder: os.PathLike, files: Sequence[Path]) -> Optional[torch.Tensor]:
         """What :meth:`stylize` takes as ``masks`` for these ``files`` of the paired ``folder``: their lesion masks at
-        this stylizer's size and on its device for a stylizer fine-tuned with ``stylize.structure_region=lesion``, None for
+        this stylizer's size and on its device for a stylizer fine-tuned with ``stylize.structure_region=lesion``,
+        None for
         one whose SPN covers the whole image (it needs none). A folder or file without a mask raises
         :class:`StylsegError` naming it (:func:`load_content_masks`)."""
         if self.region == "image":
@@ -191,7 +192,8 @@ class Stylizer(nn.Module):
                masks: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Render x_t0 (B,3,S,S) with D_B conditioned on z, the SPN term of the input ``x`` (B,3,S,S) in [-1,1]
         before every step (gated by ``masks``' gate for ``stylize.structure_region=lesion``); ``z_style``: a code
-        for the coarse levels (OSASIS's "mix" conditioning, the workshop playground). ``callback(i, t, x_t, x0_pred)`` as in
+        for the coarse levels (OSASIS's "mix" conditioning, the workshop playground).
+        ``callback(i, t, x_t, x0_pred)`` as in
         :func:`~stylseg.diffusion.ddim.ddim_sample`. Returns (B,3,S,S) in [-1,1]."""
         shift = spn_shift_fn(self.spn, x, self.lam, self.gate(masks)) if use_spn else None
         return render(self.unet_b, xt, z, t0, gen_steps, self.schedule, z_coarse=z_style, callback=callback,
@@ -201,7 +203,8 @@ class Stylizer(nn.Module):
     def stylize(self, x: torch.Tensor, t0: float, inv_steps: int, gen_steps: int, use_spn: bool = True,
                 z_style: Optional[torch.Tensor] = None, callback=None, masks: Optional[torch.Tensor] = None
                 ) -> torch.Tensor:
-        """``masks`` (B,1,S,S) {0,1}: the lesions, needed by a stylizer fine-tuned with ``stylize.structure_region=lesion``
+        """``masks`` (B,1,S,S) {0,1}: the lesions, needed by a stylizer fine-tuned with
+        ``stylize.structure_region=lesion``
         (:meth:`masks_for` loads them for images of a paired folder)."""
         if use_spn:
             self.gate(masks)  # a lesion-gated stylizer without masks fails before the inversion

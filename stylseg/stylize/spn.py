@@ -144,7 +144,8 @@ SPN_REGIONS = ("image", "lesion")
 def spn_gate(masks: Optional[torch.Tensor], region: str = "image", ring: Optional[float] = None
              ) -> Optional[torch.Tensor]:
     """The gate of the SPN term for ``stylize.structure_region``: ``None`` (everywhere) for ``image``; for
-    ``lesion`` the masks (B,1,H,W) {0,1} dilated by the structure term's ring (``losses.LESION_RING``; ``losses.lesion_weight``: all ones for an image without a lesion, whose whole
+    ``lesion`` the masks (B,1,H,W) {0,1} dilated by the structure term's ring (``losses.LESION_RING``;
+    ``losses.lesion_weight``: all ones for an image without a lesion, whose whole
     structure is then kept). ``lesion`` without masks is an error."""
     check_choice(region, SPN_REGIONS, "SPN region", "stylize.structure_region")
     if region == "image":
