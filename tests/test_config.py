@@ -203,3 +203,14 @@ def test_config_of_an_earlier_kit_names_the_fix():
     d["stylize"]["ema_decay"] = 0.0
     with pytest.raises(StylsegError, match=r"unknown field\(s\) ema_decay.*earlier stylseg.*stylize.preset"):
         RunConfig.from_dict(d)
+
+
+def test_notebook_preset_parameter_comes_before_set(tmp_path):
+    """Notebook 04's PRESET goes in first, so that SET changes single fields of the preset, not the other way."""
+    from stylseg import nbtools
+
+    ns = {"PROFILE": "smoke", "SEED": 0, "DEVICE": "cpu", "DATA_DIR": "", "RUN_DIR": str(tmp_path / "run"),
+          "SET": "stylize.w_structure=0.14", "PRESET": "gates"}
+    cfg, _, _ = nbtools.setup(ns, overrides={"stylize.preset": "gates"}, quiet=True, PRESET=str)
+    assert cfg.stylize.preset == "gates" and cfg.stylize.w_structure == 0.14 and cfg.stylize.spn_role == "guard"
+    assert RunConfig.load(tmp_path / "run" / "config.json").stylize == cfg.stylize  # kept for the later notebooks
