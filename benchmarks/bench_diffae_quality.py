@@ -1,4 +1,4 @@
-"""DiffAE quality gates on held-out synthetic polyps (issue 4). Prints figures and PASS/FAIL.
+"""DiffAE quality gates on held-out synthetic polyps. Prints figures and PASS/FAIL.
 
     python benchmarks/bench_diffae_quality.py                  # smoke profile (~2 min on 2 cores)
     python benchmarks/bench_diffae_quality.py --profile cpu    # cpu profile (trains ~40 min)

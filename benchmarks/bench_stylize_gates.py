@@ -1,7 +1,7 @@
-"""Gates of the one-shot stylization (issue 5): style, structure, the SPN, and the cheap baselines.
+"""Gates of the one-shot stylization: style, structure, the SPN, and the cheap baselines.
 
 Synthetic polyp data, source domain (clinic) stylized toward the target domain (colon) from one
-target image. Prints, for each arm (st per loss set, st_nospn, recon, histogram, reinhard, fda, and each of them but
+target image. Prints, for each arm (st per stylizer preset, st_nospn, recon, histogram, reinhard, fda, and each of them but
 recon followed by sensor matching, ``<arm>_sensor``, plus the sensor step alone):
 structure (SSIM of locally normalised luminance, boundary-edge F1, oracle Dice ratio) and style
 (Frechet distance ratio to the target, mean P(target) of a held-out domain classifier), then the
@@ -18,14 +18,18 @@ gate verdicts:
 
     python benchmarks/bench_stylize_gates.py --profile cpu --run runs/gates_cpu   # the real gate (~1 h on 2 cores)
     python benchmarks/bench_stylize_gates.py --profile smoke --run /tmp/gates     # ~3 min, smoke-sized models
+    python benchmarks/bench_stylize_gates.py --profile cpu ... --presets gates,osasis   # presets side by side
 
     python benchmarks/bench_stylize_gates.py --profile cpu ... --finetune-seeds 0 1 2   # a setting over 3 fine-tunings
     python benchmarks/bench_stylize_gates.py --profile cpu ... --finetune-seeds 0 1 2 --summary-only   # after parallel runs
 
 Reuses whatever the run folder already holds (data, D_A, fine-tuned stylizers, arms, oracle). ``--finetune-seed N``
 fine-tunes and applies once more with another seed on the same data, D_A, oracle and classifier (a replicate of one
-setting's fine-tuning noise, in a folder of its own). Settings that only change how a stylizer is applied
-(``stylize.upsample``, ``stylize.sensor``, ``stylize.apply_batch_size``) reuse the fine-tuning of the same settings
+setting's fine-tuning noise, in a folder of its own). ``--presets`` (default: the profile's own, ``gates`` on the cpu
+profile) fine-tunes one stylizer per named preset (arms ``st_<preset>``, ``st_nospn_<preset>``; ``--set``s change
+single fields of each). The st arms are written without sensor matching and ``<arm>_sensor`` with it, whatever the
+preset's ``stylize.sensor`` (``st_gates_sensor`` is the gates preset's own ``st`` arm). Settings that only change how a
+stylizer is applied (``stylize.upsample``, ``stylize.sensor``, ``stylize.apply_batch_size``) reuse the fine-tuning of the same settings
 without them (``RUN/bench_stylize/finetunes/``): trying one costs an apply, not a fine-tuning.
 """
 
@@ -54,7 +58,7 @@ def _tag(sets, finetune_seed=None) -> str:
 
 
 def gate_verdicts(r) -> tuple:
-    """(style, structure on the whole image, structure around the lesion) of one scored arm: the issue's gates."""
+    """(style, structure on the whole image, structure around the lesion) of one scored arm: the gates."""
     style = r["style_p_target_output"] >= 0.7 and r["style_fd_ratio"] <= 0.5
     struct = r["structure_ssim"] >= 0.8 and r["oracle_dice_ratio"] >= 0.9
     lesion = r["structure_ssim_lesion"] >= 0.8 and r["oracle_dice_ratio"] >= 0.9
@@ -101,6 +105,18 @@ def seed_summary(scores_by_seed, arm: str) -> str:
     return "\n".join(lines)
 
 
+def preset_config(profile: str, preset: str, sets):
+    """The config a preset's stylizer is fine-tuned and applied with: the profile, the preset, then the ``--set``s."""
+    from stylseg.config import get_profile
+
+    return get_profile(profile).override(**{"stylize.preset": preset, **dict(sets)})
+
+
+def _presets(args, cfg) -> list:
+    """The presets ``--presets`` names, or the profile's own (after the --sets)."""
+    return [p.strip() for p in args.presets.split(",") if p.strip()] or [cfg.stylize.preset]
+
+
 def _without_seed_list(argv):
     """``argv`` without ``--finetune-seeds N [N ...]`` and ``--summary-only``."""
     out, skip = [], False
@@ -120,7 +136,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="smoke", choices=("smoke", "cpu", "paper"))
     ap.add_argument("--run", default=None, help="run folder (default: runs/gates_<profile>)")
-    ap.add_argument("--loss-sets", default="osasis,paper", help="loss sets to fine-tune and compare")
+    ap.add_argument("--presets", default="", help="stylizer presets to fine-tune and compare, comma-separated "
+                    "(default: the profile's stylize.preset)")
     ap.add_argument("--set", action="append", default=[], metavar="STAGE.FIELD=VALUE", help="config overrides")
     ap.add_argument("--oracle-epochs", type=int, default=15)
     ap.add_argument("--device", default="auto")
@@ -148,12 +165,13 @@ def main(argv=None) -> int:
     from stylseg.diffusion.train import train_diffae
     from stylseg.layout import RunLayout, save_run_config
     from stylseg.stylize.apply import apply_arms
-    from stylseg.stylize.finetune import APPLY_ONLY, finetune
+    from stylseg.stylize.finetune import APPLY_FIELDS, finetune
     from stylseg.stylize.scores import format_scores, score_arm, train_oracle
     from stylseg.utils import set_threads, write_json
 
     set_threads()
-    cfg = get_profile(args.profile).override(**parse_set_args(args.set))
+    sets = parse_set_args(args.set)
+    cfg = get_profile(args.profile).override(**sets)
     layout = RunLayout(Path(args.run or ROOT / "runs" / f"gates_{args.profile}"))
     layout.root.mkdir(parents=True, exist_ok=True)
     if not layout.config.is_file():  # never overwrite a run's own config with the benchmark's overrides
@@ -171,14 +189,14 @@ def main(argv=None) -> int:
     # settings that only change how a stylizer is applied (stylize.upsample, .sensor, ...) share one fine-tuning:
     # it lives under bench_stylize/finetunes/<tag without them>, so trying an apply-only option costs an apply,
     # not a fine-tuning. A folder that already holds its own finetune_<loss set> (written before) keeps using it
-    apply_only = {f"stylize.{k}" for k in APPLY_ONLY}
+    apply_only = {f"stylize.{k}" for k in APPLY_FIELDS}
     ft_root = layout.root / "bench_stylize" / "finetunes" / _tag(
         [x for x in args.set if x.split("=", 1)[0].strip() not in apply_only], args.finetune_seed)
     oracle = train_oracle([src, tgt_tr], layout.root / "bench_stylize" / "oracle", min(cfg.data.seg_size, 64), epochs=args.oracle_epochs,
                           seed=cfg.seed, device=args.device, progress=False)
     arms = {}
-    for ls in [s for s in args.loss_sets.split(",") if s]:
-        c = cfg.override(**{"stylize.loss_set": ls})
+    for ls in _presets(args, cfg):
+        c = preset_config(args.profile, ls, sets)
         if args.finetune_seed is not None:  # data, D_A, oracle and classifier keep cfg.seed
             c = c.override(seed=args.finetune_seed)
         ft_dir = bench / f"finetune_{ls}"
@@ -187,8 +205,8 @@ def main(argv=None) -> int:
         ft = finetune(layout.diffae, layout.style_image, src, ft_dir, c, device=args.device,
                       progress=False, overwrite=True)
         print(f"[{time.perf_counter() - tic:.0f}s] {ls}: stylizer {ft}", flush=True)
-        specs = [{"out": bench / f"st_{ls}", "arm": f"st_{ls}"},
-                 {"out": bench / f"st_nospn_{ls}", "arm": f"st_nospn_{ls}", "use_spn": False}]
+        specs = [{"out": bench / f"st_{ls}", "arm": f"st_{ls}", "sensor": "off"},
+                 {"out": bench / f"st_nospn_{ls}", "arm": f"st_nospn_{ls}", "use_spn": False, "sensor": "off"}]
         if not arms:
             specs.append({"out": bench / "recon", "arm": "recon", "mode": "recon"})
         apply_arms(ft, src, specs, c, device=args.device, progress=False)
@@ -235,7 +253,7 @@ def main(argv=None) -> int:
     if rec:
         moved = rec["style_p_target_output"] >= 0.7 or rec["style_fd_ratio"] <= 0.5
         print(f"  recon control moves the style: {'YES (bad)' if moved else 'no (good)'}")
-    for ls in [s for s in args.loss_sets.split(",") if s]:
+    for ls in _presets(args, cfg):
         for suffix in ("", "_sensor"):
             a, b = rows.get(f"st_{ls}{suffix}"), rows.get(f"st_nospn_{ls}{suffix}")
             if a and b:
@@ -297,7 +315,7 @@ def _seeds(args, base_argv) -> int:
     suffix = "" if args.no_sensor else "_sensor"
     print(f"\nsummary over fine-tuning seeds {', '.join(map(str, args.finetune_seeds))} ({root}; settings: "
           f"{' '.join(args.set) or 'the profile defaults'})")
-    for ls in [x for x in args.loss_sets.split(",") if x]:
+    for ls in _presets(args, cfg):
         print(seed_summary(scores, f"st_{ls}{suffix}"))
     return 0
 

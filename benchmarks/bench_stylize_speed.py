@@ -1,4 +1,4 @@
-"""Speed of the stylization (issue 5): UNet calls per image, images/s, the pipeline's overhead over the
+"""Speed of the stylization: UNet calls per image, images/s, the pipeline's overhead over the
 bare UNet calls it makes, and fine-tuning seconds per iteration; on a GPU also the paper profile's
 seconds per iteration and peak memory at batch 8.
 

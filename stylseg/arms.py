@@ -1,4 +1,14 @@
-"""The training sets of a run's arms beyond one folder each: union arms and the colour-jitter arm.
+"""A run's arms: the stylizers and baselines that make them (:func:`make_arms`), union arms and the jitter arm.
+
+:func:`finetune_styles` fine-tunes one stylizer (D_B + SPN) per style image of the run (``--styles K``), and
+:func:`make_arms` writes every stylized and baseline arm from them: notebooks 04 and 05 call these two, and so does
+``stylseg reproduce`` through them. The arms per style image k (``<arm>@s<k>`` for k >= 1,
+:func:`~stylseg.layout.arm_name`):
+
+- ``st`` (D_B + SPN, with the style image's blur and noise when ``stylize.sensor=match``), ``st_nospn`` (no SPN
+  term), ``recon`` (the D_A round trip, once: it has no style image);
+- ``histogram``, ``reinhard``, ``fda`` (cheap one-image stylizers, :mod:`stylseg.baselines`);
+- ``sensor`` (the style image's blur and noise alone) and, when ``st`` is made without them, ``st_sensor``.
 
 The paper's Algorithm 2 *replaces* the training images by their stylized copies (arm ``st``). Domain-generalisation
 work more often *adds* them (style augmentation), which keeps what the source images teach. The kit's extension of
@@ -25,7 +35,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
-from .layout import split_arm
+from .layout import arm_name, split_arm
 from .utils import StylsegError, read_json, write_json
 
 UNION = "source+"
@@ -125,3 +135,70 @@ def union_arms(layout, wanted: Set[str], stylized: Mapping[str, os.PathLike]) ->
             name = UNION + base + ALL
             out[name] = make_union(layout.stylized(name), [("source", source)] + sorted(variants.items()))
     return out
+
+
+# --------------------------------------------------------------------------- stylizers and their arms
+#: the cheap one-image stylizers every run makes, with their parameters
+BASELINE_ARMS: Dict[str, Dict[str, Any]] = {"histogram": {}, "reinhard": {}, "fda": {"beta": 0.01}}
+
+
+def finetune_styles(layout, cfg, *, device="auto", retrain: bool = False, callback=None,
+                    progress: bool = True) -> List[Path]:
+    """Fine-tune one stylizer (D_B + SPN, :func:`stylseg.stylize.finetune.finetune`) per style image of the run
+    ``layout`` (:meth:`~stylseg.layout.RunLayout.style_images`) from D_A (``RUN/diffae``) on the source training
+    set, with ``cfg`` (its ``stylize.preset`` and fields); returns the stylizer folders (``RUN/finetune``,
+    ``RUN/finetune@s<k>``). A folder finished with the same settings is kept (``retrain=True`` fits it again);
+    one made with other settings is fitted again. ``callback``: as :func:`~stylseg.stylize.finetune.finetune`'s,
+    for the first style image only. A missing input is a :class:`StylsegError` naming what makes it."""
+    from .stylize.finetune import finetune
+
+    _need(layout.diffae / "model.safetensors", "the DiffAE D_A", "notebook 02 (stylseg diffae train)")
+    content = _need(layout.domain("source", "train"), "the source training images", "notebook 00 (stylseg data)")
+    out = []
+    for k, style in enumerate(layout.style_images()):
+        _need(style, f"style image {k}", "notebook 00 (stylseg data)")
+        out.append(finetune(layout.diffae, style, content, layout.finetune_for(k), cfg, resume=not retrain,
+                            overwrite=True, device=device, callback=callback if k == 0 else None,
+                            progress=progress and k == 0))
+    return out
+
+
+def make_arms(layout, cfg, *, device="auto", retrain: bool = False, progress: bool = True) -> Dict[str, Path]:
+    """Write a run's stylized and baseline arms, per style image (module docstring), under ``RUN/stylized/``;
+    returns ``{arm: folder}``. Fine-tunes the stylizers first where they are missing (:func:`finetune_styles`).
+
+    Each arm is a paired folder at ``data.seg_size`` with a manifest (method, parameters, the stylizer's
+    ``preset``); finished files are kept, so a rerun only writes what is missing (delete ``RUN/stylized/`` after
+    changing a setting)."""
+    from .baselines import apply_baseline
+    from .stylize.apply import apply_arms
+
+    stylizers = finetune_styles(layout, cfg, device=device, retrain=retrain, progress=progress)
+    src = layout.domain("source", "train")
+    seg = int(cfg.data.seg_size)
+    arms: Dict[str, Path] = {}
+    for k, (style, model) in enumerate(zip(layout.style_images(), stylizers)):
+        specs = [{"arm": arm_name("st", k)}, {"arm": arm_name("st_nospn", k), "use_spn": False}]
+        if k == 0:
+            specs.append({"arm": "recon", "mode": "recon"})
+        for sp in specs:
+            sp["out"] = layout.stylized(sp["arm"])
+        for sp, folder in zip(specs, apply_arms(model, src, specs, cfg, device=device, progress=progress)):
+            arms[sp["arm"]] = folder
+        for method, params in BASELINE_ARMS.items():
+            name = arm_name(method, k)
+            arms[name] = apply_baseline(method, style, src, layout.stylized(name), seg, arm=name, progress=False,
+                                        **params)
+        name = arm_name("sensor", k)
+        arms[name] = apply_baseline("sensor", style, src, layout.stylized(name), seg, arm=name, progress=False)
+        if cfg.stylize.sensor == "off":  # st holds them already with sensor=match
+            name = arm_name("st_sensor", k)
+            arms[name] = apply_baseline("sensor", style, arms[arm_name("st", k)], layout.stylized(name), seg,
+                                        arm=name, progress=False)
+    return arms
+
+
+def _need(path: Path, what: str, maker: str) -> Path:
+    if not Path(path).exists():
+        raise StylsegError(f"{path}: {what} is missing; make it first with {maker}")
+    return Path(path)

@@ -103,7 +103,7 @@ BASELINES.add("fda", fda)
 
 def sensor_only(img: np.ndarray, style: np.ndarray) -> np.ndarray:
     """The sensor-matching step alone (blur and noise of ``style``, no colour change): the ablation
-    arm of ``stylize.sensor = "match"`` (:mod:`stylseg.sensor`)."""
+    arm of ``st_sensor`` arm (:mod:`stylseg.sensor`)."""
     from .sensor import match_sensor
 
     return match_sensor(_check_rgb(img, "content image"), _check_rgb(style, "style image"))

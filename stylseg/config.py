@@ -42,7 +42,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DDIMConfig:
-    """The DDIM schedule and the step grids (METHOD.md sections 2 and 7).
+    """The DDIM schedule and the step grids (docs/method.md sections 2 and 7).
 
     Step counts are UNet calls actually made. ``t0`` is a fraction of T.
     """
@@ -104,81 +104,63 @@ class DiffAEConfig:
 
 @dataclass(frozen=True)
 class StylizeConfig:
-    """One-shot fine-tuning of D_B + SPN and applying it (METHOD.md sections 3, 4, 7)."""
+    """One-shot fine-tuning of D_B + SPN and applying it (docs/method.md sections 3, 4 and 7).
 
+    ``preset`` names a bundle of the method's settings (:data:`PRESETS`, docs/stylization.md): setting it
+    (``--set stylize.preset=gates``) sets every field the preset holds; later ``--set``s change single fields.
+    """
+
+    preset: str = "osasis"  # osasis | paper | gates (PRESETS)
     iterations: int = 10
     lr_unet: float = 1e-4
     lr_spn: float = 1e-4
     batch_size: int = 4
     spn_form: str = "paper"  # paper (1x1 conv stack, no time) | osasis (time scale-shift MLP)
-    spn_hidden: int = 64
+    spn_hidden: int = 64  # the SPN's hidden channels
     spn_lambda: float = 0.1
     loss_set: str = "osasis"  # paper | osasis
     embedder: str = "weightfree"  # weightfree | clip
     clip_model: str = "ViT-B-32"
     clip_pretrained: str = "openai"
-    # weights: paper set (l1 L_adv, l2 L_cycle, l3 L_SPN) and OSASIS set
-    w_adv: float = 1.0
-    w_cycle: float = 0.0
-    w_spn: float = 1.0
-    w_in_domain: float = 0.5
-    w_recon_embed: float = 30.0
-    w_recon_l1: float = 10.0
-    w_recon_perceptual: float = 10.0
-    w_magnitude: float = 1.0
-    #: the paper's L_SPN structure term in the OSASIS set (0: OSASIS as published; the paper set's is w_spn)
-    w_structure: float = 0.0
-    #: which parameters the structure term (L_SPN: w_structure in the osasis set, w_spn in the paper set) trains:
-    #: "joint" (every term trains D_B and the SPN, as eq. 13 sums them), "structure" (the division of labour the
-    #: SPN's name states: the structure term trains the SPN alone and the style terms train D_B alone) or "guard"
-    #: (the structure term trains the SPN alone, D_B learns from every term)
-    spn_role: str = "joint"
-    #: where the structure term compares the output with the input: "image" (everywhere, eq. 12 as written) or
-    #: "lesion" (the lesion and a ring of 1/8 of the side around it, from the content images' masks; the style
-    #: elsewhere is then free to move). The segmentation labels only depend on the lesion
-    structure_region: str = "image"
-    #: where the SPN's term enters the latent: "image" (everywhere, paper eq. 7) or "lesion" (gated by the lesion
-    #: and the same ring, from the masks at fine-tuning and at applying alike; the style pair, which has no mask,
-    #: is generated without the SPN). A per-pixel SPN cannot tell the lesion from the rest, so a structure term on
-    #: the lesion alone still pulls the whole image back toward the input's look (docs/stylization.md)
-    spn_region: str = "image"
-    #: the ring around the lesion, as a share of the image side, that structure_region=lesion and spn_region=lesion
-    #: cover (the masks dilated by it; 1/8 = 8 px at 64). The lesion score looks within 1/16 of the side of the
-    #: boundary, so a ring down to 1/16 still covers it and leaves more of the image to the style
-    lesion_ring: float = 0.125
-    style_pair_tries: int = 4
-    #: how x_A_style is picked among the style_pair_tries renders: "fidelity" (OSASIS: nearest the style image,
-    #: 10 L1 + (1 - MS-SSIM)) or "domain" (nearest the content images' mean in the style embedder's space: the
-    #: render most typical of domain A, which makes the style direction E(y_B) - E(x_A_style) long and clean; with
-    #: "fidelity" the fine-tuning's style depended on which render the seed drew, docs/stylization.md)
-    style_pair_pick: str = "fidelity"
-    #: depth (fraction of T) of the D_A renders that make x_A_style; 0 = ddim.t0. OSASIS renders the style image
-    #: half-way (0.5): at a shallow depth x_A_style keeps the style image's own look and the style direction
-    #: E(y_B) - E(x_A_style) nearly vanishes (docs/stylization.md)
-    style_pair_t0: float = 0.0
-    backprop: str = "per_step"  # per_step (OSASIS) | chain (full chain, gradient checkpointing)
+    w_cycle: float = 0.0  # lambda_2: L_cycle (paper set; L_adv / the cross-domain loss has weight lambda_1 = 1)
+    w_structure: float = 0.0  # lambda_3: L_SPN, in either loss set (0 in OSASIS as published)
+    spn_role: str = "joint"  # joint (every term trains D_B and the SPN) | guard (L_SPN alone trains the SPN)
+    structure_region: str = "image"  # image | lesion: where L_SPN compares and where the SPN term enters
+    style_pair_tries: int = 4  # D_A renders of the style image to pick x_A_style from
+    style_pair_pick: str = "fidelity"  # fidelity (nearest the style image) | domain (most typical of domain A)
+    style_pair_t0: float = 0.0  # depth of those renders as a fraction of T; 0 = ddim.t0
+    upsample: str = "detail"  # diffusion size -> seg size: detail | detail_lesion | bilinear
+    sensor: str = "off"  # off | match: the style image's blur and noise on the st arms, after upsampling
     apply_batch_size: int = 16
-    mix_style_z: bool = False
-    clip_preprocess: str = "tensor"  # tensor (bicubic resize + CLIP mean/std) | osasis (OSASIS's transform)
     grad_clip: float = 0.0  # 0 = off; else clip D_B + SPN gradients to this norm
-    #: 0 = off (OSASIS: the stylizer is the last update's weights); else the stylizer saved is the exponential
-    #: moving average of D_B's and the SPN's weights over the updates (weight of the last: 1 - ema_decay), which
-    #: averages out where the last few batches of 4 happened to push them (docs/stylization.md)
-    ema_decay: float = 0.0
     checkpoint_every: int = 5  # fine-tuning iterations between resumable checkpoints
-    #: diffusion size -> seg size: detail (the input's band above the diffusion size + the upsampled output's change)
-    #: | bilinear | detail_lesion (the input's band on the lesion and lesion_ring only, the upsampled output
-    #: elsewhere; needs the masks, which every paired folder has)
-    upsample: str = "detail"
-    #: after upsampling, the stylized arms' blur and noise: "off" (the input's, as upsampling left them) or
-    #: "match" (the style image's, estimated from it at the seg size: stylseg.sensor). The recon control
-    #: never gets it (it has no style image); see docs/stylization.md
-    sensor: str = "off"
+
+
+#: The stylizer's named presets: what each sets. ``"ddim.apply_gen_steps": "finetune"`` applies with as many
+#: generation steps as the fine-tuning walks (``ddim.finetune_gen_steps``); ``"profile"`` keeps the profile's.
+#: docs/stylization.md has the table, docs/results.md the measurements behind ``gates``.
+PRESETS: Dict[str, Dict[str, Any]] = {
+    # OSASIS as published (its loss set, its style pair), with the paper's SPN
+    "osasis": {"loss_set": "osasis", "w_cycle": 0.0, "w_structure": 0.0,
+               "spn_role": "joint", "structure_region": "image", "spn_lambda": 0.1, "lr_spn": 1e-4,
+               "style_pair_pick": "fidelity", "style_pair_tries": 4, "style_pair_t0": 0.0, "upsample": "detail",
+               "sensor": "off", "ddim.apply_gen_steps": "profile"},
+    # the paper's loss set (eq. 13: lambda_1 L_adv + lambda_2 L_cycle + lambda_3 L_SPN, each weight 1)
+    "paper": {"loss_set": "paper", "w_cycle": 1.0, "w_structure": 1.0,
+              "spn_role": "joint", "structure_region": "image", "spn_lambda": 0.1, "lr_spn": 1e-4,
+              "style_pair_pick": "fidelity", "style_pair_tries": 4, "style_pair_t0": 0.0, "upsample": "detail",
+              "sensor": "off", "ddim.apply_gen_steps": "profile"},
+    # the stylizer that meets the style and lesion gates of benchmarks/bench_stylize_gates.py (cpu profile)
+    "gates": {"loss_set": "osasis", "w_cycle": 0.0, "w_structure": 0.25,
+              "spn_role": "guard", "structure_region": "lesion", "spn_lambda": 1.0, "lr_spn": 1e-5,
+              "style_pair_pick": "domain", "style_pair_tries": 16, "style_pair_t0": 0.625,
+              "upsample": "detail_lesion", "sensor": "match", "ddim.apply_gen_steps": "finetune"},
+}
 
 
 @dataclass(frozen=True)
 class SegConfig:
-    """Segmentation training (METHOD.md section 5)."""
+    """Segmentation training (docs/method.md section 5)."""
 
     archs: Tuple[str, ...] = ("unet",)
     encoder: str = "resnet18"
@@ -260,7 +242,7 @@ class RunConfig:
 STAGES = ("data", "ddim", "diffae", "stylize", "seg", "eval")
 
 #: fields that take one of a few names, checked whenever a config is made or overridden, so that a typo in
-#: ``--set stylize.sensor=mtch`` stops the run at once instead of in the stage that first reads it (the
+#: ``--set stylize.upsample=detial`` stops the run at once instead of in the stage that first reads it (the
 #: modules that use them hold the same tuples: tests/test_config.py checks that they agree). Registries that
 #: users extend (style embedders, architectures) are checked by the registry itself.
 CHOICES: Dict[str, Tuple[str, ...]] = {
@@ -271,11 +253,9 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "diffae.loss_weighting": ("eps", "v", "min_snr", "x0_capped"),
     "stylize.spn_form": ("paper", "osasis"),
     "stylize.loss_set": ("paper", "osasis"),
-    "stylize.backprop": ("per_step", "chain"),
-    "stylize.spn_role": ("joint", "structure", "guard"),
+    "stylize.preset": tuple(PRESETS),
+    "stylize.spn_role": ("joint", "guard"),
     "stylize.structure_region": ("image", "lesion"),
-    "stylize.spn_region": ("image", "lesion"),
-    "stylize.clip_preprocess": ("tensor", "osasis"),
     "stylize.upsample": ("bilinear", "detail", "detail_lesion"),
     "stylize.sensor": ("off", "match"),
     "stylize.style_pair_pick": ("fidelity", "domain"),
@@ -293,8 +273,6 @@ RANGES: Dict[str, Tuple[float, Optional[float], str]] = {
     "ddim.apply_invert_steps": (1, None, "an integer >= 1 (UNet calls)"),
     "ddim.apply_gen_steps": (1, None, "an integer >= 1 (UNet calls)"),
     "stylize.style_pair_t0": (0.0, 1.0, "0 (= ddim.t0) or a fraction of T in (0, 1]"),
-    "stylize.lesion_ring": (1e-9, 0.5, "a share of the image side in (0, 0.5]"),
-    "stylize.ema_decay": (0.0, 0.99999, "0 (off) or a decay in (0, 1)"),
     # sizes, counts and learning rates: a zero or negative count would run nothing and write an untrained model,
     # a NaN learning rate would train to NaN weights (every float in RANGES must also be finite)
     "data.diffusion_size": (8, None, "a size in pixels >= 8"),
@@ -357,7 +335,12 @@ def _paper_seg() -> SegConfig:
     )
 
 
-def _profiles() -> Dict[str, RunConfig]:
+def _profiles_base() -> Dict[str, RunConfig]:
+    """The profiles before their presets are applied (what a preset's ``"profile"`` step count reads)."""
+    return _profiles(presets=False)
+
+
+def _profiles(presets: bool = True) -> Dict[str, RunConfig]:
     smoke = RunConfig(
         profile="smoke",
         data=DataConfig(n_per_domain=64, diffusion_size=32, seg_size=64),
@@ -366,7 +349,7 @@ def _profiles() -> Dict[str, RunConfig]:
                             attn_resolutions=(8,), enc_channel_mult=(1, 2, 2), z_dim=64, batch_size=16,
                             # a step budget, not a clock: the same D_A on every machine (~90 s on 2 idle cores)
                             lr=1e-3, train_steps=240, sample_every=100, checkpoint_every=100, max_seconds=0.0),
-        stylize=StylizeConfig(iterations=10, lr_unet=1e-4, lr_spn=1e-4, batch_size=4, spn_lambda=0.1, w_cycle=0.0),
+        stylize=StylizeConfig(iterations=10, lr_unet=1e-4, batch_size=4),  # preset osasis: CI checks the plumbing
         seg=SegConfig(archs=("unet",), encoder="resnet18", encoder_depth=3, decoder_channels=(32, 16, 8),
                       image_size=64, batch_size=8, epochs=8, lr=3e-3, seeds=1),
         eval=EvalConfig(arms=("direct", "st", "st_nospn", "recon", "jitter", "source+st", "source+recon", "histogram",
@@ -383,7 +366,7 @@ def _profiles() -> Dict[str, RunConfig]:
                             attn_resolutions=(8,), enc_channel_mult=(1, 2, 2, 4), z_dim=128, batch_size=16,
                             lr=5e-4, train_steps=4000, sample_every=500, checkpoint_every=250, max_seconds=2400.0,
                             enc_pool="flatten", prediction="v", loss_weighting="v"),
-        stylize=StylizeConfig(iterations=100, lr_unet=1e-4, lr_spn=1e-4, batch_size=4, spn_lambda=0.1, w_cycle=0.0),
+        stylize=StylizeConfig(iterations=100, lr_unet=1e-4, batch_size=4),  # preset gates, below
         seg=SegConfig(archs=("unet",), encoder="resnet18", image_size=128, batch_size=12, epochs=20, lr=3e-4, seeds=3),
         # st_nospn is still made and scored by notebook 05; training on it (3 more segmentation runs, about 15 min
         # on 2 cores) is left to --set eval.arms=...,st_nospn
@@ -402,11 +385,40 @@ def _profiles() -> Dict[str, RunConfig]:
                             # D_A is the published FFHQ DiffAE, as OSASIS and the paper ran it; the fields above
                             # are what --set diffae.init=train trains instead (about 15 GPU-hours on one H200)
                             init="diffae-ffhq256-autoenc"),
-        stylize=StylizeConfig(iterations=200, lr_unet=5e-6, lr_spn=1e-4, batch_size=8, spn_lambda=0.1,
-                              embedder="clip", w_cycle=0.0),
+        # the published settings: OSASIS's loss set and style pair, CLIP, OSASIS's learning rate for D_B
+        stylize=StylizeConfig(iterations=200, lr_unet=5e-6, batch_size=8, embedder="clip"),
         seg=_paper_seg(),
     )
-    return {"smoke": smoke, "cpu": cpu, "paper": paper}
+    if not presets:
+        return {"smoke": smoke, "cpu": cpu, "paper": paper}
+    return {"smoke": smoke, "cpu": with_preset(cpu, "gates"), "paper": paper}
+
+
+def with_preset(cfg: RunConfig, name: str) -> RunConfig:
+    """``cfg`` with the stylizer preset ``name`` (:data:`PRESETS`): ``stylize.preset`` and every field the preset
+    holds are set; the rest of ``cfg`` is kept. An unknown name lists the valid ones."""
+    _check_choice("stylize.preset", name)
+    bundle = PRESETS[name]
+    out = replace(cfg, stylize=replace(cfg.stylize, preset=name, **{k: v for k, v in bundle.items() if "." not in k}))
+    steps = bundle["ddim.apply_gen_steps"]
+    if steps == "finetune":
+        n = cfg.ddim.finetune_gen_steps
+    else:  # the profile's own count
+        base = _profiles_base().get(cfg.profile)
+        n = base.ddim.apply_gen_steps if base is not None else DDIMConfig().apply_gen_steps
+    return replace(out, ddim=replace(out.ddim, apply_gen_steps=n))
+
+
+def preset_changes(cfg: RunConfig) -> Dict[str, Any]:
+    """The fields a preset holds that ``cfg`` sets otherwise: ``{"stage.field": value}`` ({} = the preset as it
+    is). Recorded with every stylizer and arm, next to the preset's name."""
+    ref = with_preset(cfg, cfg.stylize.preset)
+    out = {}
+    for key in PRESETS[cfg.stylize.preset]:
+        stage, name = key.split(".", 1) if "." in key else ("stylize", key)
+        if getattr(getattr(cfg, stage), name) != getattr(getattr(ref, stage), name):
+            out[f"{stage}.{name}"] = getattr(getattr(cfg, stage), name)
+    return out
 
 
 def get_profile(name: str = "smoke") -> RunConfig:
@@ -472,7 +484,10 @@ def _from_dict(cls, d: Mapping[str, Any], where: str):
     valid = {f.name for f in fields(cls)}
     unknown = set(d) - valid
     if unknown:
-        raise StylsegError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; valid fields: {', '.join(sorted(valid))}")
+        hint = (" (written by an earlier stylseg, whose stylizer switches are now presets: make the run again in a "
+                "new folder, with --set stylize.preset=NAME)" if cls is StylizeConfig else "")
+        raise StylsegError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; valid fields: "
+                           f"{', '.join(sorted(valid))}{hint}")
     kw = {}
     for k, v in d.items():
         tp = hints[k]
@@ -487,7 +502,7 @@ def _from_dict(cls, d: Mapping[str, Any], where: str):
                     _check_choice(f"{where}.{k}".split(".", 1)[-1], v)
                     continue
             kw[k] = _coerce(v, tp, f"{where}.{k}")
-            _check_choice(f"{where}.{k}".split(".", 1)[-1], kw[k])  # "config.stylize.sensor" -> "stylize.sensor"
+            _check_choice(f"{where}.{k}".split(".", 1)[-1], kw[k])  # "config.stylize.upsample" -> "stylize.upsample"
     return cls(**kw)
 
 
@@ -499,6 +514,9 @@ def override(cfg: RunConfig, kv: Mapping[str, Any]) -> RunConfig:
     """
     top_hints = _hints(RunConfig)
     out = cfg
+    if kv.get("stylize.preset") is not None:  # the preset first, so that the other keys change single fields of it
+        out = with_preset(out, _coerce(kv["stylize.preset"], str, "stylize.preset"))
+        kv = {k: v for k, v in kv.items() if k != "stylize.preset"}
     for key, value in kv.items():
         if value is None:
             continue

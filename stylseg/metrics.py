@@ -1,4 +1,4 @@
-"""Evaluation of prediction maps against masks, in two protocols (METHOD.md section 6).
+"""Evaluation of prediction maps against masks, in two protocols (docs/method.md section 6).
 
 ``standard`` (the field's definitions, what the kit reports by default): per image, the
 prediction is min-max normalised (MATLAB ``mapminmax``), the ground truth is ``> 128``;

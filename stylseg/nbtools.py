@@ -88,9 +88,12 @@ def setup(ns: Mapping[str, Any], overrides: Optional[Mapping[str, Any]] = None, 
         saved = RunConfig.load(layout.config)
         if saved.profile == p["PROFILE"]:
             cfg = saved
-    # SET first, so that a notebook's own parameter (e.g. ITERATIONS) wins over a SET of the same field
+    own = dict(overrides or {})
+    if own.get("stylize.preset"):  # a preset (notebook 04's PRESET) first: SET then changes single fields of it
+        cfg = cfg.override(**{"stylize.preset": own.pop("stylize.preset")})
+    # SET next, so that a notebook's own parameter (e.g. ITERATIONS) wins over a SET of the same field
     cfg = cfg.override(**sets) if sets else cfg
-    cfg = cfg.override(seed=p["SEED"], device=p["DEVICE"], **dict(overrides or {}))
+    cfg = cfg.override(seed=p["SEED"], device=p["DEVICE"], **own)
     save_run_config(layout.config, cfg)
     rep = env_report(p["DEVICE"], seed=p["SEED"])
     write_json(layout.env, rep)

@@ -145,7 +145,7 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder (created; rerun the same command to resume)")
     p.add_argument("--kind", default="polyp", help="polyp | skin")
     p.add_argument("--data", default="", help="real data root (with --protocol)")
-    p.add_argument("--protocol", default="", help="paper-polyp | paper-skin: the real-data split of METHOD.md")
+    p.add_argument("--protocol", default="", help="paper-polyp | paper-skin: the real-data split of docs/method.md")
     p.add_argument("--source", default="", help="source-domain paired folder (images/, masks/)")
     p.add_argument("--target", default="", help="target-domain paired folder (test set)")
     p.add_argument("--style", default="", help="the one target-domain style image")

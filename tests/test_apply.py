@@ -1,4 +1,4 @@
-"""Applying a stylizer: the arm format, recon / no-SPN controls, upsampling, resume (METHOD.md 1, 7)."""
+"""Applying a stylizer: the arm format, recon / no-SPN controls, upsampling, resume (docs/method.md 1, 7)."""
 
 import json
 
@@ -12,6 +12,7 @@ from stylseg.manifest import ArmWriter
 from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
 from stylseg.stylize.apply import apply_stylizer, upsample_result
 from stylseg.stylize.finetune import finetune
+from stylseg.stylize.losses import LESION_RING
 from stylseg.stylize.pipeline import Stylizer
 from stylseg.utils import StylsegError
 
@@ -65,7 +66,7 @@ def test_recon_and_nospn_controls(env):
     rec_l = apply_stylizer(None, env["source"], env["d"] / "recon_lesion", cfg, mode="recon", diffae_dir=env["diffae"],
                            device="cpu", progress=False, upsample="detail_lesion")
     params = json.loads((rec_l / "manifest.json").read_text())["params"]
-    assert params["upsample"] == "detail_lesion" and params["upsample_ring"] == cfg.stylize.lesion_ring
+    assert params["upsample"] == "detail_lesion" and params["upsample_ring"] == LESION_RING
     masks = [read_mask(env["source"] / "masks" / f"{i:04d}.png") for i in range(2)]
     want_l = np.stack([upsample_result(a, s, 32, "detail_lesion", m) for a, s, m in zip(lo, srcs, masks)])
     got_l = np.stack([read_image(rec_l / "images" / f"{i:04d}.png") for i in range(2)])
@@ -224,8 +225,8 @@ def test_sensor_match_gives_the_stylized_arms_the_style_images_noise(env, tmp_pa
                          cfg, device="cpu", progress=False)
     m = json.loads((st / "manifest.json").read_text())["params"]
     assert m["sensor"] == "match" and m["style_noise"] > 0
-    assert "sensor" not in json.loads((rec / "manifest.json").read_text())["params"]
-    assert "sensor" not in json.loads((plain / "manifest.json").read_text())["params"]
+    assert json.loads((rec / "manifest.json").read_text())["params"]["sensor"] == "off"
+    assert json.loads((plain / "manifest.json").read_text())["params"]["sensor"] == "off"
     match = SensorMatch(resize_image(read_image(env["style"]), 32))
     for p in sorted((plain / "images").iterdir()):
         assert np.array_equal(read_image(st / "images" / p.name), match(read_image(p)))

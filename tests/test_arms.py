@@ -84,3 +84,66 @@ def test_compare_refuses_overrides_for_an_arm_it_does_not_train(tmp_path):
     with pytest.raises(StylsegError, match="overrides for arm 'jiter'"):
         compare(src, {}, {"target": tgt}, ["unet"], 1, tmp_path / "seg", cfg, arm_overrides={"jiter": {}},
                 progress=False, log=lambda *a: None)
+
+
+# --------------------------------------------------------------------------- the stylizers and their arms
+def _tiny_run(root, styles=1, **sets):
+    """A run folder with tiny data, a tiny D_A, ``styles`` style images and its config (as notebooks 00-02 leave
+    it)."""
+    import shutil
+
+    from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
+
+    layout = RunLayout(root)
+    cfg = tiny_config(**sets)
+    dom = tiny_domains(root / "tmp_data", n=4)
+    shutil.copytree(dom["source"], layout.domain("source", "train"))
+    layout.style_image.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(dom["style"], layout.style_image)
+    if styles > 1:
+        others = sorted((dom["target"] / "images").iterdir())[1:styles]
+        for k, p in enumerate(others, start=1):
+            layout.style_file(k).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(p, layout.style_file(k))
+        write_json(layout.split_json, {"params": {"styles": styles}})
+    tiny_diffae(layout.diffae, cfg)
+    return layout, cfg
+
+
+def test_make_arms_fits_one_stylizer_per_style_image_and_writes_every_arm(tmp_path):
+    """One library call (what notebooks 04 and 05, and so ``stylseg reproduce``, run): a stylizer per style image,
+    then st, st_nospn, recon, the cheap baselines and the sensor arms per style image, each a paired folder whose
+    manifest names the stylizer's preset; a second call writes nothing new."""
+    from stylseg.arms import make_arms
+
+    layout, cfg = _tiny_run(tmp_path / "run", styles=2)
+    arms = make_arms(layout, cfg, device="cpu", progress=False)
+    per_style = {"st", "st_nospn", "histogram", "reinhard", "fda", "sensor", "st_sensor"}
+    assert set(arms) == per_style | {a + "@s1" for a in per_style} | {"recon"}
+    for name, folder in arms.items():
+        assert folder == layout.stylized(name) and check_folder(folder).ok, name
+        assert json.loads((folder / "manifest.json").read_text())["arm"] == name
+    assert (layout.finetune / "model.safetensors").is_file() and (layout.finetune_for(1) / "model.safetensors").is_file()
+    man = json.loads((arms["st@s1"] / "manifest.json").read_text())
+    assert man["params"]["preset"] == "osasis" and man["params"]["sensor"] == "off"
+    assert man["style"].endswith("style_1.png")
+    stamps = lambda: {p: p.stat().st_mtime_ns for f in arms.values() for p in (f / "images").iterdir()}
+    before, ft_stamp = stamps(), (layout.finetune / "model.safetensors").stat().st_mtime_ns
+    assert make_arms(layout, cfg, device="cpu", progress=False) == arms
+    assert stamps() == before
+    assert (layout.finetune / "model.safetensors").stat().st_mtime_ns == ft_stamp
+
+
+def test_make_arms_with_the_gates_preset_matches_the_sensor_in_st_and_names_missing_inputs(tmp_path):
+    from stylseg.arms import make_arms
+
+    layout, cfg = _tiny_run(tmp_path / "run", **{"stylize.preset": "gates", "stylize.style_pair_tries": 2})
+    arms = make_arms(layout, cfg, device="cpu", progress=False)
+    assert "st_sensor" not in arms  # st holds the style image's blur and noise already
+    p = json.loads((arms["st"] / "manifest.json").read_text())["params"]
+    assert (p["preset"], p["sensor"], p["structure_region"], p["upsample"]) == ("gates", "match", "lesion",
+                                                                                 "detail_lesion")
+    assert p["preset_changes"] == {"stylize.style_pair_tries": 2}
+    empty = RunLayout(tmp_path / "empty")
+    with pytest.raises(StylsegError, match=r"diffae.*D_A is missing; make it first with notebook 02"):
+        make_arms(empty, cfg, device="cpu", progress=False)

@@ -1,6 +1,7 @@
 """The gate benchmark's verdicts and its summary over fine-tuning seeds (benchmarks/bench_stylize_gates.py), on
-score rows written by hand: whether a setting meets the gates in every fine-tuning is what issue 5 asks."""
+score rows written by hand: whether a setting meets the gates in every fine-tuning."""
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -51,7 +52,7 @@ def test_summary_only_reads_each_seeds_folder(bench, tmp_path, capsys):
         d = tmp_path / "bench_stylize" / bench._tag(sets, None if seed == 0 else seed)  # seed 0: the run's own
         d.mkdir(parents=True)
         (d / "scores.json").write_text(json.dumps({"st_osasis_sensor": r}))
-    argv = ["--profile", "smoke", "--run", str(tmp_path), "--loss-sets", "osasis", "--finetune-seeds", "0", "1", "2",
+    argv = ["--profile", "smoke", "--run", str(tmp_path), "--presets", "osasis", "--finetune-seeds", "0", "1", "2",
             "--summary-only"] + [x for s in sets for x in ("--set", s)]
     assert bench.main(argv) == 0
     out = capsys.readouterr().out
@@ -67,7 +68,7 @@ def test_summary_reads_the_own_seed_run_with_finetune_seed_spelled_out(bench, tm
         d = tmp_path / "bench_stylize" / bench._tag(sets, seed)
         d.mkdir(parents=True)
         (d / "scores.json").write_text(json.dumps({"st_osasis_sensor": r}))
-    argv = ["--profile", "smoke", "--run", str(tmp_path), "--loss-sets", "osasis", "--finetune-seeds", "0", "1",
+    argv = ["--profile", "smoke", "--run", str(tmp_path), "--presets", "osasis", "--finetune-seeds", "0", "1",
             "--summary-only", "--set", sets[0]]
     assert bench.main(argv) == 0
     out = capsys.readouterr().out
@@ -78,3 +79,19 @@ def test_summary_reads_the_own_seed_run_with_finetune_seed_spelled_out(bench, tm
 def test_seed_list_is_removed_from_the_arguments_of_each_run(bench):
     argv = ["--profile", "cpu", "--finetune-seeds", "0", "1", "--set", "a.b=1", "--summary-only", "--no-baselines"]
     assert bench._without_seed_list(argv) == ["--profile", "cpu", "--set", "a.b=1", "--no-baselines"]
+
+
+def test_called_by_the_preset_name_the_benchmark_fine_tunes_the_measured_recipe(bench):
+    """``--presets gates`` on the cpu profile fine-tunes and applies with exactly the settings that were measured as
+    ``--loss-sets osasis`` plus the recipe's --set flags (tests/test_config.py holds them), and --sets still change
+    single fields of the preset."""
+    from test_config import MEASURED_GATES_RECIPE
+
+    from stylseg.config import get_profile, parse_set_args
+
+    got = bench.preset_config("cpu", "gates", {})
+    measured = get_profile("cpu").override(**{"stylize.preset": "osasis", "stylize.loss_set": "osasis",
+                                              **parse_set_args(MEASURED_GATES_RECIPE)})
+    assert got.ddim == measured.ddim and got.stylize == dataclasses.replace(measured.stylize, preset="gates")
+    assert bench.preset_config("cpu", "gates", {"stylize.w_structure": "0.14"}).stylize.w_structure == 0.14
+    assert bench.preset_config("cpu", "osasis", {}).stylize.w_structure == 0.0

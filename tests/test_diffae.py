@@ -240,16 +240,13 @@ def test_flatten_pool_keeps_where_things_are():
         DiffAE.from_config(replace(TINY, prediction="x0"), DDIMConfig())
 
 
-def test_model_folders_without_the_new_keys_still_load(tmp_path):
-    """Folders written before enc_pool / prediction existed were mean-pooled eps models."""
+def test_model_folders_of_an_earlier_kit_are_refused_naming_the_fix(tmp_path):
+    """Folders written before enc_pool / prediction existed are not migrated: one message says to train again."""
     m = tiny()
     cfg = {k: v for k, v in m.config.items() if k not in ("enc_pool", "prediction")}
     save_model_folder(tmp_path / "old", "diffae", cfg, m.state_dict())
-    m2 = DiffAE.from_pretrained(tmp_path / "old")
-    assert m2.config["enc_pool"] == "mean" and m2.config["prediction"] == "eps"
-    x, t, z = torch.randn(2, 3, 16, 16), torch.tensor([3, 600]), torch.randn(2, 8)
-    with torch.no_grad():
-        torch.testing.assert_close(m2(x, t, z), m(x, t, z))
+    with pytest.raises(StylsegError, match=r"lacks enc_pool, prediction: .*earlier stylseg.*train D_A again"):
+        DiffAE.from_pretrained(tmp_path / "old")
 
 
 def test_v_model_save_load_round_trip(tmp_path):

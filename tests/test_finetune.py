@@ -1,4 +1,4 @@
-"""One-shot fine-tuning of D_B + SPN on a tiny random DiffAE (METHOD.md sections 3, 4, 7)."""
+"""One-shot fine-tuning of D_B + SPN on a tiny random DiffAE (docs/method.md sections 3, 4, 7)."""
 
 import json
 import warnings
@@ -138,32 +138,6 @@ def test_finetune_writes_a_loadable_stylizer(env):
                  device="cpu", progress=False)
 
 
-def test_folders_written_before_apply_only_fields_still_count_as_finished(env, tmp_path):
-    """A stylizer folder whose digest was made the old way (every stylize field, before ``stylize.sensor``
-    existed) is returned as finished, not refitted or refused."""
-    import dataclasses
-    import hashlib
-    import shutil
-
-    from stylseg.stylize import finetune as ft
-
-    cfg, d = env["cfg"], env["d"]
-    src = finetune(env["diffae"], env["style"], env["source"], d / "ft_legacy_src", cfg, device="cpu", progress=False)
-    old = tmp_path / "old"
-    shutil.copytree(src, old)
-    files = sorted((env["source"] / "images").glob("*.png"))
-    legacy = ft._settings(folder_sha256(env["diffae"]), env["style"], files, cfg)
-    # every field of the time: not sensor, nor the fields that came later still (left out at their default)
-    legacy["stylize"] = {k: v for k, v in dataclasses.asdict(cfg.stylize).items()
-                         if k not in ("sensor",) + ft.OMIT_IF_DEFAULT}
-    meta = json.loads((old / "config.json").read_text())
-    meta["settings_digest"] = hashlib.sha256(json.dumps(legacy, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    (old / "config.json").write_text(json.dumps(meta))
-    mtime = (old / "model.safetensors").stat().st_mtime_ns
-    assert finetune(env["diffae"], env["style"], env["source"], old, cfg, device="cpu", progress=False) == old
-    assert (old / "model.safetensors").stat().st_mtime_ns == mtime
-
-
 class _Stop(Exception):
     """Interrupts a fine-tuning from its callback (:func:`_stop_at_iteration_3`), as a crash or Ctrl-C would."""
 
@@ -191,42 +165,14 @@ def test_exact_resume(env):
     assert [r["total"] for r in ha] == [r["total"] for r in hb]
 
 
-def test_weight_average_is_saved_and_resumes_exactly(env):
-    """stylize.ema_decay: the stylizer saved is the moving average of the weights over the updates: a decay near 0
-    gives the last weights, a decay near 1 stays at the start (D_B = D_A, SPN's last layer 0); an interrupted run
-    resumes to the same average."""
-    d = env["d"]
-    cfg = env["cfg"].override(**{"stylize.iterations": 4, "stylize.checkpoint_every": 2})
-    last = load_model_folder(finetune(env["diffae"], env["style"], env["source"], d / "ema_off", cfg, device="cpu",
-                                      progress=False), "stylizer")[1]
-    run = lambda name, decay, **kw: finetune(env["diffae"], env["style"], env["source"], d / name,
-                                             cfg.override(**{"stylize.ema_decay": decay}), device="cpu",
-                                             progress=False, **kw)
-    near_last = load_model_folder(run("ema_0", 1e-9), "stylizer")[1]
-    assert all(torch.allclose(near_last[k], last[k], atol=1e-6) for k in last)
-    start = load_model_folder(run("ema_1", 0.99999), "stylizer")[1]
-    da = load_diffae(env["diffae"], "cpu").unet.state_dict()
-    moved = [k for k in last if k.startswith("unet_b.") and not torch.equal(last[k], da[k[len("unet_b."):]])]
-    assert moved and all(torch.allclose(start[k], da[k[len("unet_b."):]], atol=1e-4) for k in moved)
-    half = load_model_folder(run("ema_half", 0.5), "stylizer")[1]
-    assert any(not torch.allclose(half[k], last[k], atol=1e-6) for k in moved)
-    assert any(not torch.allclose(half[k], start[k], atol=1e-6) for k in moved)
-
-    with pytest.raises(_Stop):
-        run("ema_part", 0.5, callback=_stop_at_iteration_3)
-    assert load_state(d / "ema_part" / "checkpoint.safetensors")["ema"]["shadow_params"]
-    part = load_model_folder(run("ema_part", 0.5), "stylizer")[1]
-    assert all(torch.equal(part[k], half[k]) for k in half)
-    assert json.loads((d / "ema_half" / "config.json").read_text())["config"]["stylize"]["ema_decay"] == 0.5
-
-
-def test_paper_set_with_cycle_and_chain_backprop(env):
-    cfg = env["cfg"].override(**{"stylize.loss_set": "paper", "stylize.w_cycle": 1.0, "stylize.backprop": "chain",
-                                  "stylize.iterations": 1, "stylize.spn_form": "osasis"})
+def test_paper_preset_trains_with_the_papers_loss_set_and_records_its_name(env):
+    cfg = env["cfg"].override(**{"stylize.preset": "paper", "stylize.iterations": 1, "stylize.spn_form": "osasis"})
     out = finetune(env["diffae"], env["style"], env["source"], env["d"] / "paper", cfg, device="cpu", progress=False)
     rec = json.loads((out / "history.json").read_text())["iterations"][0]
-    assert {"adv", "adv_mag", "spn", "cycle"} <= set(rec) and rec["updates"] == 1
-    assert Stylizer.load(out).spn.form == "osasis"
+    assert {"adv", "adv_mag", "spn", "cycle"} <= set(rec) and rec["updates"] == cfg.ddim.finetune_gen_steps
+    st = Stylizer.load(out)
+    assert st.spn.form == "osasis"
+    assert st.meta["preset"] == "paper" and st.meta["preset_changes"] == {}  # spn_form is not the preset's
 
 
 def test_loss_divergence_flags_a_loss_that_falls_and_rises_again():
@@ -303,9 +249,6 @@ def test_bad_inputs(env, tmp_path):
     bad.write_bytes(b"not a png")
     with pytest.raises(StylsegError, match="unreadable or corrupt"):
         finetune(env["diffae"], bad, env["source"], tmp_path / "o", cfg, device="cpu")
-    with pytest.raises(StylsegError, match="per_step, chain"):
-        finetune(env["diffae"], env["style"], env["source"], tmp_path / "o",
-                 cfg.override(**{"stylize.backprop": "full"}), device="cpu")
 
 
 def test_cli_finetune(env, tmp_path, monkeypatch):
@@ -360,27 +303,6 @@ def test_style_pair_depth_is_its_own_setting(env, tmp_path):
         finetune(env["diffae"], env["style"], env["source"], tmp_path / "bad",
                  cfg.override(**{"stylize.style_pair_t0": 1.5}), device="cpu", progress=False)
     assert not (tmp_path / "bad").exists()
-
-
-def test_weight_average_has_a_constant_decay_from_the_first_update(env):
-    """stylize.ema_decay through diffusers' EMAModel keeps the average as it was defined: after k updates it is
-    ``d e + (1 - d) p`` at every update, from the start weights on (EMAModel's defaults would copy the weights at
-    its first step and warm the decay up)."""
-    from stylseg.stylize.finetune import TrainState
-
-    cfg = env["cfg"].override(**{"stylize.ema_decay": 0.6})
-    st = TrainState.start(load_diffae(env["diffae"]), cfg.stylize, 0, "cpu")
-    ref = [p.detach().clone() for p in st.params]
-    for k in range(3):
-        with torch.no_grad():
-            for p in st.params:
-                p.add_(0.1 * (k + 1))  # as an optimizer step would move them
-        st.update_average()
-        ref = [0.6 * e + 0.4 * p.detach() for e, p in zip(ref, st.params)]
-    got = [p.detach().clone() for p in st.params]
-    st.ema.copy_to(got)
-    assert all(torch.allclose(g, r, atol=1e-6) for g, r in zip(got, ref))
-    assert TrainState.start(load_diffae(env["diffae"]), env["cfg"].stylize, 0, "cpu").ema is None  # off by default
 
 
 def test_checkpoint_is_read_without_running_code_and_an_old_one_names_the_fix(env, tmp_path):

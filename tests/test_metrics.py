@@ -1,4 +1,4 @@
-"""Metrics against hand-computed cases, in both protocols (METHOD.md section 6)."""
+"""Metrics against hand-computed cases, in both protocols (docs/method.md section 6)."""
 
 import json
 

@@ -17,14 +17,38 @@ import torch
 from stylseg.config import RunConfig
 from stylseg.data.io import from_tensor_pm1, read_image
 from stylseg.stylize.finetune import STYLE_XA, STYLE_Y, finetune
-from stylseg.stylize.pipeline import (Stylizer, load_diffae, load_folder_tensor, load_image_pm1,
-                                      structure_guided_generate)
+from stylseg.stylize.pipeline import Stylizer, load_diffae, load_folder_tensor, structure_guided_generate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "pinned_stylize"
 PINNED = json.loads((FIX / "pinned.json").read_text())
 EXPECTED = dict(np.load(FIX / "expected.npz"))
+
+#: the fixture's settings that the kit no longer has, at the value that behaves as the kit does now (OSASIS's fixed
+#: weights, the lesion ring, per-step updates, no weight average, no style code mix, the SPN gated where the
+#: structure term looks)
+_FIXED = {"w_adv": 1.0, "w_magnitude": 1.0, "w_in_domain": 0.5, "w_recon_embed": 30.0, "w_recon_l1": 10.0,
+          "w_recon_perceptual": 10.0, "lesion_ring": 0.125, "backprop": "per_step", "ema_decay": 0.0,
+          "mix_style_z": False, "clip_preprocess": "tensor"}
+
+
+def _current(d):
+    """The fixture's config (written by an earlier kit) as today's config, or None where it used a setting the
+    kit no longer has (those variants are not pinned any more)."""
+    st = dict(d["stylize"])
+    if any(st.pop(k, v) != v for k, v in _FIXED.items()) or st.pop("spn_region", "image") != st["structure_region"]:
+        return None
+    if st["spn_role"] not in ("joint", "guard"):
+        return None
+    w_spn = st.pop("w_spn", 1.0)  # the paper set's L_SPN weight is w_structure now
+    if st["loss_set"] == "paper":
+        st["w_structure"] = w_spn
+    st.setdefault("preset", "osasis")
+    return RunConfig.from_dict(dict(d, stylize=st))
+
+
+VARIANTS = sorted(k for k, v in PINNED["variants"].items() if _current(v) is not None)
 
 
 def _close(name: str, got: np.ndarray) -> None:
@@ -41,18 +65,20 @@ def content():
     return x, files
 
 
-@pytest.mark.parametrize("variant", sorted(PINNED["variants"]))
+def test_the_fixture_still_pins_a_fine_tuning():
+    assert VARIANTS  # the paper loss set with L_cycle and the time-conditioned SPN, at least
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_fine_tuned_stylizer_gives_the_pinned_images(variant, content, tmp_path):
-    cfg = RunConfig.from_dict(PINNED["variants"][variant])
+    cfg = _current(PINNED["variants"][variant])
     x, files = content
     model = finetune(FIX / "diffae", FIX / "style.png", FIX / "source", tmp_path / variant, cfg, device="cpu",
                      progress=False)
     for png in (STYLE_XA, STYLE_Y):
         _close(f"{variant}/{png[:-4]}", read_image(model / png)[None])
     st = Stylizer.load(model)
-    z_style = (st.diffae.encoder(load_image_pm1(model / STYLE_Y, st.size)[None]) if cfg.stylize.mix_style_z
-               else None)
-    y = st.stylize(x, cfg.ddim.t0, cfg.ddim.apply_invert_steps, cfg.ddim.apply_gen_steps, z_style=z_style,
+    y = st.stylize(x, cfg.ddim.t0, cfg.ddim.apply_invert_steps, cfg.ddim.apply_gen_steps,
                    masks=st.masks_for(FIX / "source", files))
     _close(f"{variant}/st", from_tensor_pm1(y))
 

@@ -436,7 +436,10 @@ def test_stylize_finetune_notices_other_content_and_other_compute(tmp_path):
         other = tmp_path / "other"
         shutil.copytree(dom["source"], other)
         first = sorted((other / "images").iterdir())[0]
-        write_image(first, np.full((16, 16, 3), 3, np.uint8))
+        from PIL import Image
+
+        w, h = Image.open(first).size  # another picture of the same size (the pairing rules stay met)
+        write_image(first, np.full((h, w, 3), 3, np.uint8))
         with pytest.raises(StylsegError, match=r"other settings.*--overwrite"):
             run(other, out)
         same = tmp_path / "same"

@@ -1,4 +1,4 @@
-"""Structure and style scores (METHOD.md section 7): hand cases and the do-nothing control."""
+"""Structure and style scores (docs/method.md section 7): hand cases and the do-nothing control."""
 
 import json
 import shutil

@@ -147,7 +147,7 @@ def test_styles_k_repeats_the_arms_and_reports_the_spread(tmp_path):
 
 
 def test_notebooks_03_04_show_a_lesion_gated_stylizer(smoke_run, tmp_path, monkeypatch):
-    """A stylizer fine-tuned with ``stylize.spn_region=lesion`` gates its SPN term with the lesion masks. The
+    """A stylizer fine-tuned with ``stylize.structure_region=lesion`` gates its SPN term with the lesion masks. The
     notebooks that stylize a few images themselves (04's x0 walk, 03's trained-SPN section) must hand them over
     instead of failing with "none were given" (found in a cpu run with the documented gate recipe)."""
     import shutil
@@ -161,13 +161,13 @@ def test_notebooks_03_04_show_a_lesion_gated_stylizer(smoke_run, tmp_path, monke
     shutil.copy(run / "config.json", copy / "config.json")
     monkeypatch.setenv("STYLSEG_THREADS", os.environ.get("STYLSEG_THREADS", "2"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    sets = write_run_config(copy, "smoke", ["stylize.spn_region=lesion", "stylize.iterations=2"])
+    sets = write_run_config(copy, "smoke", ["stylize.structure_region=lesion", "stylize.w_structure=0.25", "stylize.iterations=2"])
     nbs = {p.name[:2]: p for p in pipeline_notebooks()}
     # 04 first, so that 03 finds the lesion-gated stylizer (in the pipeline's order it would find none yet)
     recs = run_notebooks(copy, {"PROFILE": "smoke"}, [nbs["04"], nbs["03"]], log=lambda *_: None,
                          config_overrides=sets)
     assert [r["status"] for r in recs] == ["ran", "ran"]
-    assert json.loads((copy / "finetune" / "config.json").read_text())["config"]["stylize"]["spn_region"] == "lesion"
+    assert json.loads((copy / "finetune" / "config.json").read_text())["config"]["stylize"]["structure_region"] == "lesion"
     nb03 = json.loads((copy / "notebooks" / nbs["03"].name).read_text())
     text = "".join("".join(o.get("text", "")) for c in nb03["cells"] if c["cell_type"] == "code"
                    for o in c.get("outputs", []))

@@ -1,4 +1,4 @@
-"""The SPN (METHOD.md sections 4, 7) and the chain that adds it before every D_B step."""
+"""The SPN (docs/method.md sections 4, 7) and the chain that adds it before every D_B step."""
 
 import pytest
 import torch
@@ -123,7 +123,7 @@ def test_structure_guidance_pulls_toward_reference_structure():
 def test_generate_computes_a_time_free_spn_term_once(form, calls):
     """The paper-form SPN has no time input, so its term is computed once per chain (applying is faster by
     the SPN's cost times the step count); the osasis form is called before every step. Gradients reach the
-    SPN's weights either way (the ``chain`` backprop mode relies on it)."""
+    SPN's weights either way."""
     torch.manual_seed(0)
     spn = SPN(form, hidden=8)
     torch.nn.init.normal_(spn.conv_out.weight, std=0.5)
@@ -143,7 +143,7 @@ def test_generate_computes_a_time_free_spn_term_once(form, calls):
 
 @pytest.mark.parametrize("form", ["paper", "osasis"])
 def test_gated_spn_term_enters_only_where_the_gate_is_on(form):
-    """stylize.spn_region=lesion: the SPN term is multiplied by the gate, so the latent moves inside it as without a
+    """stylize.structure_region=lesion: the SPN term is multiplied by the gate, so the latent moves inside it as without a
     gate and not at all outside; a gate of ones is the plain chain, a gate of zeros the chain without the SPN."""
     torch.manual_seed(0)
     spn = SPN(form, hidden=8)
@@ -172,10 +172,10 @@ def test_spn_gate_is_the_dilated_lesion_and_needs_masks():
     g = spn_gate(m, "lesion")
     assert torch.equal(g, lesion_weight(m)) and bool((g[1] == 1).all())
     assert g[0].sum() > m[0].sum() and bool((g[0][m[0] > 0] == 1).all()) and g[0, 0, 0, 0] == 0
-    thin = spn_gate(m, "lesion", 1 / 16)  # stylize.lesion_ring: a thinner ring, still the whole lesion
+    thin = spn_gate(m, "lesion", 1 / 16)  # a thinner ring, still the whole lesion
     assert torch.equal(thin, lesion_weight(m, 1 / 16)) and bool((thin[0][m[0] > 0] == 1).all())
     assert m[0].sum() < thin[0].sum() < g[0].sum() and bool((thin[1] == 1).all())
-    with pytest.raises(StylsegError, match="spn_region=lesion.*masks"):
+    with pytest.raises(StylsegError, match="structure_region=lesion.*masks"):
         spn_gate(None, "lesion")
     with pytest.raises(StylsegError, match="unknown SPN region 'ring'"):
         spn_gate(m, "ring")

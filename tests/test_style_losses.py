@@ -1,4 +1,6 @@
-"""Style embedders and losses against references and hand-computed cases (METHOD.md 3, 7)."""
+"""Style embedders and losses against references and hand-computed cases (docs/method.md 3, 7)."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -137,10 +139,9 @@ def test_unknown_embedder_lists_valid():
 
 @pytest.mark.parametrize("loss_set", ["paper", "osasis"])
 def test_style_loss_sets(loss_set):
-    from dataclasses import replace
-
     torch.manual_seed(0)
-    sc = replace(get_profile("smoke").stylize, loss_set=loss_set)
+    sc = get_profile("smoke").override(**{"stylize.preset": loss_set}).stylize  # the presets osasis and paper
+    assert sc.loss_set == loss_set
     src = torch.rand(8, 3, 16, 16) * 2 - 1
     emb = make_embedder(sc, source=src)
     y_b = torch.rand(1, 3, 16, 16) * 2 - 1
@@ -186,11 +187,9 @@ def test_osasis_set_takes_the_structure_term_when_weighted():
     assert moved.grad is not None and moved.grad.abs().sum() > 0
 
 
-def test_structure_weight_left_at_default_keeps_earlier_stylizer_digests(tmp_path):
-    """A stylizer fitted before stylize.w_structure, stylize.spn_role, stylize.structure_region,
-    stylize.spn_region, stylize.lesion_ring, stylize.ema_decay and stylize.style_pair_pick existed keeps its settings
-    digest; setting any of them refits."""
-    import dataclasses
+def test_fit_settings_enter_the_digest_and_apply_settings_do_not(tmp_path):
+    """Every fine-tuning field (the preset's name included) changes a stylizer's settings digest, so that changing it
+    refits; the fields that only change how a stylizer is applied (upsample, apply_batch_size) do not."""
     import importlib
 
     ft = importlib.import_module("stylseg.stylize.finetune")
@@ -200,35 +199,35 @@ def test_structure_weight_left_at_default_keeps_earlier_stylizer_digests(tmp_pat
     files = [tmp_path / "a.png", tmp_path / "b.png"]
     for f in files:  # the settings hold the content images' content
         f.write_bytes(f.name.encode())
-    now = ft._settings("d" * 64, style, files, cfg)
-    assert "w_structure" not in now["stylize"] and "spn_role" not in now["stylize"]
-    before = dict(now, stylize={k: v for k, v in dataclasses.asdict(cfg.stylize).items()
-                                if k not in ft.APPLY_ONLY + ("w_structure", "spn_role", "structure_region",
-                                                                            "spn_region", "lesion_ring", "ema_decay",
-                                                                            "style_pair_pick")})
-    assert ft._digest(now) == ft._digest(before)
-    weighted = ft._settings("d" * 64, style, files, cfg.override(**{"stylize.w_structure": 1.0}))
-    assert weighted["stylize"]["w_structure"] == 1.0 and ft._digest(weighted) != ft._digest(now)
-    split = ft._settings("d" * 64, style, files, cfg.override(**{"stylize.w_structure": 1.0,
-                                                                  "stylize.spn_role": "structure"}))
-    assert split["stylize"]["spn_role"] == "structure" and ft._digest(split) != ft._digest(weighted)
-    focused = ft._settings("d" * 64, style, files, cfg.override(**{"stylize.w_structure": 1.0,
-                                                                    "stylize.structure_region": "lesion"}))
-    assert focused["stylize"]["structure_region"] == "lesion" and ft._digest(focused) != ft._digest(weighted)
-    assert "structure_region" not in weighted["stylize"] and "spn_region" not in weighted["stylize"]
-    gated = ft._settings("d" * 64, style, files, cfg.override(**{"stylize.spn_region": "lesion"}))
-    assert gated["stylize"]["spn_region"] == "lesion" and ft._digest(gated) != ft._digest(now)
-    assert "lesion_ring" not in now["stylize"] and "lesion_ring" not in gated["stylize"]
-    thin = ft._settings("d" * 64, style, files, cfg.override(**{"stylize.spn_region": "lesion",
-                                                                 "stylize.lesion_ring": 0.0625}))
-    assert thin["stylize"]["lesion_ring"] == 0.0625 and ft._digest(thin) != ft._digest(gated)
-    averaged = ft._settings("d" * 64, style, files, cfg.override(**{"stylize.ema_decay": 0.9}))
-    assert "ema_decay" not in now["stylize"] and averaged["stylize"]["ema_decay"] == 0.9
-    assert ft._digest(averaged) != ft._digest(now)
-    picked = ft._settings("d" * 64, style, files, cfg.override(**{"stylize.style_pair_pick": "domain"}))
-    assert "style_pair_pick" not in now["stylize"] and picked["stylize"]["style_pair_pick"] == "domain"
-    assert ft._digest(picked) != ft._digest(now)
+    now = ft._digest(ft._settings("d" * 64, style, files, cfg))
+    for key, value in (("stylize.w_structure", 1.0), ("stylize.structure_region", "lesion"),
+                       ("stylize.style_pair_pick", "domain"), ("stylize.preset", "gates"), ("stylize.preset", "paper"),
+                       ("ddim.apply_gen_steps", 3)):
+        assert ft._digest(ft._settings("d" * 64, style, files, cfg.override(**{key: value}))) != now, key
+    for key, value in (("stylize.upsample", "bilinear"), ("stylize.sensor", "match"), ("stylize.apply_batch_size", 5)):
+        assert ft._digest(ft._settings("d" * 64, style, files, cfg.override(**{key: value}))) == now, key
 
+
+def test_stylizer_folder_of_an_earlier_kit_is_refused_with_one_message(tmp_path):
+    """A stylizer folder whose config names no preset (written by an earlier stylseg) is not migrated: finetune's
+    resume and Stylizer.load both say to fit it again, naming the command."""
+    import json
+
+    from stylseg.stylize.finetune import finished_digest
+    from stylseg.stylize.pipeline import Stylizer
+    from stylseg.utils import StylsegError
+
+    d = tmp_path / "finetune"
+    d.mkdir()
+    old = {k: v for k, v in dataclasses.asdict(get_profile("smoke").stylize).items() if k != "preset"}
+    old.update(ema_decay=0.0, lesion_ring=0.125, spn_region="image")
+    (d / "config.json").write_text(json.dumps({"kind": "stylizer", "config": {"stylize": old, "spn": {},
+                                                                               "spn_lambda": 0.1},
+                                               "settings_digest": "0" * 16}))
+    (d / "model.safetensors").write_bytes(b"")
+    for call in (lambda: finished_digest(d), lambda: Stylizer.load(d)):
+        with pytest.raises(StylsegError, match=r"fine-tuned by an earlier stylseg.*ema_decay.*--overwrite"):
+            call()
 
 def test_lesion_focused_structure_term_looks_only_at_the_lesion_and_its_ring():
     """stylize.structure_region=lesion: the term covers the dilated mask; a change outside it costs nothing, a change

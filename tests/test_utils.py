@@ -24,8 +24,8 @@ def test_registry_unknown_lists_valid():
 def test_check_choice_names_value_choices_and_field():
     check_choice("st", ("st", "recon"), "mode")  # a valid value passes
     with pytest.raises(StylsegError, match=r"^unknown SPN region 'ring'; valid: image, lesion "
-                                           r"\(set stylize.spn_region\)$"):
-        check_choice("ring", ("image", "lesion"), "SPN region", "stylize.spn_region")
+                                           r"\(set stylize.structure_region\)$"):
+        check_choice("ring", ("image", "lesion"), "SPN region", "stylize.structure_region")
     with pytest.raises(StylsegError, match=r"^unknown mode 'x'; valid: st, recon$"):
         check_choice("x", ("st", "recon"), "mode")
 

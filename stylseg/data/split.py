@@ -7,7 +7,7 @@ three ways:
 * given folders (``source=``, ``target=``, ``style=``): paired folders, split into
   train/test when they have no such subfolders;
 * a paper-like protocol on real data (``protocol="paper-polyp"`` or ``"paper-skin"``),
-  METHOD.md section 7 (the kit's interpretation where the paper is silent).
+  docs/method.md section 7 (the kit's interpretation where the paper is silent).
 
 Every image is written at ``cfg.data.seg_size`` (images bilinear, masks nearest), every
 split is listed in ``split.json``, and a second call with the same parameters returns at
@@ -49,7 +49,7 @@ PAPER_POLYP = {
     "oracle_excluded": (6, 7, 9, 11),  # sequences of any test set: never oracle training frames
 }
 
-#: the skin protocol (METHOD.md section 7): counts of the paper
+#: the skin protocol (docs/method.md section 7): counts of the paper
 PAPER_SKIN = {"n_source": 200, "n_test": 20, "n_target_train": 200, "min_L": 20.0, "thumb": 128}
 
 Item = Tuple[str, Path, Optional[Path]]  # (name, image file, mask file)
@@ -271,7 +271,7 @@ def _plan_paper_polyp(layout, cfg, data_dir: str, styles: int):
 
 # --------------------------------------------------------------------------- skin: the HAM10000 background rule
 def background_lab(image: np.ndarray, mask: np.ndarray, min_L: float = PAPER_SKIN["min_L"]) -> Tuple[float, float]:
-    """Mean CIELAB ``(L*, a*)`` of an RGB uint8 image outside its lesion mask (METHOD.md
+    """Mean CIELAB ``(L*, a*)`` of an RGB uint8 image outside its lesion mask (docs/method.md
     section 7), ignoring very dark pixels (``L* < min_L``: the dermatoscope's black corners)."""
     from skimage.color import rgb2lab
 
@@ -315,7 +315,7 @@ def skin_background_stats(items: Sequence[Item], thumb: int = PAPER_SKIN["thumb"
 
 def skin_protocol_names(stats: Dict[str, Tuple[float, float]], seed: int, style_seed: int, styles: int = 1,
                         groups: Optional[Dict[str, str]] = None, p: Optional[dict] = None) -> Dict[str, List[str]]:
-    """Split HAM10000-like images by their background (METHOD.md section 7).
+    """Split HAM10000-like images by their background (docs/method.md section 7).
 
     ``stats``: ``{name: (L*, a*)}`` of each image's background. Target ("pink or red"): the
     ``n_test + styles + n_target_train`` images of highest a*; the ``n_test + styles`` reddest

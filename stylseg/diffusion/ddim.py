@@ -1,8 +1,8 @@
-"""DDIM: schedule, step grid, deterministic sampling and inversion (METHOD.md sections 2, 7).
+"""DDIM: schedule, step grid, deterministic sampling and inversion (docs/method.md sections 2, 7).
 
 Symbols (DDIM, Song et al. 2021; DiffAE, Preechakul et al. 2022):
 
-- ``alpha_bar[t]`` (``a_t`` in METHOD.md) = prod_{s<=t} (1 - beta_s), linear betas, T = 1000,
+- ``alpha_bar[t]`` (``a_t`` in docs/method.md) = prod_{s<=t} (1 - beta_s), linear betas, T = 1000,
   the same numbers as diffusers' ``DDIMScheduler(beta_schedule="linear")``.
 - forward process (DDPM eq. 4): ``x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps``.
 - x0-prediction (paper eq. 3): ``f(x_t) = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)``.
@@ -85,7 +85,7 @@ class DDIMSchedule:
 
 
 def ddim_timesteps(t0: float, n: int, T: int = 1000) -> List[int]:
-    """The grid ``[t_0=0, ..., t_n]`` with ``t_i = round(i * t0 * (T-1) / n)`` (METHOD.md section 7).
+    """The grid ``[t_0=0, ..., t_n]`` with ``t_i = round(i * t0 * (T-1) / n)`` (docs/method.md section 7).
 
     ``t0`` is a fraction of T in (0, 1]; ``n`` >= 1 UNet calls. Duplicates (when n > t0*(T-1))
     are rejected because they would waste UNet calls. ``ddim_timesteps(0.5, 5)`` ->

@@ -1,10 +1,10 @@
-"""The Diffusion Autoencoder (DiffAE, Preechakul et al. CVPR 2022; METHOD.md section 2).
+"""The Diffusion Autoencoder (DiffAE, Preechakul et al. CVPR 2022; docs/method.md section 2).
 
 - :class:`SemanticEncoder` ``Enc_phi``: x (B,3,H,W) in [-1,1] -> ``z_sem`` (B, z_dim): a
   convolutional down-path of plain residual blocks (channels ``base * enc_channel_mult``),
   global average pooling and a linear map to ``z_dim``.
 - :class:`ConditionalUNet` ``eps_theta(x_t, t, z_sem)``: DiffAE's UNet. Every residual block is
-  conditioned by adaptive group norm applied in sequence (DiffAE eq. 9 / METHOD.md section 2)::
+  conditioned by adaptive group norm applied in sequence (DiffAE eq. 9 / docs/method.md section 2)::
 
       h = GN(h);  h = h * (1 + s_t) + b_t;  h = h * (1 + s_z)
 
@@ -39,8 +39,6 @@ from .ddim import DDIMSchedule, ddim_timesteps, encode_stochastic, render
 KIND = "diffae"
 ARCH_KEYS = ("image_size", "base_channels", "channel_mult", "num_res_blocks", "attn_resolutions",
              "enc_channel_mult", "z_dim", "dropout", "enc_pool", "prediction")
-#: architecture keys that model folders written before they existed may lack, with their old value
-ARCH_DEFAULTS = {"enc_pool": "mean", "prediction": "eps"}
 ENC_POOLS = ("mean", "flatten")
 PREDICTIONS = ("eps", "v")
 SCHEDULE_KEYS = ("T", "beta_start", "beta_end")
@@ -350,10 +348,11 @@ class DiffAE(nn.Module):
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__()
-        config = {**ARCH_DEFAULTS, **config}
         missing = [k for k in ARCH_KEYS + SCHEDULE_KEYS if k not in config]
         if missing:
-            raise StylsegError(f"DiffAE config lacks {', '.join(missing)}")
+            raise StylsegError(f"DiffAE config lacks {', '.join(missing)}: a model folder written by an earlier stylseg "
+                               f"is not migrated; train D_A again (notebook 02 with RETRAIN = True, or "
+                               f"`stylseg diffae train ... --no-resume`)")
         cfg = {k: config[k] for k in ARCH_KEYS + SCHEDULE_KEYS}
         for k in ("channel_mult", "attn_resolutions", "enc_channel_mult"):
             cfg[k] = [int(v) for v in cfg[k]]

@@ -1,4 +1,4 @@
-"""Quality measures of a DiffAE that an untrained model cannot pass (issue 4's quality gates).
+"""Quality measures of a DiffAE that an untrained model cannot pass (its quality gates).
 
 A DDIM round trip is not one: with its zero-initialised output an untrained model predicts
 eps = 0 and inverts and renders any image exactly. What is measured instead, on held-out

@@ -1,4 +1,4 @@
-"""Training the Diffusion Autoencoder (DiffAE's simple loss, METHOD.md section 2).
+"""Training the Diffusion Autoencoder (DiffAE's simple loss, docs/method.md section 2).
 
 Loss (DDPM's "simple" objective, DiffAE eq. 8): with x0 a training image, ``t ~ U{0..T-1}``,
 ``eps ~ N(0, I)`` and ``x_t = sqrt(a_t) x0 + sqrt(1-a_t) eps``::

@@ -1,4 +1,4 @@
-"""PraNet's structure loss and the Dice used for validation (METHOD.md section 5)."""
+"""PraNet's structure loss and the Dice used for validation (docs/method.md section 5)."""
 
 from __future__ import annotations
 

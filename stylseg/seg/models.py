@@ -5,7 +5,7 @@ mode. PraNet in train mode returns its four side outputs (each ``(B,1,H,W)``, up
 the input size) for deep supervision: ``[S_g (global map), S_5, S_4, S_3]`` in PraNet's naming
 (``lateral_map_5, 4, 3, 2`` in its code), the last being the prediction.
 
-PraNet (Fan et al., MICCAI 2020; METHOD.md section 5): Res2Net-50 v1b 26wx4s backbone
+PraNet (Fan et al., MICCAI 2020; docs/method.md section 5): Res2Net-50 v1b 26wx4s backbone
 (timm ``res2net50d``: deep stem, average-pool shortcut), receptive-field blocks (RFB) on the
 last three stages, a partial decoder aggregating them into a coarse global map at 1/8 scale,
 then three reverse-attention branches from the deepest stage up: the map upsampled to a

@@ -1,4 +1,4 @@
-"""Training a segmenter on a paired folder (METHOD.md section 5), resumable exactly.
+"""Training a segmenter on a paired folder (docs/method.md section 5), resumable exactly.
 
 ``train_segmenter(arch, train_dir, out_dir, cfg)`` writes::
 

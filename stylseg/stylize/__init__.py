@@ -1,4 +1,4 @@
-"""One-shot structure-aware stylization (METHOD.md sections 1, 3, 4, 7).
+"""One-shot structure-aware stylization (docs/method.md sections 1, 3, 4, 7).
 
 Public API (imported lazily, so ``stylseg stylize --help`` stays quick)::
 

@@ -1,4 +1,4 @@
-"""Stylize a dataset with a fine-tuned stylizer, or make the ``recon`` control arm (METHOD.md 1, 7).
+"""Stylize a dataset with a fine-tuned stylizer, or make the ``recon`` control arm (docs/method.md sections 1 and 7).
 
 ``apply_stylizer(model_dir, input_dir, out_dir, cfg)`` reads a paired folder (``images/`` +
 ``masks/``), and for each image: resize to the DiffAE size, invert with D_A to ``t0``
@@ -8,12 +8,12 @@ the result at ``cfg.data.seg_size`` with :class:`~stylseg.manifest.ArmWriter`. M
 copied, resized with nearest neighbour.
 
 Upsampling from the diffusion size to the segmentation size (``cfg.stylize.upsample``):
-``bilinear`` resizes the stylized image; ``detail`` (METHOD.md section 7) adds the upsampled
+``bilinear`` resizes the stylized image; ``detail`` (docs/method.md section 7) adds the upsampled
 stylization residual to the full-resolution input, ``x_hi + up(stylized_lo - x_lo)``, which
-keeps the input's fine detail. The ``recon`` arm goes through the same path.
-``cfg.stylize.sensor = "match"`` then gives the stylized arms the style image's blur and noise
-(:mod:`stylseg.sensor`; estimated from the style image at the segmentation size); ``recon``, which
-has no style image, never gets it.
+keeps the input's fine detail; ``detail_lesion`` keeps it on the lesion and its ring only. The ``recon`` arm goes
+through the same path. ``cfg.stylize.sensor = "match"`` (or an arm asked for with ``sensor="match"``) then gives
+the style image's blur and noise (:mod:`stylseg.sensor`; estimated from the style image at the segmentation size);
+``recon``, which has no style image, never gets it.
 
 Batched (``cfg.stylize.apply_batch_size``) and resumable: the batches are a fixed partition
 of the sorted file list, a batch whose items are all written is skipped, files are written
@@ -162,15 +162,8 @@ def _apply_arms(model_dir, input_dir, specs, cfg, *, diffae_dir, device, upsampl
         model_sha, diffae_sha, style = None, folder_sha256(diffae_dir), None
     size = st.size
     seg = int(cfg.data.seg_size)
-    ring = float(cfg.stylize.lesion_ring)
+    ring = LESION_RING
     t0, n_inv, n_gen = cfg.ddim.t0, cfg.ddim.apply_invert_steps, cfg.ddim.apply_gen_steps
-    z_style = None
-    if needs_model and cfg.stylize.mix_style_z:
-        from .finetune import STYLE_Y
-        from .pipeline import load_image_pm1
-
-        with torch.no_grad():
-            z_style = st.diffae.encoder(load_image_pm1(Path(model_dir) / STYLE_Y, size)[None].to(dev))
     match = None
     if any(sp["sensor"] == "match" for sp in specs):
         match = _sensor_match(st.meta.get("style", {}), model_dir, seg)
@@ -180,16 +173,14 @@ def _apply_arms(model_dir, input_dir, specs, cfg, *, diffae_dir, device, upsampl
         use_spn = bool(sp["use_spn"]) and mode == "st"
         params = {"mode": mode, "use_spn": use_spn, "t0": t0, "invert_steps": n_inv, "gen_steps": n_gen,
                   "unet_calls_per_image": n_inv + n_gen, "diffusion_size": size, "upsample": how,
-                  "spn_lambda": st.lam if use_spn else 0.0, "mix_style_z": z_style is not None and mode == "st",
+                  "spn_lambda": st.lam if use_spn else 0.0, "structure_region": st.region if use_spn else None,
+                  "sensor": sp["sensor"], "preset": st.meta.get("preset") if mode == "st" else None,
+                  "preset_changes": st.meta.get("preset_changes") if mode == "st" else None,
                   "stylizer_sha256": model_sha if mode == "st" else None, "diffae_sha256": diffae_sha}
-        if use_spn and st.spn_region != "image":  # recorded only when not the default (older arms still resume)
-            params["spn_region"] = st.spn_region
-            if st.lesion_ring != LESION_RING:
-                params["lesion_ring"] = st.lesion_ring
         if how == "detail_lesion":
             params["upsample_ring"] = ring
-        if sp["sensor"] == "match":  # recorded only when on, so that arms written before the option still resume
-            params.update(sensor="match", **match.params())
+        if sp["sensor"] == "match":
+            params.update(match.params())
         arm = sp["arm"] or (("st" if use_spn else "st_nospn") if mode == "st" else "recon")
         method = "diffusion-st" if mode == "st" else "diffusion-recon"
         w = ArmWriter(sp["out"], arm, method, params, source=Path(input_dir), style=style if mode == "st" else None,
@@ -207,7 +198,7 @@ def _apply_arms(model_dir, input_dir, specs, cfg, *, diffae_dir, device, upsampl
         xt, z = st.encode_stochastic(x, t0, n_inv)  # shared by every arm
         masks = {}
         lo = None
-        if needs_model and st.spn_region != "image" and any(use for _, _, use, _ in writers):
+        if needs_model and st.region != "image" and any(use for _, _, use, _ in writers):
             lo = torch.stack([torch.from_numpy(resize_mask(read_mask(mask_paths[i]), size).astype(np.float32))[None]
                               for i in b]).to(dev)
         for w, mode, use_spn, sensor in writers:
@@ -215,7 +206,7 @@ def _apply_arms(model_dir, input_dir, specs, cfg, *, diffae_dir, device, upsampl
                 continue
             with torch.no_grad():
                 if mode == "st":
-                    y = st.render(xt, z, x, t0, n_gen, use_spn, z_style, masks=lo)
+                    y = st.render(xt, z, x, t0, n_gen, use_spn, masks=lo)
                 else:
                     y = st.diffae.render(xt, z, t0, n_gen)
             outs = from_tensor_pm1(y)
@@ -242,10 +233,10 @@ def _sensor_match(style_meta: Dict[str, Any], model_dir, size: int):
 
     path = Path(style_meta.get("path") or "")
     if not path.is_file():
-        raise StylsegError(f"stylize.sensor=match needs the style image the stylizer in {model_dir} was fine-tuned on, "
+        raise StylsegError(f"sensor matching needs the style image the stylizer in {model_dir} was fine-tuned on, "
                            f"recorded as {path}, which is not there: put it back, or run with --set stylize.sensor=off")
     want = style_meta.get("sha256")
     if want and sha256_file(path) != want:
         raise StylsegError(f"{path}: not the style image the stylizer in {model_dir} was fine-tuned on (sha256 differs); "
-                           f"restore it or run with --set stylize.sensor=off")
+                           f"restore it, or run with --set stylize.sensor=off")
     return SensorMatch(resize_image(read_image(path), size))

@@ -1,4 +1,4 @@
-"""Style embedders ``E``: what the directional style losses compare (METHOD.md sections 3, 7).
+"""Style embedders ``E``: what the directional style losses compare (docs/method.md sections 3, 7).
 
 - :class:`WeightFreeEmbedder` (offline default, since pretrained CLIP weights are not at hand
   on the development machines): differentiable CIELAB colour moments plus the mean and
@@ -183,7 +183,7 @@ class ClipEmbedder(nn.Module):
     """open_clip image encoder with differentiable preprocessing; unit-length embeddings (B, D).
 
     ``preprocess="tensor"``: [-1,1] -> [0,1] -> bicubic resize to the model's input size ->
-    CLIP mean/std (METHOD.md section 7). ``preprocess="osasis"``: OSASIS's transform on
+    CLIP mean/std (docs/method.md section 7). ``preprocess="osasis"``: OSASIS's transform on
     tensors: ``Normalize(-1, 2)`` then torchvision ``Resize(size, bicubic)`` of the shorter
     side, ``CenterCrop(size)``, CLIP ``Normalize``. The CLIP weights are frozen.
     """

@@ -1,4 +1,4 @@
-"""One-shot fine-tuning of D_B + SPN from one style image (METHOD.md sections 1, 3, 4, 7).
+"""One-shot fine-tuning of D_B + SPN from one style image (docs/method.md sections 1, 3, 4 and 7).
 
 ``finetune(diffae_dir, style_path, content_dir, out_dir, cfg)`` writes a *stylizer* model
 folder (kind ``"stylizer"``): D_B's UNet and the SPN's weights, the config (with the path and
@@ -15,10 +15,8 @@ One iteration (OSASIS's loop, the kit's reading of the paper's Algorithm 1):
    the loss set reconstructs the style pair;
 3. walk the generation grid with D_B (``cfg.ddim.finetune_gen_steps`` calls) through the one DDIM loop
    (:func:`stylseg.diffusion.ddim.ddim_steps`), adding ``lambda * SPN(x_in, t)`` before each step (its
-   ``shift``); ``backprop="per_step"`` (OSASIS): at every
-   step, losses on the x0-prediction, one optimizer step, the latent detached before the
-   next step; ``backprop="chain"``: one optimizer step per iteration on the final output,
-   gradients through the whole chain with gradient checkpointing.
+   ``shift``); as OSASIS does, at every step: losses on the x0-prediction, one optimizer step, the latent
+   detached before the next step.
 
 Data parallel over processes (several GPUs, or several CPU processes): start the same command with
 ``accelerate launch`` (or ``torchrun``). Every process draws the same global content batch of
@@ -27,12 +25,11 @@ processes (``Accelerator.reduce``) before each optimizer step, so the run comput
 computes (up to float rounding), with 1/N of the activations per device. A single process, the
 default, does not touch ``torch.distributed``.
 
-``stylize.spn_role="structure"`` divides the labour as the SPN's name states: the structure term
-``L_SPN`` trains the SPN alone and the style terms train D_B alone (two gradient passes through the
-same graph per update); ``"guard"`` trains the SPN with the structure term alone and D_B with every
-term; ``"joint"`` (default) sums every term into one loss for both, as the paper's eq. 13 is written.
+``stylize.spn_role="guard"`` trains the SPN with the structure term ``L_SPN`` alone and D_B with every term (two
+gradient passes through the same graph per update); ``"joint"`` sums every term into one loss for both, as the
+paper's eq. 13 is written.
 
-Interpretations (METHOD.md section 7) are the kit's and are parameters: the style pair
+Interpretations (docs/method.md section 7) are the kit's and are parameters: the style pair
 (``y_B`` = the style image resized to the DiffAE size, ``x_A_style`` = the best of
 ``style_pair_tries`` SDEdit renders by D_A, chosen by ``10 L1 + (1 - MS-SSIM)`` or, with
 ``stylize.style_pair_pick=domain``, the render nearest the content images' mean in the style embedder's space),
@@ -59,8 +56,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..config import preset_changes
 from ..data.io import from_tensor_pm1, read_image, write_image
-from ..diffusion.ddim import ddim_run, ddim_steps, ddim_timesteps, encode_stochastic, with_coarse
+from ..diffusion.ddim import ddim_run, ddim_steps, ddim_timesteps, encode_stochastic
 from ..checkpoint import (compute_key, files_fingerprint, fingerprint_diff, load_state, read_state_header,
                           refuse_legacy, save_state)
 from ..lock import stage_lock
@@ -68,9 +66,9 @@ from ..utils import (StylsegError, check_choice, json_sha256, read_json, resolve
                      save_model_folder, seed_everything, sha256_file, write_json)
 from .embedders import embedder_substitute, make_embedder
 from .losses import LOSS_SETS, StyleLoss, cycle_l1, lesion_weight, ms_ssim
-from .pipeline import (KIND, diffae_size, folder_sha256, load_content_masks, load_diffae, load_folder_tensor,
-                       load_image_pm1)
-from .spn import SPN_REGIONS, build_spn, spn_gate, spn_shift_fn
+from .pipeline import (KIND, check_stylizer_config, diffae_size, folder_sha256, load_content_masks, load_diffae,
+                       load_folder_tensor, load_image_pm1)
+from .spn import build_spn, spn_gate, spn_shift_fn
 
 STYLE_Y = "style_y_B.png"
 STYLE_XA = "style_x_A.png"
@@ -78,13 +76,11 @@ CHECKPOINT = "checkpoint.safetensors"
 #: the pickled resume file of earlier versions: refused by name, never opened
 LEGACY_CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
-BACKPROP = ("per_step", "chain")
 #: who learns from the structure term (``stylize.spn_role``, module docstring): joint = D_B and the SPN learn from
-#: every term; structure = the SPN from the structure term alone, D_B from the style terms alone; guard = the SPN
-#: from the structure term alone, D_B from every term
-SPN_ROLES = ("joint", "structure", "guard")
-#: where the structure term looks (``stylize.structure_region``): the whole image, or the lesion and a ring
-#: around it (:func:`stylseg.stylize.losses.lesion_weight`, from the content images' masks)
+#: every term; guard = the SPN from the structure term alone, D_B from every term
+SPN_ROLES = ("joint", "guard")
+#: where the structure term looks and the SPN's term enters (``stylize.structure_region``): the whole image, or
+#: the lesion and a ring around it (:func:`stylseg.stylize.losses.lesion_weight`, from the content images' masks)
 STRUCTURE_REGIONS = ("image", "lesion")
 
 #: callback(iteration, step, t, x0_pred): iteration 0-based, step index in the generation walk,
@@ -110,7 +106,7 @@ def make_style_pair(diffae, style_path: os.PathLike, t0: float, steps: int, trie
       embedding of the domain-A content images. ``x_A_style`` stands for the style image as domain A would
       show it, and the style direction ``E(y_B) - E(x_A_style)`` is only as long and as clean as the render is
       typical of domain A. Fidelity works against that: on the synthetic polyp domains the render nearest the style
-      image is the one least like domain A (docs/stylization.md), and the fine-tuning's style depended on which
+      image is the one least like domain A (docs/results.md), and the fine-tuning's style depended on which
       render the seed drew. It needs only the source images and the one style image.
 
     A style image of any size, aspect or mode (grayscale, RGBA, palette, 16-bit) is converted
@@ -175,24 +171,11 @@ def style_pair(diffae, style_path, out_dir: Path, cfg, device, embedder=None, co
 # --------------------------------------------------------------------------- settings
 #: StylizeConfig fields that only matter when a stylizer is applied: not part of the fine-tuning settings, so
 #: changing them never refits a stylizer
-APPLY_ONLY = ("upsample", "sensor", "apply_batch_size")
-#: StylizeConfig fields added after stylizer folders were first written. Folders written before hold the digest
-#: of every other field (apply-only ones included), which is still accepted
-ADDED_LATER = ("sensor",)
-#: StylizeConfig fields added after stylizer folders were first written that enter the settings only when set
-#: away from their default, so folders written before (with the default's behaviour) keep their digest
-OMIT_IF_DEFAULT = ("w_structure", "spn_role", "structure_region", "spn_region", "lesion_ring", "ema_decay",
-                   "style_pair_pick")
+APPLY_FIELDS = ("upsample", "sensor", "apply_batch_size")
 
 
-def _settings(diffae_sha: str, style_path, content_files, cfg, legacy: bool = False) -> Dict[str, Any]:
-    st = dataclasses.asdict(cfg.stylize)
-    for k in (ADDED_LATER if legacy else APPLY_ONLY):
-        st.pop(k, None)
-    defaults = type(cfg.stylize)()
-    for k in OMIT_IF_DEFAULT:
-        if k in st and st[k] == getattr(defaults, k):
-            st.pop(k)
+def _settings(diffae_sha: str, style_path, content_files, cfg) -> Dict[str, Any]:
+    st = {k: v for k, v in dataclasses.asdict(cfg.stylize).items() if k not in APPLY_FIELDS}
     return {
         "stylize": st,
         "ddim": {k: getattr(cfg.ddim, k) for k in ("T", "beta_start", "beta_end", "t0", "finetune_invert_steps",
@@ -211,7 +194,8 @@ def _digest(settings: Dict[str, Any]) -> str:
 
 
 def finished_digest(out_dir: os.PathLike) -> Optional[str]:
-    """The settings digest of a finished stylizer folder, or None."""
+    """The settings digest of a finished stylizer folder, or None. A folder fine-tuned by an earlier stylseg raises
+    :class:`StylsegError` telling to fit it again (:func:`~.pipeline.check_stylizer_config`)."""
     p = Path(out_dir) / "config.json"
     if not p.is_file() or not (Path(out_dir) / "model.safetensors").is_file():
         return None
@@ -219,7 +203,10 @@ def finished_digest(out_dir: os.PathLike) -> Optional[str]:
         meta = read_json(p)
     except StylsegError:
         return None
-    return meta.get("settings_digest") if meta.get("kind") == KIND else None
+    if meta.get("kind") != KIND:
+        return None
+    check_stylizer_config(out_dir, meta)
+    return meta.get("settings_digest")
 
 
 # --------------------------------------------------------------------------- data parallelism
@@ -244,7 +231,7 @@ class _Parallel:
 
     The gradients are reduced explicitly rather than by wrapping D_B and the SPN in DDP
     (``accelerator.prepare``), as DiffAE training does: an iteration of the per-step loop makes several
-    backward passes, and ``stylize.spn_role=structure|guard`` takes the SPN's gradient with
+    backward passes, and ``stylize.spn_role=guard`` takes the SPN's gradient with
     ``torch.autograd.grad``, which DDP's gradient hooks do not see.
     """
 
@@ -300,59 +287,40 @@ class _Parallel:
 @dataclass
 class TrainState:
     """What a fine-tuning changes as it runs, and what its checkpoint holds: D_B's UNet, the SPN, the optimizer,
-    the weight average (``stylize.ema_decay``: diffusers' ``EMAModel``), the batch generator, the loss history
-    and the number of iterations done."""
+    the batch generator, the loss history and the number of iterations done."""
 
     unet_b: nn.Module
     spn: nn.Module
     opt: torch.optim.Optimizer
-    ema: Any  # diffusers.training_utils.EMAModel or None
     gen: torch.Generator
     history: List[Dict[str, Any]]
     iteration: int = 0
 
     @property
     def params(self) -> List[torch.Tensor]:
-        """D_B's parameters, then the SPN's (the optimizer's and the weight average's order)."""
+        """D_B's parameters, then the SPN's (the optimizer's order)."""
         return [p for g in self.opt.param_groups for p in g["params"]]
 
     @classmethod
     def start(cls, diffae, sc, seed: int, device) -> "TrainState":
         """D_B = a trainable copy of D_A's UNet, a fresh SPN (its term starts at 0), Adam with the two learning
-        rates, the weight average at D_B's and the SPN's start, the batch generator seeded with ``seed + 1``."""
+        rates, the batch generator seeded with ``seed + 1``."""
         unet_b = copy.deepcopy(diffae.unet).to(device).train().requires_grad_(True)
         spn = build_spn(sc, T=diffae.schedule.T).to(device).train()
         opt = torch.optim.Adam([{"params": unet_b.parameters(), "lr": sc.lr_unet},
                                 {"params": spn.parameters(), "lr": sc.lr_spn}])
-        st = cls(unet_b, spn, opt, None, torch.Generator(device="cpu").manual_seed(int(seed) + 1), [])
-        if sc.ema_decay > 0:
-            from diffusers.training_utils import EMAModel
-
-            # a constant decay from the first update, as the average was defined before it came from diffusers:
-            # min_decay = decay switches off EMAModel's warm-up, and update_after_step=-1 its first step, which
-            # would copy the weights instead of averaging them
-            st.ema = EMAModel(st.params, decay=sc.ema_decay, min_decay=sc.ema_decay, update_after_step=-1)
-        return st
-
-    def update_average(self) -> None:
-        if self.ema is not None:
-            self.ema.step(self.params)
+        return cls(unet_b, spn, opt, torch.Generator(device="cpu").manual_seed(int(seed) + 1), [])
 
     def state_dict(self, digest: str) -> Dict[str, Any]:
         """Tensors, numbers, strings and lists only (loadable with ``torch.load(weights_only=True)``)."""
         return {"digest": digest, "iteration": self.iteration, "unet_b": self.unet_b.state_dict(),
                 "spn": self.spn.state_dict(), "opt": self.opt.state_dict(), "history": self.history,
-                "ema": self.ema.state_dict() if self.ema is not None else None, "rng": _rng_state(self.gen)}
+                "rng": _rng_state(self.gen)}
 
     def load_state_dict(self, ckpt: Dict[str, Any], path: Path) -> None:
-        if (self.ema is not None) != (ckpt.get("ema") is not None):
-            raise StylsegError(f"{path}: checkpoint {'lacks' if self.ema is not None else 'holds'} the weight average "
-                               f"of stylize.ema_decay; remove it to start again, or fine-tune with --overwrite")
         self.unet_b.load_state_dict(ckpt["unet_b"])
         self.spn.load_state_dict(ckpt["spn"])
         self.opt.load_state_dict(ckpt["opt"])
-        if self.ema is not None:
-            self.ema.load_state_dict(ckpt["ema"])
         _set_rng_state(self.gen, ckpt["rng"])
         self.history, self.iteration = list(ckpt["history"]), int(ckpt["iteration"])
 
@@ -501,12 +469,11 @@ class _Iteration:
         self.t0, self.n_inv, self.n_gen = cfg.ddim.t0, cfg.ddim.finetune_invert_steps, cfg.ddim.finetune_gen_steps
         self.lam, self.y_b, self.x_as = self.sc.spn_lambda, y_b, x_as
         self.content, self.region_all, self.gate_all = content, region_all, gate_all
-        self.spn_style = state.spn if self.sc.spn_region == "image" else None  # the style pair has no mask
+        self.spn_style = state.spn if self.sc.structure_region == "image" else None  # the style pair has no mask
         with torch.no_grad():
             self.z_s = diffae.encode(x_as)
             self.xs_t = (diffae.encode_stochastic(x_as, self.z_s, self.t0, self.n_inv)
                          if loss.needs_style_branch else None)
-            self.z_mix = diffae.encode(y_b) if self.sc.mix_style_z else None
 
     def batch(self) -> _Batch:
         n, bs, dev = self.content.shape[0], self.sc.batch_size, self.par.device
@@ -520,11 +487,11 @@ class _Iteration:
             e_in = self.embedder(x_in)
         return _Batch(x_in, z, x_t, e_in, pick(self.region_all), pick(self.gate_all))
 
-    def walk(self, x_t, z, x_in, spn, gate=None, grad="chain", z_mix=None):
+    def walk(self, x_t, z, x_in, spn, gate=None, grad="chain"):
         """D_B's generation walk from x_t (b,3,S,S) at t0, the SPN term of ``x_in`` before every step."""
         constant = grad != "step"  # per-step updates change the SPN between steps
         grid = ddim_timesteps(self.t0, self.n_gen, self.diffae.schedule.T)
-        return ddim_steps(with_coarse(self.state.unet_b, z_mix), x_t, grid, cond=z, schedule=self.diffae.schedule,
+        return ddim_steps(self.state.unet_b, x_t, grid, cond=z, schedule=self.diffae.schedule,
                           grad=grad, shift=spn_shift_fn(spn, x_in, self.lam, gate, constant=constant))
 
     def __call__(self, it: int, callback: Optional[FinetuneCallback] = None) -> Dict[str, float]:
@@ -542,20 +509,14 @@ class _Iteration:
         b = self.batch()
         self.sums: Dict[str, float] = {}
         self.updates = 0
-        if self.sc.backprop == "per_step":  # one update per step (OSASIS), the latent detached between steps
-            steps = self.walk(b.x_t, b.z, b.x_in, self.state.spn, b.gate, "step", self.z_mix)
-            style = (self.walk(self.xs_t, self.z_s, self.x_as, self.spn_style, None, "step", self.z_mix)
-                     if self.xs_t is not None else itertools.repeat(None))
-            for out, out_s in zip(steps, style):  # the two walks advance together, after each update
-                self.update(b, out.x0, out_s.x0 if out_s is not None else None, out.step.i == self.n_gen - 1)
-                if callback is not None:
-                    callback(it, out.step.i, out.step.t, out.x0.detach())
-        else:  # one update per iteration, gradients through the whole chain (gradient checkpointing)
-            cb = (lambda i, t, x_t, x0: callback(it, i, t, x0.detach())) if callback is not None else None
-            out = ddim_run(self.walk(b.x_t, b.z, b.x_in, self.state.spn, b.gate, "checkpoint", self.z_mix), cb)
-            outs = (ddim_run(self.walk(self.xs_t, self.z_s, self.x_as, self.spn_style, None, "checkpoint",
-                                       self.z_mix)) if self.xs_t is not None else None)
-            self.update(b, out, outs, True)
+        # one update per step (OSASIS), the latent detached between steps
+        steps = self.walk(b.x_t, b.z, b.x_in, self.state.spn, b.gate, "step")
+        style = (self.walk(self.xs_t, self.z_s, self.x_as, self.spn_style, None, "step")
+                 if self.xs_t is not None else itertools.repeat(None))
+        for out, out_s in zip(steps, style):  # the two walks advance together, after each update
+            self.update(b, out.x0, out_s.x0 if out_s is not None else None, out.step.i == self.n_gen - 1)
+            if callback is not None:
+                callback(it, out.step.i, out.step.t, out.x0.detach())
 
     def update(self, b: _Batch, x0: torch.Tensor, x0_style: Optional[torch.Tensor], last: bool) -> None:
         """One optimizer step on the loss terms of the x0-prediction (b,3,S,S) (``L_cycle`` at the ``last`` step)."""
@@ -567,12 +528,12 @@ class _Iteration:
         if sc.spn_role == "joint":
             total = self.loss.total(terms)
             total.backward()
-        else:  # the structure term trains the SPN alone; D_B the style terms ("structure") or every term ("guard")
+        else:  # guard: the structure term trains the SPN alone, D_B learns from every term
             spn_params = list(st.spn.parameters())
             structure = self.loss.weights["spn"] * terms["spn"]
             g_spn = torch.autograd.grad(structure, spn_params, retain_graph=True, allow_unused=True)
             style = self.loss.total(terms, exclude=("spn",))
-            (style if sc.spn_role == "structure" else style + structure).backward(inputs=list(st.unet_b.parameters()))
+            (style + structure).backward(inputs=list(st.unet_b.parameters()))
             for p, g in zip(spn_params, g_spn):
                 p.grad = g
             total = style.detach() + structure.detach()
@@ -580,7 +541,6 @@ class _Iteration:
         if sc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(st.params, sc.grad_clip)
         st.opt.step()
-        st.update_average()
         for k, v in [*terms.items(), ("total", total)]:
             self.sums[k] = self.sums.get(k, 0.0) + float(v.detach())
         self.updates += 1
@@ -619,18 +579,12 @@ def check_settings(sc) -> None:
     """Refuse fine-tuning settings that cannot work together, naming the fix (before anything is loaded)."""
     check_choice(sc.loss_set, LOSS_SETS, "loss set", "stylize.loss_set")
     check_choice(sc.spn_role, SPN_ROLES, "SPN role", "stylize.spn_role")
-    w_key = "w_structure" if sc.loss_set == "osasis" else "w_spn"
+    w_key = "w_structure"
     if sc.spn_role != "joint" and getattr(sc, w_key) == 0:
         raise StylsegError(f"stylize.spn_role={sc.spn_role} trains the SPN with the structure term alone, whose weight is 0 "
                            f"in the {sc.loss_set} loss set: set stylize.{w_key} > 0, or stylize.spn_role=joint")
     check_choice(sc.structure_region, STRUCTURE_REGIONS, "structure region", "stylize.structure_region")
-    if sc.structure_region != "image" and getattr(sc, w_key) == 0:
-        raise StylsegError(f"stylize.structure_region={sc.structure_region} focuses the structure term, whose weight "
-                           f"is 0 in the {sc.loss_set} loss set: set stylize.{w_key} > 0, or "
-                           f"stylize.structure_region=image")
-    check_choice(sc.spn_region, SPN_REGIONS, "SPN region", "stylize.spn_region")
     check_choice(sc.style_pair_pick, STYLE_PAIR_PICKS, "style pair pick", "stylize.style_pair_pick")
-    check_choice(sc.backprop, BACKPROP, "backprop mode", "stylize.backprop")
     if sc.iterations < 0 or sc.batch_size < 1:
         raise StylsegError(f"stylize.iterations must be >= 0 and stylize.batch_size >= 1 "
                            f"(got {sc.iterations}, {sc.batch_size})")
@@ -693,15 +647,13 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     diffae = load_diffae(diffae_dir, dev)
     size = diffae_size(diffae)
     content, files = load_folder_tensor(content_dir, size)
-    masks_all = (load_content_masks(content_dir, files, size)
-                 if "lesion" in (sc.structure_region, sc.spn_region) else None)
-    region_all = lesion_weight(masks_all, sc.lesion_ring) if sc.structure_region == "lesion" else None
+    masks_all = load_content_masks(content_dir, files, size) if sc.structure_region == "lesion" else None
+    region_all = lesion_weight(masks_all) if masks_all is not None else None
     diffae_sha = folder_sha256(diffae_dir)
     settings = _settings(diffae_sha, style_path, files, cfg)
     digest = _digest(settings)
-    accepted = {digest, _digest(_settings(diffae_sha, style_path, files, cfg, legacy=True))}
     compute = compute_key(dev)
-    finished, ckpt = _open_out_dir(out_dir, accepted, resume, overwrite, par, compute, settings)
+    finished, ckpt = _open_out_dir(out_dir, {digest}, resume, overwrite, par, compute, settings)
     if finished:
         return out_dir
 
@@ -715,7 +667,7 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     if ckpt is not None:
         state.load_state_dict(ckpt, out_dir / CHECKPOINT)
     step = _Iteration(diffae, loss, embedder, cfg, par, state, y_b, x_as, content, region_all,
-                      spn_gate(masks_all, sc.spn_region, sc.lesion_ring))
+                      spn_gate(masks_all, sc.structure_region))
 
     def save(it: int) -> None:
         if par.main:
@@ -745,7 +697,8 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
             "style": {"path": str(style_path.resolve()), "sha256": settings["style_sha256"],
                       "y_B": STYLE_Y, "x_A_style": STYLE_XA},
             "content": {"path": str(Path(content_dir).resolve()), "n_images": len(files)},
-            "settings_digest": digest, "seed": cfg.seed, **({"processes": par.world} if par.world > 1 else {})})
+            "settings_digest": digest, "seed": cfg.seed, "preset": sc.preset,
+            "preset_changes": preset_changes(cfg), **({"processes": par.world} if par.world > 1 else {})})
     par.wait()
     return out_dir
 
@@ -772,8 +725,7 @@ def _check_finite(rec: Dict[str, Any], out_dir: Path, sc) -> None:
 # --------------------------------------------------------------------------- saving the stylizer
 def save_stylizer(out_dir: Path, state: TrainState, cfg, loss: StyleLoss, embedder, size: int,
                   extra: Dict[str, Any]) -> Path:
-    """Write the stylizer model folder (kind ``"stylizer"``): D_B's and the SPN's weights (their weight average
-    with ``stylize.ema_decay``; the checkpoint keeps the last weights for a resume) and the config, with
+    """Write the stylizer model folder (kind ``"stylizer"``): D_B's and the SPN's weights and the config, with
     ``extra`` (where D_A, the style image and the content came from, the settings digest). A diverging loss
     (:func:`loss_divergence`) warns and is recorded."""
     sc = cfg.stylize
@@ -787,8 +739,6 @@ def save_stylizer(out_dir: Path, state: TrainState, cfg, loss: StyleLoss, embedd
             f"({sc.lr_spn:g}; 1e-5 for spn_role=guard on the cpu profile) or stylize.lr_unet ({sc.lr_unet:g}), or set "
             f"stylize.grad_clip. Recorded as 'diverging' in history.json and the model folder's config.json",
             stacklevel=3)
-    if state.ema is not None:
-        state.ema.copy_to(state.params)
     weights = {f"unet_b.{k}": v for k, v in state.unet_b.state_dict().items()}
     weights.update({f"spn.{k}": v for k, v in state.spn.state_dict().items()})
     config = {"spn": state.spn.config(), "spn_lambda": sc.spn_lambda, "stylize": dataclasses.asdict(sc),

@@ -1,12 +1,13 @@
-"""Style losses for fine-tuning D_B + SPN (METHOD.md sections 3 and 7).
+"""Style losses for fine-tuning D_B + SPN (docs/method.md sections 3 and 7).
 
 Two loss sets, selected by ``StylizeConfig.loss_set``:
 
-``paper`` (paper eq. 13): ``L_style = l1 L_adv + l2 L_cycle + l3 L_SPN``
+``paper`` (paper eq. 13): ``L_style = l1 L_adv + l2 L_cycle + l3 L_SPN`` (``l1`` = 1, ``l2`` = ``w_cycle``,
+``l3`` = ``w_structure``)
 
 - ``L_adv`` (``adv``): the directional loss
   ``1 - cos(norm(E(y_B) - E(x_A_style)), norm(E(out_B) - E(x_A)))`` plus its magnitude term
-  ``adv_mag`` (weight ``w_adv * w_magnitude``).
+  ``adv_mag`` (weight 1, as ``L_adv``).
 - ``L_cycle`` (``cycle``, eq. 11): ``|G(F(G(x))) - G(x)|_1 + |F(G(F(y))) - F(y)|_1``, computed by
   :mod:`stylseg.stylize.finetune` (it needs the models); :func:`cycle_l1` is its distance.
 - ``L_SPN`` (``spn``): the kit's interpretation of eq. 12, ``|S(x0_B) - S(x_in)|^2`` with ``S``
@@ -24,7 +25,7 @@ Two loss sets, selected by ``StylizeConfig.loss_set``:
   other terms move its style. ``stylize.structure_region="lesion"`` restricts it (in both sets) to the lesion
   and a ring around it (:func:`lesion_weight`, from the content images' masks).
 
-The magnitude term (METHOD.md section 7): the cosine ignores how far the output moved (a tiny
+The magnitude term (docs/method.md section 7): the cosine ignores how far the output moved (a tiny
 step in the right direction scores perfectly), so each directional loss adds
 ``|dE_out - dE_ref|^2 / |dE_ref|^2`` (relative, so that it is 0 for the reference change and 1
 for no change, whatever the embedder's scale).
@@ -45,13 +46,17 @@ from .embedders import gaussian_blur
 
 LOSS_SETS = ("paper", "osasis")
 
-#: the terms of each set and the config weight that scales each of them
+#: OSASIS's fixed weights of its in-domain directional loss and of the style pair's reconstruction terms
+OSASIS_WEIGHTS = {"in_domain": 0.5, "recon_embed": 30.0, "recon_l1": 10.0, "recon_msssim": 10.0}
+
+#: the terms of each set and what scales each of them: config weights (names of StylizeConfig fields) and numbers
+#: (the paper's lambda_1 = 1 for L_adv and OSASIS's fixed weights; a magnitude term has its directional loss's weight)
 TERMS = {
-    "paper": {"adv": "w_adv", "adv_mag": ("w_adv", "w_magnitude"), "spn": "w_spn", "cycle": "w_cycle"},
-    "osasis": {"cross": "w_adv", "cross_mag": ("w_adv", "w_magnitude"),
-               "in_domain": "w_in_domain", "in_domain_mag": ("w_in_domain", "w_magnitude"),
-               "recon_embed": "w_recon_embed", "recon_l1": "w_recon_l1", "recon_msssim": "w_recon_perceptual",
-               "spn": "w_structure"},
+    "paper": {"adv": 1.0, "adv_mag": 1.0, "spn": "w_structure", "cycle": "w_cycle"},
+    "osasis": {"cross": 1.0, "cross_mag": 1.0,
+               "in_domain": OSASIS_WEIGHTS["in_domain"], "in_domain_mag": OSASIS_WEIGHTS["in_domain"],
+               "recon_embed": OSASIS_WEIGHTS["recon_embed"], "recon_l1": OSASIS_WEIGHTS["recon_l1"],
+               "recon_msssim": OSASIS_WEIGHTS["recon_msssim"], "spn": "w_structure"},
 }
 
 
@@ -187,12 +192,8 @@ class StyleLoss(nn.Module):
         self.loss_set = scfg.loss_set
         self.embedder = embedder
         self.weights: Dict[str, float] = {}
-        for name, wkey in TERMS[self.loss_set].items():
-            keys = (wkey,) if isinstance(wkey, str) else wkey
-            w = 1.0
-            for k in keys:
-                w *= float(getattr(scfg, k))
-            self.weights[name] = w
+        for name, w in TERMS[self.loss_set].items():
+            self.weights[name] = float(getattr(scfg, w) if isinstance(w, str) else w)
         self.register_buffer("y_b", y_b.detach())
         self.register_buffer("x_a_style", x_a_style.detach())
         with torch.no_grad():

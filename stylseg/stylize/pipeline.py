@@ -1,4 +1,4 @@
-"""The stylization chain shared by fine-tuning and applying (METHOD.md sections 1, 4, 7).
+"""The stylization chain shared by fine-tuning and applying (docs/method.md sections 1, 4 and 7).
 
 ``G(x)`` (A -> B): encode ``z = Enc(x)``, DDIM-invert ``x`` with the frozen D_A to ``t0``
 (``n_inv`` UNet calls, :func:`~stylseg.diffusion.ddim.encode_stochastic`), then render with D_B
@@ -17,6 +17,8 @@ folder's checksum, and :class:`Stylizer` (D_A + D_B + SPN loaded from a stylizer
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import os
 import warnings
@@ -29,7 +31,7 @@ import torch.nn as nn
 
 from ..data.io import read_image, resize_image, to_tensor_pm1
 from ..diffusion.ddim import DDIMSchedule, DDIMStep, Shift, ddim_step, render
-from ..utils import MODEL_CONFIG, MODEL_WEIGHTS, StylsegError, load_model_folder, sha256_file
+from ..utils import MODEL_CONFIG, MODEL_WEIGHTS, StylsegError, load_model_folder, read_json, sha256_file
 from .spn import SPN, spn_gate, spn_shift_fn
 
 KIND = "stylizer"
@@ -78,22 +80,21 @@ def load_content_masks(folder: os.PathLike, files: Sequence[Path], size: int) ->
     """The masks of ``files`` (images of the paired ``folder``) as (N,1,size,size) float {0,1}, nearest-resized.
 
     A folder without ``masks/`` or an image without its mask raises :class:`StylsegError` naming the folder
-    and the files (``stylseg.data.dataset.load_pairs``); what needs them is ``stylize.structure_region=lesion``
-    or ``stylize.spn_region=lesion``."""
+    and the files (``stylseg.data.dataset.load_pairs``); what needs them is ``stylize.structure_region=lesion``."""
     from ..data.dataset import load_pairs
     from ..data.io import read_mask, resize_mask
 
     try:
         pairs = dict(load_pairs(folder, require_masks=True))
     except StylsegError as e:
-        raise StylsegError(f"{e} (stylize.structure_region=lesion and stylize.spn_region=lesion need the content "
-                           f"images' masks; or set stylize.structure_region=image and stylize.spn_region=image)") from None
+        raise StylsegError(f"{e} (stylize.structure_region=lesion needs the content images' masks; "
+                           f"or set stylize.structure_region=image)") from None
     out = []
     for f in files:
         m = pairs.get(Path(f))
         if m is None:
-            raise StylsegError(f"{f}: no mask in {Path(folder) / 'masks'} (stylize.structure_region=lesion and "
-                               f"stylize.spn_region=lesion need one per content image, with the image's name)")
+            raise StylsegError(f"{f}: no mask in {Path(folder) / 'masks'} (stylize.structure_region=lesion "
+                               f"needs one per content image, with the image's name)")
         out.append(torch.from_numpy(resize_mask(read_mask(m), size).astype(np.float32))[None])
     return torch.stack(out)
 
@@ -125,6 +126,22 @@ def diffae_size(model) -> int:
 
 
 # --------------------------------------------------------------------------- the stylizer
+def check_stylizer_config(model_dir: os.PathLike, meta: dict) -> None:
+    """Refuse a stylizer folder written by an earlier stylseg (its config names no ``stylize.preset``, or holds
+    settings the kit no longer has): one message, naming the command that fits it again."""
+    st = meta.get("config", {}).get("stylize", {})
+    from ..config import StylizeConfig
+
+    known = {f.name for f in dataclasses.fields(StylizeConfig)}
+    if "preset" not in st or set(st) - known:
+        extra = sorted(set(st) - known)
+        raise StylsegError(
+            f"{model_dir}: this stylizer was fine-tuned by an earlier stylseg"
+            f"{' (settings ' + ', '.join(extra[:6]) + ' are gone)' if extra else ''}, whose settings this version "
+            f"cannot reproduce; fit it again: `stylseg stylize finetune ... --out {model_dir} --overwrite` "
+            f"(or rerun notebook 04 with RETRAIN = True), choosing a preset with --set stylize.preset=NAME")
+
+
 class Stylizer(nn.Module):
     """D_A (frozen encoder + UNet) + D_B (fine-tuned UNet) + SPN, and the chain that uses them.
 
@@ -146,29 +163,22 @@ class Stylizer(nn.Module):
         return diffae_size(self.diffae)
 
     @property
-    def spn_region(self) -> str:
-        """Where this stylizer's SPN term enters (``stylize.spn_region`` at fine-tuning; ``image`` for folders made
-        before the option): the same at inference as in training, like lambda."""
-        return str(self.meta.get("config", {}).get("stylize", {}).get("spn_region", "image"))
-
-    @property
-    def lesion_ring(self) -> float:
-        """The ring around the lesion that the gate covers (``stylize.lesion_ring`` at fine-tuning; the default
-        ``losses.LESION_RING`` for folders made before the option)."""
-        from .losses import LESION_RING
-
-        return float(self.meta.get("config", {}).get("stylize", {}).get("lesion_ring", LESION_RING))
+    def region(self) -> str:
+        """Where this stylizer's SPN term enters (``stylize.structure_region`` at fine-tuning): the same at inference
+        as in training, like lambda."""
+        return str(self.meta.get("config", {}).get("stylize", {}).get("structure_region", "image"))
 
     def gate(self, masks: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """The SPN term's gate for a batch with these masks (B,1,S,S) {0,1} or None (:func:`~.spn.spn_gate`)."""
-        return spn_gate(masks, self.spn_region, self.lesion_ring)
+        return spn_gate(masks, self.region)
 
     def masks_for(self, folder: os.PathLike, files: Sequence[Path]) -> Optional[torch.Tensor]:
         """What :meth:`stylize` takes as ``masks`` for these ``files`` of the paired ``folder``: their lesion masks at
-        this stylizer's size and on its device for a stylizer fine-tuned with ``stylize.spn_region=lesion``, None for
+        this stylizer's size and on its device for a stylizer fine-tuned with ``stylize.structure_region=lesion``,
+        None for
         one whose SPN covers the whole image (it needs none). A folder or file without a mask raises
         :class:`StylsegError` naming it (:func:`load_content_masks`)."""
-        if self.spn_region == "image":
+        if self.region == "image":
             return None
         return load_content_masks(folder, files, self.size).to(next(self.unet_b.parameters()).device)
 
@@ -183,8 +193,9 @@ class Stylizer(nn.Module):
                use_spn: bool = True, z_style: Optional[torch.Tensor] = None, callback=None,
                masks: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Render x_t0 (B,3,S,S) with D_B conditioned on z, the SPN term of the input ``x`` (B,3,S,S) in [-1,1]
-        before every step (gated by ``masks``' gate for ``stylize.spn_region=lesion``); ``z_style``: the style code
-        on the coarse levels (``stylize.mix_style_z``). ``callback(i, t, x_t, x0_pred)`` as in
+        before every step (gated by ``masks``' gate for ``stylize.structure_region=lesion``); ``z_style``: a code
+        for the coarse levels (OSASIS's "mix" conditioning, the workshop playground).
+        ``callback(i, t, x_t, x0_pred)`` as in
         :func:`~stylseg.diffusion.ddim.ddim_sample`. Returns (B,3,S,S) in [-1,1]."""
         shift = spn_shift_fn(self.spn, x, self.lam, self.gate(masks)) if use_spn else None
         return render(self.unet_b, xt, z, t0, gen_steps, self.schedule, z_coarse=z_style, callback=callback,
@@ -194,7 +205,8 @@ class Stylizer(nn.Module):
     def stylize(self, x: torch.Tensor, t0: float, inv_steps: int, gen_steps: int, use_spn: bool = True,
                 z_style: Optional[torch.Tensor] = None, callback=None, masks: Optional[torch.Tensor] = None
                 ) -> torch.Tensor:
-        """``masks`` (B,1,S,S) {0,1}: the lesions, needed by a stylizer fine-tuned with ``stylize.spn_region=lesion``
+        """``masks`` (B,1,S,S) {0,1}: the lesions, needed by a stylizer fine-tuned with
+        ``stylize.structure_region=lesion``
         (:meth:`masks_for` loads them for images of a paired folder)."""
         if use_spn:
             self.gate(masks)  # a lesion-gated stylizer without masks fails before the inversion
@@ -216,6 +228,10 @@ class Stylizer(nn.Module):
         import copy
 
         model_dir = Path(model_dir)
+        if (model_dir / MODEL_CONFIG).is_file():  # before the weights: an earlier kit's folder gets one message
+            head = read_json(model_dir / MODEL_CONFIG)
+            if head.get("kind") == KIND:
+                check_stylizer_config(model_dir, head)
         meta, state = load_model_folder(model_dir, KIND)
         cfg = meta.get("config", {})
         try:

@@ -1,4 +1,4 @@
-"""Scores of a stylizer that doing nothing cannot game (METHOD.md section 7).
+"""Scores of a stylizer that doing nothing cannot game (docs/method.md section 7).
 
 ``score_arm(input_dir, output_dir, target_dir)`` compares each output image with the input it
 was made from (paired by file stem) and the output set with a target-domain set:

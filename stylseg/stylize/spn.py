@@ -1,6 +1,6 @@
 """The Structure-Preserving Network (SPN) and the term it adds to every D_B step.
 
-METHOD.md sections 1, 4 and 7. The SPN looks at the clean input image ``x_in`` and adds a
+docs/method.md sections 4 and 7. The SPN looks at the clean input image ``x_in`` and adds a
 pixel-space correction to the latent before each generation step of the fine-tuned decoder
 D_B (paper equations 7-9)::
 
@@ -100,12 +100,12 @@ class SPN(nn.Module):
 
 def spn_shift(x_t: torch.Tensor, x_in: torch.Tensor, t: torch.Tensor, spn: Optional[SPN], lam: float,
               gate: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``x'_t = x_t + lambda * SPN(x_in, t)`` (paper eq. 7; METHOD.md section 7).
+    """``x'_t = x_t + lambda * SPN(x_in, t)`` (paper eq. 7; docs/method.md sections 1 and 7).
 
     ``x_t`` (B,3,H,W) latent at timestep ``t`` (B,) long; ``x_in`` (B,3,H,W) in [-1,1], the
     clean input at the latent's resolution. ``spn=None`` or ``lam == 0`` returns ``x_t``.
     ``gate`` (B,1,H,W) in [0,1], optional: the term only where the gate is on,
-    ``x_t + gate * lambda * SPN(x_in, t)`` (``stylize.spn_region=lesion``: :func:`spn_gate`).
+    ``x_t + gate * lambda * SPN(x_in, t)`` (``stylize.structure_region=lesion``: :func:`spn_gate`).
     """
     if spn is None or lam == 0.0:
         return x_t
@@ -136,23 +136,23 @@ def spn_shift_fn(spn: Optional[SPN], x_in: torch.Tensor, lam: float, gate: Optio
     return shift
 
 
-#: where the SPN's term enters (``stylize.spn_region``): everywhere (the paper), or on the lesion and the ring the
-#: lesion-focused structure term covers (:func:`spn_gate`)
+#: where the SPN's term enters (``stylize.structure_region``): everywhere (the paper), or on the lesion and the
+#: ring the lesion-focused structure term covers (:func:`spn_gate`)
 SPN_REGIONS = ("image", "lesion")
 
 
 def spn_gate(masks: Optional[torch.Tensor], region: str = "image", ring: Optional[float] = None
              ) -> Optional[torch.Tensor]:
-    """The gate of the SPN term for ``stylize.spn_region``: ``None`` (everywhere) for ``image``; for ``lesion``
-    the masks (B,1,H,W) {0,1} dilated by the structure term's ring (``stylize.lesion_ring``, default
-    ``losses.LESION_RING``; ``losses.lesion_weight``: all ones for an image without a lesion, whose whole
+    """The gate of the SPN term for ``stylize.structure_region``: ``None`` (everywhere) for ``image``; for
+    ``lesion`` the masks (B,1,H,W) {0,1} dilated by the structure term's ring (``losses.LESION_RING``;
+    ``losses.lesion_weight``: all ones for an image without a lesion, whose whole
     structure is then kept). ``lesion`` without masks is an error."""
-    check_choice(region, SPN_REGIONS, "SPN region", "stylize.spn_region")
+    check_choice(region, SPN_REGIONS, "SPN region", "stylize.structure_region")
     if region == "image":
         return None
     if masks is None:
-        raise StylsegError("stylize.spn_region=lesion gates the SPN's term with the lesion masks, and none were given "
-                           "(a paired folder with masks/ is needed, or set stylize.spn_region=image)")
+        raise StylsegError("stylize.structure_region=lesion gates the SPN's term with the lesion masks, and none were "
+                           "given (a paired folder with masks/ is needed, or set stylize.structure_region=image)")
     from .losses import LESION_RING, lesion_weight
 
     return lesion_weight(masks, LESION_RING if ring is None else ring)
