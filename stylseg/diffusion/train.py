@@ -46,7 +46,8 @@ STATE_FILE = "state.safetensors"
 LEGACY_STATE_FILE = "state.pt"
 LOSS_WEIGHTINGS = ("eps", "v", "min_snr", "x0_capped")
 #: DiffAEConfig fields that may change between a run and its resumption
-RESUMABLE_CHANGES = ("train_steps", "max_seconds", "sample_every", "checkpoint_every", "sample_steps", "init")
+RESUMABLE_CHANGES = ("train_steps", "max_seconds", "sample_every", "checkpoint_every", "sample_steps", "init",
+                     "micro_batch")
 
 
 # --------------------------------------------------------------------------- data
@@ -128,6 +129,7 @@ def _fingerprint(cfg, n_images: int, data: Optional[Dict[str, Any]] = None) -> D
     d = {k: v for k, v in cfg.diffae.__dict__.items() if k not in RESUMABLE_CHANGES}
     d.update({k: getattr(cfg.ddim, k) for k in SCHEDULE_KEYS})
     d["seed"] = cfg.seed
+    d["precision"] = cfg.precision  # bf16 and fp32 give other weights; micro-batches and checkpointing do not
     d["n_images"] = n_images
     d["data"] = data
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
@@ -255,7 +257,13 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
                                f"which training would overwrite; choose another --out folder (in a run folder: "
                                f"delete {out} to train the kit's own D_A with diffae.init=train)")
     dev = resolve_device(device)
-    acc = Accelerator(cpu=dev.type == "cpu", mixed_precision="bf16" if dev.type == "cuda" else "no")
+    dc = cfg.diffae
+    if dc.micro_batch and dc.batch_size % dc.micro_batch:
+        raise StylsegError(f"diffae.micro_batch={dc.micro_batch} does not divide diffae.batch_size={dc.batch_size}: "
+                           f"set --set diffae.micro_batch to a divisor of it (0 computes the whole batch at once)")
+    # the memory settings (bf16 autocast, micro-batches, activations recomputed in backward) are applied in the
+    # training loop itself, so that one process can train with different settings one after another
+    acc = Accelerator(cpu=dev.type == "cpu", mixed_precision="no")
     main = acc.is_main_process
     with stage_lock(out, "diffae train") if main else nullcontext():
         return _train(data_dir, out, cfg, acc, resume=resume, progress=progress, log=log)
@@ -263,6 +271,9 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
 
 def _train(data_dir, out: Path, cfg, acc, *, resume: bool, progress: bool, log: Callable[[str], None]) -> Path:
     from diffusers.training_utils import EMAModel
+
+    from ..config import resolve_precision
+    from ..utils import autocast
     from tqdm.auto import tqdm
 
     from ..data.io import list_images
@@ -366,7 +377,10 @@ def _train(data_dir, out: Path, cfg, acc, *, resume: bool, progress: bool, log: 
                disable=not (progress and acc.is_local_main_process), dynamic_ncols=True)
     loss_mod.train()
     B = dc.batch_size
+    mb = dc.micro_batch or B
     T = cfg.ddim.T
+    raw.unet.grad_checkpoint = bool(cfg.grad_checkpoint)
+    precision = resolve_precision(cfg, acc.device)
     while step < dc.train_steps:
         if dc.max_seconds and time.time() - start >= dc.max_seconds:
             stopped_by = "time"
@@ -379,8 +393,16 @@ def _train(data_dir, out: Path, cfg, acc, *, resume: bool, progress: bool, log: 
         x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
         t = torch.randint(0, T, (B,), generator=gen, device=acc.device)
         noise = torch.randn(x0.shape, generator=gen, device=acc.device)
-        loss = loss_mod(x0, t, noise)
-        acc.backward(loss)
+        # the batch's draws are made once; micro-batches only split the arithmetic (the same step in less memory)
+        loss = x0.new_zeros(())
+        chunks = list(zip(*(v.split(mb) for v in (x0, t, noise))))
+        for k, (xc, tc, nc) in enumerate(chunks):
+            sync = k == len(chunks) - 1 or acc.num_processes == 1
+            with acc.no_sync(loss_mod) if not sync else nullcontext():
+                with autocast(acc.device, precision):
+                    part = loss_mod(xc, tc, nc).float() * (xc.shape[0] / B)
+                acc.backward(part)
+            loss = loss + part.detach()
         if dc.grad_clip > 0:
             acc.clip_grad_norm_(loss_mod.parameters(), dc.grad_clip)
         opt.step()
