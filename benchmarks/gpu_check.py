@@ -261,7 +261,7 @@ def markdown(result: Dict[str, Any]) -> str:
     head = (f"GPU check, {env['date']}: {env['gpu']}" + (f" ({env['gpu_memory_gib']} GiB)" if "gpu_memory_gib" in env
                                                          else "")
             + f", torch {env['torch']}, CUDA {env['cuda']}, profile {result['profile']}")
-    lines = [head, "", "| stage | setting | figure | peak GiB | target | status |", "|---|---|---|---|---|---|"]
+    lines = [head, "", "| stage | setting | figure | peak GiB | target | ran |", "|---|---|---|---|---|---|"]
     for r in result["rows"]:
         peak = f"{r['peak_gib']:.1f}" if r.get("peak_gib") is not None else "-"
         lines.append(f"| {r['stage']} | {r.get('setting', '')} | {r['figure']} | {peak} | {r['target']} | "

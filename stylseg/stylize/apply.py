@@ -192,24 +192,13 @@ def _apply_arms(model_dir, input_dir, specs, cfg, *, diffae_dir, device, upsampl
     todo = [b for b in batches if not all(w.done(names[i]) for w, *_ in writers for i in b)]
     bar = tqdm(total=len(files), initial=len(files) - sum(len(b) for b in todo),
                desc="+".join(w.manifest["arm"] for w, *_ in writers), disable=not progress)
-    for b in todo:
-        imgs = [read_image(files[i]) for i in b]
-        x = torch.stack([to_tensor_pm1(resize_image(im, size)) for im in imgs]).to(dev)
-        xt, z = st.encode_stochastic(x, t0, n_inv)  # shared by every arm
+
+    def finish(b, imgs, rendered) -> None:
+        """The CPU side of a batch: upsample, match the sensor, write the PNGs and the manifests."""
         masks = {}
-        lo = None
-        if needs_model and st.region != "image" and any(use for _, _, use, _ in writers):
-            lo = torch.stack([torch.from_numpy(resize_mask(read_mask(mask_paths[i]), size).astype(np.float32))[None]
-                              for i in b]).to(dev)
-        for w, mode, use_spn, sensor in writers:
-            if all(w.done(names[i]) for i in b):
+        for (w, _mode, _use, sensor), outs in zip(writers, rendered):
+            if outs is None:
                 continue
-            with torch.no_grad():
-                if mode == "st":
-                    y = st.render(xt, z, x, t0, n_gen, use_spn, masks=lo)
-                else:
-                    y = st.diffae.render(xt, z, t0, n_gen)
-            outs = from_tensor_pm1(y)
             for k, i in enumerate(b):
                 if w.done(names[i]):
                     continue
@@ -218,7 +207,36 @@ def _apply_arms(model_dir, input_dir, specs, cfg, *, diffae_dir, device, upsampl
                 out = upsample_result(outs[k], imgs[k], seg, how, masks[i], ring)
                 w.add(names[i], sensor(out) if sensor is not None else out, masks[i], source_image=files[i])
             w.flush()
-        bar.update(len(b))
+
+    # one worker finishes batch k (CPU: PNGs) while the UNet calls of batch k+1 run; batches finish in order
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending, pending_b = None, []
+        for b in todo:
+            imgs = [read_image(files[i]) for i in b]
+            x = torch.stack([to_tensor_pm1(resize_image(im, size)) for im in imgs]).to(dev)
+            xt, z = st.encode_stochastic(x, t0, n_inv)  # shared by every arm
+            lo = None
+            if needs_model and st.region != "image" and any(use for _, _, use, _ in writers):
+                lo = torch.stack([torch.from_numpy(resize_mask(read_mask(mask_paths[i]), size).astype(np.float32))[None]
+                                  for i in b]).to(dev)
+            rendered = []
+            for w, mode, use_spn, sensor in writers:
+                if all(w.done(names[i]) for i in b):
+                    rendered.append(None)
+                    continue
+                with torch.no_grad():
+                    y = st.render(xt, z, x, t0, n_gen, use_spn, masks=lo) if mode == "st" else \
+                        st.diffae.render(xt, z, t0, n_gen)
+                rendered.append(from_tensor_pm1(y))
+            if pending is not None:
+                pending.result()  # the previous batch is written (its errors surface here)
+                bar.update(len(pending_b))
+            pending, pending_b = pool.submit(finish, b, imgs, rendered), b
+        if pending is not None:
+            pending.result()
+            bar.update(len(pending_b))
     bar.close()
     for w, *_ in writers:
         w.flush()
