@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .utils import StylsegError, atomic_path, clean_stale_tmp
+from .utils import StylsegError, _json_default, atomic_path, clean_stale_tmp
 
 #: the safetensors header key holding the JSON part of a state file
 FORMAT = "stylseg-state"
@@ -104,16 +104,6 @@ def save_state(path: os.PathLike, state: Mapping[str, Any], *, fingerprint: Opti
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return path
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (Path,)):
-        return str(o)
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, tuple):
-        return list(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def read_state_header(path: os.PathLike, hint: str = "") -> Dict[str, Any]:
