@@ -133,8 +133,9 @@ def test_eval_arms_selects_what_is_trained(tmp_path, monkeypatch):
     assert not lay.stylized("fda").exists() and not lay.stylized("reinhard@s1").exists()  # never made
 
     cmp.compare_run(lay, get_profile("smoke"), progress=False, log=lambda *a: None)  # default: everything
-    assert seen["arms"] == ["st", "st@s1", "st_nospn", "recon", "histogram", "histogram@s1", "reinhard",
-                            "reinhard@s1", "fda", "fda@s1"]
+    assert seen["arms"] == ["st", "st@s1", "st_nospn", "recon", "jitter", "source+st", "source+st@s1",
+                            "source+st@all", "source+recon", "histogram", "histogram@s1", "source+histogram",
+                            "source+histogram@s1", "source+histogram@all", "reinhard", "reinhard@s1", "fda", "fda@s1"]
     assert seen["oracle"] == lay.domain("target", "train")
 
     with pytest.raises(Exception, match=r"stt.*it has: fda, histogram, recon, reinhard, st, st_nospn"):
