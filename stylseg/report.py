@@ -336,7 +336,7 @@ _CSS = ("body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;
 
 
 def _headline_html(results: Mapping[str, Any]) -> List[str]:
-    from .seg.compare import NEGLIGIBLE, headline, headline_cells
+    from .seg.compare import NEGLIGIBLE, headline, headline_cells, target_tests
 
     test = primary_test(results)
     rows = headline(results, test, "standard")
@@ -359,6 +359,29 @@ def _headline_html(results: Mapping[str, Any]) -> List[str]:
                    f"<td><b>{_e(r['arm'])}</b></td><td>{_e(r['role'])}</td><td class='num'>{_e(c['dice'])}</td>"
                    f"<td class='num'>{_e(c['gain'])}</td><td class='{cls}'>{_e(c['verdict'])}</td></tr>")
     out.append("</table>")
+    tests = target_tests(results)
+    if len(tests) > 1:
+        cols = {t: {(r["arch"], r["arm"]): r for r in headline(results, t, "standard")} for t in tests}
+        out += ["<p class='muted'>The same on every target test set: Dice mean ± sd over seeds; gain over direct "
+                "[bootstrap 95% interval].</p>",
+                "<table><tr><th>arch</th><th>arm</th>" + "".join(
+                    f"<th><code>{_e(t)}</code> ({next(iter(cols[t].values()))['n_images'] if cols[t] else 0})</th>"
+                    for t in tests) + "</tr>"]
+        for r in rows:
+            cells = []
+            for t in tests:
+                x = cols[t].get((r["arch"], r["arm"]))
+                if x is None:
+                    cells.append("<td>-</td>")
+                    continue
+                c = headline_cells(x)
+                dice = f"{x['mean']:.3f}" + (f" ± {x['std']:.3f}" if x["seeds"] > 1 else "")
+                cls = c["verdict"].replace(" ", "-")
+                cells.append(f"<td class='num'>{_e(dice)}" + (f"<br>{_e(c['gain'])} <span class='{cls}'>"
+                                                              f"{_e(c['verdict'])}</span>" if c["gain"] else "")
+                             + "</td>")
+            out.append(f"<tr><td>{_e(r['arch'])}</td><td><b>{_e(r['arm'])}</b></td>{''.join(cells)}</tr>")
+        out.append("</table>")
     return out
 
 

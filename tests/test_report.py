@@ -89,6 +89,31 @@ def test_results_md_and_index_lead_with_the_answer(tmp_path):
     assert f"{gain:+.3f}" in html[:html.index("<img")]
 
 
+def test_gains_on_every_target_test_set(tmp_path):
+    """A run with a second target test set (as paper-polyp's target_seq11 / target_all) gets the gain over direct
+    per test set: here the second set holds the arms' predictions swapped, so the gain flips sign there."""
+    lay = make_run(tmp_path / "run")
+    docs = {arm: [json.loads((lay.seg("unet", arm, s) / "metrics.json").read_text()) for s in (0, 1)]
+            for arm in ("direct", "histogram")}
+    for arm, other in (("direct", "histogram"), ("histogram", "direct")):
+        for s in (0, 1):
+            doc = docs[arm][s]
+            doc["tests"]["target_all"] = docs[other][s]["tests"]["target"]
+            write_json(lay.seg("unet", arm, s) / "metrics.json", doc)
+    report.build_report(lay.root)
+    hist, direct = _per_image(lay, "histogram"), _per_image(lay, "direct")
+    gain = np.mean([hist[k] - direct[k] for k in hist])
+    md = (lay.eval / "results.md").read_text()
+    section = md[md.index("## The gain over direct on every target test set"):md.index("## All tables")]
+    assert "`target` (3)" in section and "`target_all` (3)" in section
+    row = next(line for line in section.splitlines() if line.startswith("| unet | histogram |"))
+    first, second = row.split(" | ")[2:4]
+    assert f"{gain:+.3f}" in first and "better" in first
+    assert f"{-gain:+.3f}" in second and "worse" in second
+    html = lay.index_html.read_text()
+    assert f"{-gain:+.3f}" in html[:html.index("<img")]
+
+
 def test_index_escapes_names_and_links_rendered_notebooks(tmp_path):
     lay = make_run(tmp_path / "run")
     odd = "a<b>&c"

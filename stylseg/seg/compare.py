@@ -385,10 +385,48 @@ def headline_markdown(results: Mapping[str, Any], test: Optional[str] = None, pr
     return "\n".join(lines) + "\n"
 
 
+def target_tests(results: Mapping[str, Any]) -> List[str]:
+    """The run's target-domain test sets, the primary one first (``target``, then ``target_<name>`` for every
+    further target test set, e.g. ``target_seq11`` and ``target_all`` in a paper-polyp run)."""
+    first = primary_test(results)
+    return [first] + [t for t in results["tests"] if t != first and t.startswith("target")]
+
+
+def gains_markdown(results: Mapping[str, Any], protocol: str = "standard", metric: str = "dice") -> str:
+    """The headline's gain over direct on every target test set, one column each (empty with a single one):
+    ``Dice mean ± sd; gain [interval] verdict`` per (arch, arm)."""
+    tests = target_tests(results)
+    if len(tests) < 2:
+        return ""
+    cols = {t: {(r["arch"], r["arm"]): r for r in headline(results, t, protocol, metric)} for t in tests}
+    n_img = {t: next(iter(c.values()))["n_images"] for t, c in cols.items() if c}
+    lines = ["## The gain over direct on every target test set", "",
+             "Each cell: Dice mean ± sd over seeds; the paired per-image gain over direct [bootstrap 95% interval] "
+             "and its verdict, as above.", "",
+             "| arch | arm | " + " | ".join(f"`{t}` ({n_img.get(t, 0)})" for t in tests) + " |",
+             "|---|---|" + "---|" * len(tests)]
+    for arch in results["archs"]:
+        for arm in results["arms"]:
+            if not any((arch, arm) in cols[t] for t in tests):
+                continue
+            cells = []
+            for t in tests:
+                r = cols[t].get((arch, arm))
+                if r is None:
+                    cells.append("-")
+                    continue
+                c = headline_cells(r)
+                dice = f"{r['mean']:.3f}" + (f" ± {r['std']:.3f}" if r["seeds"] > 1 else "")
+                cells.append(dice + (f"; {c['gain']} {c['verdict']}" if c["gain"] else ""))
+            lines.append(f"| {arch} | {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def results_markdown(results: Mapping[str, Any], metrics: Sequence[str] = PAPER_METRICS) -> str:
     """The headline table (:func:`headline_markdown`), then the tables in the paper's format: one per (test set,
     protocol); rows arch x arm; cells ``mean ± std over seeds [bootstrap 95% interval over images]``."""
-    lines = ["# Segmentation results", "", headline_markdown(results), "## All tables", "",
+    gains = gains_markdown(results)
+    lines = ["# Segmentation results", "", headline_markdown(results)] + ([gains] if gains else []) + ["## All tables", "",
              "Cells: mean ± standard deviation over seeds [bootstrap 95% interval over test images]. "
              "MAE: lower is better.", ""]
     for test in results["tests"]:
