@@ -104,9 +104,13 @@ def test_compare_table_resume_and_cli(tmp_path, cfg):
     arm = make_folder(tmp_path / "arm", seed=0, tint=(90, 150, 60))
     tgt = make_folder(tmp_path / "tgt", n=4, seed=7, tint=(90, 150, 60))
     c = cfg.override(**{"seg.epochs": 1})
+    logs = []
     res = compare(train, {"histogram": arm}, {"target": tgt}, ["unet"], 2, tmp_path / "seg", c,
-                  oracle_dir=tgt, progress=False, log=lambda *a: None)
+                  oracle_dir=tgt, progress=False, log=logs.append)
     assert res["arms"] == ["direct", "histogram", "oracle"] and res["tests"] == ["target"]
+    # seed by seed: every arm's seed 0 is trained before any seed 1 (a run stopped early stays comparable)
+    order = [line.split(": ")[0].split()[-2:] for line in logs if "training on" in line]
+    assert order == [[a, f"seed{s}"] for s in (0, 1) for a in ("direct", "histogram", "oracle")]
     rows = [r for r in res["rows"] if r["arm"] == "direct" and r["metric"] == "dice" and r["protocol"] == "paper"]
     assert len(rows) == 1 and rows[0]["seeds"] == [0, 1]
     r = rows[0]

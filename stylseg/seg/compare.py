@@ -111,9 +111,10 @@ def compare(train_dir: os.PathLike, arms: Mapping[str, os.PathLike], tests: Mapp
         raise StylsegError(f"--seeds {seeds}: expected K >= 1 (seeds 0..K-1), or a list of seeds")
     total = len(archs) * len(arm_dirs) * len(seed_list)
     k = 0
-    for arch in archs:
-        for arm, d in arm_dirs.items():
-            for s in seed_list:
+    # seed by seed: a run stopped early holds every arm at the seeds it finished, a comparable table
+    for s in seed_list:
+        for arch in archs:
+            for arm, d in arm_dirs.items():
                 k += 1
                 run = out / arch / arm / f"seed{s}"
                 if (run / "metrics.json").is_file():
