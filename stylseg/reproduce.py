@@ -71,6 +71,26 @@ def kernel_environment():
             os.environ["MPLBACKEND"] = saved
 
 
+def kernel_manager_class():
+    """The kernel manager the notebooks run under: on Linux and macOS one that talks to its kernel over local
+    sockets (IPC) instead of TCP on localhost, so that no other user of the machine can reach the kernel's ports
+    (and the kernel prints no "running over TCP without encryption" warning); elsewhere Jupyter's default."""
+    from jupyter_client.manager import KernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    # the sockets live beside the connection file (<runtime dir>/kernel-<uuid>-ipc-<n>); a socket's path must stay
+    # under the 104 bytes macOS allows, so a long runtime folder keeps TCP
+    if os.name != "posix" or len(os.fsencode(jupyter_runtime_dir())) > 50:
+        return KernelManager
+
+    class LocalSocketKernelManager(KernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+
+    return LocalSocketKernelManager
+
+
 def render_html(executed: Path, log=print) -> Optional[Path]:
     """Render an executed notebook to ``<name>.html`` beside it (nbconvert, figures embedded), so that it opens in
     a browser without Jupyter. Returns the page, or None (with a note) when nbconvert cannot render it."""
@@ -124,7 +144,8 @@ def run_notebooks(run_dir: os.PathLike, params: Dict[str, Any], notebooks: Optio
         try:
             with kernel_environment():
                 pm.execute_notebook(str(nb), str(out_nb), parameters=mine, cwd=str(nb.parent), progress_bar=False,
-                                    kernel_name=kernel_name, log_output=False)
+                                    kernel_name=kernel_name, log_output=False,
+                                    kernel_manager_class=kernel_manager_class())
         except pm.PapermillExecutionError as e:
             html = render_html(out_nb, log=log)
             raise StylsegError(f"notebook {nb.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"

@@ -1,6 +1,7 @@
 """The papermill runner: order, parameters passed only where declared, resume, clear failure."""
 
 import json
+import os
 
 import pytest
 
@@ -127,3 +128,29 @@ def test_refused_under_a_launcher(tmp_path, monkeypatch, capsys):
     assert main(["reproduce", "--out", str(run)]) == 2
     err = capsys.readouterr().err
     assert "one of 3 processes (OMPI_COMM_WORLD_SIZE=3" in err
+
+
+@pytest.mark.skipif(os.name != "posix", reason="local-socket kernels are a Linux/macOS transport")
+def test_notebook_kernels_talk_over_local_sockets(tmp_path, capfd, monkeypatch):
+    """The kernels the runner starts listen on local sockets, not on TCP ports of localhost that any user of the
+    machine could connect to (and so print no "running over TCP without encryption" warning per notebook).
+    A runtime folder too long for a socket's path keeps TCP."""
+    import tempfile
+
+    from stylseg.reproduce import kernel_manager_class
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / ("x" * 60)))
+    assert kernel_manager_class().__name__ == "KernelManager"
+    short = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", short)
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    _nb(d, "00_transport.ipynb", "from ipykernel.kernelapp import IPKernelApp\n"
+                                 "(layout.root / 'transport.txt').write_text(IPKernelApp.instance().transport)")
+    run = tmp_path / "run"
+    recs = run_notebooks(run, {"PROFILE": "smoke"}, pipeline_notebooks(d), log=lambda *_: None)
+    assert [r["status"] for r in recs] == ["ran"]
+    assert (run / "transport.txt").read_text() == "ipc"
+    assert "without encryption" not in capfd.readouterr().err
+    assert not os.listdir(short)  # the kernel's sockets and connection file are gone with it
+    os.rmdir(short)
