@@ -9,6 +9,7 @@ from PIL import Image
 
 from stylseg.data.io import read_image, read_mask, resize_image
 from stylseg.manifest import ArmWriter
+from stylseg.config import get_profile
 from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
 from stylseg.stylize.apply import apply_stylizer, upsample_result
 from stylseg.stylize.finetune import finetune
@@ -245,3 +246,44 @@ def test_sensor_match_gives_the_stylized_arms_the_style_images_noise(env, tmp_pa
     (moved / "config.json").write_text(json.dumps(cfgj))
     with pytest.raises(StylsegError, match=r"gone.png.*stylize.sensor=off"):
         apply_stylizer(moved, env["source"], tmp_path / "y", cfg, device="cpu", progress=False)
+
+
+def test_cli_apply_uses_the_stylizers_own_settings(tmp_path, monkeypatch):
+    """`stylseg stylize apply --model DIR` with no profile applies the stylizer as it was fine-tuned (its preset's
+    upsampling and sensor step, its depth and grid, its segmentation size), not the smoke profile's; a --set still
+    changes one setting, and a profile named on the command line does not undo the stylizer's settings."""
+    from stylseg.cli import main
+
+    monkeypatch.setenv("STYLSEG_THREADS", "1")
+    cfg = tiny_config(**{"stylize.preset": "gates", "stylize.iterations": 1, "stylize.style_pair_tries": 2,
+                         "data.seg_size": 40, "ddim.t0": 0.15})
+    da = tiny_diffae(tmp_path / "diffae", cfg)
+    dom = tiny_domains(tmp_path / "data", n=3)
+    model = finetune(da, dom["style"], dom["source"], tmp_path / "ft", cfg, device="cpu", progress=False)
+    smoke = get_profile("smoke")
+    assert (smoke.stylize.upsample, smoke.stylize.sensor, smoke.data.seg_size) != ("detail_lesion", "match", 40)
+
+    def params(out, *extra):
+        assert main(["stylize", "apply", "--model", str(model), "--input", str(dom["source"]), "--out",
+                     str(tmp_path / out), "--device", "cpu", *extra]) == 0
+        m = json.loads((tmp_path / out / "manifest.json").read_text())
+        return dict(m["params"], size=m["size"])
+
+    p = params("a")
+    assert (p["upsample"], p["sensor"], p["size"], p["t0"], p["preset"]) == ("detail_lesion", "match", 40, 0.15, "gates")
+    assert (p["invert_steps"], p["gen_steps"]) == (cfg.ddim.apply_invert_steps, cfg.ddim.apply_gen_steps)
+    p = params("b", "--set", "ddim.t0=0.2", "--set", "stylize.sensor=off")
+    assert (p["t0"], p["sensor"], p["upsample"]) == (0.2, "off", "detail_lesion")
+    p = params("c", "--profile", "cpu")
+    assert (p["t0"], p["sensor"], p["size"]) == (0.15, "match", 40)
+
+
+def test_cli_apply_refuses_a_folder_that_is_not_a_stylizer(tmp_path, capsys):
+    from stylseg.cli import main
+
+    dom = tiny_domains(tmp_path / "data", n=2)
+    da = tiny_diffae(tmp_path / "diffae")
+    assert main(["stylize", "apply", "--model", str(da), "--input", str(dom["source"]), "--out",
+                 str(tmp_path / "x"), "--device", "cpu"]) == 2
+    assert "'diffae' model, but a 'stylizer' model was expected" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -91,6 +91,34 @@ def detail_gate(mask: np.ndarray, size: int, ring: float = LESION_RING) -> np.nd
     return np.clip(ndimage.gaussian_filter(g, sigma=max(0.5, ring * size / 4.0)), 0.0, 1.0).astype(np.float32)
 
 
+def stylizer_apply_config(model_dir: os.PathLike, base=None, sets: Optional[Dict[str, Any]] = None):
+    """The run config to apply the stylizer folder ``model_dir`` with, as ``stylseg stylize apply`` builds it:
+    ``base`` (a profile or a run's config; default: the profile the stylizer was fine-tuned under), then every
+    setting the stylizer recorded (its DDIM grid and depth, its preset and stylize settings, the segmentation size
+    it was made for), then ``sets`` (``--set``). So the stylizer is applied as it was fine-tuned unless a ``--set``
+    says otherwise, whatever profile the command names."""
+    from ..config import get_profile
+    from ..utils import MODEL_CONFIG, read_json
+    from .pipeline import check_stylizer_config
+
+    cfg_path = Path(model_dir) / MODEL_CONFIG
+    if not cfg_path.is_file():
+        raise StylsegError(f"{model_dir}: not a stylizer folder (no {MODEL_CONFIG}); pass the folder written by "
+                           f"`stylseg stylize finetune --out DIR`")
+    meta = read_json(cfg_path)
+    if meta.get("kind") != "stylizer":
+        raise StylsegError(f"{cfg_path}: this folder holds a {meta.get('kind')!r} model, but a 'stylizer' model was "
+                           f"expected; pass the folder written by `stylseg stylize finetune --out DIR`")
+    check_stylizer_config(model_dir, meta)
+    run = meta.get("run", {})
+    cfg = base if base is not None else get_profile(run.get("profile", "smoke"))
+    kv: Dict[str, Any] = {f"ddim.{k}": v for k, v in meta["config"].get("ddim", {}).items()}
+    kv.update({f"stylize.{k}": v for k, v in meta["config"]["stylize"].items()})
+    if "seg_size" in run:
+        kv["data.seg_size"] = run["seg_size"]
+    return cfg.override(**kv).override(**(sets or {}))
+
+
 def apply_stylizer(model_dir: Optional[os.PathLike], input_dir: os.PathLike, out_dir: os.PathLike, cfg, *,
                    mode: str = "st", use_spn: bool = True, diffae_dir: Optional[os.PathLike] = None,
                    device="auto", upsample: Optional[str] = None, progress: bool = True,

@@ -80,13 +80,24 @@ def _cmd_finetune(args) -> int:
 
 def _cmd_apply(args) -> int:
     from ..cli import config_from_args
+    from ..config import parse_set_args
     from ..utils import StylsegError, set_threads
-    from .apply import apply_stylizer
+    from .apply import apply_stylizer, stylizer_apply_config
 
-    cfg = config_from_args(args)
-    set_threads()
     if args.mode == "st" and not args.model:
         raise StylsegError("--mode st needs --model DIR (a folder written by `stylseg stylize finetune`)")
+    if args.model:
+        # the stylizer's own settings (its profile, DDIM grid, preset, size) unless a --set changes one
+        base = (config_from_args(argparse.Namespace(config=args.config, profile=args.profile, set=[]))
+                if args.config or args.profile else None)
+        cfg = stylizer_apply_config(args.model, base, parse_set_args(args.set)).override(seed=args.seed,
+                                                                                        device=args.device)
+        print(f"applying with preset {cfg.stylize.preset}, t0 {cfg.ddim.t0}, {cfg.ddim.apply_invert_steps} + "
+              f"{cfg.ddim.apply_gen_steps} UNet calls, upsample {args.upsample or cfg.stylize.upsample}, sensor "
+              f"{cfg.stylize.sensor}, {cfg.data.seg_size} px")
+    else:
+        cfg = config_from_args(args)
+    set_threads()
     out = apply_stylizer(args.model, args.input, args.out, cfg, mode=args.mode, use_spn=not args.no_spn,
                          diffae_dir=args.diffae, device=cfg.device, upsample=args.upsample, arm=args.arm,
                          overwrite=args.overwrite)
