@@ -698,7 +698,7 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
                       "y_B": STYLE_Y, "x_A_style": STYLE_XA},
             "content": {"path": str(Path(content_dir).resolve()), "n_images": len(files)},
             "settings_digest": digest, "seed": cfg.seed, "preset": sc.preset,
-            # what `stylseg stylize apply --model DIR` starts from when it is given no profile or run config
+            # the profile and size `stylseg stylize apply --model DIR` applies the stylizer with (docs/stylization.md)
             "run": {"profile": cfg.profile, "seg_size": int(cfg.data.seg_size)},
             "preset_changes": preset_changes(cfg), **({"processes": par.world} if par.world > 1 else {})})
     par.wait()
