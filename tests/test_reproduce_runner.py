@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -141,16 +142,18 @@ def test_notebook_kernels_talk_over_local_sockets(tmp_path, capfd, monkeypatch):
 
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / ("x" * 60)))
     assert kernel_manager_class().__name__ == "KernelManager"
-    short = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    short = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # a short path: tmp_path can be too long for a socket
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", short)
     d = tmp_path / "notebooks"
     d.mkdir()
     _nb(d, "00_transport.ipynb", "from ipykernel.kernelapp import IPKernelApp\n"
                                  "(layout.root / 'transport.txt').write_text(IPKernelApp.instance().transport)")
     run = tmp_path / "run"
-    recs = run_notebooks(run, {"PROFILE": "smoke"}, pipeline_notebooks(d), log=lambda *_: None)
-    assert [r["status"] for r in recs] == ["ran"]
-    assert (run / "transport.txt").read_text() == "ipc"
-    assert "without encryption" not in capfd.readouterr().err
-    assert not os.listdir(short)  # the kernel's sockets and connection file are gone with it
-    os.rmdir(short)
+    try:
+        recs = run_notebooks(run, {"PROFILE": "smoke"}, pipeline_notebooks(d), log=lambda *_: None)
+        assert [r["status"] for r in recs] == ["ran"]
+        assert (run / "transport.txt").read_text() == "ipc"
+        assert "without encryption" not in capfd.readouterr().err
+        assert not os.listdir(short)  # the kernel's sockets and connection file are gone with it
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
