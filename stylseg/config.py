@@ -55,10 +55,6 @@ class DDIMConfig:
     finetune_gen_steps: int = 3
     apply_invert_steps: int = 10
     apply_gen_steps: int = 5
-    #: applying only: how deep the scene away from the lesion is inverted and redrawn, as a multiple of t0 (1 = t0
-    #: everywhere). Above 1 the lesion and its ring restart from their own inversion at t0 on the way down, so
-    #: the scene takes more of the style while the lesion keeps the structure of t0 (docs/stylization.md)
-    scene_depth: float = 1.0
     eta: float = 0.0
 
 
@@ -148,19 +144,18 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "osasis": {"loss_set": "osasis", "w_cycle": 0.0, "w_structure": 0.0,
                "spn_role": "joint", "structure_region": "image", "spn_lambda": 0.1, "lr_spn": 1e-4,
                "style_pair_pick": "fidelity", "style_pair_tries": 4, "style_pair_t0": 0.0, "upsample": "detail",
-               "sensor": "off", "ddim.apply_gen_steps": "profile", "ddim.scene_depth": 1.0},
+               "sensor": "off", "ddim.apply_gen_steps": "profile"},
     # the paper's loss set (eq. 13: lambda_1 L_adv + lambda_2 L_cycle + lambda_3 L_SPN, each weight 1)
     "paper": {"loss_set": "paper", "w_cycle": 1.0, "w_structure": 1.0,
               "spn_role": "joint", "structure_region": "image", "spn_lambda": 0.1, "lr_spn": 1e-4,
               "style_pair_pick": "fidelity", "style_pair_tries": 4, "style_pair_t0": 0.0, "upsample": "detail",
-              "sensor": "off", "ddim.apply_gen_steps": "profile", "ddim.scene_depth": 1.0},
+              "sensor": "off", "ddim.apply_gen_steps": "profile"},
     # the stylizer tuned to the style and lesion gates of benchmarks/bench_stylize_gates.py (cpu profile): it keeps the
     # lesion on every D_A measured; the style gate it meets or misses narrowly depending on the D_A (docs/results.md)
     "gates": {"loss_set": "osasis", "w_cycle": 0.0, "w_structure": 0.25,
               "spn_role": "guard", "structure_region": "lesion", "spn_lambda": 1.0, "lr_spn": 1e-5,
               "style_pair_pick": "domain", "style_pair_tries": 16, "style_pair_t0": 0.625,
-              "upsample": "detail_lesion", "sensor": "match", "ddim.apply_gen_steps": "finetune",
-              "ddim.scene_depth": 1.0},
+              "upsample": "detail_lesion", "sensor": "match", "ddim.apply_gen_steps": "finetune"},
 }
 
 
@@ -285,7 +280,6 @@ RANGES: Dict[str, Tuple[float, Optional[float], str]] = {
     "data.seg_size": (8, None, "a size in pixels >= 8"),
     "data.n_per_domain": (0, None, "0 (all real images) or a count >= 1"),
     "data.test_fraction": (1e-9, 0.999999, "a share in (0, 1)"),
-    "ddim.scene_depth": (1.0, None, "a multiple of ddim.t0 >= 1 (1 = the same depth everywhere)"),
     "diffae.image_size": (8, None, "a size in pixels >= 8"),
     "diffae.batch_size": (1, None, "an integer >= 1"),
     "diffae.lr": (1e-12, None, "a finite learning rate > 0"),
@@ -413,8 +407,7 @@ def with_preset(cfg: RunConfig, name: str) -> RunConfig:
     else:  # the profile's own count
         base = _profiles_base().get(cfg.profile)
         n = base.ddim.apply_gen_steps if base is not None else DDIMConfig().apply_gen_steps
-    ddim = {k.split(".", 1)[1]: v for k, v in bundle.items() if k.startswith("ddim.") and k != "ddim.apply_gen_steps"}
-    return replace(out, ddim=replace(out.ddim, apply_gen_steps=n, **ddim))
+    return replace(out, ddim=replace(out.ddim, apply_gen_steps=n))
 
 
 def preset_changes(cfg: RunConfig) -> Dict[str, Any]:

@@ -7,12 +7,6 @@
 the result at ``cfg.data.seg_size`` with :class:`~stylseg.manifest.ArmWriter`. Masks are
 copied, resized with nearest neighbour.
 
-``cfg.ddim.scene_depth`` > 1 inverts the scene deeper than the lesion: one D_A inversion walks on past ``t0`` to
-``scene_depth * t0`` (:func:`~.pipeline.scene_grid`), the render starts there, and where it passes ``t0`` the
-lesion and its ring (the mask dilated by ``LESION_RING`` of the side and feathered, as ``detail_lesion``) restart
-from their own inversion at ``t0`` (:func:`~.pipeline.render_inverted`). The scene takes more of the style; the
-lesion's neighbourhood is drawn as at ``t0``. An image with an empty mask is applied at ``t0`` throughout.
-
 Upsampling from the diffusion size to the segmentation size (``cfg.stylize.upsample``):
 ``bilinear`` resizes the stylized image; ``detail`` (docs/method.md section 7) adds the upsampled
 stylization residual to the full-resolution input, ``x_hi + up(stylized_lo - x_lo)``, which
@@ -41,7 +35,7 @@ from ..data.validate import validate_paired
 from ..manifest import ArmWriter
 from ..utils import StylsegError, check_choice, resolve_device
 from .losses import LESION_RING
-from .pipeline import Stylizer, folder_sha256, load_diffae, scene_grid
+from .pipeline import Stylizer, folder_sha256, load_diffae
 
 MODES = ("st", "recon")
 UPSAMPLE = ("bilinear", "detail", "detail_lesion")
@@ -198,9 +192,6 @@ def _apply_arms(model_dir, input_dir, specs, cfg, *, diffae_dir, device, upsampl
     seg = int(cfg.data.seg_size)
     ring = LESION_RING
     t0, n_inv, n_gen = cfg.ddim.t0, cfg.ddim.apply_invert_steps, cfg.ddim.apply_gen_steps
-    depth = float(cfg.ddim.scene_depth)
-    T = st.schedule.T
-    calls = len(scene_grid(t0, depth, n_inv, T)) - 1 + len(scene_grid(t0, depth, n_gen, T)) - 1
     match = None
     if any(sp["sensor"] == "match" for sp in specs):
         match = _sensor_match(st.meta.get("style", {}), model_dir, seg)
@@ -209,15 +200,13 @@ def _apply_arms(model_dir, input_dir, specs, cfg, *, diffae_dir, device, upsampl
         mode = sp["mode"]
         use_spn = bool(sp["use_spn"]) and mode == "st"
         params = {"mode": mode, "use_spn": use_spn, "t0": t0, "invert_steps": n_inv, "gen_steps": n_gen,
-                  "unet_calls_per_image": calls, "diffusion_size": size, "upsample": how,
+                  "unet_calls_per_image": n_inv + n_gen, "diffusion_size": size, "upsample": how,
                   "spn_lambda": st.lam if use_spn else 0.0, "structure_region": st.region if use_spn else None,
                   "sensor": sp["sensor"], "preset": st.meta.get("preset") if mode == "st" else None,
                   "preset_changes": st.meta.get("preset_changes") if mode == "st" else None,
                   "stylizer_sha256": model_sha if mode == "st" else None, "diffae_sha256": diffae_sha}
         if how == "detail_lesion":
             params["upsample_ring"] = ring
-        if depth != 1.0:  # recorded only when used, so that arms made before it keep resuming
-            params.update({"scene_depth": depth, "scene_ring": ring})
         if sp["sensor"] == "match":
             params.update(match.params())
         arm = sp["arm"] or (("st" if use_spn else "st_nospn") if mode == "st" else "recon")
@@ -255,10 +244,7 @@ def _apply_arms(model_dir, input_dir, specs, cfg, *, diffae_dir, device, upsampl
         for b in todo:
             imgs = [read_image(files[i]) for i in b]
             x = torch.stack([to_tensor_pm1(resize_image(im, size)) for im in imgs]).to(dev)
-            inv = st.invert(x, t0, n_inv, depth)  # shared by every arm
-            # the lesion and its ring restart at t0 when the scene goes deeper (ddim.scene_depth > 1)
-            near = None if depth == 1.0 else torch.stack(
-                [torch.from_numpy(detail_gate(read_mask(mask_paths[i]), size, ring))[None] for i in b]).to(dev)
+            xt, z = st.encode_stochastic(x, t0, n_inv)  # shared by every arm
             lo = None
             if needs_model and st.region != "image" and any(use for _, _, use, _ in writers):
                 lo = torch.stack([torch.from_numpy(resize_mask(read_mask(mask_paths[i]), size).astype(np.float32))[None]
@@ -269,8 +255,8 @@ def _apply_arms(model_dir, input_dir, specs, cfg, *, diffae_dir, device, upsampl
                     rendered.append(None)
                     continue
                 with torch.no_grad():
-                    y = st.render_inverted(inv, x, n_gen, use_spn, masks=lo, lesion_gate=near) if mode == "st" else \
-                        st.reconstruct_inverted(inv, n_gen, lesion_gate=near)
+                    y = st.render(xt, z, x, t0, n_gen, use_spn, masks=lo) if mode == "st" else \
+                        st.diffae.render(xt, z, t0, n_gen)
                 rendered.append(from_tensor_pm1(y))
             if pending is not None:
                 pending.result()  # the previous batch is written (its errors surface here)

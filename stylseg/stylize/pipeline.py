@@ -23,15 +23,14 @@ import hashlib
 import os
 import warnings
 from pathlib import Path
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ..data.io import read_image, resize_image, to_tensor_pm1
-from ..diffusion.ddim import (DDIMSchedule, DDIMStep, Shift, ddim_sample, ddim_step, ddim_steps, ddim_timesteps,
-                              render, with_coarse)
+from ..diffusion.ddim import DDIMSchedule, DDIMStep, Shift, ddim_step, render
 from ..utils import MODEL_CONFIG, MODEL_WEIGHTS, StylsegError, load_model_folder, read_json, sha256_file
 from .spn import SPN, spn_gate, spn_shift_fn
 
@@ -126,64 +125,6 @@ def diffae_size(model) -> int:
     return int(model.config["image_size"])
 
 
-# --------------------------------------------------------------------------- the scene deeper than the lesion
-def scene_grid(t0: float, depth: float, steps: int, T: int = 1000) -> List[int]:
-    """The grid of an application whose scene goes ``depth`` x ``t0`` deep (``ddim.scene_depth``): the usual grid
-    ``ddim_timesteps(t0, steps)`` continued above ``t0`` with about the same spacing, up to ``depth * t0``
-    (``round(steps * (depth - 1))`` more UNet calls, at least one). ``depth = 1`` is the usual grid."""
-    near = ddim_timesteps(t0, steps, T)
-    if depth == 1.0:
-        return near
-    if depth < 1.0 or depth * t0 > 1.0:
-        raise StylsegError(f"ddim.scene_depth={depth:g} with ddim.t0={t0:g} puts the scene at {depth * t0:g} of T: "
-                           f"expected 1 <= ddim.scene_depth <= 1/ddim.t0 ({1 / t0:g})")
-    extra = max(1, int(round(steps * (depth - 1.0))))
-    top = int(round(depth * t0 * (T - 1)))
-    more = [near[-1] + int(round(j * (top - near[-1]) / extra)) for j in range(1, extra + 1)]
-    if len(set(more)) != extra or more[0] <= near[-1]:
-        raise StylsegError(f"ddim.scene_depth={depth:g} is too close to 1 for {steps} steps over ddim.t0={t0:g}; "
-                           f"raise it or set it to 1")
-    return near + more
-
-
-class Inverted(NamedTuple):
-    """An image batch inverted for applying (:meth:`Stylizer.invert`): ``x_top`` (B,3,S,S) at the top of
-    :func:`scene_grid`, D_A's code ``z`` (B,z_dim), and for ``depth > 1`` the latent ``x_t0`` (B,3,S,S) the same
-    inversion passed at ``t0``, which the lesion and its ring restart from (None for ``depth = 1``)."""
-
-    x_top: torch.Tensor
-    z: torch.Tensor
-    t0: float
-    depth: float
-    x_t0: Optional[torch.Tensor]
-
-
-def render_inverted(unet: nn.Module, inv: Inverted, steps: int, schedule: DDIMSchedule,
-                    lesion_gate: Optional[torch.Tensor] = None, shift: Optional[Shift] = None,
-                    z_coarse: Optional[torch.Tensor] = None, callback=None) -> torch.Tensor:
-    """Render ``inv`` with ``unet`` over :func:`scene_grid` (``steps`` UNet calls below ``t0``, the scene's extra
-    calls above it); returns x0 (B,3,S,S) in [-1,1]. With ``depth > 1`` the latent is blended where it passes
-    ``t0``, ``x = g x_t0 + (1 - g) x`` with ``lesion_gate`` g (B,1,S,S) in [0,1] (the lesion and its ring,
-    feathered): the lesion restarts from its own inversion at ``t0`` and the steps below ``t0`` draw it and the
-    deeper scene together, so no seam is left. ``shift`` (the SPN term) acts before every step, after the blend."""
-    if inv.x_t0 is None:
-        return render(unet, inv.x_top, inv.z, inv.t0, steps, schedule, shift=shift, z_coarse=z_coarse,
-                      callback=callback)
-    if lesion_gate is None:
-        raise StylsegError("ddim.scene_depth > 1 needs each image's lesion mask (a paired folder with masks/), "
-                           "or set ddim.scene_depth=1")
-    grid = scene_grid(inv.t0, inv.depth, steps, schedule.T)
-    t_lesion, x_t0, g = grid[steps], inv.x_t0, lesion_gate
-
-    def blend(x: torch.Tensor, step: DDIMStep) -> torch.Tensor:
-        if step.t == t_lesion:
-            x = g * x_t0 + (1.0 - g) * x
-        return shift(x, step) if shift is not None else x
-
-    return ddim_sample(with_coarse(unet, z_coarse), inv.x_top, grid, cond=inv.z, schedule=schedule, shift=blend,
-                       callback=callback)
-
-
 # --------------------------------------------------------------------------- the stylizer
 def check_stylizer_config(model_dir: os.PathLike, meta: dict) -> None:
     """Refuse a stylizer folder written by an earlier stylseg (its config names no ``stylize.preset``, or holds
@@ -246,39 +187,6 @@ class Stylizer(nn.Module):
         """``(x_t0, z)``: D_A's code z (B,z_dim) of x (B,3,S,S) in [-1,1] and x inverted with D_A to t0 (B,3,S,S)."""
         z = self.diffae.encode(x)
         return self.diffae.encode_stochastic(x, z, t0, steps), z
-
-    @torch.no_grad()
-    def invert(self, x: torch.Tensor, t0: float, steps: int, depth: float = 1.0) -> Inverted:
-        """Invert x (B,3,S,S) in [-1,1] with D_A for applying: to ``t0`` (``steps`` UNet calls, the same as
-        :meth:`encode_stochastic`), or with ``depth > 1`` on up to ``depth * t0`` over :func:`scene_grid`, keeping
-        the latent it passed at ``t0`` for the lesion (:class:`Inverted`)."""
-        if depth == 1.0:
-            xt, z = self.encode_stochastic(x, t0, steps)
-            return Inverted(xt, z, t0, 1.0, None)
-        grid = scene_grid(t0, depth, steps, self.schedule.T)
-        z = self.diffae.encode(x)
-        xt, x_t0 = x, None
-        for out in ddim_steps(self.diffae.unet, x, grid, invert=True, cond=z, schedule=self.schedule):
-            xt = out.x_next
-            if out.step.t_next == grid[steps]:
-                x_t0 = xt
-        return Inverted(xt, z, t0, float(depth), x_t0)
-
-    @torch.no_grad()
-    def render_inverted(self, inv: Inverted, x: torch.Tensor, gen_steps: int, use_spn: bool = True,
-                        masks: Optional[torch.Tensor] = None, lesion_gate: Optional[torch.Tensor] = None
-                        ) -> torch.Tensor:
-        """:meth:`render` of an :class:`Inverted` batch: with D_B and the SPN term of the input ``x``
-        (``masks``: the SPN gate's lesions, as in :meth:`render`), the lesion restarting at ``t0`` where
-        ``lesion_gate`` says (:func:`render_inverted`)."""
-        shift = spn_shift_fn(self.spn, x, self.lam, self.gate(masks)) if use_spn else None
-        return render_inverted(self.unet_b, inv, gen_steps, self.schedule, lesion_gate, shift)
-
-    @torch.no_grad()
-    def reconstruct_inverted(self, inv: Inverted, gen_steps: int, lesion_gate: Optional[torch.Tensor] = None
-                             ) -> torch.Tensor:
-        """The ``recon`` control's render of an :class:`Inverted` batch: D_A, no SPN, the same grid and blend."""
-        return render_inverted(self.diffae.unet, inv, gen_steps, self.schedule, lesion_gate)
 
     @torch.no_grad()
     def render(self, xt: torch.Tensor, z: torch.Tensor, x: torch.Tensor, t0: float, gen_steps: int,
