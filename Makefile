@@ -55,12 +55,12 @@ GPU_PY ?= $(shell test -x $(PY) && echo $(PY) || echo python3)
 GPU_SITE ?= /tmp/stylseg-site
 
 gpu-wheels: install
-	$(PY) benchmarks/gpu_wheels.py --dest .whl
+	$(PY) tools/gpu_wheels.py --dest .whl
 
 gpu-check:
 	@if ls .whl/*.whl >/dev/null 2>&1; then \
 	  $(GPU_PY) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $(GPU_SITE) .whl/*.whl; fi
-	PYTHONPATH="$(CURDIR):$(GPU_SITE)$${PYTHONPATH:+:$$PYTHONPATH}" $(GPU_PY) benchmarks/gpu_check.py
+	PYTHONPATH="$(CURDIR):$(GPU_SITE)$${PYTHONPATH:+:$$PYTHONPATH}" $(GPU_PY) tools/gpu_check.py
 
 clean-notebooks:
 	$(PY) -m stylseg.reproduce --strip notebooks/*.ipynb

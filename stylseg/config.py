@@ -150,7 +150,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
               "spn_role": "joint", "structure_region": "image", "spn_lambda": 0.1, "lr_spn": 1e-4,
               "style_pair_pick": "fidelity", "style_pair_tries": 4, "style_pair_t0": 0.0, "upsample": "detail",
               "sensor": "off", "ddim.apply_gen_steps": "profile"},
-    # the stylizer tuned to the style and lesion gates of benchmarks/bench_stylize_gates.py (cpu profile): it keeps the
+    # the stylizer tuned to the style and lesion gates (stylize.scores.gate_verdicts) on the cpu profile: it keeps the
     # lesion on every D_A measured; the style gate it meets or misses narrowly depending on the D_A (docs/results.md)
     "gates": {"loss_set": "osasis", "w_cycle": 0.0, "w_structure": 0.25,
               "spn_role": "guard", "structure_region": "lesion", "spn_lambda": 1.0, "lr_spn": 1e-5,

@@ -4,7 +4,7 @@ Why it exists: the cpu and smoke profiles run the diffusion model at a lower siz
 segmentation (64 -> 128 px), so the band above the diffusion size's resolution comes from the
 input (``stylize.upsample = "detail"``) and keeps the *source* camera's sharpness and noise.
 On the synthetic polyp domains those are exactly what the style scores key on
-(``benchmarks/bench_style_factors.py``: the target's colour, tissue and optics transferred
+(docs/results.md, "Can the gates be met at all?": the target's colour, tissue and optics transferred
 perfectly score P(target) 0.07; with the target's blur and noise as well, 0.96). The paper
 profile runs the diffusion at the segmentation size and does not need this step.
 

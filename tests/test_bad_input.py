@@ -1,5 +1,5 @@
 """docs/bad-input.md stays true: the table regenerated from real runs of its commands matches the committed file
-(benchmarks/bad_input_table.py; tiny inputs, no training)."""
+(tools/bad_input_table.py; tiny inputs, no training)."""
 
 import importlib.util
 import sys
@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("bad_input_table", ROOT / "benchmarks" / "bad_input_table.py")
+    spec = importlib.util.spec_from_file_location("bad_input_table", ROOT / "tools" / "bad_input_table.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # its dataclasses look their module up
     spec.loader.exec_module(mod)
@@ -22,7 +22,7 @@ def test_bad_input_table_matches_the_commands(tmp_path, monkeypatch):
     text = mod.build_table(tmp_path / "w")
     committed = (ROOT / "docs" / "bad-input.md").read_text()
     assert text == committed, ("docs/bad-input.md is out of date with what the commands print: run "
-                               "`python benchmarks/bad_input_table.py --write` and review the diff")
+                               "`python tools/bad_input_table.py --write` and review the diff")
 
 
 def test_every_row_is_a_clean_failure_or_a_stated_outcome(tmp_path):

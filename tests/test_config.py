@@ -129,7 +129,7 @@ def test_config_choices_agree_with_the_modules_that_use_them():
 
 
 # --------------------------------------------------------------------------- presets
-#: the settings benchmarks/bench_stylize_gates.py measured as meeting the style and lesion gates on the cpu profile
+#: the settings the gate benchmark (commit c33b0c3) measured as meeting the style and lesion gates on the cpu profile
 #: in 4 of 4 fine-tuning seeds (docs/results.md), as --set flags on top of the profile's OSASIS defaults
 MEASURED_GATES_RECIPE = [
     "stylize.style_pair_t0=0.625", "stylize.spn_lambda=1.0", "stylize.w_structure=0.25",

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_gpu_check_smoke_mode_measures_every_row(tmp_path):
     out = tmp_path / "check"
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--device", "cpu",
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_check.py"), "--smoke", "--device", "cpu",
                         "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res = json.loads((out / "gpu_check.json").read_text())
@@ -31,6 +31,6 @@ def test_gpu_check_refuses_to_run_the_gpu_mode_without_a_gpu(tmp_path):
         import pytest
 
         pytest.skip("a GPU is here")
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out", str(tmp_path)],
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_check.py"), "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 2 and "--smoke" in r.stderr

@@ -9,8 +9,9 @@ import torch
 
 from stylseg.data.io import read_image, write_image
 from stylseg.stylize._testing import tiny_domains
-from stylseg.stylize.scores import (boundary_band, boundary_contrast, edge_agreement, frechet_distance, lbp_histograms, lesion_ssim,
-                                    lnl_ssim, score_arm, style_features, train_oracle)
+from stylseg.stylize.scores import (LESION_SSIM_MIN, ORACLE_DICE_RATIO_MIN, STYLE_FD_RATIO_MAX, STYLE_P_TARGET_MIN,
+                                    boundary_band, boundary_contrast, edge_agreement, frechet_distance, gate_verdicts,
+                                    lbp_histograms, lesion_ssim, lnl_ssim, score_arm, style_features, train_oracle)
 from stylseg.utils import StylsegError
 
 
@@ -123,6 +124,8 @@ def test_doing_nothing_scores_structure_one_and_source_style(dom, tmp_path):
     assert r["style_p_target_output"] == pytest.approx(r["style_p_target_input"])
     assert r["style_p_target_input"] < 0.3 and r["style_clf_acc"] > 0.8  # the domains are told apart
     assert json.loads((ident / "manifest.json").read_text())["scores"]["structure_ssim"] == pytest.approx(1.0)
+    # the acceptance rule cannot be gamed by doing nothing: the lesion is kept, the style gate is missed
+    assert gate_verdicts(r) == {"style": False, "lesion": True, "both": False}
 
 
 def test_perfect_style_scores_target(dom, tmp_path):
@@ -140,6 +143,36 @@ def test_perfect_style_scores_target(dom, tmp_path):
     assert r["style_fd_ratio"] < 0.5
 
 
+def _row(lesion=0.834, p=0.726, fd=0.25, oracle=0.98, ssim=0.5):
+    return {"structure_ssim_lesion": lesion, "style_p_target_output": p, "style_fd_ratio": fd,
+            "oracle_dice_ratio": oracle, "structure_ssim": ssim}
+
+
+def test_gates_are_the_documented_thresholds():
+    assert (STYLE_P_TARGET_MIN, STYLE_FD_RATIO_MAX, LESION_SSIM_MIN, ORACLE_DICE_RATIO_MIN) == (0.7, 0.5, 0.8, 0.9)
+
+
+def test_gate_verdicts_a_row_that_meets_both_and_rows_that_miss_each_gate():
+    """Rows written by hand at the measured figures: one that meets both gates, one miss for each of the four
+    conditions (by the margins the measurements missed by), the thresholds themselves, and the whole-image
+    structure that no gate reads."""
+    assert gate_verdicts(_row()) == {"style": True, "lesion": True, "both": True}
+    assert gate_verdicts(_row(p=0.674)) == {"style": False, "lesion": True, "both": False}  # P(target) under 0.7
+    assert gate_verdicts(_row(fd=0.6)) == {"style": False, "lesion": True, "both": False}  # FD ratio not halved
+    assert gate_verdicts(_row(lesion=0.796)) == {"style": True, "lesion": False, "both": False}  # by 0.004
+    assert gate_verdicts(_row(oracle=0.893)) == {"style": True, "lesion": False, "both": False}  # oracle Dice ratio
+    assert gate_verdicts(_row(lesion=0.8, p=0.7, fd=0.5, oracle=0.9))["both"]  # at the thresholds: met
+    assert gate_verdicts(_row(ssim=0.41))["both"]  # the whole-image SSIM_S is no gate
+    assert gate_verdicts(_row(lesion=float("nan")))["lesion"] is False  # no lesion to score: not met
+
+
+def test_gate_verdicts_need_the_oracle_dice():
+    row = _row()
+    del row["oracle_dice_ratio"]
+    with pytest.raises(StylsegError, match="oracle_dice_ratio.*with an oracle"):
+        gate_verdicts(row)
+
+
 def test_score_errors(dom, tmp_path):
     (tmp_path / "empty" / "images").mkdir(parents=True)
     write_image(tmp_path / "empty" / "images" / "zzz.png", read_image(dom["style"]))
@@ -155,6 +188,19 @@ def test_cli_score(dom, tmp_path, monkeypatch, capsys):
                  "--target", str(dom["target"]), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["structure_ssim"] == pytest.approx(1.0)
+
+
+def test_cli_score_with_an_oracle_prints_the_gates(dom, tmp_path, monkeypatch, capsys):
+    """Doing nothing, scored with an oracle: the table, then the gate verdicts (the lesion kept, no style)."""
+    from stylseg.cli import main
+
+    monkeypatch.setenv("STYLSEG_THREADS", "1")
+    oracle = train_oracle([dom["source"], dom["target"]], tmp_path / "oracle", 32, epochs=1, batch_size=8,
+                          device="cpu", progress=False)
+    assert main(["stylize", "score", "--input", str(dom["source"]), "--output", str(dom["source"]),
+                 "--target", str(dom["target"]), "--oracle", str(oracle)]) == 0
+    out = capsys.readouterr().out
+    assert "gates: style fail (P(target) >= 0.7 and FD ratio <= 0.5), lesion PASS" in out
 
 
 def test_oracle_photometric_jitter_changes_colour_not_geometry():

@@ -122,4 +122,11 @@ def _cmd_score(args) -> int:
         print(json.dumps(res, indent=2, sort_keys=True))
     else:
         print(format_scores({"arm": res}))
+        if "oracle_dice_ratio" in res:  # the gates need the oracle's Dice
+            from . import scores as sc
+
+            v = sc.gate_verdicts(res)
+            print(f"gates: style {'PASS' if v['style'] else 'fail'} (P(target) >= {sc.STYLE_P_TARGET_MIN} and FD "
+                  f"ratio <= {sc.STYLE_FD_RATIO_MAX}), lesion {'PASS' if v['lesion'] else 'fail'} (around the lesion "
+                  f">= {sc.LESION_SSIM_MIN} and oracle Dice ratio >= {sc.ORACLE_DICE_RATIO_MIN})")
     return 0

@@ -49,6 +49,29 @@ from ..utils import StylsegError, load_model_folder, save_model_folder
 
 ORACLE_KIND = "oracle-segmenter"
 
+# --------------------------------------------------------------------------- gates
+# The acceptance rule of a stylized arm (docs/results.md, "How the stylizer presets were chosen"). Style: the domain
+# classifier calls the outputs target and their Frechet distance to the target is at most half the inputs'. Lesion:
+# the structure around the lesion is kept and an oracle segmenter finds the lesion on the outputs nearly as well as on
+# the inputs. There is no whole-image structure gate: the target look drawn on the very same scenes scores 0.41 there.
+STYLE_P_TARGET_MIN = 0.7  #: ``style_p_target_output`` at least this
+STYLE_FD_RATIO_MAX = 0.5  #: ``style_fd_ratio`` at most this
+LESION_SSIM_MIN = 0.8  #: ``structure_ssim_lesion`` at least this (the target look on the same scenes: 0.85)
+ORACLE_DICE_RATIO_MIN = 0.9  #: ``oracle_dice_ratio`` at least this (with the lesion gate)
+
+
+def gate_verdicts(row: Dict[str, Any]) -> Dict[str, bool]:
+    """Whether one row of :func:`score_arm` meets the style gate, the lesion gate and both:
+    ``{"style": bool, "lesion": bool, "both": bool}``. A NaN score (no lesion to score) misses its gate."""
+    need = ("style_p_target_output", "style_fd_ratio", "structure_ssim_lesion", "oracle_dice_ratio")
+    missing = [k for k in need if k not in row]
+    if missing:
+        raise StylsegError(f"a scores row without {', '.join(missing)}: the gates read a row of score_arm "
+                           "scored with an oracle (score_arm(..., oracle=DIR); stylseg stylize score --oracle DIR)")
+    style = row["style_p_target_output"] >= STYLE_P_TARGET_MIN and row["style_fd_ratio"] <= STYLE_FD_RATIO_MAX
+    lesion = row["structure_ssim_lesion"] >= LESION_SSIM_MIN and row["oracle_dice_ratio"] >= ORACLE_DICE_RATIO_MIN
+    return {"style": bool(style), "lesion": bool(lesion), "both": bool(style and lesion)}
+
 
 # --------------------------------------------------------------------------- structure
 def structure_map_np(img: np.ndarray) -> np.ndarray:
@@ -76,7 +99,7 @@ def lesion_ssim(inp: np.ndarray, out: np.ndarray, mask: np.ndarray, band: float 
     """SSIM of the locally normalised luminance maps around the lesion: both images at half their size
     (where a camera's pixel noise and a pixel of blur are averaged out), the SSIM map averaged over
     the pixels within ``band`` x the side (8 px at 128) of the lesion boundary. NaN for an empty or
-    full mask. Calibrated on the synthetic domains (``benchmarks/bench_style_factors.py``): the same
+    full mask. Calibrated on the synthetic domains (docs/results.md, "Can the gates be met at all?"): the same
     scenes rendered with the whole target look score about 0.85, the input shifted by 3 px about 0.3."""
     from skimage.metrics import structural_similarity
 

@@ -1,8 +1,8 @@
 """One command that checks a GPU: the paper profile's speed and memory, and a short paper-sized notebook chain.
 
     make gpu-check                              # on a GPU machine (installs local wheels from .whl/ when present)
-    python benchmarks/gpu_check.py              # the same, without the wheel step
-    python benchmarks/gpu_check.py --smoke      # on a CPU: the same measurements at smoke sizes, no notebook chain
+    python tools/gpu_check.py              # the same, without the wheel step
+    python tools/gpu_check.py --smoke      # on a CPU: the same measurements at smoke sizes, no notebook chain
 
 On a GPU (about 4 minutes, offline, random weights where none are present) it measures, at the paper profile's
 sizes and with its memory settings (mixed precision, gradient checkpointing, micro-batches):
@@ -288,7 +288,7 @@ def main(argv=None) -> int:
     import torch
 
     if not args.smoke and not torch.cuda.is_available():
-        print("no CUDA GPU here: run `python benchmarks/gpu_check.py --smoke` for the CPU check", file=sys.stderr)
+        print("no CUDA GPU here: run `python tools/gpu_check.py --smoke` for the CPU check", file=sys.stderr)
         return 2
     result = run(args.smoke, Path(args.out), device=args.device, chain=not args.no_chain)
     print()

@@ -1,7 +1,7 @@
 """Wheels for a GPU machine that has torch but not the kit's other packages, and no internet.
 
     make gpu-wheels                        # here, with internet: the wheels into .whl/
-    python benchmarks/gpu_wheels.py --dest .whl [--python 3.12] [--have have.txt] [--list]
+    python tools/gpu_wheels.py --dest .whl [--python 3.12] [--have have.txt] [--list]
 
 Walks the requirements of the kit's dependencies as this environment has them installed, leaves out what the
 GPU machine already holds (``--have``: a file with one package name a line; default: the CUDA image of the
