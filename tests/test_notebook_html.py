@@ -1,4 +1,5 @@
-"""The executed notebooks' HTML typesets its equations offline: nbconvert's page loads MathJax from a copy beside it
+"""The executed notebooks' HTML: every numbered notebook, the playground included, is executed and rendered, and the
+pages typeset their equations offline: nbconvert's page loads MathJax from a copy beside it
 (stylseg.reproduce.local_mathjax, from the jupyter-server-mathjax package), never from a CDN."""
 
 import json
@@ -11,7 +12,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from stylseg.reproduce import MATHJAX_DIR, MATHJAX_FONTS, render_html
+from stylseg.reproduce import MATHJAX_DIR, MATHJAX_FONTS, pipeline_notebooks, render_html
 
 NB01 = Path(__file__).resolve().parents[1] / "notebooks" / "01_ddim_basics.ipynb"
 
@@ -28,6 +29,13 @@ def _executed_notebook(folder: Path) -> Path:
     path = folder / "01_ddim_basics.ipynb"
     nbformat.write(nb, str(path))
     return path
+
+
+def test_reproduce_runs_every_notebook_the_playground_included():
+    """08 reads the finished run and renders its default setting once without a browser: `stylseg reproduce` runs it
+    last, so that its HTML is in the report (which links every executed notebook)."""
+    names = [p.name[:2] for p in pipeline_notebooks()]
+    assert names == [f"{i:02d}" for i in range(len(names))] and names[-1] == "08"
 
 
 def _mathjax_sources(html: str):
