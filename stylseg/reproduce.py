@@ -143,8 +143,8 @@ def render_html(executed: Path, log=print) -> Optional[Path]:
     executed = Path(executed)
     if not executed.is_file():
         return None
-    url = local_mathjax(executed.parent, log=log)
     try:
+        url = local_mathjax(executed.parent, log=log)
         exporter = HTMLExporter(mathjax_url=url) if url else HTMLExporter()
         body, _ = exporter.from_filename(str(executed))
     except Exception as e:  # a rendering problem must not fail a finished reproduction
