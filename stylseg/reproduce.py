@@ -22,8 +22,9 @@ from typing import Any, Dict, List, Optional, Sequence
 from .layout import RunLayout, check_run_format, save_run_config
 from .utils import StylsegError, project_root, read_json, write_json
 
-#: notebooks ``stylseg reproduce`` runs (00-07); 08 is the interactive playground.
-PIPELINE_MAX = 7
+#: notebooks ``stylseg reproduce`` runs: 00-07, the pipeline, and 08, the playground, which reads the finished run
+#: (without a browser it renders its default setting once, so that its HTML is in the report)
+PIPELINE_MAX = 8
 
 
 def notebooks_dir() -> Path:
@@ -91,9 +92,50 @@ def kernel_manager_class():
     return LocalSocketKernelManager
 
 
+#: where the rendered notebooks find MathJax: a folder beside them, copied from the ``jupyter-server-mathjax``
+#: package (MathJax 2.7, the version nbconvert's templates are written for), so that the pages typeset their
+#: equations without a network and the run folder can be moved as a whole
+MATHJAX_DIR = "mathjax"
+#: the package ships the STIX-Web fonts only (not MathJax's default TeX fonts): a local configuration file selects them,
+#: as the classic Jupyter Notebook did
+MATHJAX_FONTS = "local/stix"
+MATHJAX_CONFIG = f"TeX-AMS-MML_HTMLorMML-full,Safe,{MATHJAX_FONTS}"
+_FONTS_JS = """MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], preferredFont: null, imageFont: null,
+  font: "STIX-Web", webFont: "STIX-Web"}, SVG: {font: "STIX-Web"}});
+MathJax.Ajax.loadComplete("[MathJax]/config/%s.js");
+""" % MATHJAX_FONTS
+
+
+def local_mathjax(folder: Path, log=print) -> Optional[str]:
+    """Copy MathJax into ``folder/mathjax`` (once; through a temporary folder, then renamed) and return the URL
+    relative to ``folder`` that nbconvert's ``HTMLExporter.mathjax_url`` takes; None (with a note) when the
+    ``jupyter-server-mathjax`` package is missing."""
+    import shutil
+
+    try:
+        import jupyter_server_mathjax
+    except ImportError:
+        log("[note] the package jupyter-server-mathjax is not installed: the notebooks' HTML loads MathJax from the "
+            "web and shows raw LaTeX offline (pip install jupyter-server-mathjax)")
+        return None
+    dest = Path(folder) / MATHJAX_DIR
+    fonts = Path("config") / f"{MATHJAX_FONTS}.js"
+    if not ((dest / "MathJax.js").is_file() and (dest / fonts).is_file()):
+        src = Path(jupyter_server_mathjax.__file__).parent / "static"
+        tmp = dest.with_name(dest.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        (tmp / fonts).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / fonts).write_text(_FONTS_JS, encoding="utf-8")
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+    return f"{MATHJAX_DIR}/MathJax.js?config={MATHJAX_CONFIG}"
+
+
 def render_html(executed: Path, log=print) -> Optional[Path]:
     """Render an executed notebook to ``<name>.html`` beside it (nbconvert, figures embedded), so that it opens in
-    a browser without Jupyter. Returns the page, or None (with a note) when nbconvert cannot render it."""
+    a browser without Jupyter, its equations typeset by the MathJax copied beside it (:func:`local_mathjax`).
+    Returns the page, or None (with a note) when nbconvert cannot render it."""
     from nbconvert import HTMLExporter
 
     from .utils import atomic_path
@@ -102,7 +144,9 @@ def render_html(executed: Path, log=print) -> Optional[Path]:
     if not executed.is_file():
         return None
     try:
-        body, _ = HTMLExporter().from_filename(str(executed))
+        url = local_mathjax(executed.parent, log=log)
+        exporter = HTMLExporter(mathjax_url=url) if url else HTMLExporter()
+        body, _ = exporter.from_filename(str(executed))
     except Exception as e:  # a rendering problem must not fail a finished reproduction
         log(f"[note] {executed.name} could not be rendered to HTML ({type(e).__name__}: {e}); the .ipynb is there")
         return None
