@@ -147,10 +147,11 @@ def test_wrong_kind_and_wrong_architecture_errors_name_the_file(tmp_path):
 
 def test_profiles_build_with_expected_sizes():
     counts = {}
-    for prof in ("smoke", "cpu"):
+    for prof in ("smoke", "workshop", "cpu"):
         cfg = get_profile(prof)
         counts[prof] = DiffAE.from_config(cfg.diffae, cfg.ddim).num_parameters()["total"]
     assert 0.7e6 < counts["smoke"] < 2e6
+    assert 0.7e6 < counts["workshop"] < 3e6
     assert 2e6 < counts["cpu"] < 6e6
 
 
