@@ -149,3 +149,28 @@ def test_index_renders_in_a_headless_browser(tmp_path):
 
     im = np.asarray(Image.open(shot).convert("L"))
     assert im.shape == (900, 1200) and im.std() > 5  # drawn, not blank
+
+
+def test_arm_dice_and_domain_predictions(tmp_path):
+    """arm_dice reads the mean Dice of each arm on one test set; plot_domain_predictions draws one row per test
+    image and, per test set, the image, the truth and each arm's map, and names the notebook when a run is missing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from stylseg.seg.compare import aggregate
+    from stylseg.utils import StylsegError
+
+    lay = make_run(tmp_path / "run")
+    res = aggregate(lay.root / "seg", n_boot=10, write=False)
+    d = report.arm_dice(res, "target")
+    assert set(d) == {"direct", "histogram"} and d["histogram"] > d["direct"]
+    rows = {r["arm"]: r["mean"] for r in res["rows"] if r["test"] == "target" and r["protocol"] == "standard"
+            and r["metric"] == "dice"}
+    assert d == pytest.approx(rows)
+    fig = report.plot_domain_predictions(lay, arms=("direct", "histogram"), tests=("target",), n=2)
+    assert len(fig.axes) == 2 * 4
+    assert [a.get_title() for a in fig.axes[:4]] == ["target: image", "target: ground truth", "target: direct",
+                                                      "target: histogram"]
+    assert fig.axes[2].get_xlabel().startswith("Dice ")
+    with pytest.raises(StylsegError, match="notebook 06"):
+        report.plot_domain_predictions(lay, arms=("st",), tests=("target",))
