@@ -371,6 +371,36 @@ def run_notes(layout: RunLayout) -> List[str]:
     return notes
 
 
+def describe_run(layout: RunLayout) -> List[str]:
+    """The run folder in a few lines, read from its own files (never quoted from elsewhere): profile and seed
+    (``config.json``), D_A's training (``diffae/config.json``), the stylizer's preset and iterations
+    (``finetune/config.json``), each stylized arm's P(target) and structure around the lesion (the manifests'
+    scores) and each arm's target-domain Dice (``seg/results.json``). Parts not made yet are said so."""
+    lines = []
+    cfg = read_json(layout.config) if layout.config.is_file() else {}
+    lines.append(f"run folder {layout.root}: profile {cfg.get('profile', '?')}, seed {cfg.get('seed', '?')}")
+    p = layout.diffae / "config.json"
+    tr = (read_json(p).get("training") or {}) if p.is_file() else {}
+    lines.append(f"D_A: {tr.get('step')} of {tr.get('train_steps')} training steps" if tr else "D_A: not trained here")
+    p = layout.finetune / "config.json"
+    st = (read_json(p).get("config") or {}).get("stylize", {}) if p.is_file() else {}
+    lines.append(f"stylizer: preset {st.get('preset')}, {st.get('iterations')} fine-tuning iterations" if st
+                 else "stylizer: not fine-tuned yet (notebook 04)")
+    for arm, v in stylizer_scores(layout).items():
+        sc = v["scores"]
+        if "style_p_target_output" in sc:
+            lines.append(f"arm {arm}: P(target) {sc['style_p_target_output']:.3f}, structure around the lesion "
+                         f"{sc.get('structure_ssim_lesion', float('nan')):.3f}")
+    p = layout.root / "seg" / "results.json"
+    if p.is_file():
+        res = read_json(p)
+        dice = arm_dice(res, primary_test(res))
+        lines.append(f"target-domain Dice ({res['archs'][0]}): " + ", ".join(f"{a} {d:.3f}" for a, d in dice.items()))
+    else:
+        lines.append("segmentation: not run yet (notebook 06)")
+    return lines
+
+
 def _rel(p: Path, root: Path) -> str:
     return html.escape(os.path.relpath(p, root), quote=True)
 
