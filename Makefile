@@ -3,8 +3,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
-RUN    ?= runs/smoke
-PROFILE ?= smoke
+RUN    ?= runs/workshop
+# the workshop profile: every lesson's effect visible, about 25 min on 2 cores (PROFILE=smoke: the 3-6 min CI size)
+PROFILE ?= workshop
 THREADS ?= 2
 export OMP_NUM_THREADS ?= $(THREADS)
 export MKL_NUM_THREADS ?= $(THREADS)
@@ -14,7 +15,7 @@ export PYTHONUNBUFFERED = 1
 .PHONY: install reproduce test test-slow test-notebooks bench lab clean-notebooks help gpu-check gpu-wheels
 
 help:
-	@echo "make reproduce   # all notebooks, smoke profile, built-in synthetic data -> $(RUN)/"
+	@echo "make reproduce   # all notebooks, $(PROFILE) profile, built-in synthetic data -> $(RUN)/"
 	@echo "make test        # the test suite (what CI runs)"
 	@echo "make test-slow   # slow-marked checks (paper-profile steps on CPU)"
 	@echo "make bench       # benchmarks (print figures)"

@@ -33,7 +33,7 @@ STAGES = {
 def add_common(p: argparse.ArgumentParser, profile: bool = True) -> None:
     """Flags every writing command shares: --profile, --seed, --device, --set, --config."""
     if profile:
-        p.add_argument("--profile", default=None, help="smoke | cpu | paper (default: smoke, or the --config's)")
+        p.add_argument("--profile", default=None, help="smoke | workshop | cpu | paper (default: smoke, or the --config's)")
         p.add_argument("--config", default=None, help="a run's config.json to start from")
         p.add_argument("--set", action="append", default=[], metavar="STAGE.FIELD=VALUE",
                        help="override any config field, e.g. --set seg.epochs=5 (repeatable)")

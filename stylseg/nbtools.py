@@ -3,11 +3,11 @@ and a builder that writes clean notebooks (used to author ``notebooks/NN_*.ipynb
 
 Every notebook has one cell tagged ``parameters`` with at least::
 
-    PROFILE = "smoke"   # smoke | cpu | paper
+    PROFILE = "workshop"  # workshop | smoke | cpu | paper
     SEED = 0            # random seed
     DEVICE = "auto"     # auto | cpu | cuda
     DATA_DIR = ""       # real data folder, empty: the built-in synthetic domains
-    RUN_DIR = "../runs/smoke"  # run folder shared by all notebooks
+    RUN_DIR = "../runs/workshop"  # run folder shared by all notebooks
     SET = ""            # config overrides, as --set: "seg.epochs=4 ddim.t0=0.25"
 
 and the next cell calls :func:`setup`, which validates them (unknown or ill-typed values fail) and applies

@@ -151,6 +151,58 @@ def plot_qualitative(layout: RunLayout, results: Mapping[str, Any], test: str, a
     return fig
 
 
+def arm_dice(results: Mapping[str, Any], test: str, arch: Optional[str] = None, protocol: str = "standard"
+             ) -> Dict[str, float]:
+    """``{arm: Dice}`` on one test set: the mean over seeds, of the first architecture unless ``arch`` is given
+    (what a notebook prints next to a figure)."""
+    arch = arch or results["archs"][0]
+    return {r["arm"]: float(r["mean"]) for r in results["rows"]
+            if r["arch"] == arch and r["test"] == test and r["protocol"] == protocol and r["metric"] == "dice"}
+
+
+def plot_domain_predictions(layout: RunLayout, arms: Sequence[str] = ("direct",), tests: Sequence[str] = ("source",
+                            "target"), arch: str = "unet", seed: int = 0, n: int = 3):
+    """One model on two domains, side by side: for each test set in ``tests``, the first ``n`` test images, their
+    ground truth and the probability map of each arm in ``arms`` (seed ``seed``), with the per-image Dice under
+    each map. Shows where a segmenter that reads the source domain well fails on the target. Returns the figure."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from .data.io import list_images, read_image, read_mask
+
+    seg = layout.root / "seg" / arch
+    metrics = {a: read_json(seg / a / f"seed{seed}" / "metrics.json") for a in arms
+               if (seg / a / f"seed{seed}" / "metrics.json").is_file()}
+    if not metrics:
+        raise StylsegError(f"{seg}: no finished seed{seed} run of {', '.join(arms)} to draw (run notebook 06)")
+    cols = [(t, c) for t in tests for c in ["image", "ground truth"] + list(metrics)]
+    fig, axes = plt.subplots(n, len(cols), figsize=(1.6 * len(cols), 1.7 * n), squeeze=False)
+    for t in tests:
+        tdir = Path(next(iter(metrics.values()))["tests"][t]["dir"])
+        masks = {p.stem: p for p in list_images(tdir / "masks")}
+        for r, img in enumerate(list_images(tdir / "images")[:n]):
+            for c, (tt, what) in enumerate(cols):
+                if tt != t:
+                    continue
+                ax = axes[r][c]
+                if what == "image":
+                    ax.imshow(read_image(img))
+                elif what == "ground truth":
+                    ax.imshow(read_mask(masks[img.stem]), cmap="gray")
+                else:
+                    pred = seg / what / f"seed{seed}" / "predictions" / t / f"{img.stem}.png"
+                    ax.imshow(np.asarray(Image.open(pred)), cmap="gray", vmin=0, vmax=255)
+                    per = {q["name"]: q["dice"] for q in metrics[what]["tests"][t]["standard"]["per_image"]}
+                    ax.set_xlabel(f"Dice {per.get(img.stem, float('nan')):.2f}", fontsize=8)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(f"{t}: {what}", fontsize=8)
+    fig.suptitle(f"{arch}, seed {seed}: the same models on the {' and the '.join(tests)} test images", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def plot_arms(layout: RunLayout, arms: Sequence[str], n: int = 3):
     """The first ``n`` training images of the original set (``direct``) and of each arm, side by side (union arms,
     which hold the source images and another arm's, are left out)."""
@@ -317,6 +369,36 @@ def run_notes(layout: RunLayout) -> List[str]:
                      f"machine's speed, and another run may differ. For a reproducible run, train the D_A by its step "
                      f"budget (--set diffae.max_seconds=0).")
     return notes
+
+
+def describe_run(layout: RunLayout) -> List[str]:
+    """The run folder in a few lines, read from its own files (never quoted from elsewhere): profile and seed
+    (``config.json``), D_A's training (``diffae/config.json``), the stylizer's preset and iterations
+    (``finetune/config.json``), each stylized arm's P(target) and structure around the lesion (the manifests'
+    scores) and each arm's target-domain Dice (``seg/results.json``). Parts not made yet are said so."""
+    lines = []
+    cfg = read_json(layout.config) if layout.config.is_file() else {}
+    lines.append(f"run folder {layout.root}: profile {cfg.get('profile', '?')}, seed {cfg.get('seed', '?')}")
+    p = layout.diffae / "config.json"
+    tr = (read_json(p).get("training") or {}) if p.is_file() else {}
+    lines.append(f"D_A: {tr.get('step')} of {tr.get('train_steps')} training steps" if tr else "D_A: not trained here")
+    p = layout.finetune / "config.json"
+    st = (read_json(p).get("config") or {}).get("stylize", {}) if p.is_file() else {}
+    lines.append(f"stylizer: preset {st.get('preset')}, {st.get('iterations')} fine-tuning iterations" if st
+                 else "stylizer: not fine-tuned yet (notebook 04)")
+    for arm, v in stylizer_scores(layout).items():
+        sc = v["scores"]
+        if "style_p_target_output" in sc:
+            lines.append(f"arm {arm}: P(target) {sc['style_p_target_output']:.3f}, structure around the lesion "
+                         f"{sc.get('structure_ssim_lesion', float('nan')):.3f}")
+    p = layout.root / "seg" / "results.json"
+    if p.is_file():
+        res = read_json(p)
+        dice = arm_dice(res, primary_test(res))
+        lines.append(f"target-domain Dice ({res['archs'][0]}): " + ", ".join(f"{a} {d:.3f}" for a, d in dice.items()))
+    else:
+        lines.append("segmentation: not run yet (notebook 06)")
+    return lines
 
 
 def _rel(p: Path, root: Path) -> str:

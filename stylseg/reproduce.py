@@ -226,7 +226,7 @@ def register(p: argparse.ArgumentParser) -> None:
                    help="override a config field for the whole run (written to RUN/config.json, which every "
                         "notebook reads), e.g. --set seg.epochs=5; repeat the same --set to resume")
     add_common(p, profile=False)
-    p.add_argument("--profile", default="smoke", help="smoke | cpu | paper")
+    p.add_argument("--profile", default="smoke", help="smoke | workshop | cpu | paper (make reproduce: workshop)")
     p.set_defaults(func=_cmd)
 
 

@@ -8,7 +8,8 @@ from stylseg.utils import StylsegError
 
 
 def test_profiles_follow_design_table():
-    s, c, p = (get_profile(n) for n in PROFILES)
+    s, c, p = (get_profile(n) for n in ("smoke", "cpu", "paper"))
+    assert PROFILES == ("smoke", "workshop", "cpu", "paper")
     assert (s.data.diffusion_size, s.data.seg_size) == (32, 64)
     assert (c.data.diffusion_size, c.data.seg_size) == (64, 128)
     assert (p.data.diffusion_size, p.data.seg_size) == (256, 256)
@@ -22,6 +23,18 @@ def test_profiles_follow_design_table():
     assert p.seg.lr_for("unet") == 5e-5 and p.seg.lr_for("unetpp") == 8e-5 and p.seg.lr_for("pranet") == 1e-4
     assert p.seg.epochs_for("pranet") == 40 and p.seg.epochs_for("unet") == 30
     assert p.seg.batch_size == 12 and p.seg.image_size == 256
+
+
+def test_workshop_profile_sits_between_smoke_and_cpu():
+    """The workshop profile: the cpu profile's recipe (v-prediction, flattened code, the gates stylizer) at sizes
+    and step budgets between smoke and cpu, and a fixed step budget (no clock) so that two runs agree."""
+    s, w, c = (get_profile(n) for n in ("smoke", "workshop", "cpu"))
+    assert w.diffae.max_seconds == 0.0 and w.diffae.train_steps > s.diffae.train_steps
+    assert (w.diffae.prediction, w.diffae.enc_pool, w.diffae.loss_weighting) == ("v", "flatten", "v")
+    assert w.stylize.preset == "gates" and s.stylize.iterations < w.stylize.iterations <= c.stylize.iterations
+    assert s.data.n_per_domain <= w.data.n_per_domain <= c.data.n_per_domain
+    assert s.data.seg_size <= w.data.seg_size <= c.data.seg_size
+    assert w.seg.seeds == 1 and {"direct", "st", "recon", "oracle"} <= set(w.eval.arms)
 
 
 def test_json_round_trip(tmp_path):
@@ -56,7 +69,7 @@ def test_override_errors_list_valid_names(bad, msg):
 
 
 def test_unknown_profile_lists_valid():
-    with pytest.raises(StylsegError, match="valid profiles: smoke, cpu, paper"):
+    with pytest.raises(StylsegError, match="valid profiles: smoke, workshop, cpu, paper"):
         get_profile("fast")
 
 
@@ -83,7 +96,7 @@ def test_names_are_checked_when_a_config_is_made():
     d["diffae"]["prediction"] = "x0"
     with pytest.raises(StylsegError, match=r"diffae.prediction='x0' is not one of eps, v"):
         RunConfig.from_dict(d)
-    for name in ("smoke", "cpu", "paper"):  # every profile's own values are valid
+    for name in PROFILES:  # every profile's own values are valid
         RunConfig.from_dict(get_profile(name).to_dict())
 
 

@@ -147,10 +147,11 @@ def test_wrong_kind_and_wrong_architecture_errors_name_the_file(tmp_path):
 
 def test_profiles_build_with_expected_sizes():
     counts = {}
-    for prof in ("smoke", "cpu"):
+    for prof in ("smoke", "workshop", "cpu"):
         cfg = get_profile(prof)
         counts[prof] = DiffAE.from_config(cfg.diffae, cfg.ddim).num_parameters()["total"]
     assert 0.7e6 < counts["smoke"] < 2e6
+    assert 0.7e6 < counts["workshop"] < 3e6
     assert 2e6 < counts["cpu"] < 6e6
 
 
@@ -264,3 +265,27 @@ def test_v_model_save_load_round_trip(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(m2(x, t, z), m(x, t, z))
         torch.testing.assert_close(m2.encode(x), m.encode(x))
+
+
+def test_code_reconstruction_measures_what_the_code_adds():
+    """An untrained (zero-output) model ignores z_sem: own code and mean code render the same fresh noise alike
+    (gain 0). A model whose UNet reads the code renders differently with the mean code; with z_mean set to the
+    images' own (identical) code the two renders agree again."""
+    from stylseg.diffusion.quality import code_reconstruction
+
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    zero = DiffAE.from_config(TINY, DDIMConfig()).eval()
+    res = code_reconstruction(zero, x, torch.full((8,), 5.0), t0s=(0.5, 1.0), steps=3)
+    assert set(res) == {0.5, 1.0}
+    for r in res.values():
+        assert r["gain"] == 0.0 and r["own"] == r["mean_code"]
+        assert r["renders"]["own"].shape == x.shape
+    m = tiny()
+    far = code_reconstruction(m, x, torch.full((8,), 50.0), t0s=(0.75,), steps=3)[0.75]
+    assert not torch.equal(far["renders"]["own"], far["renders"]["mean_code"])
+    same = x[:1].expand(3, -1, -1, -1).contiguous()
+    with torch.no_grad():
+        z = m.encode(same)[0]
+    r = code_reconstruction(m, same, z, t0s=(0.75,), steps=3)[0.75]
+    torch.testing.assert_close(r["renders"]["own"], r["renders"]["mean_code"])
+    assert abs(r["gain"]) < 1e-6

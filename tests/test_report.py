@@ -149,3 +149,47 @@ def test_index_renders_in_a_headless_browser(tmp_path):
 
     im = np.asarray(Image.open(shot).convert("L"))
     assert im.shape == (900, 1200) and im.std() > 5  # drawn, not blank
+
+
+def test_arm_dice_and_domain_predictions(tmp_path):
+    """arm_dice reads the mean Dice of each arm on one test set; plot_domain_predictions draws one row per test
+    image and, per test set, the image, the truth and each arm's map, and names the notebook when a run is missing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from stylseg.seg.compare import aggregate
+    from stylseg.utils import StylsegError
+
+    lay = make_run(tmp_path / "run")
+    res = aggregate(lay.root / "seg", n_boot=10, write=False)
+    d = report.arm_dice(res, "target")
+    assert set(d) == {"direct", "histogram"} and d["histogram"] > d["direct"]
+    rows = {r["arm"]: r["mean"] for r in res["rows"] if r["test"] == "target" and r["protocol"] == "standard"
+            and r["metric"] == "dice"}
+    assert d == pytest.approx(rows)
+    fig = report.plot_domain_predictions(lay, arms=("direct", "histogram"), tests=("target",), n=2)
+    assert len(fig.axes) == 2 * 4
+    assert [a.get_title() for a in fig.axes[:4]] == ["target: image", "target: ground truth", "target: direct",
+                                                      "target: histogram"]
+    assert fig.axes[2].get_xlabel().startswith("Dice ")
+    with pytest.raises(StylsegError, match="notebook 06"):
+        report.plot_domain_predictions(lay, arms=("st",), tests=("target",))
+
+
+def test_describe_run_reads_the_run_it_opens(tmp_path):
+    """describe_run says what the run folder holds, from its own files: the profile, what is not made yet, the
+    stylized arms' scores and each arm's target Dice as results.json has them."""
+    from stylseg.seg.compare import aggregate
+
+    lay = make_run(tmp_path / "run")
+    lines = report.describe_run(lay)
+    assert "profile smoke" in lines[0] and any("not fine-tuned yet" in ln for ln in lines)
+    assert any(ln.startswith("segmentation: not run yet") for ln in lines)
+    res = aggregate(lay.root / "seg", n_boot=10)
+    w = ArmWriter(lay.stylized("st"), "st", "diffusion", {}, source=lay.domain("target", "test"), size=16)
+    w.add("0", np.zeros((16, 16, 3), np.uint8), np.ones((16, 16), bool))
+    w.set_scores({"style_p_target_output": 0.625, "structure_ssim_lesion": 0.875})
+    lines = report.describe_run(lay)
+    assert "arm st: P(target) 0.625, structure around the lesion 0.875" in lines
+    d = report.arm_dice(res, "target")
+    assert f"direct {d['direct']:.3f}" in lines[-1] and f"histogram {d['histogram']:.3f}" in lines[-1]

@@ -219,3 +219,23 @@ def test_oracle_photometric_jitter_changes_colour_not_geometry():
     la, lx = la - la.mean(1, keepdim=True), lx - lx.mean(1, keepdim=True)
     corr = (la * lx).sum(1) / (la.norm(dim=1) * lx.norm(dim=1))
     assert bool((corr > 0.8).all())
+
+
+def test_lesion_ssim_batch_and_folder_masks(dom):
+    """The batch mean of lesion_ssim on tensors, with the masks read from a paired folder by file stem: identical
+    outputs score 1, outputs with the lesion moved score less, a mask-count mismatch and a missing mask are named."""
+    from stylseg.data.io import list_images, to_tensor_pm1
+
+    from stylseg.stylize.scores import folder_masks, lesion_ssim_batch
+
+    src = dom["source"]
+    files = list_images(src / "images")[:3]
+    masks = folder_masks(src, files)
+    assert len(masks) == 3 and all(m.dtype == bool and m.any() for m in masks)
+    x = torch.stack([to_tensor_pm1(read_image(f)) for f in files])
+    assert lesion_ssim_batch(x, x.clone(), masks) == pytest.approx(1.0)
+    assert lesion_ssim_batch(x, x.roll(4, dims=-1), masks) < 0.9
+    with pytest.raises(StylsegError, match="one mask per image"):
+        lesion_ssim_batch(x, x, masks[:2])
+    with pytest.raises(StylsegError, match="no mask for nothere.png"):
+        folder_masks(src, [src / "images" / "nothere.png"])

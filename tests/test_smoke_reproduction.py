@@ -100,15 +100,23 @@ def test_rerun_resumes_without_redoing_work(smoke_run):
 
 
 def test_notebooks_run_with_their_defaults_under_nbval(smoke_run, tmp_path):
-    """`pytest --nbval-lax` on every notebook (08 included) with its own default parameters,
-    in a copy of the project whose `runs/smoke` is the finished smoke run: what a participant
-    gets when opening the notebooks after `make reproduce`."""
+    """`pytest --nbval-lax` on every notebook (08 included) with its own default parameters but the smoke
+    profile, passed as papermill passes it (an injected-parameters cell after the parameters cell), in a copy of
+    the project whose `runs/smoke` is the finished smoke run: what a participant gets when opening the notebooks
+    after `make reproduce PROFILE=smoke RUN=runs/smoke`."""
     import shutil
+
+    import nbformat
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
 
     run, _ = smoke_run
     proj = tmp_path / "proj"
     shutil.copytree(ROOT / "notebooks", proj / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     shutil.copytree(run, proj / "runs" / "smoke", ignore=shutil.ignore_patterns("notebooks"))
+    for path in sorted((proj / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        nb = parameterize_notebook(load_notebook_node(str(path)), {"PROFILE": "smoke", "RUN_DIR": "../runs/smoke"})
+        nbformat.write(nb, path)
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider",
                         "--nbval-cell-timeout=600", str(proj / "notebooks")],
                        capture_output=True, text=True, cwd=proj, timeout=1200)

@@ -114,6 +114,39 @@ def lesion_ssim(inp: np.ndarray, out: np.ndarray, mask: np.ndarray, band: float 
     return float(smap[b].mean())
 
 
+def lesion_ssim_batch(x_in, x_out, masks: Sequence[np.ndarray], min_size: int = 64) -> float:
+    """Mean :func:`lesion_ssim` over a batch: inputs and outputs (B,3,S,S) tensors in [-1,1], ``masks`` B boolean
+    (H,W) arrays of the inputs' lesions (any size; nearest-resized). Images smaller than ``min_size`` are first
+    upsampled (bilinear) to it, so that the band around the lesion is as wide as at the segmentation size of
+    notebook 05's scores (at 32 px it would be one pixel of a 16 px map). Images whose band is empty are left out;
+    NaN when none is left. What notebooks 03 and 04 print as "the lesion kept"."""
+    import torch.nn.functional as F
+
+    from ..data.io import from_tensor_pm1
+
+    if not (len(x_in) == len(x_out) == len(masks)):
+        raise StylsegError(f"lesion_ssim_batch: {len(x_in)} inputs, {len(x_out)} outputs and {len(masks)} masks; "
+                           f"pass one mask per image")
+    if x_in.shape[-1] < min_size:
+        x_in, x_out = (F.interpolate(t.detach().float(), size=min_size, mode="bilinear", align_corners=False)
+                       for t in (x_in, x_out))
+    vals = [lesion_ssim(from_tensor_pm1(a), from_tensor_pm1(b), np.asarray(m, bool))
+            for a, b, m in zip(x_in, x_out, masks)]
+    vals = [v for v in vals if np.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def folder_masks(folder: os.PathLike, files: Sequence[os.PathLike]) -> List[np.ndarray]:
+    """The lesion masks (H,W) bool of ``files``, images of the paired ``folder`` (``images/`` + ``masks/``,
+    matched by file stem). A missing mask raises :class:`StylsegError` naming it."""
+    masks = {p.stem: p for p in list_images(Path(folder) / "masks")} if (Path(folder) / "masks").is_dir() else {}
+    missing = [Path(f).name for f in files if Path(f).stem not in masks]
+    if missing:
+        raise StylsegError(f"{Path(folder) / 'masks'}: no mask for {', '.join(missing[:5])}; a paired folder holds "
+                           f"images/ and masks/ with the same file names")
+    return [read_mask(masks[Path(f).stem]) for f in files]
+
+
 def boundary_contrast(inp: np.ndarray, out: np.ndarray, mask: np.ndarray, band: float = 1 / 16) -> float:
     """How much the output sharpens (> 1) or softens (< 1) the lesion's boundary against the rest of the image,
     relative to the input: ``(g_out(band) / g_out(image)) / (g_in(band) / g_in(image))`` with ``g`` the mean
