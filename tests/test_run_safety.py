@@ -188,6 +188,49 @@ def test_seg_train_refuses_other_data_and_other_threads_but_resumes_the_same(tmp
     assert json.loads((model / "config.json").read_text())["train"]["train_data"] == folder_fingerprint(other)
 
 
+def test_seg_train_never_relabels_a_longer_run_as_fewer_epochs(tmp_path, monkeypatch):
+    from stylseg.seg import train_segmenter
+
+    monkeypatch.setenv("STYLSEG_THREADS", "1")
+    train, out = paired(tmp_path / "train"), tmp_path / "run"
+    model = train_segmenter("unet", train, out, get_profile("smoke").override(**SEG_TINY), seed=0, progress=False)
+    weights, meta = (model / "model.safetensors").read_bytes(), (model / "config.json").read_text()
+    one = get_profile("smoke").override(**{**SEG_TINY, "seg.epochs": 1})
+    with pytest.raises(StylsegError, match=r"trained for 2 epochs, more than the 1 asked for.*seg.epochs=2.*--overwrite"):
+        train_segmenter("unet", train, out, one, seed=0, progress=False)
+    assert (model / "model.safetensors").read_bytes() == weights and (model / "config.json").read_text() == meta
+    train_segmenter("unet", train, out, one, seed=0, progress=False, overwrite=True)
+    assert json.loads((model / "config.json").read_text())["epochs"] == 1
+    assert len(json.loads((out / "history.json").read_text())) == 1
+
+
+@pytest.mark.parametrize("damage", ["epoch", "numpy_rng", "python_rng", "history"])
+def test_a_resume_file_with_wrongly_typed_values_is_called_damaged(tmp_path, monkeypatch, damage):
+    """A crafted resume file with the right fingerprint but values of the wrong type: one clear message, no
+    TypeError or IndexError from deep inside the resume."""
+    from stylseg.seg import train_segmenter
+
+    monkeypatch.setenv("STYLSEG_THREADS", "1")
+    cfg = get_profile("smoke").override(**SEG_TINY)
+    train, out = paired(tmp_path / "train"), tmp_path / "run"
+    assert train_segmenter("unet", train, out, cfg, seed=0, progress=False, stop_after=1) is None
+    last = out / "checkpoints" / "last.safetensors"
+    fp = read_state_header(last)["fingerprint"]
+    state = load_state(last)
+    if damage == "epoch":
+        state["epoch"] = "abc"
+    elif damage == "numpy_rng":
+        state["rng"]["numpy"] = ("MT19937", 5)
+    elif damage == "python_rng":
+        state["rng"]["python"] = (3, (1, 2), None)
+    else:
+        state["history"] = 7
+    save_state(last, state, fingerprint=fp)
+    with pytest.raises(StylsegError, match=r"last.safetensors: resume file is damaged .*delete it"):
+        train_segmenter("unet", train, out, cfg, seed=0, progress=False)
+    assert not (out / "model").exists()
+
+
 def test_diffae_train_notices_other_data_with_as_many_images(tmp_path):
     from stylseg.diffusion import train_diffae
 
