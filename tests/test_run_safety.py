@@ -262,6 +262,55 @@ def test_an_arm_made_from_other_input_is_refused_and_overwrite_remakes_it(tmp_pa
     assert (out / "images" / "0.png").read_bytes() != before
 
 
+def test_an_arm_made_with_another_style_image_names_the_style(tmp_path):
+    from stylseg.baselines import apply_baseline
+
+    a = paired(tmp_path / "a")
+    style = write_image(tmp_path / "style.png", np.random.default_rng(1).integers(0, 255, (24, 24, 3)).astype(np.uint8))
+    out = apply_baseline("histogram", style, a, tmp_path / "arm", 16, progress=False)
+    write_image(style, np.random.default_rng(2).integers(0, 255, (24, 24, 3)).astype(np.uint8))
+    with pytest.raises(StylsegError, match=rf"other settings \(the style image {style}: content [0-9a-f]+ -> "
+                                           rf"[0-9a-f]+\).*--overwrite"):
+        apply_baseline("histogram", style, a, out, 16, progress=False)
+
+
+def test_a_damaged_arm_item_is_made_again_on_rerun(tmp_path):
+    from stylseg.baselines import apply_baseline
+
+    a = paired(tmp_path / "a")
+    style = write_image(tmp_path / "style.png", np.random.default_rng(1).integers(0, 255, (24, 24, 3)).astype(np.uint8))
+    out = apply_baseline("histogram", style, a, tmp_path / "arm", 16, progress=False)
+    good = (out / "images" / "4.png").read_bytes()
+    (out / "images" / "4.png").write_bytes(good[:100])  # truncated
+    (out / "masks" / "2.png").write_bytes(b"not a png")
+    apply_baseline("histogram", style, a, out, 16, progress=False)
+    assert (out / "images" / "4.png").read_bytes() == good
+    from stylseg.data.check import check_folder
+
+    assert not check_folder(out).problems
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_arm_never_writes_through_a_symlinked_folder(tmp_path, overwrite):
+    from stylseg.baselines import apply_baseline
+
+    a = paired(tmp_path / "a")
+    style = write_image(tmp_path / "style.png", np.random.default_rng(1).integers(0, 255, (24, 24, 3)).astype(np.uint8))
+    out = apply_baseline("histogram", style, a, tmp_path / "arm", 16, progress=False)
+    victim = tmp_path / "outside_victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    import shutil
+
+    shutil.rmtree(out / "images")
+    (out / "images").symlink_to(victim, target_is_directory=True)
+    manifest = (out / "manifest.json").read_bytes()
+    with pytest.raises(StylsegError, match=r"arm/images: a symbolic link; .*never through links"):
+        apply_baseline("histogram", style, a, out, 16, progress=False, overwrite=overwrite)
+    assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
+    assert (out / "manifest.json").read_bytes() == manifest  # nothing half-done
+
+
 def test_stylize_apply_into_an_arm_of_other_input_exits_2(tmp_path, capsys):
     from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
 
