@@ -457,6 +457,7 @@ def write_index(layout: RunLayout, results: Optional[Mapping[str, Any]] = None,
                    + sorted(layout.eval.glob("qualitative_*.png"), key=lambda p: (p.name != first, p.name))
                    if layout.eval.is_dir() else [])
     cfg = read_json(layout.config) if layout.config.is_file() else {}
+    cfg = cfg if isinstance(cfg, dict) else {}  # a damaged config.json: the report shows '?' for its settings
     parts = ["<!doctype html><html><head><meta charset='utf-8'>",
              f"<title>stylseg run {_e(root.name)}</title><style>{_CSS}</style></head><body>",
              f"<h1>stylseg run <code>{_e(root.name)}</code></h1>",
@@ -528,6 +529,7 @@ def build_report(run_dir: os.PathLike, protocol: Optional[str] = None, n_boot: O
     if not layout.root.is_dir():
         raise StylsegError(f"{layout.root}: run folder not found")
     cfg = read_json(layout.config) if layout.config.is_file() else {}
+    cfg = cfg if isinstance(cfg, dict) and isinstance(cfg.get("eval", {}), dict) else {}  # damaged: the defaults
     protocol = protocol or cfg.get("eval", {}).get("protocol", "standard")
     n_boot = n_boot if n_boot is not None else int(cfg.get("eval", {}).get("bootstrap", 1000))
     results = _seg_results(layout, n_boot)
