@@ -66,6 +66,16 @@ def _stand_in(qualified: str) -> type:
 STAND_INS = tuple(_stand_in(n) for n in STAND_IN_NAMES)
 
 
+def _reason(msg: str) -> str:
+    """The cause in one of torch's loader messages, without the advice to load with ``weights_only=False``
+    (which would unpickle the file: never passed on)."""
+    if "WeightsUnpickler error:" in msg:
+        msg = msg.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    elif "weights_only" in msg:
+        msg = "refused by the safe loader"
+    return " ".join(msg.split())[:200]
+
+
 def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
     """``torch.load(path, weights_only=True)`` with only :data:`STAND_INS` allowed; a file that is
     missing, truncated, not a PyTorch checkpoint or refers to other Python objects raises
@@ -84,10 +94,13 @@ def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
             raise StylsegError(f"{path}: refers to the Python object {glob}, which a DiffAE checkpoint does not hold "
                                f"(only {', '.join(STAND_IN_NAMES)} is allowed, as an inert stand-in); nothing from the "
                                f"file was run. Pass a published DiffAE `last.ckpt`") from None
-        raise StylsegError(f"{path}: not a PyTorch checkpoint ({msg.splitlines()[0][:200]}); pass a DiffAE "
-                           f"`last.ckpt` (download it again if it came from a link)") from None
+        raise StylsegError(f"{path}: not a PyTorch checkpoint ({_reason(msg)}); nothing from the file was run. Pass "
+                           f"a DiffAE `last.ckpt` (download it again if it came from a link)") from None
+    except TypeError as e:  # a pickle that calls an allowed stand-in instead of naming it
+        raise StylsegError(f"{path}: tries to create a Lightning object ({_reason(str(e))}), which a DiffAE checkpoint "
+                           f"only names; nothing from the file was run. Pass a published DiffAE `last.ckpt`") from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
-        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        first = _reason(str(e)) or type(e).__name__
         raise StylsegError(f"{path}: cannot be read as a PyTorch checkpoint ({first}): the file is truncated or not a "
                            f"checkpoint; download it again (compare its size with the source's)") from None
     if not isinstance(obj, Mapping):
