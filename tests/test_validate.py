@@ -3,6 +3,7 @@ that take the umask, archives extracted safely, weights verified when used."""
 
 import io
 import os
+import re
 import stat
 import tarfile
 import time
@@ -241,6 +242,20 @@ def test_reproduce_resolves_relative_paths_against_the_working_directory(tmp_pat
     assert main(["reproduce", "--out", "run", "--source", "src", "--target", "tgt"]) == 0
     (params,) = no_notebooks
     assert params["SOURCE_DIR"] == str(src.resolve()) and params["TARGET_DIR"] == str(tgt.resolve())
+
+
+def test_reproduce_checks_the_style_count_and_one_kind_before_notebook_00(tmp_path, monkeypatch, capsys,
+                                                                           no_notebooks):
+    _folder(tmp_path / "src"), _folder(tmp_path / "tgt")
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "--out", "run", "--source", "src", "--target", "tgt", "--styles", "100000"]) == 2
+    assert re.search(r"styles=100000 \(--styles\) but the target domain holds only \d+ training image\(s\)",
+                     capsys.readouterr().err)
+    assert main(["reproduce", "--out", "run", "--set", "data.kind=skin", "--kind", "polyp"]) == 2
+    assert "--kind polyp contradicts --set data.kind=skin" in capsys.readouterr().err
+    assert no_notebooks == [] and not (tmp_path / "run").exists()
+    assert main(["reproduce", "--out", "run", "--set", "data.kind=skin"]) == 0
+    assert no_notebooks[-1]["KIND"] == "skin"  # the one kind of the run reaches the notebooks
 
 
 # --------------------------------------------------------------------------- names stay inside --out

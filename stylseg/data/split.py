@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..utils import StylsegError, read_json, write_json
-from .io import natural_key, read_image, read_mask, resize_image, write_image
+from .io import list_images, natural_key, read_image, read_mask, resize_image, write_image
 
 #: the version of split.json this kit writes; a run folder prepared with another is refused with one message.
 #: 2: the paper-polyp target test set is the paper's 20 CVC-ColonDB frames (sequences 6, 7, 9), the style frame
@@ -440,7 +440,36 @@ def plan_run_data(layout, cfg, kind: str = "", data_dir: str = "", protocol: str
         params, build = _plan_folders(layout, cfg, kind, source, target, style, styles)
     else:
         params, build = _plan_synthetic(layout, cfg, kind, styles, progress)
+    pool = _style_pool(params)
+    if pool is not None and styles > pool:
+        raise StylsegError(f"styles={styles} (--styles) but the target domain holds only {pool} training image(s) to "
+                           f"draw style images from (and the --style given, if any); ask for at most {pool} "
+                           f"(--styles {pool})")
     return params, build
+
+
+def _style_pool(params: Dict[str, object]) -> Optional[int]:
+    """How many images the style images can be drawn from, counted from file names (no image is read): the target
+    domain's training split plus the given style file or folder; None where the protocol picks them itself."""
+    def n_split(n: int) -> int:
+        return n - min(n - 1, max(1, int(round(n * float(params["test_fraction"]))))) if n >= 2 else n
+
+    if params["protocol"] == "synthetic":
+        return n_split(int(params["n_per_domain"]))
+    if params["protocol"] != "folders":
+        return None
+    tgt = Path(str(params["target"]))
+    if _has_splits(tgt):
+        sub = tgt / "train" if (tgt / "train" / "images").is_dir() else tgt / "test"
+        n = len(list_images(sub / "images")) if (sub / "images").is_dir() else 0
+    elif (tgt / "images").is_dir():
+        n = n_split(len(list_images(tgt / "images")))
+    else:
+        return None  # a public layout that detect_pairs reads: counted when the data is prepared
+    sty = Path(str(params.get("style") or ""))
+    if str(params.get("style") or ""):
+        n += 1 if sty.is_file() else len(list_images(sty / "images" if (sty / "images").is_dir() else sty))
+    return n
 
 
 def prepare_run_data(layout, cfg, kind: str = "", data_dir: str = "", protocol: str = "", source: str = "",
