@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
@@ -85,7 +86,8 @@ def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
         raise StylsegError(f"{path}: checkpoint not found; pass the path of a DiffAE `last.ckpt` (e.g. "
                            f"checkpoints/ffhq256_autoenc/last.ckpt from https://github.com/phizaz/diffae#checkpoints)")
     try:
-        with torch.serialization.safe_globals([(c, c.stands_in_for) for c in STAND_INS]):
+        with torch.serialization.safe_globals([(c, c.stands_in_for) for c in STAND_INS]), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch's note; the error says more
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
