@@ -198,7 +198,7 @@ def preflight(args: argparse.Namespace) -> None:
     (``eval.arms``), and the counts. Paths are made absolute against the working directory (the notebooks
     run in ``notebooks/``). Raises :class:`StylsegError`."""
     from .config import RunConfig, get_profile, parse_set_args
-    from .data.split import plan_run_data
+    from .data.split import check_inputs_unchanged, plan_run_data
     from .layout import check_name, split_arm
     from .seg.models import SEGMENTERS
 
@@ -229,8 +229,10 @@ def preflight(args: argparse.Namespace) -> None:
     if args.data and not args.protocol:
         raise StylsegError(f"--data {args.data} is read only with --protocol paper-polyp | paper-skin; for your own "
                            f"folders pass --source and --target")
-    plan_run_data(layout, cfg, kind=args.kind, data_dir=args.data, protocol=args.protocol, source=args.source,
-                  target=args.target, style=args.style, styles=args.styles, progress=False)
+    params, _ = plan_run_data(layout, cfg, kind=args.kind, data_dir=args.data, protocol=args.protocol,
+                              source=args.source, target=args.target, style=args.style, styles=args.styles,
+                              progress=False)
+    check_inputs_unchanged(layout, params)  # notebook 00 is skipped when its parameters are unchanged
     archs = [a.strip() for a in args.archs.split(",") if a.strip()] if args.archs else list(cfg.seg.archs)
     for a in archs:
         SEGMENTERS.get(a)  # an unknown name lists the valid ones

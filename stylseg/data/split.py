@@ -560,15 +560,31 @@ def _check_prepared(layout, params: Dict[str, object], inputs: Dict[str, object]
         raise StylsegError(f"{split_path}: the run's data was prepared with other parameters (differ: "
                            f"{', '.join(diff)}); use another RUN_DIR / --out, or delete {layout.data} to "
                            f"prepare it again")
-    recorded = old.get("inputs", {})
+    _refuse_changed(layout, params, old.get("inputs", {}), inputs)
+    return old
+
+
+def _refuse_changed(layout, params, recorded: Dict[str, object], inputs: Dict[str, object]) -> None:
     changed = [k for k in inputs if recorded.get(k) != inputs[k]]
     if changed:
         what = "; ".join(f"the {k} {params[k]} ({_fp(recorded.get(k))} -> {_fp(inputs[k])})" for k in changed)
-        raise StylsegError(f"{split_path}: the content of the input changed since the run's data was prepared: "
+        raise StylsegError(f"{layout.split_json}: the content of the input changed since the run's data was prepared: "
                            f"{what}. Its copies under {layout.data}, and everything made from them, are of the old "
                            f"input. Start over: prepare into a new folder (--out NEW_DIR / RUN_DIR), or delete "
                            f"{layout.root} and run again")
-    return old
+
+
+def check_inputs_unchanged(layout, params: Dict[str, object]) -> None:
+    """Raise :class:`StylsegError` when the run's ``split.json`` recorded input content (source, target, style of
+    :func:`plan_run_data`'s ``params``) that differs now: ``stylseg reproduce`` checks it before notebook 00, which
+    it skips when its parameters are unchanged."""
+    if not layout.split_json.is_file():
+        return
+    old = read_json(layout.split_json)
+    recorded = old.get("inputs") if isinstance(old, dict) else None
+    if isinstance(recorded, dict) and recorded:
+        inputs = {k: v for k, v in _input_fingerprints(params).items() if k in recorded}
+        _refuse_changed(layout, params, recorded, inputs)
 
 
 def _fp(fp) -> str:
