@@ -79,8 +79,7 @@ class ArmWriter:
         else:
             self.manifest = fresh
         self._done = {it["name"] for it in self.manifest["items"]
-                      if _intact(self.out / "images" / f"{it['name']}.png", self.out / "masks" / f"{it['name']}.png",
-                                 size)}
+                      if _intact(self.out / "images" / f"{it['name']}.png", self.out / "masks" / f"{it['name']}.png")}
         self.manifest["items"] = [it for it in self.manifest["items"] if it["name"] in self._done]
 
     def done(self, name: str) -> bool:
@@ -115,23 +114,23 @@ def _settings_diff(old: Mapping[str, Any], fresh: Mapping[str, Any], same_style:
     if old.get("params") != fresh["params"]:
         keys = sorted(k for k in set(old.get("params") or {}) | set(fresh["params"])
                       if (old.get("params") or {}).get(k) != fresh["params"].get(k))
-        out.append(f"method {fresh['method']!r}, parameters {', '.join(keys) or '(all)'}")
+        out.append(f"parameters of method {fresh['method']!r}: {', '.join(keys) or '(all)'}")
     if not same_style:
         out.append(f"the style image {fresh['style']}: content {str(old.get('style_sha256'))[:12]} -> "
                    f"{str(fresh['style_sha256'])[:12]}")
     return "; ".join(out)
 
 
-def _intact(image: Path, mask: Path, size: Optional[int]) -> bool:
-    """Whether an arm item's image and mask decode completely (at ``size`` px when given): a truncated or
-    replaced file is made again on resume, never kept."""
+def _intact(image: Path, mask: Path) -> bool:
+    """Whether an arm item's image and mask decode completely and have one size: a truncated or replaced file is
+    made again on resume, never kept."""
     from .data.io import read_image, read_mask
 
     try:
         im, m = read_image(image), read_mask(mask)
     except StylsegError:
         return False
-    return im.shape[:2] == m.shape and (size is None or im.shape[:2] == (size, size))
+    return im.shape[:2] == m.shape
 
 
 def read_manifest(folder: os.PathLike) -> Dict[str, Any]:

@@ -45,15 +45,15 @@ def _check_run_names(root: Path) -> None:
         names += [("test set", t, None) for t in (tests if isinstance(tests, dict) else [None])]
         for what, name, folder in names:
             try:
-                check_name(name, what, "")
-                if folder is not None and name != folder:
-                    raise StylsegError("")
+                ok = check_name(name, what, "") == (folder or name)
             except StylsegError:
+                ok = False
+            if not ok:
                 raise StylsegError(
                     f"{p}: {what} name {name!r} is not a plain folder name (letters, digits, _ . @ + -) or is not "
                     f"the folder that holds the file{f' ({folder!r})' if folder else ''}: the report names files "
                     f"after it and refuses it. This file was not written by stylseg as it is: delete it, or rerun "
-                    f"`stylseg seg compare` into this folder") from None
+                    f"`stylseg seg compare` into this folder")
 
 
 def _seg_results(layout: RunLayout, n_boot: int) -> Optional[Dict[str, Any]]:
