@@ -138,11 +138,48 @@ def fingerprint_diff(old: Optional[Mapping[str, Any]], new: Mapping[str, Any]) -
     return ", ".join(f"{k}: {short(old.get(k))} -> {short(new.get(k))}" for k in keys if old.get(k) != new.get(k))
 
 
+def is_rng_state(v: Any) -> bool:
+    """Whether ``v`` is ``{"torch", "numpy", "python"}`` as ``torch.get_rng_state()``, ``np.random.get_state()``
+    and ``random.getstate()`` give them (and their setters accept): what a resume file's ``rng`` must hold."""
+    import torch
+
+    try:
+        t, n, p = v["torch"], v["numpy"], v["python"]
+        return (isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.numel() == torch.get_rng_state().numel()
+                and isinstance(n, tuple) and len(n) == 5 and n[0] == "MT19937" and isinstance(n[1], np.ndarray)
+                and n[1].shape == (624,) and n[1].dtype == np.uint32 and _int(n[2], 0, 624) and _int(n[3], 0, 1)
+                and isinstance(n[4], float) and isinstance(p, tuple) and len(p) == 3 and p[0] == 3
+                and isinstance(p[1], tuple) and len(p[1]) == 625 and all(_int(x, 0, 2 ** 32 - 1) for x in p[1][:624])
+                and _int(p[1][624], 0, 624) and (p[2] is None or isinstance(p[2], float)))
+    except (KeyError, TypeError, IndexError):
+        return False
+
+
+def _int(x: Any, lo: int, hi: int) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi
+
+
+def _check_types(state: Mapping[str, Any], types: Mapping[str, Any]) -> None:
+    """Raise ``TypeError`` naming the first key of ``state`` whose value does not fit ``types`` (a key -> a type, a
+    tuple of types, or a predicate); an int is never a bool here."""
+    for key, want in types.items():
+        v = state.get(key) if isinstance(state, Mapping) else None
+        if isinstance(want, (type, tuple)):
+            ok = isinstance(v, want) and not (isinstance(v, bool) and bool not in (want if isinstance(want, tuple)
+                                                                                  else (want,)))
+        else:
+            ok = bool(want(v))
+        if not ok:
+            raise TypeError(f"{key!r} holds {type(v).__name__} {str(v)[:40]!r}, which no stylseg writer stores there")
+
+
 def load_state(path: os.PathLike, *, fingerprint: Optional[Mapping[str, Any]] = None, what: str = "run",
-               hint: str = "", device: str = "cpu") -> Dict[str, Any]:
+               hint: str = "", device: str = "cpu", types: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Read a file written by :func:`save_state`. With ``fingerprint``, the file's fingerprint must equal it
     (compared before any tensor is loaded), else :class:`StylsegError` names each field that changed and
-    ``hint`` (the flag that starts over). Returns the state with its tensors on ``device``."""
+    ``hint`` (the flag that starts over). ``types``: what the state's top-level values must be (key -> type,
+    tuple of types or predicate such as :func:`is_rng_state`); a value of another type means a damaged file.
+    Returns the state with its tensors on ``device``."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -155,7 +192,9 @@ def load_state(path: os.PathLike, *, fingerprint: Optional[Mapping[str, Any]] = 
                                f"Use another --out folder" + (f", or {hint}" if hint else ""))
     try:
         with safe_open(str(path), framework="pt", device=device) as f:
-            return _decode(header["state"], f.get_tensor)
+            state = _decode(header["state"], f.get_tensor)
+        _check_types(state, types or {})
+        return state
     except StylsegError:
         raise
     except Exception as e:

@@ -230,11 +230,20 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
         # "run_format": the run-folder format that RUN/config.json carries (stylseg.layout), not a setting
-        return _from_dict(cls, {k: v for k, v in d.items() if k != "run_format"}, "config")
+        cfg = _from_dict(cls, {k: v for k, v in d.items() if k != "run_format"} if isinstance(d, Mapping) else d,
+                         "config")
+        _check_multiscale(cfg.seg)
+        return cfg
 
     @classmethod
     def load(cls, path) -> "RunConfig":
-        return cls.from_dict(read_json(path))
+        """The config saved at ``path``; a file that is not a run config raises :class:`StylsegError` naming it."""
+        try:
+            return cls.from_dict(read_json(path))
+        except StylsegError as e:
+            if str(e).startswith(str(path)):
+                raise
+            raise StylsegError(f"{path}: {e} (fix the file, or delete it to start from the profile)") from None
 
     def override(self, **kv: Any) -> "RunConfig":
         """Replace fields: ``cfg.override(**{"seg.epochs": 5, "seed": 1})``."""
@@ -489,10 +498,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise StylsegError(f"{where}: expected an integer, got {value!r}")
         try:
             f = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise StylsegError(f"{where}: expected an integer, got {value!r}") from None
-        if f != int(f):
-            raise StylsegError(f"{where}: expected an integer, got {value!r}")
+        if not math.isfinite(f) or f != int(f):  # nan, inf and 1e400 are no integer
+            rule = RANGES.get(where[len("config."):] if where.startswith("config.") else where)
+            raise StylsegError(f"{where}: expected {rule[2] if rule else 'an integer'}, got {value!r}")
         return int(f)
     if tp is float:
         try:
@@ -511,6 +521,9 @@ def _hints(cls) -> Dict[str, Any]:
 
 
 def _from_dict(cls, d: Mapping[str, Any], where: str):
+    if not isinstance(d, Mapping):
+        raise StylsegError(f"{where}: expected a JSON object of {cls.__name__} fields, got {type(d).__name__} "
+                           f"{str(d)[:40]!r}")
     hints = _hints(cls)
     valid = {f.name for f in fields(cls)}
     unknown = set(d) - valid
@@ -572,7 +585,22 @@ def override(cfg: RunConfig, kv: Mapping[str, Any]) -> RunConfig:
             new_value = _coerce(value, top_hints[key], key)
             _check_choice(key, new_value)
             out = replace(out, **{key: new_value})
+    _check_multiscale(out.seg)
     return out
+
+
+def _check_multiscale(sc) -> None:
+    """PraNet's multi-scale rates resize each batch to ``round(seg.image_size * rate / 32) * 32`` px: every rate
+    must be finite and give at least 32 px (rate 1 keeps the size), checked before any work."""
+    for r in sc.multiscale:
+        if r == 1.0 or (math.isfinite(r) and round(sc.image_size * r / 32) * 32 >= 32):
+            continue
+        shown = ",".join(f"{x:g}" for x in sc.multiscale)
+        raise StylsegError(f"seg.multiscale={shown} is out of range: rate {r:g} gives "
+                           f"{'no size' if not math.isfinite(r) else f'{round(sc.image_size * r / 32) * 32} px'} at "
+                           f"seg.image_size={sc.image_size}; expected rates that give at least 32 px (sizes are "
+                           f"rounded to multiples of 32), e.g. 0.75,1,1.25, or nothing for off (set it with --set "
+                           f"seg.multiscale=RATES)")
 
 
 def resolve_precision(cfg, device) -> str:

@@ -37,13 +37,17 @@ class ArmWriter:
                  substitute: Optional[str] = None, overwrite: bool = False):
         self.out = Path(out)
         path = self.out / MANIFEST
+        for p in (self.out / "images", self.out / "masks", path):
+            if p.is_symlink():
+                raise StylsegError(f"{p}: a symbolic link; an arm is written only into its own folder, never through "
+                                   f"links (as archive extraction): remove the link, or choose another --out")
         if overwrite:
             import shutil
 
-            path.unlink(missing_ok=True)
             for sub in ("images", "masks"):
                 if (self.out / sub).is_dir():
                     shutil.rmtree(self.out / sub)
+            path.unlink(missing_ok=True)  # last: a folder that could not be emptied keeps its manifest
         (self.out / "images").mkdir(parents=True, exist_ok=True)
         (self.out / "masks").mkdir(parents=True, exist_ok=True)
         style_sha = sha256_file(style) if style and Path(style).is_file() else None
@@ -60,7 +64,8 @@ class ArmWriter:
             if old.get("method") != method or old.get("params") != fresh["params"] or not same_style:
                 raise StylsegError(
                     f"{path}: this folder holds arm {old.get('arm')!r} made with other settings "
-                    f"(method {old.get('method')!r}); choose another --out, or pass --overwrite to make it again")
+                    f"({_settings_diff(old, fresh, same_style)}); choose another --out, or pass --overwrite to make "
+                    f"it again")
             old_fp = old.get("source_fingerprint")
             if old_fp is not None and source_fp is not None and old_fp != source_fp:
                 raise StylsegError(
@@ -74,7 +79,7 @@ class ArmWriter:
         else:
             self.manifest = fresh
         self._done = {it["name"] for it in self.manifest["items"]
-                      if (self.out / it["image"]).is_file() and (self.out / it["mask"]).is_file()}
+                      if _intact(self.out / "images" / f"{it['name']}.png", self.out / "masks" / f"{it['name']}.png")}
         self.manifest["items"] = [it for it in self.manifest["items"] if it["name"] in self._done]
 
     def done(self, name: str) -> bool:
@@ -99,6 +104,33 @@ class ArmWriter:
     def set_scores(self, scores: Mapping[str, Any]) -> None:
         self.manifest.setdefault("scores", {}).update(scores)
         self.flush()
+
+
+def _settings_diff(old: Mapping[str, Any], fresh: Mapping[str, Any], same_style: bool) -> str:
+    """What differs between an arm's recorded settings and the asked-for ones, in words."""
+    out = []
+    if old.get("method") != fresh["method"]:
+        out.append(f"method {old.get('method')!r} -> {fresh['method']!r}")
+    if old.get("params") != fresh["params"]:
+        keys = sorted(k for k in set(old.get("params") or {}) | set(fresh["params"])
+                      if (old.get("params") or {}).get(k) != fresh["params"].get(k))
+        out.append(f"parameters of method {fresh['method']!r}: {', '.join(keys) or '(all)'}")
+    if not same_style:
+        out.append(f"the style image {fresh['style']}: content {str(old.get('style_sha256'))[:12]} -> "
+                   f"{str(fresh['style_sha256'])[:12]}")
+    return "; ".join(out)
+
+
+def _intact(image: Path, mask: Path) -> bool:
+    """Whether an arm item's image and mask decode completely and have one size: a truncated or replaced file is
+    made again on resume, never kept."""
+    from .data.io import read_image, read_mask
+
+    try:
+        im, m = read_image(image), read_mask(mask)
+    except StylsegError:
+        return False
+    return im.shape[:2] == m.shape
 
 
 def read_manifest(folder: os.PathLike) -> Dict[str, Any]:

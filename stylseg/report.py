@@ -31,13 +31,49 @@ RADAR_LABELS = {"dice": "Dice", "iou": "IoU", "specificity": "Spec.", "wfm": r"$
                 "s_alpha": r"$S_\alpha$", "e_max": r"$E_\phi^{max}$", "mae": "1 - MAE"}
 
 
+def _check_run_names(root: Path) -> None:
+    """Refuse a ``<arch>/<arm>/seed<k>/metrics.json`` under ``root`` whose arch, arm or test names break the command
+    line's name rule (:func:`~stylseg.layout.check_name`) or differ from the folders holding it: the report builds
+    file names from them, and a run folder received from someone else must not write outside itself."""
+    from .layout import check_name
+
+    for p in sorted(root.glob("*/*/seed*/metrics.json")):
+        m = read_json(p)
+        tests = m.get("tests") if isinstance(m, dict) else None
+        names = [("arch", m.get("arch") if isinstance(m, dict) else None, p.parent.parent.parent.name),
+                 ("arm", m.get("arm") if isinstance(m, dict) else None, p.parent.parent.name)]
+        names += [("test set", t, None) for t in (tests if isinstance(tests, dict) else [None])]
+        for what, name, folder in names:
+            try:
+                ok = check_name(name, what, "") == (folder or name)
+            except StylsegError:
+                ok = False
+            if not ok:
+                raise StylsegError(
+                    f"{p}: {what} name {name!r} is not a plain folder name (letters, digits, _ . @ + -) or is not "
+                    f"the folder that holds the file{f' ({folder!r})' if folder else ''}: the report names files "
+                    f"after it and refuses it. This file was not written by stylseg as it is: delete it, or rerun "
+                    f"`stylseg seg compare` into this folder")
+
+
 def _seg_results(layout: RunLayout, n_boot: int) -> Optional[Dict[str, Any]]:
     from .seg.compare import aggregate, collect
 
     root = layout.root / "seg"
     if not root.is_dir() or not collect(root):
         return None
+    _check_run_names(root)
     return aggregate(root, n_boot=n_boot)
+
+
+def _eval_png(ev: Path, kind: str, name: str) -> Path:
+    """``ev/<kind>_<name>.png`` for a checked ``name``, refused unless it stays directly under ``ev`` (RUN/eval)."""
+    from .layout import check_name
+
+    p = ev / f"{kind}_{check_name(name, kind, '')}.png"
+    if p.resolve().parent != ev.resolve():
+        raise StylsegError(f"{p}: would be written outside {ev}; the report writes only into RUN/eval")
+    return p
 
 
 def stylizer_scores(layout: RunLayout) -> Dict[str, Dict[str, Any]]:
@@ -119,8 +155,12 @@ def plot_qualitative(layout: RunLayout, results: Mapping[str, Any], test: str, a
     if not arms:
         raise StylsegError(f"{seg}: no finished seed{seed} runs to draw")
     metrics = {a: read_json(seg / a / f"seed{seed}" / "metrics.json") for a in arms}
-    tinfo = metrics[arms[0]]["tests"][test]
-    test_dir = Path(tinfo["dir"])
+    from .seg.compare import test_sets
+
+    test_dir = test_sets(layout).get(test)  # from the run layout, never a path recorded in a run file
+    if test_dir is None:
+        raise StylsegError(f"{layout.root}: test set {test!r} is not one of the run's test folders under "
+                           f"RUN/data ({', '.join(test_sets(layout)) or 'none'}); no qualitative figure for it")
     per = {a: {r["name"]: r["dice"] for r in metrics[a]["tests"][test]["standard"]["per_image"]} for a in arms}
     names = list(per[arms[0]])
     spread = {nm: np.ptp([per[a].get(nm, 0.0) for a in arms]) for nm in names}
@@ -250,7 +290,7 @@ def plot_histories(layout: RunLayout, arch: Optional[str] = None, seed: int = 0)
 
 def protocol_table(results: Mapping[str, Any], test: str, arch: Optional[str] = None) -> str:
     """Markdown: each of the seven metrics in the standard and the paper protocol, per arm."""
-    from .seg.compare import table
+    from .seg.compare import md_text, table
 
     arch = arch or results["archs"][0]
     std, pap = table(results, test, "standard"), table(results, test, "paper")
@@ -258,7 +298,7 @@ def protocol_table(results: Mapping[str, Any], test: str, arch: Optional[str] = 
              "|" + "---|" * (1 + len(PAPER_METRICS))]
     for arm in primary_arms(results):
         if (arch, arm) in std and (arch, arm) in pap:
-            lines.append(f"| {arm} | " + " | ".join(
+            lines.append(f"| {md_text(arm)} | " + " | ".join(
                 f"{std[(arch, arm)][m]['mean']:.3f} / {pap[(arch, arm)][m]['mean']:.3f}" for m in PAPER_METRICS) + " |")
     return "\n".join(lines)
 
@@ -341,6 +381,8 @@ def _stylizer_rows(st: Mapping[str, Mapping[str, Any]]) -> List[Dict[str, str]]:
 
 def _stylizer_markdown(st: Mapping[str, Mapping[str, Any]]) -> str:
     """The scored arms in one short table, structure columns then style columns."""
+    from .seg.compare import md_text
+
     rows = _stylizer_rows(st)
     if not rows:
         return ""
@@ -353,7 +395,8 @@ def _stylizer_markdown(st: Mapping[str, Mapping[str, Any]]) -> str:
              + " | ".join(f"style: {h}" for _, h, _ in STYLE_SCORES) + " |",
              "|" + "---|" * (3 + len(cols))]
     for r in rows:
-        lines.append("| " + " | ".join([r["arm"], r["method"], r["images"]] + [r[k] for k, _, _ in cols]) + " |")
+        lines.append("| " + " | ".join([md_text(r["arm"]), md_text(r["method"]), r["images"]]
+                                       + [r[k] for k, _, _ in cols]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -496,6 +539,7 @@ def write_index(layout: RunLayout, results: Optional[Mapping[str, Any]] = None,
                    + sorted(layout.eval.glob("qualitative_*.png"), key=lambda p: (p.name != first, p.name))
                    if layout.eval.is_dir() else [])
     cfg = read_json(layout.config) if layout.config.is_file() else {}
+    cfg = cfg if isinstance(cfg, dict) else {}  # a damaged config.json: the report shows '?' for its settings
     parts = ["<!doctype html><html><head><meta charset='utf-8'>",
              f"<title>stylseg run {_e(root.name)}</title><style>{_CSS}</style></head><body>",
              f"<h1>stylseg run <code>{_e(root.name)}</code></h1>",
@@ -561,17 +605,21 @@ def build_report(run_dir: os.PathLike, protocol: Optional[str] = None, n_boot: O
     ``protocol`` for the radar charts (default: the run's ``eval.protocol``, else standard)."""
     import matplotlib.pyplot as plt
 
-    from .seg.compare import results_markdown, write_results_csv
+    from .seg.compare import results_markdown, test_sets, write_results_csv
 
     layout = RunLayout(run_dir)
     if not layout.root.is_dir():
         raise StylsegError(f"{layout.root}: run folder not found")
     cfg = read_json(layout.config) if layout.config.is_file() else {}
+    cfg = cfg if isinstance(cfg, dict) and isinstance(cfg.get("eval", {}), dict) else {}  # damaged: the defaults
     protocol = protocol or cfg.get("eval", {}).get("protocol", "standard")
     n_boot = n_boot if n_boot is not None else int(cfg.get("eval", {}).get("bootstrap", 1000))
     results = _seg_results(layout, n_boot)
     st = stylizer_scores(layout)
     ev = layout.eval
+    if ev.is_symlink():
+        raise StylsegError(f"{ev}: a symbolic link; the report writes only into the run folder itself and never "
+                           f"through links: remove the link and run again")
     ev.mkdir(parents=True, exist_ok=True)
     write_json(ev / "results.json", {"seg": results, "stylizers": st, "radar_protocol": protocol})
     md = (results_markdown(results) if results else "# Segmentation results\n\nNo finished runs under seg/.\n")
@@ -589,17 +637,20 @@ def build_report(run_dir: os.PathLike, protocol: Optional[str] = None, n_boot: O
         for arch in results["archs"]:
             vals = radar_values(results, arch, test, prot)
             if vals:
+                out = _eval_png(ev, "radar", arch)
                 fig = plot_radar(vals, title=f"{arch}, test '{test}', {prot} protocol")
-                with atomic_path(ev / f"radar_{arch}.png") as tmp:
+                with atomic_path(out) as tmp:
                     fig.savefig(tmp, dpi=110, format="png")
                 plt.close(fig)
-                figures.append(ev / f"radar_{arch}.png")
-        for t in sorted(results["tests"], key=lambda t: t != test):  # the target domain's first
+                figures.append(out)
+        known = test_sets(layout)
+        for t in sorted((t for t in results["tests"] if t in known), key=lambda t: t != test):  # the target's first
+            out = _eval_png(ev, "qualitative", t)
             fig = plot_qualitative(layout, results, t)
-            with atomic_path(ev / f"qualitative_{t}.png") as tmp:
+            with atomic_path(out) as tmp:
                 fig.savefig(tmp, dpi=100, format="png")
             plt.close(fig)
-            figures.append(ev / f"qualitative_{t}.png")
+            figures.append(out)
     return write_index(layout, results, figures)
 
 

@@ -208,7 +208,7 @@ def register(p: argparse.ArgumentParser) -> None:
     from .cli import add_common
 
     p.add_argument("--out", required=True, help="run folder (created; rerun the same command to resume)")
-    p.add_argument("--kind", default="polyp", help="polyp | skin")
+    p.add_argument("--kind", default="", help="polyp | skin (default: data.kind of the profile or --set)")
     p.add_argument("--data", default="", help="real data root (with --protocol)")
     p.add_argument("--protocol", default="", help="paper-polyp | paper-skin: the real-data split of docs/method.md")
     p.add_argument("--source", default="", help="source-domain paired folder (images/, masks/)")
@@ -242,7 +242,7 @@ def preflight(args: argparse.Namespace) -> None:
     (``eval.arms``), and the counts. Paths are made absolute against the working directory (the notebooks
     run in ``notebooks/``). Raises :class:`StylsegError`."""
     from .config import RunConfig, get_profile, parse_set_args
-    from .data.split import plan_run_data
+    from .data.split import check_inputs_unchanged, plan_run_data
     from .layout import check_name, split_arm
     from .seg.models import SEGMENTERS
 
@@ -252,13 +252,18 @@ def preflight(args: argparse.Namespace) -> None:
         saved = RunConfig.load(layout.config)
         if saved.profile == args.profile:
             cfg = saved
-    cfg = cfg.override(**parse_set_args(args.set))  # unknown fields, bad types and out-of-range values
+    sets = parse_set_args(args.set)
+    cfg = cfg.override(**sets)  # unknown fields, bad types and out-of-range values
     if args.kind:
         from .config import CHOICES
         from .utils import check_choice
 
         check_choice(args.kind, CHOICES["data.kind"], "kind (--kind)")
+        if "data.kind" in sets and sets["data.kind"] != args.kind:
+            raise StylsegError(f"--kind {args.kind} contradicts --set data.kind={sets['data.kind']}: give the kind "
+                               f"once (either flag)")
         cfg = cfg.override(**{"data.kind": args.kind})
+    args.kind = cfg.data.kind  # what the notebooks get as KIND: the one kind of the run
     for name in ("data", "source", "target", "style"):
         setattr(args, name, _abs(getattr(args, name)))
     if args.protocol and not args.data:
@@ -268,8 +273,10 @@ def preflight(args: argparse.Namespace) -> None:
     if args.data and not args.protocol:
         raise StylsegError(f"--data {args.data} is read only with --protocol paper-polyp | paper-skin; for your own "
                            f"folders pass --source and --target")
-    plan_run_data(layout, cfg, kind=args.kind, data_dir=args.data, protocol=args.protocol, source=args.source,
-                  target=args.target, style=args.style, styles=args.styles, progress=False)
+    params, _ = plan_run_data(layout, cfg, kind=args.kind, data_dir=args.data, protocol=args.protocol,
+                              source=args.source, target=args.target, style=args.style, styles=args.styles,
+                              progress=False)
+    check_inputs_unchanged(layout, params)  # notebook 00 is skipped when its parameters are unchanged
     archs = [a.strip() for a in args.archs.split(",") if a.strip()] if args.archs else list(cfg.seg.archs)
     for a in archs:
         SEGMENTERS.get(a)  # an unknown name lists the valid ones

@@ -324,6 +324,10 @@ def load_model_folder(path: os.PathLike, kind: str, map_location: str = "cpu"):
         missing = [p.name for p in (cfg_path, w_path) if not p.is_file()]
         raise StylsegError(f"{path}: not a stylseg model folder, missing {', '.join(missing)}")
     meta = read_json(cfg_path)
+    if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
+        found = type(meta).__name__ if not isinstance(meta, dict) else f"a {type(meta['config']).__name__} as config"
+        raise StylsegError(f"{cfg_path}: not a stylseg model config (expected a JSON object with 'kind' and a "
+                           f"'config' object, found {found}); re-copy the model folder or train it again")
     if meta.get("kind") != kind:
         raise StylsegError(
             f"{cfg_path}: this folder holds a {meta.get('kind')!r} model, but a {kind!r} model was expected; "

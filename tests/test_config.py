@@ -229,3 +229,27 @@ def test_notebook_preset_parameter_comes_before_set(tmp_path):
     cfg, _, _ = nbtools.setup(ns, overrides={"stylize.preset": "gates"}, quiet=True, PRESET=str)
     assert cfg.stylize.preset == "gates" and cfg.stylize.w_structure == 0.14 and cfg.stylize.spn_role == "guard"
     assert RunConfig.load(tmp_path / "run" / "config.json").stylize == cfg.stylize  # kept for the later notebooks
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
+def test_integer_fields_refuse_non_finite_values_with_the_rule(value):
+    with pytest.raises(StylsegError, match=rf"seg.epochs: expected an integer >= 1, got '{value}'"):
+        get_profile("smoke").override(**{"seg.epochs": value})
+
+
+@pytest.mark.parametrize("rates,size", [("0", 64), ("0.2,1", 64), ("nan", 64), ("0.4,1", 32)])
+def test_multiscale_rates_that_give_no_size_are_refused_up_front(rates, size):
+    with pytest.raises(StylsegError, match=r"seg.multiscale=.* is out of range: rate .* at least 32 px"):
+        get_profile("smoke").override(**{"seg.image_size": size, "seg.multiscale": rates})
+    assert get_profile("smoke").override(**{"seg.image_size": 64, "seg.multiscale": "0.75,1,1.25"}).seg.multiscale \
+        == (0.75, 1.0, 1.25)
+
+
+@pytest.mark.parametrize("text,msg", [("[1, 2]", r"config: expected a JSON object of RunConfig fields, got list"),
+                                      ('{"profile": "smoke", "seg": 5, "diffae": {}}',
+                                       r"config.seg: expected a JSON object of SegConfig fields, got int")])
+def test_a_run_config_of_the_wrong_shape_is_named(tmp_path, text, msg):
+    p = tmp_path / "config.json"
+    p.write_text(text)
+    with pytest.raises(StylsegError, match=rf"{p}: {msg}.*delete it"):
+        RunConfig.load(p)

@@ -153,3 +153,47 @@ def test_tensor_pm1_roundtrip():
     assert abs(float(t[0, 0, 0]) - (rgb[0, 0, 0] / 127.5 - 1)) < 1e-6
     assert np.array_equal(from_tensor_pm1(t), rgb)
     assert np.array_equal(from_tensor_pm1(t[None])[0], rgb)
+
+
+@pytest.mark.parametrize("labels", [(0, 1, 2), (0, 100, 200), (0, 3, 7, 255)])
+def test_label_masks_keep_every_non_zero_label_as_lesion(tmp_path, labels):
+    """docs/data.md's mask rule: in a lossless label image every non-zero label is lesion (none is dropped)."""
+    a = np.zeros((32, 32), np.uint8)
+    for i, v in enumerate(labels[1:]):
+        a[4 + 8 * i:10 + 8 * i, 5:20] = v
+    m = read_mask(_save(tmp_path / "m.png", a))
+    assert np.array_equal(m, a != 0)
+
+
+def test_label_masks_pass_the_validation_path(tmp_path):
+    """A folder of {0,1,2} label masks is not 'all empty' for data check and training."""
+    from stylseg.data.validate import scan_paired
+
+    for sub in ("images", "masks"):
+        (tmp_path / "d" / sub).mkdir(parents=True)
+    for i in range(3):
+        _save(tmp_path / "d" / "images" / f"{i}.png", np.full((16, 16, 3), 90, np.uint8))
+        a = np.zeros((16, 16), np.uint8)
+        a[2:6, 2:6], a[8:12, 8:12] = 1, 2
+        _save(tmp_path / "d" / "masks" / f"{i}.png", a)
+    scan = scan_paired(tmp_path / "d", use="train")
+    assert not scan.problems and scan.coverage == [32 / 256] * 3
+
+
+def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path, monkeypatch):
+    """An image over Pillow's pixel limit is an error naming the file, in read_image, read_mask and the
+    header-only validation (Pillow raises past twice MAX_IMAGE_PIXELS)."""
+    from PIL import Image as PILImage
+
+    from stylseg.data.validate import scan_paired
+
+    for sub in ("images", "masks"):
+        (tmp_path / "d" / sub).mkdir(parents=True)
+        _save(tmp_path / "d" / sub / "0.png", np.zeros((64, 64), np.uint8))
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)
+    for read in (read_image, read_mask):
+        with pytest.raises(StylsegError, match=r"d/images/0.png: image too large to decode safely .*remove this file"):
+            read(tmp_path / "d" / "images" / "0.png")
+    for deep in (True, False):
+        scan = scan_paired(tmp_path / "d", use="train", deep=deep)
+        assert [p.kind for p in scan.problems] == ["unreadable"] and "too large" in scan.problems[0].text

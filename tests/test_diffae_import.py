@@ -254,3 +254,51 @@ def test_notebook_02_takes_an_imported_d_a_and_shows_the_face_section(ref, tmp_p
     text = "".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code"
                    for o in c.get("outputs", []))
     assert "imported " in text and "round_trip  PSNR" in text and "sdedit      PSNR" in text
+
+
+class _System:
+    """A pickle that would run a shell command when unpickled (never run: the loader refuses it)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"echo pwned >> {self.marker}",))
+
+
+def test_a_raw_pickle_is_refused_without_passing_on_torchs_advice(tmp_path):
+    import pickle
+
+    marker = tmp_path / "PWNED"
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"state_dict": _System(marker)}))
+    with pytest.raises(StylsegError, match=r"evil\.pkl: not a PyTorch checkpoint .*nothing from the file was run") as e:
+        load_checkpoint(tmp_path / "evil.pkl")
+    assert "weights_only" not in str(e.value) and "Re-running" not in str(e.value)
+    assert not marker.exists()
+
+
+def test_a_pickle_that_calls_the_stand_in_is_a_clear_error(tmp_path, monkeypatch):
+    """The allowed Lightning stand-in may be named (a dict key), never created: a clear error, not a TypeError."""
+    import types
+
+    from stylseg.diffusion.pretrained import STAND_INS
+
+    cls = STAND_INS[0]
+    for name in ("pytorch_lightning", "pytorch_lightning.callbacks", cls.__module__):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setattr(sys.modules[cls.__module__], cls.__qualname__, cls, raising=False)
+
+    class Calls:
+        def __reduce__(self):
+            return (cls, ())
+
+    torch.save({"state_dict": {}, "callbacks": {"x": Calls()}}, tmp_path / "standin.ckpt")
+    for name in ("pytorch_lightning", "pytorch_lightning.callbacks", cls.__module__):
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(StylsegError, match=r"standin\.ckpt: tries to create a Lightning object .*nothing from the "
+                                           r"file was run"):
+        load_checkpoint(tmp_path / "standin.ckpt")
+    assert main(["diffae", "import", str(tmp_path / "standin.ckpt"), "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()

@@ -193,3 +193,51 @@ def test_describe_run_reads_the_run_it_opens(tmp_path):
     assert "arm st: P(target) 0.625, structure around the lesion 0.875" in lines
     d = report.arm_dice(res, "target")
     assert f"direct {d['direct']:.3f}" in lines[-1] and f"histogram {d['histogram']:.3f}" in lines[-1]
+
+
+def _plant_metrics(lay, arch_dir, arm_dir, **changes):
+    """A copy of a finished seed's metrics.json planted at ``seg/<arch_dir>/<arm_dir>/seed0`` with ``changes``."""
+    from stylseg.utils import read_json
+
+    m = {**read_json(lay.seg("unet", "direct", 0) / "metrics.json"), **changes}
+    write_json(lay.root / "seg" / arch_dir / arm_dir / "seed0" / "metrics.json", m)
+
+
+@pytest.mark.parametrize("field,name", [("arch", "../../../../outside/x"), ("arch", "<script>alert(2)</script>"),
+                                        ("arm", "../../escape")])
+def test_report_refuses_names_from_run_files_that_leave_the_run(tmp_path, field, name):
+    """A received run folder's metrics.json names never become paths: nothing is written outside RUN/eval."""
+    from stylseg.utils import StylsegError
+
+    lay = make_run(tmp_path / "deep" / "er" / "run")
+    _plant_metrics(lay, "unet", "histogram", **{field: name})
+    with pytest.raises(StylsegError, match=r"metrics.json: (arch|arm) name .* delete it"):
+        report.build_report(lay.root)
+    assert not list(tmp_path.rglob("x_radar.png")) and not list(tmp_path.rglob("radar_*.png"))
+    assert not lay.eval.exists()
+
+
+def test_report_takes_test_folders_from_the_run_layout(tmp_path):
+    """``tests[*].dir`` in metrics.json is never read: the qualitative figure shows the run's own test set."""
+    from stylseg.utils import read_json
+
+    lay = make_run(tmp_path / "run")
+    for p in (lay.root / "seg").rglob("metrics.json"):
+        m = read_json(p)
+        m["tests"]["target"]["dir"] = str(tmp_path / "elsewhere")
+        write_json(p, m)
+    report.build_report(lay.root)
+    assert (lay.eval / "qualitative_target.png").is_file()
+
+
+def test_results_markdown_escapes_names_from_run_files(tmp_path):
+    """results.md and the Markdown notebooks 06/07 display carry no raw HTML from a run file's names."""
+    from stylseg.seg.compare import aggregate, results_markdown
+
+    lay = make_run(tmp_path / "run")
+    evil = "<img src=x onerror=alert(1)>"
+    _plant_metrics(lay, "unet", "planted", arm=evil)
+    res = aggregate(lay.root / "seg", n_boot=50)
+    for md in (results_markdown(res), (lay.root / "seg" / "results.md").read_text(),
+               report.protocol_table(res, "target")):
+        assert "<img" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md

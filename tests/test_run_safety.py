@@ -188,6 +188,49 @@ def test_seg_train_refuses_other_data_and_other_threads_but_resumes_the_same(tmp
     assert json.loads((model / "config.json").read_text())["train"]["train_data"] == folder_fingerprint(other)
 
 
+def test_seg_train_never_relabels_a_longer_run_as_fewer_epochs(tmp_path, monkeypatch):
+    from stylseg.seg import train_segmenter
+
+    monkeypatch.setenv("STYLSEG_THREADS", "1")
+    train, out = paired(tmp_path / "train"), tmp_path / "run"
+    model = train_segmenter("unet", train, out, get_profile("smoke").override(**SEG_TINY), seed=0, progress=False)
+    weights, meta = (model / "model.safetensors").read_bytes(), (model / "config.json").read_text()
+    one = get_profile("smoke").override(**{**SEG_TINY, "seg.epochs": 1})
+    with pytest.raises(StylsegError, match=r"trained for 2 epochs, more than the 1 asked for.*seg.epochs=2.*--overwrite"):
+        train_segmenter("unet", train, out, one, seed=0, progress=False)
+    assert (model / "model.safetensors").read_bytes() == weights and (model / "config.json").read_text() == meta
+    train_segmenter("unet", train, out, one, seed=0, progress=False, overwrite=True)
+    assert json.loads((model / "config.json").read_text())["epochs"] == 1
+    assert len(json.loads((out / "history.json").read_text())) == 1
+
+
+@pytest.mark.parametrize("damage", ["epoch", "numpy_rng", "python_rng", "history"])
+def test_a_resume_file_with_wrongly_typed_values_is_called_damaged(tmp_path, monkeypatch, damage):
+    """A crafted resume file with the right fingerprint but values of the wrong type: one clear message, no
+    TypeError or IndexError from deep inside the resume."""
+    from stylseg.seg import train_segmenter
+
+    monkeypatch.setenv("STYLSEG_THREADS", "1")
+    cfg = get_profile("smoke").override(**SEG_TINY)
+    train, out = paired(tmp_path / "train"), tmp_path / "run"
+    assert train_segmenter("unet", train, out, cfg, seed=0, progress=False, stop_after=1) is None
+    last = out / "checkpoints" / "last.safetensors"
+    fp = read_state_header(last)["fingerprint"]
+    state = load_state(last)
+    if damage == "epoch":
+        state["epoch"] = "abc"
+    elif damage == "numpy_rng":
+        state["rng"]["numpy"] = ("MT19937", 5)
+    elif damage == "python_rng":
+        state["rng"]["python"] = (3, (1, 2), None)
+    else:
+        state["history"] = 7
+    save_state(last, state, fingerprint=fp)
+    with pytest.raises(StylsegError, match=r"last.safetensors: resume file is damaged .*delete it"):
+        train_segmenter("unet", train, out, cfg, seed=0, progress=False)
+    assert not (out / "model").exists()
+
+
 def test_diffae_train_notices_other_data_with_as_many_images(tmp_path):
     from stylseg.diffusion import train_diffae
 
@@ -217,6 +260,55 @@ def test_an_arm_made_from_other_input_is_refused_and_overwrite_remakes_it(tmp_pa
     m = json.loads((out / "manifest.json").read_text())
     assert m["source"] == str(b) and m["source_fingerprint"] == folder_fingerprint(b)
     assert (out / "images" / "0.png").read_bytes() != before
+
+
+def test_an_arm_made_with_another_style_image_names_the_style(tmp_path):
+    from stylseg.baselines import apply_baseline
+
+    a = paired(tmp_path / "a")
+    style = write_image(tmp_path / "style.png", np.random.default_rng(1).integers(0, 255, (24, 24, 3)).astype(np.uint8))
+    out = apply_baseline("histogram", style, a, tmp_path / "arm", 16, progress=False)
+    write_image(style, np.random.default_rng(2).integers(0, 255, (24, 24, 3)).astype(np.uint8))
+    with pytest.raises(StylsegError, match=rf"other settings \(the style image {style}: content [0-9a-f]+ -> "
+                                           rf"[0-9a-f]+\).*--overwrite"):
+        apply_baseline("histogram", style, a, out, 16, progress=False)
+
+
+def test_a_damaged_arm_item_is_made_again_on_rerun(tmp_path):
+    from stylseg.baselines import apply_baseline
+
+    a = paired(tmp_path / "a")
+    style = write_image(tmp_path / "style.png", np.random.default_rng(1).integers(0, 255, (24, 24, 3)).astype(np.uint8))
+    out = apply_baseline("histogram", style, a, tmp_path / "arm", 16, progress=False)
+    good = (out / "images" / "4.png").read_bytes()
+    (out / "images" / "4.png").write_bytes(good[:100])  # truncated
+    (out / "masks" / "2.png").write_bytes(b"not a png")
+    apply_baseline("histogram", style, a, out, 16, progress=False)
+    assert (out / "images" / "4.png").read_bytes() == good
+    from stylseg.data.check import check_folder
+
+    assert not check_folder(out).problems
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_arm_never_writes_through_a_symlinked_folder(tmp_path, overwrite):
+    from stylseg.baselines import apply_baseline
+
+    a = paired(tmp_path / "a")
+    style = write_image(tmp_path / "style.png", np.random.default_rng(1).integers(0, 255, (24, 24, 3)).astype(np.uint8))
+    out = apply_baseline("histogram", style, a, tmp_path / "arm", 16, progress=False)
+    victim = tmp_path / "outside_victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    import shutil
+
+    shutil.rmtree(out / "images")
+    (out / "images").symlink_to(victim, target_is_directory=True)
+    manifest = (out / "manifest.json").read_bytes()
+    with pytest.raises(StylsegError, match=r"arm/images: a symbolic link; .*never through links"):
+        apply_baseline("histogram", style, a, out, 16, progress=False, overwrite=overwrite)
+    assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
+    assert (out / "manifest.json").read_bytes() == manifest  # nothing half-done
 
 
 def test_stylize_apply_into_an_arm_of_other_input_exits_2(tmp_path, capsys):

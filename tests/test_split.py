@@ -126,6 +126,46 @@ def test_given_folders(tmp_path):
         prepare_run_data(RunLayout(tmp_path / "r3"), small_cfg(), source=str(src), target=str(tmp_path / "nothing"))
 
 
+def test_changed_source_or_style_content_stops_naming_it(tmp_path):
+    """Same command, same paths, other pixels: the stale copies are never reused silently."""
+    src, tgt = _paired(tmp_path / "src", 6), _paired(tmp_path / "tgt", 6, value=3)
+    style = tmp_path / "style.png"
+    _png(style, np.full((20, 20, 3), 77, np.uint8))
+    layout = RunLayout(tmp_path / "run")
+    kw = dict(source=str(src), target=str(tgt), style=str(style), progress=False)
+    prepare_run_data(layout, small_cfg(), **kw)
+    before = (layout.data / "split.json").read_bytes()
+    prepare_run_data(layout, small_cfg(), **kw)  # unchanged input: reused
+    img = src / "images" / "0.png"
+    _png(img, 255 - np.asarray(Image.open(img)))
+    with pytest.raises(StylsegError, match=rf"content of the input changed.*the source {src} .*--out NEW_DIR"):
+        prepare_run_data(layout, small_cfg(), **kw)
+    _png(img, 255 - np.asarray(Image.open(img)))  # back as it was
+    prepare_run_data(layout, small_cfg(), **kw)
+    _png(style, np.full((20, 20, 3), 200, np.uint8))
+    with pytest.raises(StylsegError, match=rf"the style {style} \(1 file, sha256 [0-9a-f]+ -> 1 file,"):
+        prepare_run_data(layout, small_cfg(), **kw)
+    assert (layout.data / "split.json").read_bytes() == before
+
+
+def test_prepare_takes_the_stage_lock_before_reading_split_json(tmp_path, monkeypatch):
+    """A second `data prepare` into a folder being prepared stops at once; split.json is read under the lock."""
+    from stylseg.lock import stage_lock
+
+    layout = RunLayout(tmp_path / "run")
+    with stage_lock(layout.data, "data prepare"):
+        with pytest.raises(StylsegError, match=r"is writing into this folder"):
+            prepare_run_data(layout, small_cfg(), progress=False)
+    assert not layout.split_json.exists()
+    seen = []
+    real = split_mod.read_json
+    monkeypatch.setattr(split_mod, "read_json", lambda p: (seen.append((layout.data / ".stylseg.lock").exists()),
+                                                           real(p))[1])
+    prepare_run_data(layout, small_cfg(), progress=False)
+    prepare_run_data(layout, small_cfg(), progress=False)
+    assert seen and all(seen)
+
+
 # --------------------------------------------------------------------------- paper-polyp
 CLINIC_MISSING = set(range(14, 600, 10))  # 59 frames absent, as in the shared copy (550 of 612)
 

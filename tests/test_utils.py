@@ -128,3 +128,13 @@ def test_lazy_packages_do_not_import_torch_until_used():
             "else:\n    raise SystemExit('no AttributeError')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"kind": "segmenter", "config": [1]}'])
+def test_a_model_config_of_the_wrong_shape_is_named(tmp_path, text):
+    from stylseg.utils import MODEL_CONFIG, MODEL_WEIGHTS, StylsegError, load_model_folder
+
+    (tmp_path / MODEL_CONFIG).write_text(text)
+    (tmp_path / MODEL_WEIGHTS).write_bytes(b"")
+    with pytest.raises(StylsegError, match=r"config.json: not a stylseg model config .*re-copy"):
+        load_model_folder(tmp_path, "segmenter")

@@ -3,6 +3,7 @@ that take the umask, archives extracted safely, weights verified when used."""
 
 import io
 import os
+import re
 import stat
 import tarfile
 import time
@@ -241,6 +242,38 @@ def test_reproduce_resolves_relative_paths_against_the_working_directory(tmp_pat
     assert main(["reproduce", "--out", "run", "--source", "src", "--target", "tgt"]) == 0
     (params,) = no_notebooks
     assert params["SOURCE_DIR"] == str(src.resolve()) and params["TARGET_DIR"] == str(tgt.resolve())
+
+
+def test_reproduce_checks_the_style_count_and_one_kind_before_notebook_00(tmp_path, monkeypatch, capsys,
+                                                                           no_notebooks):
+    _folder(tmp_path / "src"), _folder(tmp_path / "tgt")
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "--out", "run", "--source", "src", "--target", "tgt", "--styles", "100000"]) == 2
+    assert re.search(r"styles=100000 \(--styles\) but the target domain holds only \d+ training image\(s\)",
+                     capsys.readouterr().err)
+    assert main(["reproduce", "--out", "run", "--set", "data.kind=skin", "--kind", "polyp"]) == 2
+    assert "--kind polyp contradicts --set data.kind=skin" in capsys.readouterr().err
+    assert no_notebooks == [] and not (tmp_path / "run").exists()
+    assert main(["reproduce", "--out", "run", "--set", "data.kind=skin"]) == 0
+    assert no_notebooks[-1]["KIND"] == "skin"  # the one kind of the run reaches the notebooks
+
+
+def test_reproduce_notices_changed_input_of_a_prepared_run(tmp_path, monkeypatch, capsys, no_notebooks):
+    """Notebook 00 is skipped when its parameters are unchanged, so reproduce checks the input's content itself."""
+    from stylseg.data import prepare_run_data
+    from stylseg.layout import RunLayout
+
+    src, tgt = _folder(tmp_path / "src", n=4), _folder(tmp_path / "tgt", n=4)
+    prepare_run_data(RunLayout(tmp_path / "run"), get_profile("smoke"), source=str(src), target=str(tgt),
+                     progress=False)
+    monkeypatch.chdir(tmp_path)
+    argv = ["reproduce", "--out", "run", "--source", "src", "--target", "tgt"]
+    assert main(argv) == 0
+    Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(tgt / "images" / "0001.png")
+    n = len(no_notebooks)
+    assert main(argv) == 2
+    assert re.search(r"split.json: the content of the input changed .*the target .*tgt", capsys.readouterr().err)
+    assert len(no_notebooks) == n
 
 
 # --------------------------------------------------------------------------- names stay inside --out

@@ -104,6 +104,58 @@ def setup(w: Path) -> None:
     bad = w / "weights" / "resnet18-imagenet" / "resnet18-f37072fd.pth"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"a damaged download")
+    setup_hostile(w)
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width x height`` 1-bit pixels (a decompression bomb's header; no pixel data)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def setup_hostile(w: Path) -> None:
+    """Inputs made carelessly or on purpose: huge images, label masks, run files that name paths, links."""
+    import json
+    import pickle
+
+    from stylseg.cli import main as cli_main
+
+    folder(w / "huge", n=1)
+    _png_header_only(w / "huge" / "images" / "0001.png", 20000, 20000)
+    (w / "huge" / "masks" / "0000.png").rename(w / "huge" / "masks" / "0001.png")
+    (w / "huge" / "images" / "0000.png").unlink()
+    folder(w / "label_masks")
+    for i in range(3):  # labels 0, 1, 2: lesion (1) and its core (2)
+        m = np.zeros((16, 16), np.uint8)
+        m[2:8, 2:8], m[4:6, 4:6] = 1, 2
+        Image.fromarray(m).save(w / "label_masks" / "masks" / f"{i:04d}.png")
+    for name, text in (("cfg_list", "[1, 2]"), ("cfg_seg5", '{"profile": "smoke", "seg": 5, "diffae": {}}')):
+        (w / name).mkdir()
+        (w / name / "config.json").write_text(text)
+    seg_model(w / "list_model")
+    (w / "list_model" / "config.json").write_text("[1, 2]")
+    (w / "raw.pkl").write_bytes(pickle.dumps({"state_dict": {"w": [1.0]}}, protocol=4))
+    seg = w / "trav" / "seg" / "unet" / "direct" / "seed0"
+    seg.mkdir(parents=True)
+    (seg / "metrics.json").write_text(json.dumps({"arch": "../../../../x", "arm": "direct", "seed": 0, "tests": {}}))
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(w / "style.png")
+    (w / "victim").mkdir()
+    (w / "arm_link").mkdir()
+    (w / "arm_link" / "images").symlink_to(w / "victim", target_is_directory=True)
+    folder(w / "prep_src", n=4)
+    folder(w / "prep_tgt", n=4)
+    argv = ["data", "prepare", "--out", str(w / "prep"), "--source", str(w / "prep_src"), "--target",
+            str(w / "prep_tgt"), "--set", "data.seg_size=16"]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert cli_main(argv) == 0
+    Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(w / "prep_src" / "images" / "0001.png")  # changed
 
 
 # --------------------------------------------------------------------------- cases
@@ -111,7 +163,8 @@ def setup(w: Path) -> None:
 class Case:
     input: str
     command: str  # what the user types, run from the scratch folder
-    show: str = "stderr"  # stderr: the stylseg lines of stderr; problems: data check's problem lines; last: stdout's last line
+    show: str = "stderr"  # stderr: the stylseg lines of stderr; problems: data check's problem lines; last: stdout's
+    # last line; coverage: data check's mask coverage and its last line
     env: Optional[dict] = None
 
 
@@ -156,6 +209,28 @@ CASES: List[Case] = [
     Case("an out-of-range setting", "stylseg reproduce --out run --set seg.batch_size=0"),
     # names become folders
     Case("an arm name that leaves --out", "stylseg seg compare --train good --arm ../../x=good --test t=good --out cmp"),
+    # careless or hostile input: images, masks, settings
+    Case("a 20000x20000 PNG (a decompression bomb)", "stylseg data check huge", "problems"),
+    Case("label masks with values 0, 1, 2 (every non-zero label is lesion)", "stylseg data check label_masks",
+         "coverage"),
+    Case("a NaN epoch count", "stylseg seg train --arch unet --train good --out seg --set seg.epochs=nan"),
+    Case("an epoch count too large for a number", "stylseg seg train --arch unet --train good --out seg "
+         "--set seg.epochs=1e400"),
+    Case("a multi-scale rate that gives no image", "stylseg seg train --arch unet --train good --out seg "
+         "--set seg.multiscale=0"),
+    Case("more style images than the target domain holds", "stylseg reproduce --out run --source good --target good "
+         "--styles 100000"),
+    Case("--kind and --set data.kind that disagree", "stylseg reproduce --out run --set data.kind=skin --kind polyp"),
+    # run files and model files that are not what they claim
+    Case("a run config.json that is a list", "stylseg reproduce --out cfg_list"),
+    Case("a run config.json whose seg part is a number", "stylseg reproduce --out cfg_seg5"),
+    Case("a model config.json that is a list", "stylseg seg predict --model list_model --input good --out preds"),
+    Case("a raw pickle given as a DiffAE checkpoint", "stylseg diffae import raw.pkl --out imported"),
+    Case("a metrics.json whose arch leaves the run folder", "stylseg report --run trav"),
+    Case("an arm folder whose images/ is a link to another folder",
+         "stylseg stylize baseline --method histogram --style style.png --input good --out arm_link --overwrite"),
+    Case("a source image changed after `data prepare`", "stylseg data prepare --out prep --source prep_src "
+         "--target prep_tgt --set data.seg_size=16"),
 ]
 
 
@@ -197,6 +272,8 @@ def run_case(case: Case, w: Path) -> dict:
         shown = [ln.strip() for ln in out_lines if ln.startswith("    ")] or out_lines[-1:]
     elif case.show == "last":
         shown = out_lines[-1:]
+    elif case.show == "coverage":
+        shown = [ln.strip() for ln in out_lines if "mask coverage" in ln] + [ln.strip() for ln in out_lines[-1:]]
     else:
         shown, cur = [], None
         for ln in err_lines:  # a message may span lines (several problems): keep its continuation lines

@@ -1,8 +1,8 @@
 """Robust image and mask reading and atomic writing.
 
 Images of any common mode (grayscale, RGBA, palette, 16-bit, CMYK) come back as RGB
-``uint8`` arrays of shape ``(H, W, 3)``; masks of any encoding ({0,1}, {0,255}, RGB,
-JPEG-noisy) come back as ``bool`` arrays of shape ``(H, W)``. Failures raise
+``uint8`` arrays of shape ``(H, W, 3)``; masks of any encoding ({0,1}, {0,255}, label images, RGB,
+JPEG-noisy) come back as ``bool`` arrays of shape ``(H, W)`` (the rule: :func:`read_mask`). Failures raise
 :class:`~stylseg.utils.StylsegError` naming the file and the fix.
 """
 
@@ -28,8 +28,27 @@ def _open(path: os.PathLike) -> Image.Image:
         im = Image.open(path)
         im.load()
         return im
+    except Image.DecompressionBombError as e:
+        raise StylsegError(too_large(path, e)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise StylsegError(f"{path}: unreadable or corrupt image ({e}); replace or remove this file") from None
+
+
+def too_large(path: os.PathLike, e: Exception) -> str:
+    """The message for an image over Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS`` x 2)."""
+    return (f"{path}: image too large to decode safely ({e}); a real image this large is not a lesion photograph: "
+            f"resize it (the kit works at most at 256 px) or remove this file")
+
+
+#: a lossless mask with at most this many distinct values is a label image: every non-zero label is lesion
+LABEL_LEVELS = 8
+
+
+def _levels(arr: np.ndarray) -> int:
+    """The number of distinct values of ``arr`` (a bincount for 8- and 16-bit codes)."""
+    if arr.dtype in (np.uint8, np.uint16):
+        return int(np.count_nonzero(np.bincount(arr.ravel())))
+    return len(np.unique(arr))
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -75,13 +94,16 @@ def read_image(path: os.PathLike) -> np.ndarray:
 
 
 def read_mask(path: os.PathLike, threshold: float = 0.5) -> np.ndarray:
-    """Read a binary mask as ``bool`` ``(H, W)``.
+    """Read a binary mask as ``bool`` ``(H, W)``: lesion True, background (0) False.
 
-    Accepts {0,1}, {0,255}, 16-bit, two-level label images ({0, k} for any k), RGB(A) and
-    JPEG-noisy masks: the image is reduced to one channel (max over colour channels, so a
-    red-on-black mask works), scaled to [0,1] by its code range (1 for {0,1} masks, k for a
-    two-level {0,k} image, 255 for other 8-bit, 65535 for other 16-bit) and thresholded at
-    ``threshold``.
+    The image is reduced to one channel (max over colour channels, so a red-on-black mask works). Then
+    (docs/data.md, "Masks"):
+
+    * a lossless mask (PNG, TIFF, BMP) with at most :data:`LABEL_LEVELS` distinct values is a label image:
+      every non-zero value is lesion ({0,1}, {0,255}, {0,38}, 16-bit {0,1000}, labels {0,1,2}, {0,100,200});
+    * any other mask (JPEG, whose compression spreads values near 0 and 255; antialiased edges) is scaled to
+      [0,1] by its code range (1 when its maximum is <= 1, 255 for 8-bit, 65535 for 16-bit) and thresholded
+      at ``threshold``.
     """
     im = _open(path)
     arr = np.asarray(im)
@@ -94,14 +116,9 @@ def read_mask(path: os.PathLike, threshold: float = 0.5) -> np.ndarray:
     top = float(arr.max(initial=0))
     if top <= 0:
         return np.zeros(arr.shape, dtype=bool)
-    if top <= 1.0:
-        scale = 1.0
-    elif (top < 128 or top > 255) and not np.any((arr != 0) & (arr != arr.max())):
-        scale = top  # two-level label image such as {0, 38} or a 16-bit {0, 1000}
-    elif top <= 255:
-        scale = 255.0
-    else:
-        scale = 65535.0
+    if im.format != "JPEG" and _levels(arr) <= LABEL_LEVELS:
+        return arr != 0  # a label image: background 0, every other label lesion
+    scale = 1.0 if top <= 1.0 else 255.0 if top <= 255 else 65535.0
     return arr >= threshold * scale
 
 

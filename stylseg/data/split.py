@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..utils import StylsegError, read_json, write_json
-from .io import natural_key, read_image, read_mask, resize_image, write_image
+from .io import list_images, natural_key, read_image, read_mask, resize_image, write_image
 
 #: the version of split.json this kit writes; a run folder prepared with another is refused with one message.
 #: 2: the paper-polyp target test set is the paper's 20 CVC-ColonDB frames (sequences 6, 7, 9), the style frame
@@ -440,7 +440,36 @@ def plan_run_data(layout, cfg, kind: str = "", data_dir: str = "", protocol: str
         params, build = _plan_folders(layout, cfg, kind, source, target, style, styles)
     else:
         params, build = _plan_synthetic(layout, cfg, kind, styles, progress)
+    pool = _style_pool(params)
+    if pool is not None and styles > pool:
+        raise StylsegError(f"styles={styles} (--styles) but the target domain holds only {pool} training image(s) to "
+                           f"draw style images from (and the --style given, if any); ask for at most {pool} "
+                           f"(--styles {pool})")
     return params, build
+
+
+def _style_pool(params: Dict[str, object]) -> Optional[int]:
+    """How many images the style images can be drawn from, counted from file names (no image is read): the target
+    domain's training split plus the given style file or folder; None where the protocol picks them itself."""
+    def n_split(n: int) -> int:
+        return n - min(n - 1, max(1, int(round(n * float(params["test_fraction"]))))) if n >= 2 else n
+
+    if params["protocol"] == "synthetic":
+        return n_split(int(params["n_per_domain"]))
+    if params["protocol"] != "folders":
+        return None
+    tgt = Path(str(params["target"]))
+    if _has_splits(tgt):
+        sub = tgt / "train" if (tgt / "train" / "images").is_dir() else tgt / "test"
+        n = len(list_images(sub / "images")) if (sub / "images").is_dir() else 0
+    elif (tgt / "images").is_dir():
+        n = n_split(len(list_images(tgt / "images")))
+    else:
+        return None  # a public layout that detect_pairs reads: counted when the data is prepared
+    sty = Path(str(params.get("style") or ""))
+    if str(params.get("style") or ""):
+        n += 1 if sty.is_file() else len(list_images(sty / "images" if (sty / "images").is_dir() else sty))
+    return n
 
 
 def prepare_run_data(layout, cfg, kind: str = "", data_dir: str = "", protocol: str = "", source: str = "",
@@ -464,45 +493,104 @@ def prepare_run_data(layout, cfg, kind: str = "", data_dir: str = "", protocol: 
     (``style_0`` = ``style.png``). Returns ``{"source_train", "source_test", "target_train",
     "target_test", ["target_test_all"], "style", "styles", "split", "root"}`` paths.
     """
+    from ..lock import stage_lock
+
     kind = kind or cfg.data.kind
     params, build = plan_run_data(layout, cfg, kind=kind, data_dir=data_dir, protocol=protocol, source=source,
                                   target=target, style=style, styles=styles, progress=progress)
     params["split_version"] = SPLIT_VERSION
     params = json.loads(json.dumps(params))  # as it reads back from split.json (tuples -> lists)
-
-    split_path = layout.split_json
-    if split_path.is_file():
-        old = read_json(split_path)
-        old_version = old.get("params", {}).get("split_version", 1)
-        if old_version != SPLIT_VERSION:
-            raise StylsegError(
-                f"{split_path}: this run's data was prepared by another version of the kit (split version "
-                f"{old_version}; this kit writes version {SPLIT_VERSION}, in which the paper-polyp test set is the "
-                f"paper's 20 CVC-ColonDB frames). Prepare the run again: use a new RUN_DIR / --out, or delete "
-                f"{layout.root} (everything in it was made from the old data)")
-        if old.get("params") != params:
-            diff = sorted(k for k in set(params) | set(old.get("params", {}))
-                          if params.get(k) != old.get("params", {}).get(k))
-            raise StylsegError(f"{split_path}: the run's data was prepared with other parameters (differ: "
-                               f"{', '.join(diff)}); use another RUN_DIR / --out, or delete {layout.data} to "
-                               f"prepare it again")
-        if _all_present(layout, old):
+    with stage_lock(layout.data, "data prepare"):  # one writer; split.json is read only while it is held
+        inputs = _input_fingerprints(params)
+        old = _check_prepared(layout, params, inputs)
+        if old is not None and _all_present(layout, old):
             return _result(layout, old)
-
-    splits, sources, style_src = build()
-    size = cfg.data.seg_size
-    written: dict = {}
-    for key, items in splits.items():
-        which, sp = key.split("/")
-        _write_items(items, layout.domain(which, sp), size, progress=progress, desc=key, written=written)
-    style_names = _write_styles(layout, cfg, splits, style_src, styles, size)
-    doc = {"protocol": params["protocol"], "params": params, "seed": cfg.data.seed, "style_seed": cfg.seed,
-           "size": size, "kind": kind,
-           "splits": {k: [it[0] for it in v] for k, v in splits.items()},
-           "sizes": {k: len(v) for k, v in splits.items()},
-           "style": style_names, "sources": sources}
-    write_json(split_path, doc)
+        splits, sources, style_src = build()
+        size = cfg.data.seg_size
+        written: dict = {}
+        for key, items in splits.items():
+            which, sp = key.split("/")
+            _write_items(items, layout.domain(which, sp), size, progress=progress, desc=key, written=written)
+        style_names = _write_styles(layout, cfg, splits, style_src, styles, size)
+        doc = {"protocol": params["protocol"], "params": params, "seed": cfg.data.seed, "style_seed": cfg.seed,
+               "size": size, "kind": kind,
+               "splits": {k: [it[0] for it in v] for k, v in splits.items()},
+               "sizes": {k: len(v) for k, v in splits.items()},
+               "style": style_names, "sources": sources, "inputs": inputs}
+        write_json(layout.split_json, doc)
     return _result(layout, doc)
+
+
+def _input_fingerprints(params: Dict[str, object]) -> Dict[str, object]:
+    """``{"source"|"target"|"style": {"files", "sha256"}}``: the content of the user's input folders and style
+    file (every file under them, hidden ones excluded), so that a rerun notices changed input. Synthetic data is
+    made from its parameters and the paper protocols read checksummed downloads: they record nothing."""
+    from ..checkpoint import files_fingerprint
+
+    out: Dict[str, object] = {}
+    for key in ("source", "target", "style"):
+        p = Path(str(params.get(key) or "")) if params.get("protocol") == "folders" else None
+        if p is None or not str(params.get(key) or ""):
+            continue
+        if p.is_file():
+            out[key] = files_fingerprint([p])
+        else:
+            out[key] = files_fingerprint([q for q in p.rglob("*") if q.is_file() and not any(
+                part.startswith(".") for part in q.relative_to(p).parts)], p)
+    return out
+
+
+def _check_prepared(layout, params: Dict[str, object], inputs: Dict[str, object]) -> Optional[Dict[str, object]]:
+    """The run's ``split.json`` when it was prepared with ``params`` from input of the same content (None when there
+    is none); else a :class:`StylsegError` naming what differs and how to start over."""
+    split_path = layout.split_json
+    if not split_path.is_file():
+        return None
+    old = read_json(split_path)
+    old_version = old.get("params", {}).get("split_version", 1)
+    if old_version != SPLIT_VERSION:
+        raise StylsegError(
+            f"{split_path}: this run's data was prepared by another version of the kit (split version "
+            f"{old_version}; this kit writes version {SPLIT_VERSION}, in which the paper-polyp test set is the "
+            f"paper's 20 CVC-ColonDB frames). Prepare the run again: use a new RUN_DIR / --out, or delete "
+            f"{layout.root} (everything in it was made from the old data)")
+    if old.get("params") != params:
+        diff = sorted(k for k in set(params) | set(old.get("params", {}))
+                      if params.get(k) != old.get("params", {}).get(k))
+        raise StylsegError(f"{split_path}: the run's data was prepared with other parameters (differ: "
+                           f"{', '.join(diff)}); use another RUN_DIR / --out, or delete {layout.data} to "
+                           f"prepare it again")
+    _refuse_changed(layout, params, old.get("inputs", {}), inputs)
+    return old
+
+
+def _refuse_changed(layout, params, recorded: Dict[str, object], inputs: Dict[str, object]) -> None:
+    changed = [k for k in inputs if recorded.get(k) != inputs[k]]
+    if changed:
+        what = "; ".join(f"the {k} {params[k]} ({_fp(recorded.get(k))} -> {_fp(inputs[k])})" for k in changed)
+        raise StylsegError(f"{layout.split_json}: the content of the input changed since the run's data was prepared: "
+                           f"{what}. Its copies under {layout.data}, and everything made from them, are of the old "
+                           f"input. Start over: prepare into a new folder (--out NEW_DIR / RUN_DIR), or delete "
+                           f"{layout.root} and run again")
+
+
+def check_inputs_unchanged(layout, params: Dict[str, object]) -> None:
+    """Raise :class:`StylsegError` when the run's ``split.json`` recorded input content (source, target, style of
+    :func:`plan_run_data`'s ``params``) that differs now: ``stylseg reproduce`` checks it before notebook 00, which
+    it skips when its parameters are unchanged."""
+    if not layout.split_json.is_file():
+        return
+    old = read_json(layout.split_json)
+    recorded = old.get("inputs") if isinstance(old, dict) else None
+    if isinstance(recorded, dict) and recorded:
+        inputs = {k: v for k, v in _input_fingerprints(params).items() if k in recorded}
+        _refuse_changed(layout, params, recorded, inputs)
+
+
+def _fp(fp) -> str:
+    if not isinstance(fp, dict):
+        return "not recorded"
+    return f"{fp['files']} file{'' if fp['files'] == 1 else 's'}, sha256 {fp['sha256'][:12]}"
 
 
 def _write_styles(layout, cfg, splits, style_src, styles: int, size: int) -> Dict[str, str]:

@@ -36,7 +36,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..utils import StylsegError
-from .io import IMAGE_EXTS, _open, list_images, natural_key, read_mask
+from .io import IMAGE_EXTS, _open, list_images, natural_key, read_mask, too_large
 
 USES = ("train", "eval", "stylize", "diffae", "images", "check")
 _MASKS_REQUIRED = ("train", "eval", "stylize", "check")
@@ -223,6 +223,8 @@ class _header:
 
         try:
             self.im = Image.open(self.path)
+        except Image.DecompressionBombError as e:
+            raise StylsegError(too_large(self.path, e)) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise StylsegError(f"{self.path}: unreadable or corrupt image ({e}); replace or remove this file") from None
         return self.im

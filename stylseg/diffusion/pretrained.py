@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
@@ -66,6 +67,16 @@ def _stand_in(qualified: str) -> type:
 STAND_INS = tuple(_stand_in(n) for n in STAND_IN_NAMES)
 
 
+def _reason(msg: str) -> str:
+    """The cause in one of torch's loader messages, without the advice to load with ``weights_only=False``
+    (which would unpickle the file: never passed on)."""
+    if "WeightsUnpickler error:" in msg:
+        msg = msg.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    elif "weights_only" in msg:
+        msg = "refused by the safe loader"
+    return " ".join(msg.split())[:200]
+
+
 def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
     """``torch.load(path, weights_only=True)`` with only :data:`STAND_INS` allowed; a file that is
     missing, truncated, not a PyTorch checkpoint or refers to other Python objects raises
@@ -75,7 +86,8 @@ def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
         raise StylsegError(f"{path}: checkpoint not found; pass the path of a DiffAE `last.ckpt` (e.g. "
                            f"checkpoints/ffhq256_autoenc/last.ckpt from https://github.com/phizaz/diffae#checkpoints)")
     try:
-        with torch.serialization.safe_globals([(c, c.stands_in_for) for c in STAND_INS]):
+        with torch.serialization.safe_globals([(c, c.stands_in_for) for c in STAND_INS]), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch's note; the error says more
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
@@ -84,10 +96,13 @@ def load_checkpoint(path: os.PathLike) -> Dict[str, Any]:
             raise StylsegError(f"{path}: refers to the Python object {glob}, which a DiffAE checkpoint does not hold "
                                f"(only {', '.join(STAND_IN_NAMES)} is allowed, as an inert stand-in); nothing from the "
                                f"file was run. Pass a published DiffAE `last.ckpt`") from None
-        raise StylsegError(f"{path}: not a PyTorch checkpoint ({msg.splitlines()[0][:200]}); pass a DiffAE "
-                           f"`last.ckpt` (download it again if it came from a link)") from None
+        raise StylsegError(f"{path}: not a PyTorch checkpoint ({_reason(msg)}); nothing from the file was run. Pass "
+                           f"a DiffAE `last.ckpt` (download it again if it came from a link)") from None
+    except TypeError as e:  # a pickle that calls an allowed stand-in instead of naming it
+        raise StylsegError(f"{path}: tries to create a Lightning object ({_reason(str(e))}), which a DiffAE checkpoint "
+                           f"only names; nothing from the file was run. Pass a published DiffAE `last.ckpt`") from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
-        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        first = _reason(str(e)) or type(e).__name__
         raise StylsegError(f"{path}: cannot be read as a PyTorch checkpoint ({first}): the file is truncated or not a "
                            f"checkpoint; download it again (compare its size with the source's)") from None
     if not isinstance(obj, Mapping):

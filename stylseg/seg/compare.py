@@ -206,6 +206,15 @@ def aggregate(out_dir: os.PathLike, n_boot: int = 1000, write: bool = True) -> D
     return res
 
 
+def md_text(x: Any) -> str:
+    """``x`` as text for a Markdown table: HTML special characters escaped (``<`` becomes ``&lt;``), ``|`` and the
+    backtick too, so that a name read from a run file shows as itself and never as HTML where the Markdown is
+    rendered (notebooks 06/07, their HTML copies). Plain names are unchanged."""
+    import html
+
+    return html.escape(str(x), quote=False).replace("|", "&#124;").replace("`", "&#96;")
+
+
 def table(results: Mapping[str, Any], test: str, protocol: str) -> Dict[tuple, Dict[str, Dict[str, Any]]]:
     """``{(arch, arm): {metric: row}}`` for one test set and protocol."""
     out: Dict[tuple, Dict[str, Dict[str, Any]]] = {}
@@ -282,11 +291,12 @@ def style_spread_markdown(results: Mapping[str, Any], metric: str = "dice") -> s
             t = table(results, test, prot)
             k_max = max(len(r["styles"]) for r in rows)
             head = ["arch", "arm", "direct"] + [f"s{k}" for k in range(k_max)] + ["mean", "min-max"]
-            lines += [f"### test `{test}`, {prot} protocol", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            lines += [f"### test `{md_text(test)}`, {prot} protocol", "", "| " + " | ".join(head) + " |",
+                      "|" + "---|" * len(head)]
             for r in rows:
                 d = t.get((r["arch"], "direct"), {}).get(metric)
                 per = dict(zip(r["styles"], r["values"]))
-                cells = [r["arch"], r["arm"], f"{d['mean']:.4f}" if d else "-"] + \
+                cells = [md_text(r["arch"]), md_text(r["arm"]), f"{d['mean']:.4f}" if d else "-"] + \
                         [f"{per[k]:.4f}" if k in per else "-" for k in range(k_max)] + \
                         [f"{r['mean']:.4f}", f"{r['min']:.4f}-{r['max']:.4f}"]
                 lines.append("| " + " | ".join(cells) + " |")
@@ -374,7 +384,7 @@ def headline_markdown(results: Mapping[str, Any], test: Optional[str] = None, pr
     if not rows:
         return ""
     n_img, n_seeds = rows[0]["n_images"], max(r["seeds"] for r in rows)
-    lines = [f"## The answer: Dice on test set `{test}` ({n_img} images), {protocol} protocol", "",
+    lines = [f"## The answer: Dice on test set `{md_text(test)}` ({n_img} images), {protocol} protocol", "",
              f"Dice: mean ± standard deviation over {n_seeds} seed(s) [bootstrap 95% interval over test images]. "
              "Gain over direct: the paired per-image difference, averaged over the seeds [bootstrap 95% interval]; "
              "'better' or 'worse' only where the interval excludes 0 and the gain is at least "
@@ -382,7 +392,8 @@ def headline_markdown(results: Mapping[str, Any], test: Optional[str] = None, pr
              "| arch | arm | what it is | Dice | gain over direct | |", "|---|---|---|---|---|---|"]
     for r in rows:
         c = headline_cells(r)
-        lines.append(f"| {r['arch']} | {r['arm']} | {r['role']} | {c['dice']} | {c['gain']} | {c['verdict']} |")
+        lines.append(f"| {md_text(r['arch'])} | {md_text(r['arm'])} | {md_text(r['role'])} | {c['dice']} | "
+                     f"{c['gain']} | {c['verdict']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -404,7 +415,7 @@ def gains_markdown(results: Mapping[str, Any], protocol: str = "standard", metri
     lines = ["## The gain over direct on every target test set", "",
              "Each cell: Dice mean ± sd over seeds; the paired per-image gain over direct [bootstrap 95% interval] "
              "and its verdict, as above.", "",
-             "| arch | arm | " + " | ".join(f"`{t}` ({n_img.get(t, 0)})" for t in tests) + " |",
+             "| arch | arm | " + " | ".join(f"`{md_text(t)}` ({n_img.get(t, 0)})" for t in tests) + " |",
              "|---|---|" + "---|" * len(tests)]
     for arch in results["archs"]:
         for arm in results["arms"]:
@@ -419,7 +430,7 @@ def gains_markdown(results: Mapping[str, Any], protocol: str = "standard", metri
                 c = headline_cells(r)
                 dice = f"{r['mean']:.3f}" + (f" ± {r['std']:.3f}" if r["seeds"] > 1 else "")
                 cells.append(dice + (f"; {c['gain']} {c['verdict']}" if c["gain"] else ""))
-            lines.append(f"| {arch} | {arm} | " + " | ".join(cells) + " |")
+            lines.append(f"| {md_text(arch)} | {md_text(arm)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -436,7 +447,7 @@ def results_markdown(results: Mapping[str, Any], metrics: Sequence[str] = PAPER_
             if not t:
                 continue
             n_img = next(iter(next(iter(t.values())).values()))["n_images"]
-            lines += [f"### test `{test}` ({n_img} images), {prot} protocol", ""]
+            lines += [f"### test `{md_text(test)}` ({n_img} images), {prot} protocol", ""]
             has_oracle = any(arm == "oracle" for _, arm in t)
             head = ["arch", "arm"] + [METRIC_LABELS[m] for m in metrics] + (["gap closed (Dice)"] if has_oracle else [])
             lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -445,7 +456,7 @@ def results_markdown(results: Mapping[str, Any], metrics: Sequence[str] = PAPER_
                     row = t.get((arch, arm))
                     if row is None:
                         continue
-                    cells = [arch, arm] + [_cell(row.get(m)) for m in metrics]
+                    cells = [md_text(arch), md_text(arm)] + [_cell(row.get(m)) for m in metrics]
                     if has_oracle:
                         g = gap_closed(results, arch, arm, test, prot) if arm not in ("direct", "oracle") else None
                         cells.append(f"{100 * g:.0f}%" if g is not None else "")

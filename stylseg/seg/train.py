@@ -39,7 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import compute_key, fingerprint_diff, folder_fingerprint, load_state, refuse_legacy, save_state
+from ..checkpoint import compute_key, fingerprint_diff, folder_fingerprint, is_rng_state, load_state, refuse_legacy, \
+    save_state
 from ..lock import stage_lock
 from ..utils import StylsegError, read_json, resolve_device, save_model_folder, seed_everything, set_threads, \
     write_json
@@ -185,7 +186,14 @@ def _train_segmenter(arch, train_dir, out: Path, cfg, *, val_dir, seed, device, 
     history: List[Dict[str, Any]] = []
     start, best = 0, -float("inf")
     if last.is_file():
-        ck = load_state(last, fingerprint=ck_fp, what="segmentation run", hint="pass --overwrite (overwrite=True)")
+        ck = load_state(last, fingerprint=ck_fp, what="segmentation run", hint="pass --overwrite (overwrite=True)",
+                        types={"model": dict, "optimizer": dict, "epoch": int, "history": list, "best": float,
+                               "rng": is_rng_state})
+        if ck["epoch"] > epochs:  # a longer run is never relabelled as a shorter one
+            raise StylsegError(f"{last}: this run was trained for {ck['epoch']} epochs, more than the {epochs} asked "
+                               f"for (seg.epochs); its weights are not a {epochs}-epoch model. Ask for at least "
+                               f"{ck['epoch']} epochs (--set seg.epochs={ck['epoch']}), use another --out folder, "
+                               f"or pass --overwrite (overwrite=True) to train {epochs} epochs from the start")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start, history, best = ck["epoch"], ck["history"], ck["best"]
