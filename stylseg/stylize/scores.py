@@ -12,6 +12,9 @@ Structure (1 = the input's structure kept):
   which the whole-image score counts as structure (the target look itself scores 0.41 there);
 - ``structure_edge_f1``: agreement of Canny edges within 3 px of the lesion boundary
   (F1 of output edges vs input edges, 1 px matching tolerance, inside the 3 px band);
+- ``lpips_to_input``: the mean LPIPS (VGG16, as OSASIS's loss; :mod:`stylseg.stylize.perceptual`) of each
+  output to its input (0 = unchanged; how far the look moved, structure and style together), only where the
+  registry's VGG16 weights are present;
 - ``structure_boundary_contrast``: a diagnostic, not a gate (:func:`boundary_contrast`): how much the
   output sharpens the lesion's boundary against the rest of the image, relative to the input (1 = as
   the input; a rim drawn along the lesion, which the contrast-invariant scores above count as kept
@@ -413,6 +416,10 @@ def score_arm(input_dir: os.PathLike, output_dir: os.PathLike, target_dir: os.Pa
     res["structure_ssim_lesion"] = float(np.nanmean(ls)) if ls and not np.all(np.isnan(ls)) else float("nan")
     bc = [boundary_contrast(a, b, m) for a, b, m in zip(ins, outs, masks) if m is not None]
     res["structure_boundary_contrast"] = float(np.nanmean(bc)) if bc and not np.all(np.isnan(bc)) else float("nan")
+    from .perceptual import lpips_available, mean_lpips
+
+    if lpips_available():  # LPIPS (VGG16) distance to the inputs, with `stylseg weights fetch vgg16-imagenet`
+        res["lpips_to_input"] = mean_lpips(ins, outs)
 
     if oracle is not None:
         orc = load_oracle(oracle) if isinstance(oracle, (str, os.PathLike)) else oracle
