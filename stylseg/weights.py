@@ -90,7 +90,8 @@ for _n, _f, _mb in (("resnet18", "resnet18-f37072fd.pth", 45), ("resnet34", "res
         used_by="seg: U-Net / U-Net++ encoder (torchvision state dict, load into the smp encoder without fc.*)",
         license="BSD-3-Clause (torchvision)"))
 WEIGHTS.add("vgg16-imagenet", WeightsEntry(
-    "vgg16-imagenet", "vgg16-397923af.pth", "torchvision vgg16 ImageNet-1k (IMAGENET1K_V1), 528 MB: the trunk of LPIPS",
+    "vgg16-imagenet", "vgg16-397923af.pth",
+    "torchvision vgg16 ImageNet-1k (IMAGENET1K_V1), 528 MB: the trunk of LPIPS",
     url="https://download.pytorch.org/models/vgg16-397923af.pth", sha256_prefix="397923af",
     used_by="stylize: LPIPS (lpips.LPIPS(net='vgg'), as OSASIS) of the osasis loss set's style-pair reconstruction "
             "(stylize.recon_perceptual) and notebook 05's lpips_to_input; its features.* load into the lpips trunk",

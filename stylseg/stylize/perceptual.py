@@ -94,8 +94,8 @@ def vgg16_trunk_state(path: Path) -> Dict[str, torch.Tensor]:
 @functools.lru_cache(maxsize=1)
 def _lpips_vgg() -> nn.Module:
     """``lpips.LPIPS(net='vgg')`` with a random trunk (``pnet_rand``: torchvision builds VGG16 without weights, so
-    nothing downloads; seeded 0) and lpips's calibrated linear layers; built once per process (torchvision initialises the
-    whole VGG16, classifier included, before lpips keeps its 13 convolutions: seconds on a CPU)."""
+    nothing downloads; seeded 0) and lpips's calibrated linear layers; built once per process (torchvision
+    initialises the whole VGG16, classifier included, before lpips keeps its 13 convolutions: seconds on a CPU)."""
     import lpips
 
     # its own random numbers: building it leaves the caller's draws as they were, first build or not
