@@ -277,7 +277,8 @@ def test_one_paper_profile_iteration_on_cpu(tmp_path):
     from stylseg.diffusion.model import DiffAE
 
     cfg = get_profile("paper").override(**{"stylize.iterations": 1, "stylize.batch_size": 1,
-                                            "stylize.embedder": "weightfree", "stylize.style_pair_tries": 1})
+                                            "stylize.embedder": "weightfree", "stylize.recon_perceptual": "msssim",
+                                            "stylize.style_pair_tries": 1})
     DiffAE.from_config(cfg.diffae, cfg.ddim).save_pretrained(tmp_path / "diffae")
     src = generate_domain(tmp_path / "src", "polyp", "clinic", n=2, size=256, seed=0, progress=False)
     style = generate_domain(tmp_path / "tgt", "polyp", "colon", n=1, size=256, seed=1, progress=False)
