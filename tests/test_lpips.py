@@ -197,3 +197,35 @@ def test_finetuning_without_the_file_says_which_stand_in_ran(tiny, weights_dir, 
     meta = json.loads((out / "config.json").read_text())
     assert hist["substitute"] == meta["substitute"] == f"{SUBSTITUTE}; {P.STAND_IN}"
     assert meta["config"]["stylize"]["recon_perceptual"] == "msssim"  # what ran, not "auto"
+
+
+# --------------------------------------------------------------------------- notebook 05's scores
+def test_scores_gain_lpips_to_the_inputs_when_the_file_is_present(tiny, weights_dir, monkeypatch, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from stylseg.data.io import read_image, write_image
+    from stylseg.stylize.scores import score_arm
+
+    src, tgt = tiny["source"], tiny["target"]
+    assert "lpips_to_input" not in score_arm(src, src, tgt, write_manifest=False)  # no file: no column
+    feats = _vgg16_features()
+    dest = W.path(P.LPIPS_WEIGHTS)
+    dest.parent.mkdir(parents=True)
+    torch.save({f"features.{k}": v for k, v in feats.state_dict().items()}, dest)
+    entry = dataclasses.replace(W.WEIGHTS.get(P.LPIPS_WEIGHTS), sha256_prefix=None)
+    monkeypatch.setitem(W.WEIGHTS._items, P.LPIPS_WEIGHTS, entry)
+    assert score_arm(src, src, tgt, write_manifest=False)["lpips_to_input"] == 0.0  # unchanged
+    arm = tmp_path / "inverted"
+    shutil.copytree(src, arm)
+    for p in (arm / "images").iterdir():
+        write_image(p, 255 - read_image(p))
+    got = score_arm(src, arm, tgt, write_manifest=False)["lpips_to_input"]
+    ins = [read_image(p) for p in sorted((src / "images").iterdir())]
+    outs = [read_image(p) for p in sorted((arm / "images").iterdir())]
+    kit = P.load_lpips()
+    with torch.no_grad():
+        want = np.mean([float(kit(*(torch.tensor(im).permute(2, 0, 1)[None].float() / 127.5 - 1 for im in ab)))
+                        for ab in zip(ins, outs)])
+    assert got > 0.05 and got == pytest.approx(want, rel=1e-5)

@@ -12,9 +12,6 @@ Structure (1 = the input's structure kept):
   which the whole-image score counts as structure (the target look itself scores 0.41 there);
 - ``structure_edge_f1``: agreement of Canny edges within 3 px of the lesion boundary
   (F1 of output edges vs input edges, 1 px matching tolerance, inside the 3 px band);
-- ``lpips_to_input``: the mean LPIPS (VGG16, as OSASIS's loss; :mod:`stylseg.stylize.perceptual`) of each
-  output to its input (0 = unchanged; how far the look moved, structure and style together), only where the
-  registry's VGG16 weights are present;
 - ``structure_boundary_contrast``: a diagnostic, not a gate (:func:`boundary_contrast`): how much the
   output sharpens the lesion's boundary against the rest of the image, relative to the input (1 = as
   the input; a rim drawn along the lesion, which the contrast-invariant scores above count as kept
@@ -22,6 +19,10 @@ Structure (1 = the input's structure kept):
 - ``oracle_dice_output`` / ``oracle_dice_input`` / ``oracle_dice_ratio``: the Dice against the
   original masks of an *oracle* segmenter (trained on labelled images of both domains,
   :func:`train_oracle`) on the outputs, on the inputs, and their ratio.
+
+Both together, a diagnostic: ``lpips_to_input``, the mean LPIPS (VGG16, as OSASIS's loss;
+:mod:`stylseg.stylize.perceptual`) of each output to its input (0 = unchanged: how far the look moved, structure
+and style together), only where the registry's VGG16 weights are present.
 
 Style (toward the target):
 
