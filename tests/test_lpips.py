@@ -148,6 +148,12 @@ def test_registry_entry_preflight_and_list(weights_dir, capsys):
     note = P.stand_in_note(cfg)
     assert "stylseg weights fetch vgg16-imagenet" in note and "--set stylize.recon_perceptual=msssim" in note
     assert P.stand_in_note(cfg.override(**{"stylize.recon_perceptual": "msssim"})) is None
+    # stylseg reproduce prints it before any work (here the run then stops at an arm no notebook makes)
+    capsys.readouterr()
+    assert main(["reproduce", "--profile", "smoke", "--out", str(weights_dir.parent / "run"),
+                 "--set", "eval.arms=direct,nonsense"]) == 2
+    err = capsys.readouterr().err
+    assert note in err and "no notebook makes" in err
     assert P.stand_in_note(cfg.override(**{"stylize.preset": "paper"})) is None  # no reconstruction term
     # lpips (the paper profile): required before any work, with its opt-out
     lp = cfg.override(**{"stylize.recon_perceptual": "lpips"})
