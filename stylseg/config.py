@@ -123,6 +123,9 @@ class StylizeConfig:
     embedder: str = "weightfree"  # weightfree | clip
     clip_model: str = "ViT-B-32"
     clip_pretrained: str = "openai"
+    #: the osasis set's perceptual reconstruction of the style pair: lpips (OSASIS's LPIPS, VGG16 weights through the
+    #: registry), msssim (the stand-in 1 - MS-SSIM), auto (lpips when its weights are present, else msssim)
+    recon_perceptual: str = "auto"
     w_cycle: float = 0.0  # lambda_2: L_cycle (paper set; L_adv / the cross-domain loss has weight lambda_1 = 1)
     w_structure: float = 0.0  # lambda_3: L_SPN, in either loss set (0 in OSASIS as published)
     spn_role: str = "joint"  # joint (every term trains D_B and the SPN) | guard (L_SPN alone trains the SPN)
@@ -270,6 +273,7 @@ CHOICES: Dict[str, Tuple[str, ...]] = {
     "stylize.upsample": ("bilinear", "detail", "detail_lesion"),
     "stylize.sensor": ("off", "match"),
     "stylize.style_pair_pick": ("fidelity", "domain"),
+    "stylize.recon_perceptual": ("auto", "lpips", "msssim"),
     "eval.protocol": ("standard", "paper"),
 }
 
@@ -424,8 +428,8 @@ def _profiles(presets: bool = True) -> Dict[str, RunConfig]:
                             # D_A is the published FFHQ DiffAE, as OSASIS and the paper ran it; the fields above
                             # are what --set diffae.init=train trains instead (about 15 GPU-hours on one H200)
                             init="diffae-ffhq256-autoenc"),
-        # the published settings: OSASIS's loss set and style pair, CLIP, OSASIS's learning rate for D_B
-        stylize=StylizeConfig(iterations=200, lr_unet=5e-6, batch_size=8, embedder="clip"),
+        # the published settings: OSASIS's loss set and style pair, CLIP, LPIPS, OSASIS's learning rate for D_B
+        stylize=StylizeConfig(iterations=200, lr_unet=5e-6, batch_size=8, embedder="clip", recon_perceptual="lpips"),
         seg=_paper_seg(),
     )
     if not presets:

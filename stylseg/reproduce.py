@@ -286,6 +286,11 @@ def preflight(args: argparse.Namespace) -> None:
     if (layout.diffae / "config.json").is_file():
         cfg = cfg.override(**{"diffae.init": "train"})
     check_required(cfg, archs)
+    from .stylize.perceptual import stand_in_note
+
+    note = stand_in_note(cfg)  # LPIPS's weights absent under recon_perceptual=auto: the stand-in runs, said here
+    if note:
+        print(note, file=sys.stderr)
     from .baselines import RUN_BASELINES
     from .seg.compare import ARM_ORDER
 

@@ -361,7 +361,7 @@ def env_report(device: str = "auto", seed: Optional[int] = None) -> Dict[str, An
         "seed": seed,
         "packages": {
             n: ver(n)
-            for n in ("torch", "torchvision", "numpy", "diffusers", "open_clip_torch",
+            for n in ("torch", "torchvision", "numpy", "diffusers", "open_clip_torch", "lpips",
                       "segmentation-models-pytorch", "timm", "pysodmetrics", "papermill", "accelerate")
         },
     }

@@ -89,6 +89,13 @@ for _n, _f, _mb in (("resnet18", "resnet18-f37072fd.pth", 45), ("resnet34", "res
         url=f"https://download.pytorch.org/models/{_f}", sha256_prefix=_f.split("-")[1].split(".")[0],
         used_by="seg: U-Net / U-Net++ encoder (torchvision state dict, load into the smp encoder without fc.*)",
         license="BSD-3-Clause (torchvision)"))
+WEIGHTS.add("vgg16-imagenet", WeightsEntry(
+    "vgg16-imagenet", "vgg16-397923af.pth",
+    "torchvision vgg16 ImageNet-1k (IMAGENET1K_V1), 528 MB: the trunk of LPIPS",
+    url="https://download.pytorch.org/models/vgg16-397923af.pth", sha256_prefix="397923af",
+    used_by="stylize: LPIPS (lpips.LPIPS(net='vgg'), as OSASIS) of the osasis loss set's style-pair reconstruction "
+            "(stylize.recon_perceptual) and notebook 05's lpips_to_input; its features.* load into the lpips trunk",
+    license="BSD-3-Clause (torchvision); the LPIPS linear layers ship with the lpips package (BSD-2-Clause)"))
 WEIGHTS.add("res2net50d-imagenet", WeightsEntry(
     "res2net50d-imagenet", "model.safetensors", "timm res2net50d.in1k (Res2Net-50 26w x 4s, deep stem, avg-pool "
     "shortcut: the v1b design), 102 MB", hf_repo="timm/res2net50d.in1k", hf_filename="model.safetensors",
@@ -142,7 +149,8 @@ def resolve(name: str) -> Path:
 def required(cfg, archs: Optional[List[str]] = None) -> List[Dict[str, str]]:
     """The pretrained files a run with ``cfg`` asks for, each ``{"name", "for", "optout"}``: the segmenters' ImageNet
     encoders (``seg.pretrained``; ``archs`` default ``cfg.seg.archs``), CLIP (``stylize.embedder=clip`` with
-    weights named by ``stylize.clip_pretrained``) and the published DiffAE (``diffae.init`` a registry name)."""
+    weights named by ``stylize.clip_pretrained``), LPIPS's VGG16 (``stylize.recon_perceptual=lpips``) and the
+    published DiffAE (``diffae.init`` a registry name)."""
     from .seg.models import pretrained_weights
 
     out: List[Dict[str, str]] = []
@@ -156,6 +164,9 @@ def required(cfg, archs: Optional[List[str]] = None) -> List[Dict[str, str]]:
         if name in WEIGHTS:
             out.append({"name": name, "for": "the CLIP style loss",
                         "optout": "--set stylize.embedder=weightfree (the kit's weight-free style embedder)"})
+    if sc.loss_set == "osasis" and sc.recon_perceptual == "lpips":
+        out.append({"name": "vgg16-imagenet", "for": "OSASIS's LPIPS term (its VGG16 trunk)",
+                    "optout": "--set stylize.recon_perceptual=msssim (the stand-in 1 - MS-SSIM)"})
     if cfg.diffae.init in WEIGHTS:
         from .diffusion.pretrained import train_cost
 
@@ -269,6 +280,8 @@ def _cmd_list(args) -> int:
         print(f"{r['name']:<22} [{mark}] {r['description']}")
         print(f"{'':<22} source: {r['source']}  ({r['checksum']})")
         print(f"{'':<22} used by: {r['used_by']}")
+        if r["license"]:
+            print(f"{'':<22} licence: {r['license']}")
     return 0
 
 

@@ -12,8 +12,10 @@ from stylseg.manifest import ArmWriter
 from stylseg.config import get_profile
 from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
 from stylseg.stylize.apply import apply_stylizer, upsample_result
+from stylseg.stylize.embedders import SUBSTITUTE
 from stylseg.stylize.finetune import finetune
 from stylseg.stylize.losses import LESION_RING
+from stylseg.stylize.perceptual import STAND_IN
 from stylseg.stylize.pipeline import Stylizer
 from stylseg.utils import StylsegError
 
@@ -36,7 +38,8 @@ def test_st_arm_layout_and_manifest(env):
     m = json.loads((out / "manifest.json").read_text())
     assert m["arm"] == "st" and m["method"] == "diffusion-st" and len(m["items"]) == 7
     assert m["params"]["unet_calls_per_image"] == 4 and m["params"]["use_spn"] is True
-    assert m["substitute"] == "weight-free style embedder instead of CLIP" and m["size"] == 32
+    # what stood in for published weights (no CLIP, no LPIPS trunk here), carried from the stylizer
+    assert m["substitute"] == f"{SUBSTITUTE}; {STAND_IN}" and m["size"] == 32
     for it in m["items"]:
         img, mask = read_image(out / it["image"]), read_mask(out / it["mask"])
         assert img.shape == (32, 32, 3) and mask.shape == (32, 32)

@@ -11,6 +11,7 @@ from PIL import Image
 from stylseg.checkpoint import load_state
 from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
 from stylseg.stylize.embedders import SUBSTITUTE
+from stylseg.stylize.perceptual import STAND_IN
 from stylseg.stylize.finetune import STYLE_XA, STYLE_Y, finetune, make_style_pair
 from stylseg.stylize.pipeline import Stylizer, folder_sha256, load_diffae
 from stylseg.utils import StylsegError, load_model_folder
@@ -106,10 +107,10 @@ def test_finetune_writes_a_loadable_stylizer(env):
                    callback=lambda it, i, t, x0: seen.append((it, i, t, tuple(x0.shape))))
     meta, state = load_model_folder(out, "stylizer")
     assert meta["diffae"]["sha256"] == folder_sha256(env["diffae"])
-    assert meta["substitute"] == SUBSTITUTE and meta["config"]["spn_lambda"] == cfg.stylize.spn_lambda
+    assert meta["substitute"] == f"{SUBSTITUTE}; {STAND_IN}" and meta["config"]["spn_lambda"] == cfg.stylize.spn_lambda
     assert (out / STYLE_Y).is_file() and (out / STYLE_XA).is_file()
     hist = json.loads((out / "history.json").read_text())
-    assert hist["substitute"] == SUBSTITUTE and len(hist["iterations"]) == cfg.stylize.iterations
+    assert hist["substitute"] == f"{SUBSTITUTE}; {STAND_IN}" and len(hist["iterations"]) == cfg.stylize.iterations
     for rec in hist["iterations"]:
         assert {"cross", "cross_mag", "in_domain", "recon_l1", "recon_msssim", "recon_embed", "total"} <= set(rec)
         assert rec["updates"] == cfg.ddim.finetune_gen_steps  # an optimizer step at every generation step
@@ -276,7 +277,8 @@ def test_one_paper_profile_iteration_on_cpu(tmp_path):
     from stylseg.diffusion.model import DiffAE
 
     cfg = get_profile("paper").override(**{"stylize.iterations": 1, "stylize.batch_size": 1,
-                                            "stylize.embedder": "weightfree", "stylize.style_pair_tries": 1})
+                                            "stylize.embedder": "weightfree", "stylize.recon_perceptual": "msssim",
+                                            "stylize.style_pair_tries": 1})
     DiffAE.from_config(cfg.diffae, cfg.ddim).save_pretrained(tmp_path / "diffae")
     src = generate_domain(tmp_path / "src", "polyp", "clinic", n=2, size=256, seed=0, progress=False)
     style = generate_domain(tmp_path / "tgt", "polyp", "colon", n=1, size=256, seed=1, progress=False)

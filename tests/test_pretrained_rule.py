@@ -43,7 +43,8 @@ def test_the_paper_profile_lists_every_missing_file_before_any_work(tmp_path):
 
     cfg = get_profile("paper")
     names = [r["name"] for r in W.required(cfg)]
-    assert names == ["resnet34-imagenet", "res2net50d-imagenet", "clip-vit-b-32-openai", "diffae-ffhq256-autoenc"]
+    assert names == ["resnet34-imagenet", "res2net50d-imagenet", "clip-vit-b-32-openai", "vgg16-imagenet",
+                     "diffae-ffhq256-autoenc"]
     with pytest.raises(StylsegError) as e:
         W.check_required(cfg)
     msg = str(e.value)
@@ -51,8 +52,10 @@ def test_the_paper_profile_lists_every_missing_file_before_any_work(tmp_path):
         assert n in msg
     assert "stylseg weights fetch resnet34-imagenet" in msg and "--set seg.pretrained=false" in msg
     assert "--set stylize.embedder=weightfree" in msg and "--set diffae.init=train" in msg
+    assert "--set stylize.recon_perceptual=msssim" in msg
     # the opt-outs, explicit: nothing is required any more
-    opted = cfg.override(**{"seg.pretrained": False, "stylize.embedder": "weightfree", "diffae.init": "train"})
+    opted = cfg.override(**{"seg.pretrained": False, "stylize.embedder": "weightfree", "diffae.init": "train",
+                            "stylize.recon_perceptual": "msssim"})
     assert W.required(opted) == []
     W.check_required(opted)
     # stylseg reproduce stops at once, writing nothing

@@ -109,6 +109,7 @@ def bench_finetune(cfg, dev, work: Path, iterations: int, n_images: int) -> Dict
     """One-shot fine-tuning: seconds per iteration (history), peak GiB (setup and style pair included)."""
     from stylseg.diffusion.model import DiffAE
     from stylseg.stylize.finetune import finetune
+    from stylseg.stylize.perceptual import resolve_recon
 
     import torch
 
@@ -128,7 +129,8 @@ def bench_finetune(cfg, dev, work: Path, iterations: int, n_images: int) -> Dict
     sc = cfg.stylize
     return {"figure": f"{s_it:.2f} s/iteration", "value": s_it, "peak_gib": m.peak, "model_dir": ft,
             "setting": f"batch {sc.batch_size}, {cfg.ddim.finetune_invert_steps}+{cfg.ddim.finetune_gen_steps} steps, "
-                       f"embedder {sc.embedder}" + _memory_setting(cfg, "stylize")}
+                       f"embedder {sc.embedder}, recon {resolve_recon(sc.recon_perceptual)}"
+                       + _memory_setting(cfg, "stylize")}
 
 
 def bench_apply(cfg, dev, work: Path, model_dir: Path, n_images: int) -> Dict[str, Any]:
@@ -176,7 +178,8 @@ def notebook_chain(work: Path, profile: str) -> Dict[str, Any]:
 
     run = work / "chain"
     sets = ["data.n_per_domain=24", "diffae.init=train", "diffae.train_steps=20", "diffae.sample_every=1000000",
-            "stylize.iterations=2", "stylize.clip_pretrained=none", "seg.epochs=1", "seg.pretrained=false",
+            "stylize.iterations=2", "stylize.clip_pretrained=none", "stylize.recon_perceptual=auto", "seg.epochs=1",
+            "seg.pretrained=false",
             "eval.arms=direct,st,recon,oracle"]
     write_run_config(run, profile, sets)
     nbs = [p for p in pipeline_notebooks() if p.name[:2] in ("00", "02", "04", "05", "06")]
@@ -212,7 +215,8 @@ def run(smoke: bool, out: Path, device: str = "auto", chain: bool = True, log: C
     if dev.type == "cpu":
         set_threads()
     profile = "smoke" if smoke else "paper"
-    cfg = get_profile(profile).override(**{"stylize.checkpoint_every": 10 ** 6, "stylize.clip_pretrained": "none"})
+    cfg = get_profile(profile).override(**{"stylize.checkpoint_every": 10 ** 6, "stylize.clip_pretrained": "none",
+                                           "stylize.recon_perceptual": "auto"})  # LPIPS where its file is present
     if smoke:
         sizes = {"diffae_steps": 6, "diffae_images": 16, "ft_iterations": 2, "ft_images": 8, "apply_images": 8,
                  "seg_images": 16, "archs": ("unet",)}

@@ -24,8 +24,8 @@ from typing import Dict, Iterable, Set
 ROOT = Path(__file__).resolve().parents[1]
 
 #: what the kit itself needs on the GPU machine (the notebook chain included)
-ROOTS = ("diffusers", "open_clip_torch", "segmentation-models-pytorch", "pysodmetrics", "papermill", "nbconvert",
-         "nbformat", "ipykernel", "kornia", "torchmetrics", "safetensors", "accelerate", "tifffile", "tqdm",
+ROOTS = ("diffusers", "open_clip_torch", "lpips", "segmentation-models-pytorch", "pysodmetrics", "papermill",
+         "nbconvert", "nbformat", "ipykernel", "kornia", "torchmetrics", "safetensors", "accelerate", "tifffile", "tqdm",
          "scikit-image", "matplotlib", "timm", "huggingface_hub")
 
 #: packages the CUDA image already holds (never downloaded): its python3 has torch and the scientific stack

@@ -68,13 +68,16 @@ def register(parser: argparse.ArgumentParser) -> None:
 def _cmd_finetune(args) -> int:
     from ..cli import config_from_args
     from ..utils import set_threads
-    from .finetune import finetune
+    from .finetune import finetune, load_history
 
     cfg = config_from_args(args)
     set_threads()
     out = finetune(args.diffae, args.style, args.content, args.out, cfg, resume=not args.no_resume,
                    overwrite=args.overwrite, device=cfg.device)
     print(f"wrote stylizer {out}")
+    stand_ins = load_history(out).get("substitute")
+    if stand_ins:  # what stood in for published weights (recorded in history.json and config.json too)
+        print(f"stand-ins: {stand_ins}")
     return 0
 
 

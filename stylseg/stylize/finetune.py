@@ -66,6 +66,7 @@ from ..utils import (StylsegError, check_choice, json_sha256, read_json, resolve
                      save_model_folder, seed_everything, sha256_file, write_json)
 from .embedders import embedder_substitute, make_embedder
 from .losses import LOSS_SETS, StyleLoss, cycle_l1, lesion_weight, ms_ssim
+from .perceptual import make_recon_perceptual, resolve_recon_config
 from .pipeline import (KIND, check_stylizer_config, diffae_size, folder_sha256, load_content_masks, load_diffae,
                        load_folder_tensor, load_image_pm1)
 from .spn import build_spn, spn_gate, spn_shift_fn
@@ -637,6 +638,7 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     """
     from tqdm.auto import tqdm
 
+    cfg = resolve_recon_config(cfg)  # recon_perceptual=auto as it runs: the settings and outputs say which
     sc = cfg.stylize
     check_settings(sc)
     diffae_dir, style_path, out_dir = Path(diffae_dir), Path(style_path), Path(out_dir)
@@ -662,7 +664,7 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     # numbers, so the order leaves every other draw as it was)
     embedder = make_embedder(sc, source=content if sc.embedder == "weightfree" else None, device=dev)
     y_b, x_as = style_pair(diffae, style_path, out_dir, cfg, dev, embedder, content, par)
-    loss = StyleLoss(sc, embedder, y_b, x_as).to(dev)
+    loss = StyleLoss(sc, embedder, y_b, x_as, make_recon_perceptual(sc, dev)).to(dev)
     state = TrainState.start(diffae, sc, cfg.seed, dev)
     if ckpt is not None:
         state.load_state_dict(ckpt, out_dir / CHECKPOINT)
@@ -673,7 +675,7 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
         if par.main:
             state.iteration = it
             save_checkpoint(out_dir / CHECKPOINT, state, digest, compute, settings)
-            write_json(out_dir / HISTORY, {"substitute": embedder_substitute(embedder), "loss_set": sc.loss_set,
+            write_json(out_dir / HISTORY, {"substitute": _substitute(embedder, loss), "loss_set": sc.loss_set,
                                            "weights": loss.weights, "iterations": state.history,
                                            "diverging": loss_divergence(state.history)})
 
@@ -745,9 +747,14 @@ def save_stylizer(out_dir: Path, state: TrainState, cfg, loss: StyleLoss, embedd
     weights.update({f"spn.{k}": v for k, v in state.spn.state_dict().items()})
     config = {"spn": state.spn.config(), "spn_lambda": sc.spn_lambda, "stylize": dataclasses.asdict(sc),
               "ddim": dataclasses.asdict(cfg.ddim), "image_size": size}
-    meta = {**extra, "embedder": embedder.describe(), "substitute": embedder_substitute(embedder),
+    meta = {**extra, "embedder": embedder.describe(), "substitute": _substitute(embedder, loss),
             "loss_set": sc.loss_set, "weights": loss.weights, "iterations_done": sc.iterations, "diverging": diverging}
     return save_model_folder(out_dir, KIND, config, weights, extra=meta)
+
+
+def _substitute(embedder, loss: StyleLoss) -> Optional[str]:
+    """What stood in for published weights (the embedder for CLIP, MS-SSIM for LPIPS), "; "-joined, or None."""
+    return "; ".join(s for s in (embedder_substitute(embedder), loss.stand_in) if s) or None
 
 
 def load_history(model_dir: os.PathLike) -> Dict[str, Any]:

@@ -18,8 +18,9 @@ Two loss sets, selected by ``StylizeConfig.loss_set``:
 - ``cross`` [1]: cross-domain directional loss (as ``adv``) + ``cross_mag``;
 - ``in_domain`` [0.5]: ``1 - cos(norm(E(x_A) - E(x_A_style)), norm(E(out_B) - E(y_B)))`` + ``in_domain_mag``;
 - reconstruction of the style pair through D_B (x_A_style -> D_B -> should give y_B):
-  ``recon_embed`` [30] ``1 - cos(E(out_style), E(y_B))``, ``recon_l1`` [10], ``recon_msssim`` [10]
-  (``1 - MS-SSIM``; MS-SSIM stands in for LPIPS, whose VGG weights are not at hand offline);
+  ``recon_embed`` [30] ``1 - cos(E(out_style), E(y_B))``, ``recon_l1`` [10], and ``recon_lpips`` [10], LPIPS with
+  VGG16 as OSASIS runs it (:mod:`stylseg.stylize.perceptual`), or, where its VGG16 weights are not at hand
+  (``stylize.recon_perceptual``), the stand-in ``recon_msssim`` [10] ``1 - MS-SSIM``, which every output names;
 - ``spn`` [0, ``w_structure``]: the paper's ``L_SPN`` added to OSASIS's set (not in OSASIS's code, which
   has no structure term): with it the SPN and D_B are trained to keep the input's structure while the
   other terms move its style. ``stylize.structure_region="lesion"`` restricts it (in both sets) to the lesion
@@ -47,7 +48,10 @@ from .embedders import gaussian_blur
 LOSS_SETS = ("paper", "osasis")
 
 #: OSASIS's fixed weights of its in-domain directional loss and of the style pair's reconstruction terms
-OSASIS_WEIGHTS = {"in_domain": 0.5, "recon_embed": 30.0, "recon_l1": 10.0, "recon_msssim": 10.0}
+OSASIS_WEIGHTS = {"in_domain": 0.5, "recon_embed": 30.0, "recon_l1": 10.0, "recon_lpips": 10.0,
+                  "recon_msssim": 10.0}
+#: the style pair's perceptual reconstruction: LPIPS (OSASIS) or its stand-in; a StyleLoss keeps one of the two
+RECON_PERCEPTUAL_TERMS = ("recon_lpips", "recon_msssim")
 
 #: the terms of each set and what scales each of them: config weights (names of StylizeConfig fields) and numbers
 #: (the paper's lambda_1 = 1 for L_adv and OSASIS's fixed weights; a magnitude term has its directional loss's weight)
@@ -56,7 +60,8 @@ TERMS = {
     "osasis": {"cross": 1.0, "cross_mag": 1.0,
                "in_domain": OSASIS_WEIGHTS["in_domain"], "in_domain_mag": OSASIS_WEIGHTS["in_domain"],
                "recon_embed": OSASIS_WEIGHTS["recon_embed"], "recon_l1": OSASIS_WEIGHTS["recon_l1"],
-               "recon_msssim": OSASIS_WEIGHTS["recon_msssim"], "spn": "w_structure"},
+               "recon_lpips": OSASIS_WEIGHTS["recon_lpips"], "recon_msssim": OSASIS_WEIGHTS["recon_msssim"],
+               "spn": "w_structure"},
 }
 
 
@@ -183,17 +188,23 @@ class StyleLoss(nn.Module):
     ``y_b`` (1,3,S,S) the style image, ``x_a_style`` (1,3,S,S) its domain-A rendering, both in
     [-1,1]; ``embedder`` maps images to (B,D). Call :meth:`terms` with the content batch
     ``x_in`` and D_B's x0-prediction ``x0_b`` (and, for the OSASIS set, the style branch's
-    x0-prediction ``x0_style``) to get the unweighted terms, :meth:`total` to weight them.
+    x0-prediction ``x0_style``) to get the unweighted terms, :meth:`total` to weight them. ``perceptual``: the
+    LPIPS module of the OSASIS set's reconstruction (:func:`~stylseg.stylize.perceptual.make_recon_perceptual`);
+    None runs the stand-in ``recon_msssim`` (:attr:`stand_in`).
     """
 
-    def __init__(self, scfg, embedder: nn.Module, y_b: torch.Tensor, x_a_style: torch.Tensor):
+    def __init__(self, scfg, embedder: nn.Module, y_b: torch.Tensor, x_a_style: torch.Tensor,
+                 perceptual: Optional[nn.Module] = None):
         super().__init__()
         check_choice(scfg.loss_set, LOSS_SETS, "loss set", "stylize.loss_set")
         self.loss_set = scfg.loss_set
         self.embedder = embedder
+        self.perceptual = perceptual
         self.weights: Dict[str, float] = {}
+        unused = RECON_PERCEPTUAL_TERMS[1 if perceptual is not None else 0]
         for name, w in TERMS[self.loss_set].items():
-            self.weights[name] = float(getattr(scfg, w) if isinstance(w, str) else w)
+            if name != unused:
+                self.weights[name] = float(getattr(scfg, w) if isinstance(w, str) else w)
         self.register_buffer("y_b", y_b.detach())
         self.register_buffer("x_a_style", x_a_style.detach())
         with torch.no_grad():
@@ -203,8 +214,15 @@ class StyleLoss(nn.Module):
     @property
     def needs_style_branch(self) -> bool:
         """True when a term reconstructs the style pair (OSASIS set with a nonzero weight)."""
-        return self.loss_set == "osasis" and any(
-            self.weights[k] != 0 for k in ("recon_embed", "recon_l1", "recon_msssim"))
+        return self.loss_set == "osasis" and any(self.active(k) for k in ("recon_embed", "recon_l1",
+                                                                            *RECON_PERCEPTUAL_TERMS))
+
+    @property
+    def stand_in(self) -> Optional[str]:
+        """What stands in for OSASIS's LPIPS term (recorded with the stylizer), or None."""
+        from .perceptual import STAND_IN
+
+        return STAND_IN if self.active("recon_msssim") else None
 
     @property
     def needs_cycle(self) -> bool:
@@ -238,7 +256,11 @@ class StyleLoss(nn.Module):
                 e_s = self.embedder(x0_style)
                 out["recon_embed"] = (1.0 - F.cosine_similarity(e_s, self.e_yb.expand_as(e_s), dim=-1)).mean()
                 out["recon_l1"] = (x0_style - self.y_b).abs().mean()
-                out["recon_msssim"] = 1.0 - ms_ssim((x0_style + 1) / 2, (self.y_b.expand_as(x0_style) + 1) / 2).mean()
+                if self.perceptual is not None:  # OSASIS: LPIPS (VGG16) of the style branch against y_B
+                    out["recon_lpips"] = self.perceptual(x0_style, self.y_b).mean()
+                else:
+                    out["recon_msssim"] = 1.0 - ms_ssim((x0_style + 1) / 2,
+                                                        (self.y_b.expand_as(x0_style) + 1) / 2).mean()
         return out
 
     def total(self, terms: Dict[str, torch.Tensor], exclude=()) -> torch.Tensor:

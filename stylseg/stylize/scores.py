@@ -20,6 +20,10 @@ Structure (1 = the input's structure kept):
   original masks of an *oracle* segmenter (trained on labelled images of both domains,
   :func:`train_oracle`) on the outputs, on the inputs, and their ratio.
 
+Both together, a diagnostic: ``lpips_to_input``, the mean LPIPS (VGG16, as OSASIS's loss;
+:mod:`stylseg.stylize.perceptual`) of each output to its input (0 = unchanged: how far the look moved, structure
+and style together), only where the registry's VGG16 weights are present.
+
 Style (toward the target):
 
 - ``style_fd_output`` (and ``style_fd_input`` for the inputs, ``style_fd_ratio``): the Frechet
@@ -469,6 +473,10 @@ def score_arm(input_dir: os.PathLike, output_dir: os.PathLike, target_dir: os.Pa
     res["structure_ssim_lesion"] = float(np.nanmean(ls)) if ls and not np.all(np.isnan(ls)) else float("nan")
     bc = [boundary_contrast(a, b, m) for a, b, m in zip(ins, outs, masks) if m is not None]
     res["structure_boundary_contrast"] = float(np.nanmean(bc)) if bc and not np.all(np.isnan(bc)) else float("nan")
+    from .perceptual import lpips_available, mean_lpips
+
+    if lpips_available():  # LPIPS (VGG16) distance to the inputs, with `stylseg weights fetch vgg16-imagenet`
+        res["lpips_to_input"] = mean_lpips(ins, outs)
 
     if oracle is not None:
         orc = load_oracle(oracle) if isinstance(oracle, (str, os.PathLike)) else oracle
