@@ -108,7 +108,7 @@ def test_step_counts_and_t0_out_of_range_are_refused_at_once():
 def test_config_choices_agree_with_the_modules_that_use_them():
     from stylseg.config import CHOICES
     from stylseg.data.synth import KINDS
-    from stylseg.diffusion.model import ENC_POOLS, PREDICTIONS
+    from stylseg.diffusion.nets import ENC_POOLS, PREDICTIONS
     from stylseg.diffusion.train import LOSS_WEIGHTINGS
     from stylseg.metrics import PROTOCOLS
     from stylseg.stylize.apply import SENSOR, UPSAMPLE

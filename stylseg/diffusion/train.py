@@ -38,7 +38,8 @@ import torch.nn as nn
 from ..checkpoint import compute_key, files_fingerprint, load_state, read_state_header, refuse_legacy, save_state
 from ..lock import stage_lock
 from ..utils import StylsegError, atomic_path, read_json, resolve_device, write_json
-from .model import SCHEDULE_KEYS, DiffAE
+from .ddim import SCHEDULE_KEYS
+from .model import DiffAE
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.safetensors"

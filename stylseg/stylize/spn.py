@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..diffusion.ddim import DDIMStep, Shift
-from ..diffusion.model import norm_groups, timestep_embedding
+from ..diffusion.blocks import norm_groups, timestep_embedding
 from ..utils import StylsegError, check_choice
 
 SPN_FORMS = ("paper", "osasis")
