@@ -56,8 +56,9 @@ def main(argv=None) -> int:
     import torch
 
     from stylseg.stylize.embedders import WeightFreeEmbedder
-    from stylseg.stylize.finetune import make_style_pair
-    from stylseg.stylize.pipeline import diffae_size, list_folder, load_diffae, load_folder_tensor
+    from stylseg.stylize.style_pair import make_style_pair
+    from stylseg.data.tensors import load_folder_tensor
+    from stylseg.stylize.stylizer import diffae_size, load_diffae
     from stylseg.utils import StylsegError
 
     torch.set_num_threads(args.threads)
@@ -137,12 +138,11 @@ def main(argv=None) -> int:
             print(f"\n{'reach':>7} {'cos':>6} {'colour':>7} {'LBP':>6} {'logit c':>8} {'logit L':>8} {'P':>6}  "
                   f"arm (embedder reach and cosine vs the inputs; feature-group reach; logit parts; P(target))")
             for arm in args.arms:
-                files = list_folder(arm)
+                out, files = load_folder_tensor(arm, size)
                 missing = [p.name for p in files if p.stem not in by_stem]
                 if missing:
                     raise StylsegError(f"{arm}: {missing[0]} has no input of that name in "
                                        f"{run / 'data' / 'source' / 'train'} (pass arms stylized from it)")
-                out, _ = load_folder_tensor(arm, size, files)
                 e_out = emb(out)
                 e_in = e_src[[by_stem[p.stem] for p in files]]
                 delta = e_out - e_in

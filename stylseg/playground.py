@@ -18,6 +18,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
+from .data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from .data.io import list_images, read_image, read_mask, resize_image, resize_mask, to_tensor_pm1, from_tensor_pm1
 from .layout import RunLayout
 from .utils import StylsegError, resolve_device
@@ -93,7 +94,7 @@ class Playground:
         if self.segmenter is None:
             return None
         x = resize_image(img, self.seg_size).astype(np.float32) / 255.0
-        mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+        mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
         t = torch.from_numpy(((x - mean) / std).astype(np.float32)).permute(2, 0, 1)[None].to(self.device)
         logits = self.segmenter(t)
         if isinstance(logits, (list, tuple)):

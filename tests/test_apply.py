@@ -10,11 +10,11 @@ from PIL import Image
 from stylseg.data.io import read_image, read_mask, resize_image
 from stylseg.manifest import ArmWriter
 from stylseg.config import get_profile
-from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
+from _testing import tiny_config, tiny_diffae, tiny_domains
 from stylseg.stylize.apply import apply_stylizer, upsample_result
 from stylseg.stylize.finetune import finetune
 from stylseg.stylize.losses import LESION_RING
-from stylseg.stylize.pipeline import Stylizer
+from stylseg.stylize.stylizer import Stylizer
 from stylseg.utils import StylsegError
 
 
@@ -184,7 +184,7 @@ def test_bad_model_folders(env, tmp_path):
 
 def test_cli_apply(env, tmp_path, monkeypatch):
     from stylseg.cli import main
-    from stylseg.stylize._testing import TINY_DIFFAE
+    from _testing import TINY_DIFFAE
 
     monkeypatch.setenv("STYLSEG_THREADS", "1")
     sets = [a for k, v in TINY_DIFFAE.items() for a in ("--set", f"{k}={v}")]

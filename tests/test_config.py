@@ -113,7 +113,8 @@ def test_config_choices_agree_with_the_modules_that_use_them():
     from stylseg.metrics import PROTOCOLS
     from stylseg.stylize.apply import SENSOR, UPSAMPLE
     from stylseg.config import PRESETS
-    from stylseg.stylize.finetune import SPN_ROLES, STRUCTURE_REGIONS, STYLE_PAIR_PICKS
+    from stylseg.stylize.finetune import SPN_ROLES, STRUCTURE_REGIONS
+    from stylseg.stylize.style_pair import STYLE_PAIR_PICKS
     from stylseg.stylize.losses import LOSS_SETS
     from stylseg.stylize.spn import SPN_FORMS, SPN_REGIONS
     from stylseg.utils import PRECISIONS

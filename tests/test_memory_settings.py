@@ -50,7 +50,7 @@ def _finetune_losses(tmp_path, name, **overrides):
     """The weighted total of each iteration of a 3-iteration tiny fine-tuning."""
     import json
 
-    from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
+    from _testing import tiny_config, tiny_diffae, tiny_domains
     from stylseg.stylize.finetune import finetune
 
     d = tmp_path / "env"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from stylseg.data.io import read_image, write_image
-from stylseg.stylize._testing import tiny_domains
+from _testing import tiny_domains
 from stylseg.stylize.scores import (boundary_band, boundary_contrast, edge_agreement, frechet_distance, lbp_histograms, lesion_ssim,
                                     lnl_ssim, score_arm, style_features, train_oracle)
 from stylseg.utils import StylsegError

@@ -25,7 +25,7 @@ from .ddim import (DDIMOut, DDIMSchedule, DDIMStep, ddim_invert, ddim_run, ddim_
 _LAZY = {
     "DiffAE": "model", "ConditionalUNet": "nets", "SemanticEncoder": "nets", "CondResBlock": "nets",
     "import_checkpoint": "pretrained",
-    "train_diffae": "train", "load_images": "train", "training_status": "train",
+    "train_diffae": "train", "training_status": "train",
     "psnr": "quality", "ssim": "quality", "sdedit_psnr": "quality", "code_matters": "quality", "eps_mse": "quality",
 }
 

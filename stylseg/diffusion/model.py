@@ -83,7 +83,7 @@ class DiffAE(nn.Module):
 
         Raises :class:`~stylseg.utils.StylsegError` naming the file when the folder is missing,
         holds another kind of model or another architecture, or its weights do not fit."""
-        meta, state = load_model_folder(path, KIND, map_location=map_location)
+        meta, state, sha = load_model_folder(path, KIND, map_location=map_location, checksum=True)
         cfg_path = Path(path) / "config.json"
         arch = meta.get("config", {}).get("arch")
         if arch not in ARCHS:
@@ -101,6 +101,8 @@ class DiffAE(nn.Module):
             first = str(e).splitlines()[0]
             raise StylsegError(f"{Path(path) / 'model.safetensors'}: weights do not match {cfg_path} ({first}); "
                                f"the folder is inconsistent, retrain or re-copy it") from None
+        #: the folder's checksum (:func:`~stylseg.utils.model_folder_sha256`), from the bytes just read
+        model.sha256 = sha
         return model.to(map_location).eval()
 
     def num_parameters(self) -> Dict[str, int]:

@@ -35,7 +35,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..checkpoint import compute_key, files_fingerprint, load_state, read_state_header, refuse_legacy, save_state
+from ..data.tensors import load_folder
+from ..checkpoint import (compute_key, files_fingerprint, load_state, read_state_header, refuse_legacy, rng_state,
+                          save_state, set_rng_state)
 from ..lock import stage_lock
 from ..utils import StylsegError, atomic_path, read_json, resolve_device, write_json
 from .ddim import SCHEDULE_KEYS
@@ -49,46 +51,6 @@ LOSS_WEIGHTINGS = ("eps", "v", "min_snr", "x0_capped")
 #: DiffAEConfig fields that may change between a run and its resumption
 RESUMABLE_CHANGES = ("train_steps", "max_seconds", "sample_every", "checkpoint_every", "sample_steps", "init",
                      "micro_batch")
-
-
-# --------------------------------------------------------------------------- data
-def image_folder(path: os.PathLike) -> Path:
-    """The folder holding the images: ``path/images`` for a paired folder, else ``path`` itself."""
-    path = Path(path)
-    if not path.exists():
-        raise StylsegError(f"{path}: folder not found; pass a folder of images (or a paired folder with images/)")
-    if (path / "images").is_dir():
-        return path / "images"
-    if not path.is_dir():
-        raise StylsegError(f"{path}: not a folder; pass a folder of images (or a paired folder with images/)")
-    return path
-
-
-def load_images(path: os.PathLike, size: int, log: Optional[Callable[[str], None]] = None):
-    """Every image of a folder (or of ``path/images``), any mode and size, resized to ``size x size``
-    (bilinear, as the paper resizes): returns ``(tensor (N,3,size,size) in [-1,1], names)``.
-
-    An empty folder or an unreadable file raises :class:`StylsegError` naming it.
-    """
-    from ..data.io import list_images, read_image, resize_image, to_tensor_pm1
-
-    from ..data.validate import validate_paired
-
-    folder = image_folder(path)
-    if not list_images(folder):
-        raise StylsegError(f"{folder}: no images found (png, jpg, tif, bmp); point --data at a folder of training "
-                           f"images, e.g. RUN/data/source/train made by `stylseg data synth` or notebook 00")
-    # the shared rules (masks optional; a paired folder's pairing and mask sizes are checked), before any work
-    files = [i for i, _ in validate_paired(path, use="diffae")]
-    sizes = set()
-    out = []
-    for f in files:
-        img = read_image(f)  # raises StylsegError naming an unreadable file
-        sizes.add(img.shape[:2])
-        out.append(to_tensor_pm1(np.array(resize_image(img, size))))
-    if log and (len(sizes) > 1 or (size, size) not in sizes):
-        log(f"{folder}: {len(files)} images of {len(sizes)} size(s) resized to {size}x{size}")
-    return torch.stack(out), [f.name for f in files]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -277,15 +239,13 @@ def _train(data_dir, out: Path, cfg, acc, *, resume: bool, progress: bool, log: 
     from ..utils import autocast
     from tqdm.auto import tqdm
 
-    from ..data.io import list_images
-
     dc = cfg.diffae
     main = acc.is_main_process
     say = log if main else (lambda *_: None)
 
-    images, names = load_images(data_dir, dc.image_size, log=say)
-    n_img = images.shape[0]
-    fp = _fingerprint(cfg, n_img, files_fingerprint(list_images(image_folder(data_dir))))
+    data = load_folder(data_dir, dc.image_size, log=say)
+    images, n_img = data.images, len(data.files)
+    fp = _fingerprint(cfg, n_img, files_fingerprint(data.files))
     # training on must also run on the same kind of compute (CPU thread count); a finished model is reused anywhere
     compute = compute_key(acc.device)
     ckpt_path = out / CHECKPOINT / STATE_FILE
@@ -319,10 +279,7 @@ def _train(data_dir, out: Path, cfg, acc, *, resume: bool, progress: bool, log: 
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         ema.load_state_dict(state["ema"])
-        gen.set_state(state["rng"]["generator"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        set_rng_state(state["rng"], generator=gen)
         step, history, train_seconds = state["step"], state["history"], state.get("train_seconds", 0.0)
         if acc.num_processes > 1:  # the saved generator state is the main process's: give each its own stream
             gen.manual_seed(cfg.seed * 1000 + 17 + acc.process_index + 1_000_003 * step)
@@ -357,8 +314,7 @@ def _train(data_dir, out: Path, cfg, acc, *, resume: bool, progress: bool, log: 
             return
         st = {"model": raw.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
               "ema": ema.state_dict(), "step": step, "history": history, "train_seconds": train_seconds,
-              "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state(),
-                      "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
+              "rng": rng_state(generator=gen)}
         save_state(ckpt_path, st, fingerprint=dict(fp, compute=compute))
         write_json(out / "history.json", _history_summary(history, step, dc, train_seconds, n_img))
 

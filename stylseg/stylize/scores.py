@@ -44,6 +44,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from ..data.io import list_images, read_image, read_mask, resize_image, resize_mask
 from ..utils import StylsegError, load_model_folder, save_model_folder
 
@@ -231,8 +232,8 @@ def _make_oracle_net():
     return smp.Unet("resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(64, 32, 16), classes=1)
 
 
-_IMNET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-_IMNET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+_IMNET_MEAN = np.array(IMAGENET_MEAN, dtype=np.float32)
+_IMNET_STD = np.array(IMAGENET_STD, dtype=np.float32)
 
 
 def _seg_tensor(imgs: Sequence[np.ndarray]):
@@ -384,15 +385,14 @@ def score_arm(input_dir: os.PathLike, output_dir: os.PathLike, target_dir: os.Pa
     one by 2-fold cross-fitting on the inputs and targets. Images are compared at the output's
     size. The scores are added to the arm's manifest when it has one (``write_manifest``).
     """
-    from .pipeline import images_of
-
+    from ..data.tensors import image_folder
     from ..data.validate import validate_paired
 
     in_pairs = validate_paired(input_dir, use="eval")  # the shared rules; its masks give the lesion scores
     in_files = {i.stem: i for i, _ in in_pairs}
     in_masks = {i: m for i, m in in_pairs}
     out_files = [i for i, _ in validate_paired(output_dir, use="images")]
-    tgt_files = list_images(images_of(target_dir))
+    tgt_files = list_images(image_folder(target_dir))
     pairs = [(in_files[p.stem], p) for p in out_files if p.stem in in_files]
     if not pairs:
         raise StylsegError(f"{output_dir}: no output image has an input of the same name in {input_dir}")
