@@ -166,7 +166,8 @@ def main(argv=None) -> int:
     from stylseg.layout import RunLayout, save_run_config
     from stylseg.stylize.apply import apply_arms
     from stylseg.stylize.finetune import APPLY_FIELDS, finetune
-    from stylseg.stylize.scores import format_scores, score_arm, train_oracle
+    from stylseg.seg.oracle import train_oracle
+    from stylseg.stylize.scores import format_scores, score_arm
     from stylseg.utils import set_threads, write_json
 
     set_threads()

@@ -309,7 +309,7 @@ def test_style_pair_depth_is_its_own_setting(env, tmp_path):
 def test_checkpoint_is_read_without_running_code_and_an_old_one_names_the_fix(env, tmp_path):
     """The resume file holds tensors and plain JSON (safetensors, never unpickled); the pickled ``checkpoint.pt``
     of earlier versions is refused by name, unopened, naming what to do, and nothing is changed."""
-    from stylseg.stylize.finetune import CHECKPOINT, LEGACY_CHECKPOINT
+    from stylseg.stylize.stylizer import CHECKPOINT, LEGACY_CHECKPOINT
 
     cfg = env["cfg"].override(**{"stylize.iterations": 1, "stylize.checkpoint_every": 1})
     out = finetune(env["diffae"], env["style"], env["source"], tmp_path / "ft", cfg, device="cpu", progress=False)

@@ -84,7 +84,7 @@ def test_two_processes_compute_what_one_process_computes(env):
 
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(env, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
-    monkeypatch.setattr("stylseg.stylize.finetune._Parallel.__init__",
+    monkeypatch.setattr("stylseg.launch.Parallel.__init__",
                         lambda self, device: setattr(self, "world", 3) or setattr(self, "rank", 0)
                         or setattr(self, "acc", None) or setattr(self, "device", device))
     with pytest.raises(StylsegError, match="batch_size=2 does not split over 3 processes"):

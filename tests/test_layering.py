@@ -91,27 +91,39 @@ def _cycles() -> List[List[str]]:
 CYCLES = _cycles()
 
 
+#: each module's node of the condensed graph: its circle (when it is in one) or itself
+NODE = {m: tuple(c) for c in CYCLES for m in c}
+
+
+def _deps(node: tuple) -> Set[tuple]:
+    return {NODE.get(w, (w,)) for v in node for w in GRAPH[v]} - {node}
+
+
 @lru_cache(maxsize=None)
+def _node_layer(node: tuple) -> int:
+    return 1 + max((_node_layer(d) for d in _deps(node)), default=0)
+
+
 def _layer(module: str) -> int:
-    """1 for a module that imports no other stylseg module, else one more than the highest it imports."""
-    return 1 + max((_layer(m) for m in GRAPH[module]), default=0)
+    """1 for a module that imports no other stylseg module, else one more than the highest it imports (a circle
+    counts as one module)."""
+    return _node_layer(NODE.get(module, (module,)))
 
 
 def _chain() -> List[str]:
-    """The longest import chain, from the top module down to a module that imports none."""
-    m = max(sorted(GRAPH), key=_layer)
-    chain = [m]
-    while GRAPH[m]:
-        m = max(sorted(GRAPH[m]), key=_layer)
-        chain.append(m)
-    return chain
+    """The longest import chain, from the top module down to a module that imports none (a circle in brackets)."""
+    node = max(sorted(NODE.get(m, (m,)) for m in GRAPH), key=_node_layer)
+    chain = [node]
+    while _deps(node):
+        node = max(sorted(_deps(node)), key=_node_layer)
+        chain.append(node)
+    return [n[0] if len(n) == 1 else "[" + " <-> ".join(n) + "]" for n in chain]
 
 
 def _summary() -> str:
-    if CYCLES:
-        return f"{len(MODULES)} modules; import circles: {CYCLES}"
     chain = _chain()
-    return f"{len(MODULES)} modules on {len(chain)} layers (longest chain: {' -> '.join(chain)})"
+    text = f"{len(MODULES)} modules on {len(chain)} layers (longest chain: {' -> '.join(chain)})"
+    return text + (f"; import circles: {CYCLES}" if CYCLES else "")
 
 
 def test_no_import_cycle():

@@ -10,7 +10,8 @@ import torch
 from stylseg.data.io import read_image, write_image
 from _testing import tiny_domains
 from stylseg.stylize.scores import (boundary_band, boundary_contrast, edge_agreement, frechet_distance, lbp_histograms, lesion_ssim,
-                                    lnl_ssim, score_arm, style_features, train_oracle)
+                                    lnl_ssim, score_arm, style_features)
+from stylseg.seg.oracle import train_oracle
 from stylseg.utils import StylsegError
 
 
@@ -158,7 +159,7 @@ def test_cli_score(dom, tmp_path, monkeypatch, capsys):
 
 
 def test_oracle_photometric_jitter_changes_colour_not_geometry():
-    from stylseg.stylize.scores import _seg_tensor, photometric_jitter
+    from stylseg.seg.oracle import _seg_tensor, photometric_jitter
 
     img = np.zeros((2, 24, 24, 3), np.uint8)
     img[:, 6:14, 8:18] = (220, 160, 140)

@@ -110,7 +110,8 @@ def _cmd_apply(args) -> int:
 def _cmd_score(args) -> int:
     from ..cli import config_from_args
     from ..utils import StylsegError, set_threads
-    from .scores import format_scores, score_arm, train_oracle
+    from ..seg.oracle import train_oracle
+    from .scores import format_scores, score_arm
 
     cfg = config_from_args(args)
     set_threads()

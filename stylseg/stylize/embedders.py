@@ -246,7 +246,7 @@ def _make_weightfree(scfg, source: Optional[torch.Tensor] = None) -> nn.Module:
 
 @EMBEDDERS.register("clip")
 def _make_clip(scfg, source: Optional[torch.Tensor] = None) -> nn.Module:
-    return ClipEmbedder(scfg.clip_model, scfg.clip_pretrained, getattr(scfg, "clip_preprocess", "tensor"))
+    return ClipEmbedder(scfg.clip_model, scfg.clip_pretrained)
 
 
 def make_embedder(scfg, source: Optional[torch.Tensor] = None, device="cpu") -> nn.Module:

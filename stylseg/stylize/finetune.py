@@ -4,9 +4,9 @@
 folder (kind ``"stylizer"``, :mod:`.stylizer`): D_B's UNet and the SPN's weights, the config (with the path and
 sha256 of the D_A folder it was tuned from), a copy of the style image, the style pair PNGs (:mod:`.style_pair`),
 ``history.json`` and a resumable ``checkpoint.safetensors`` (safetensors + JSON, never unpickled). It reads in three
-parts: the training state with its resume (:class:`TrainState`, :func:`save_checkpoint`, :func:`load_checkpoint`),
-one iteration (:class:`_Iteration`) and :func:`finetune`, which strings them together with the style pair and
-saving (:func:`~.stylizer.save_stylizer`).
+parts: the training state (:class:`TrainState`; its resume file: :func:`~.stylizer.save_checkpoint`), one
+iteration (:class:`_Iteration`) and :func:`finetune`, which strings them together with the style pair and saving
+(:func:`~.stylizer.save_stylizer`).
 
 One iteration (OSASIS's loop, the kit's reading of the paper's Algorithm 1):
 
@@ -43,7 +43,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import json
 import math
 import os
 import time
@@ -55,8 +54,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 import torch.nn as nn
 
-from ..checkpoint import (compute_key, files_fingerprint, fingerprint_diff, load_state, read_state_header,
-                          refuse_legacy, rng_state, save_state, set_rng_state)
+from ..checkpoint import compute_key, files_fingerprint, rng_state, set_rng_state
 from ..config import preset_changes
 from ..data.io import read_image
 from ..data.tensors import load_folder
@@ -67,8 +65,8 @@ from .embedders import embedder_substitute, make_embedder
 from .losses import LOSS_SETS, StyleLoss, cycle_l1, lesion_weight
 from .spn import build_spn, spn_gate, spn_shift_fn
 from .style_pair import STYLE_PAIR_PICKS, style_pair
-from .stylizer import (APPLY_FIELDS, CHECKPOINT, HISTORY, LEGACY_CHECKPOINT, STYLE_XA, STYLE_Y,
-                       clear_stylizer_folder, diffae_size, finished_digest, load_diffae, save_stylizer)
+from .stylizer import (APPLY_FIELDS, CHECKPOINT, HISTORY, STYLE_XA, STYLE_Y, diffae_size, load_diffae,
+                       open_out_dir, save_checkpoint, save_stylizer)
 
 #: who learns from the structure term (``stylize.spn_role``, module docstring): joint = D_B and the SPN learn from
 #: every term; guard = the SPN from the structure term alone, D_B from every term
@@ -85,17 +83,10 @@ FinetuneCallback = Callable[[int, int, int, torch.Tensor], None]
 # --------------------------------------------------------------------------- settings
 def _settings(diffae_sha: str, style_sha: str, content_files, cfg) -> Dict[str, Any]:
     st = {k: v for k, v in dataclasses.asdict(cfg.stylize).items() if k not in APPLY_FIELDS}
-    return {
-        "stylize": st,
-        "ddim": {k: getattr(cfg.ddim, k) for k in ("T", "beta_start", "beta_end", "t0", "finetune_invert_steps",
-                                                     "finetune_gen_steps", "apply_gen_steps")},
-        "diffae_sha256": diffae_sha,
-        "style_sha256": style_sha,
-        "content": [p.name for p in content_files],
-        "content_sha256": files_fingerprint(content_files)["sha256"],
-        "precision": cfg.precision,
-        "seed": cfg.seed,
-    }
+    ddim = ("T", "beta_start", "beta_end", "t0", "finetune_invert_steps", "finetune_gen_steps", "apply_gen_steps")
+    return {"stylize": st, "ddim": {k: getattr(cfg.ddim, k) for k in ddim}, "diffae_sha256": diffae_sha,
+            "style_sha256": style_sha, "content": [p.name for p in content_files],
+            "content_sha256": files_fingerprint(content_files)["sha256"], "precision": cfg.precision, "seed": cfg.seed}
 
 
 def _digest(settings: Dict[str, Any]) -> str:
@@ -142,47 +133,6 @@ class TrainState:
         self.opt.load_state_dict(ckpt["opt"])
         set_rng_state(ckpt["rng"], gen=self.gen)
         self.history, self.iteration = list(ckpt["history"]), int(ckpt["iteration"])
-
-
-_START_OVER = "choose another --out, or overwrite it (--overwrite / overwrite=True)"
-
-
-def save_checkpoint(path: Path, state: TrainState, digest: str, compute: str, settings: Dict[str, Any]) -> None:
-    """Write the resume file (safetensors + JSON, :func:`stylseg.checkpoint.save_state`; never unpickled) of
-    :meth:`TrainState.state_dict`, with the settings digest, the compute it ran on and the settings themselves (to
-    name a difference) as its fingerprint."""
-    save_state(path, state.state_dict(digest), fingerprint={"digest": digest, "compute": compute,
-                                                            "settings": settings})
-
-
-def load_checkpoint(path: Path, accepted, compute: str, overwrite: bool,
-                    settings: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
-    """The resume file's state when its settings digest is one of ``accepted`` and it ran on the same ``compute``
-    (checked before any tensor is read); ``None`` to start afresh when ``overwrite``; else :class:`StylsegError`
-    naming what differs (against ``settings``)."""
-    fp = read_state_header(path, "pass --overwrite").get("fingerprint") or {}
-    if fp.get("digest") not in accepted or fp.get("compute") != compute:
-        if overwrite:
-            return None
-        if fp.get("digest") not in accepted:
-            old, new = fp.get("settings") or {}, settings or {}
-            diff = fingerprint_diff(_flat(old), _flat(json.loads(json.dumps(new, default=str)))) if old and new else ""
-            what = f"other settings or input ({diff or 'style image, content images, D_A'})"
-        else:
-            what = f"other compute ({fp.get('compute')}; here {compute}: the result would be neither's)"
-        raise StylsegError(f"{path.parent}: holds a fine-tuning run with {what}; {_START_OVER}")
-    return load_state(path)
-
-
-def _flat(d: Dict[str, Any]) -> Dict[str, Any]:
-    """``{"stylize": {"lr": 1}}`` -> ``{"stylize.lr": 1}`` (one level), to name a changed setting."""
-    out: Dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update({f"{k}.{k2}": v2 for k2, v2 in v.items()})
-        else:
-            out[k] = v
-    return out
 
 
 # --------------------------------------------------------------------------- the loss history
@@ -367,30 +317,6 @@ def check_settings(sc) -> None:
                            f"(got {sc.iterations}, {sc.batch_size})")
 
 
-def _open_out_dir(out_dir: Path, accepted, resume: bool, overwrite: bool, par: Parallel, compute: str,
-                  settings: Dict[str, Any]):
-    """``(finished, checkpoint)`` for ``out_dir``: a folder finished with these settings (``accepted`` digests) is
-    finished; a resume file with them, written on the same ``compute``, is read for a resume; other settings or
-    compute raise :class:`StylsegError` naming them unless ``overwrite``, which clears the folder's fine-tuning
-    files. A pickled resume file of an earlier version is refused by name, never opened."""
-    done = finished_digest(out_dir)
-    if done in accepted and resume:
-        return True, None
-    ckpt = None
-    if resume and not overwrite:
-        refuse_legacy(out_dir / LEGACY_CHECKPOINT, "pass --overwrite (overwrite=True)")
-    if resume and (out_dir / CHECKPOINT).is_file():
-        ckpt = load_checkpoint(out_dir / CHECKPOINT, accepted, compute, overwrite, settings)
-    elif done is not None and done not in accepted and not overwrite:
-        raise StylsegError(f"{out_dir}: holds a stylizer made with other settings; {_START_OVER}")
-    if ckpt is None and out_dir.exists() and par.main:
-        clear_stylizer_folder(out_dir)
-    if par.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    par.wait()
-    return False, ckpt
-
-
 def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.PathLike, out_dir: os.PathLike,
              cfg, *, resume: bool = True, overwrite: bool = False, device="auto",
              callback: Optional[FinetuneCallback] = None, progress: bool = True) -> Path:
@@ -426,7 +352,7 @@ def _finetune(diffae_dir: Path, style_path: Path, content_dir, out_dir: Path, cf
     settings = _settings(diffae.sha256, style_sha, data.files, cfg)
     digest = _digest(settings)
     compute = compute_key(dev)
-    finished, ckpt = _open_out_dir(out_dir, {digest}, resume, overwrite, par, compute, settings)
+    finished, ckpt = open_out_dir(out_dir, {digest}, resume, overwrite, par, compute, settings)
     if finished:
         return out_dir
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import warnings
@@ -35,6 +36,7 @@ import torch.nn as nn
 from ..data.io import read_mask
 from ..data.tensors import mask_tensor
 from ..diffusion.ddim import DDIMSchedule, render
+from ..checkpoint import fingerprint_diff, load_state, read_state_header, refuse_legacy, save_state
 from ..utils import (MODEL_CONFIG, MODEL_WEIGHTS, StylsegError, load_weights_bytes, parse_json_bytes,
                      save_model_folder, sha256_file)
 from .spn import SPN, spn_gate, spn_shift_fn
@@ -224,6 +226,73 @@ def save_stylizer(out_dir: Path, unet_b: nn.Module, spn: SPN, cfg, size: int, st
     config = {"spn": spn.config(), "spn_lambda": sc.spn_lambda, "stylize": dataclasses.asdict(sc),
               "ddim": dataclasses.asdict(cfg.ddim), "image_size": size}
     return save_model_folder(out_dir, KIND, config, weights, extra=extra)
+
+
+# --------------------------------------------------------------------------- opening the folder, the resume file
+def open_out_dir(out_dir: Path, accepted, resume: bool, overwrite: bool, par, compute: str,
+                  settings: Dict[str, Any]):
+    """``(finished, checkpoint)`` for ``out_dir``: a folder finished with these settings (``accepted`` digests) is
+    finished; a resume file with them, written on the same ``compute``, is read for a resume; other settings or
+    compute raise :class:`StylsegError` naming them unless ``overwrite``, which clears the folder's fine-tuning
+    files. A pickled resume file of an earlier version is refused by name, never opened. ``par``: the processes
+    (:class:`~stylseg.launch.Parallel`); the main one clears and makes the folder."""
+    done = finished_digest(out_dir)
+    if done in accepted and resume:
+        return True, None
+    ckpt = None
+    if resume and not overwrite:
+        refuse_legacy(out_dir / LEGACY_CHECKPOINT, "pass --overwrite (overwrite=True)")
+    if resume and (out_dir / CHECKPOINT).is_file():
+        ckpt = load_checkpoint(out_dir / CHECKPOINT, accepted, compute, overwrite, settings)
+    elif done is not None and done not in accepted and not overwrite:
+        raise StylsegError(f"{out_dir}: holds a stylizer made with other settings; {_START_OVER}")
+    if ckpt is None and out_dir.exists() and par.main:
+        clear_stylizer_folder(out_dir)
+    if par.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    par.wait()
+    return False, ckpt
+
+
+_START_OVER = "choose another --out, or overwrite it (--overwrite / overwrite=True)"
+
+
+def save_checkpoint(path: Path, state, digest: str, compute: str, settings: Dict[str, Any]) -> None:
+    """Write the resume file (safetensors + JSON, :func:`stylseg.checkpoint.save_state`; never unpickled) of
+    :meth:`~.finetune.TrainState.state_dict`, with the settings digest, the compute it ran on and the settings themselves (to
+    name a difference) as its fingerprint."""
+    save_state(path, state.state_dict(digest), fingerprint={"digest": digest, "compute": compute,
+                                                            "settings": settings})
+
+
+def load_checkpoint(path: Path, accepted, compute: str, overwrite: bool,
+                    settings: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
+    """The resume file's state when its settings digest is one of ``accepted`` and it ran on the same ``compute``
+    (checked before any tensor is read); ``None`` to start afresh when ``overwrite``; else :class:`StylsegError`
+    naming what differs (against ``settings``)."""
+    fp = read_state_header(path, "pass --overwrite").get("fingerprint") or {}
+    if fp.get("digest") not in accepted or fp.get("compute") != compute:
+        if overwrite:
+            return None
+        if fp.get("digest") not in accepted:
+            old, new = fp.get("settings") or {}, settings or {}
+            diff = fingerprint_diff(_flat(old), _flat(json.loads(json.dumps(new, default=str)))) if old and new else ""
+            what = f"other settings or input ({diff or 'style image, content images, D_A'})"
+        else:
+            what = f"other compute ({fp.get('compute')}; here {compute}: the result would be neither's)"
+        raise StylsegError(f"{path.parent}: holds a fine-tuning run with {what}; {_START_OVER}")
+    return load_state(path)
+
+
+def _flat(d: Dict[str, Any]) -> Dict[str, Any]:
+    """``{"stylize": {"lr": 1}}`` -> ``{"stylize.lr": 1}`` (one level), to name a changed setting."""
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{k2}": v2 for k2, v2 in v.items()})
+        else:
+            out[k] = v
+    return out
 
 
 # --------------------------------------------------------------------------- the stylizer
