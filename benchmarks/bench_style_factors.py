@@ -5,7 +5,7 @@ the tissue colours, the colour pipeline (gain, cast, gamma, contrast, saturation
 (vignette, darkening toward the lumen, the black circular frame) and the sensor (blur, noise). This
 benchmark renders the *same* source scenes with the target's value of one group, of several, or of
 all of them, so each arm is a perfect transfer of exactly those factors, and scores each arm like a
-stylizer's output (``stylseg.stylize.scores.score_arm``: SSIM_S, FD ratio, the domain classifier's
+stylizer's output (``stylseg.scores.score_arm``: SSIM_S, FD ratio, the domain classifier's
 P(target)). It shows which factors a stylizer must transfer for the style gate (P(target) >= 0.7,
 FD ratio <= 0.5) to be reachable at all, e.g. whether colour alone can get there, and how the
 structure scores judge a perfect transfer (same scenes, so the structure is kept exactly) against
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
 
     from stylseg.data.io import list_images, read_image, write_image
     from stylseg.data.synth import SYNTH_DOMAINS, generate_domain, get_domain
-    from stylseg.stylize.scores import format_scores, score_arm
+    from stylseg.scores import format_scores, score_arm
     from stylseg.utils import set_threads
 
     set_threads(args.threads)

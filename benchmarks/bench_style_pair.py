@@ -18,7 +18,7 @@ the outputs of stylized arm folders against their inputs (paired by name): D_B f
 target's, so a pair that reaches 0.7 of the way caps how far the arms go. The target images are the run's
 ``data/target/test``, which no fine-tuning sees (the method sees one target image); this is a diagnostic.
 
-For the arms it also splits what the style scores see (``stylseg.stylize.scores.style_features``: CIELAB moments
+For the arms it also splits what the style scores see (``stylseg.scores.style_features``: CIELAB moments
 and LBP histograms, which no loss uses) into the two groups: how far each group moved toward the target (the
 gap-weighted mean over its features of ``(arm - source) / (target - source)``, 1 = at the target) and how much of
 the domain classifier's logit each group carries (a logistic regression like the score's, fitted here on the
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
             import numpy as np
 
             from stylseg.data.io import list_images, read_image
-            from stylseg.stylize.scores import N_LAB, DomainClassifier, style_features
+            from stylseg.scores import N_LAB, DomainClassifier, style_features
 
             feats = lambda folder: np.stack([style_features(read_image(p)) for p in list_images(
                 folder / "images" if (folder / "images").is_dir() else folder)])

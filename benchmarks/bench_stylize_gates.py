@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     from stylseg.stylize.apply import apply_arms
     from stylseg.stylize.finetune import APPLY_FIELDS, finetune
     from stylseg.seg.oracle import train_oracle
-    from stylseg.stylize.scores import format_scores, score_arm
+    from stylseg.scores import format_scores, score_arm
     from stylseg.utils import set_threads, write_json
 
     set_threads()

@@ -9,7 +9,7 @@ import torch
 
 from stylseg.data.io import read_image, write_image
 from _testing import tiny_domains
-from stylseg.stylize.scores import (boundary_band, boundary_contrast, edge_agreement, frechet_distance, lbp_histograms, lesion_ssim,
+from stylseg.scores import (boundary_band, boundary_contrast, edge_agreement, frechet_distance, lbp_histograms, lesion_ssim,
                                     lnl_ssim, score_arm, style_features)
 from stylseg.seg.oracle import train_oracle
 from stylseg.utils import StylsegError

@@ -9,7 +9,6 @@ Public API (imported lazily, so ``stylseg stylize --help`` stays quick)::
     finetune, load_history                         # .finetune
     Stylizer, StylizerRecord                       # .stylizer
     apply_stylizer, upsample_result                # .apply
-    score_arm, DomainClassifier, format_scores     # .scores (the oracle segmenter: stylseg.seg.oracle)
 """
 
 from __future__ import annotations
@@ -24,8 +23,6 @@ _EXPORTS = {
     "make_style_pair": "style_pair", "finetune": "finetune", "load_history": "finetune",
     "Stylizer": "stylizer", "StylizerRecord": "stylizer",
     "apply_stylizer": "apply", "upsample_result": "apply",
-    "score_arm": "scores", "DomainClassifier": "scores",
-    "format_scores": "scores",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -111,7 +111,7 @@ def _cmd_score(args) -> int:
     from ..cli import config_from_args
     from ..utils import StylsegError, set_threads
     from ..seg.oracle import train_oracle
-    from .scores import format_scores, score_arm
+    from ..scores import format_scores, score_arm
 
     cfg = config_from_args(args)
     set_threads()

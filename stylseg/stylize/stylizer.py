@@ -139,7 +139,10 @@ class StylizerRecord:
 
     def apply_settings(self) -> Dict[str, Any]:
         """``{"ddim.K": v, "stylize.K": v, "data.seg_size": n}``: every setting the stylizer is applied with."""
-        kv: Dict[str, Any] = {f"ddim.{k}": v for k, v in self.ddim.items()}
+        from ..config import RETIRED
+
+        gone = RETIRED["DDIMConfig"]
+        kv: Dict[str, Any] = {f"ddim.{k}": v for k, v in self.ddim.items() if not (k in gone and v == gone[k])}
         kv.update({f"stylize.{k}": v for k, v in self.stylize.items()})
         if "seg_size" in self.run:
             kv["data.seg_size"] = self.run["seg_size"]

@@ -1,4 +1,5 @@
-"""Scores of a stylizer that doing nothing cannot game (docs/method.md section 7).
+"""Scores of a stylizer that doing nothing cannot game (docs/method.md section 7), for any arm: the diffusion
+stylizer's, its controls' and the cheap baselines' alike (``stylseg stylize score``).
 
 ``score_arm(input_dir, output_dir, target_dir)`` compares each output image with the input it
 was made from (paired by file stem) and the output set with a target-domain set:
@@ -44,9 +45,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..data.io import list_images, read_image, read_mask, resize_image, resize_mask
-from ..seg.oracle import load_oracle, oracle_dice
-from ..utils import StylsegError
+from .data.io import list_images, read_image, read_mask, resize_image, resize_mask
+from .seg.oracle import load_oracle, oracle_dice
+from .utils import StylsegError
 
 
 # --------------------------------------------------------------------------- structure
@@ -54,8 +55,8 @@ def structure_map_np(img: np.ndarray) -> np.ndarray:
     """Locally normalised luminance of an RGB uint8 image (H,W,3) -> float32 (H,W)."""
     import torch
 
-    from ..data.io import to_tensor_pm1
-    from .losses import structure_map
+    from .data.io import to_tensor_pm1
+    from .stylize.losses import structure_map
 
     with torch.no_grad():
         return structure_map(to_tensor_pm1(img)[None])[0, 0].numpy()
@@ -240,8 +241,8 @@ def score_arm(input_dir: os.PathLike, output_dir: os.PathLike, target_dir: os.Pa
     one by 2-fold cross-fitting on the inputs and targets. Images are compared at the output's
     size. The scores are added to the arm's manifest when it has one (``write_manifest``).
     """
-    from ..data.tensors import image_folder
-    from ..data.validate import validate_paired
+    from .data.tensors import image_folder
+    from .data.validate import validate_paired
 
     in_pairs = validate_paired(input_dir, use="eval")  # the shared rules; its masks give the lesion scores
     in_files = {i.stem: i for i, _ in in_pairs}
@@ -264,7 +265,7 @@ def score_arm(input_dir: os.PathLike, output_dir: os.PathLike, target_dir: os.Pa
     res.update(_structure_scores(ins, outs, masks, oracle))
     res.update(_style_scores(ins, outs, tgts, domain_clf, seed))
     if write_manifest and (Path(output_dir) / "manifest.json").is_file():
-        from ..manifest import add_scores
+        from .manifest import add_scores
 
         add_scores(output_dir, {k: v for k, v in res.items()})
     return res
