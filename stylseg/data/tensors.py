@@ -68,7 +68,8 @@ def load_folder(folder: os.PathLike, size: int, *, masks: bool = False,
     """Every image of a paired folder (or of a plain folder of images) as (N,3,size,size) in [-1,1], with its mask
     when ``masks`` (then every image needs one), after one validation pass by the shared rules (masks optional
     without ``masks``, but when ``masks/`` is there the pairing and the sizes must be right). An empty folder or
-    an unreadable file raises :class:`StylsegError` naming it (:func:`~stylseg.data.validate.validate_paired`); ``log`` hears how many sizes were resized."""
+    an unreadable file raises :class:`StylsegError` naming it (:func:`~stylseg.data.validate.validate_paired`);
+    ``log`` hears how many sizes were resized."""
     from .validate import validate_paired
 
     if not list_images(image_folder(folder)):

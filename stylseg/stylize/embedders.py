@@ -152,7 +152,8 @@ def register_tiny_clip() -> str:
 
 
 def clip_weights_name(model: str, pretrained: str) -> str:
-    """The weights registry's name of CLIP ``model`` with the weights tagged ``pretrained`` (``clip-vit-b-32-openai``)."""
+    """The weights registry's name of CLIP ``model`` with the weights tagged ``pretrained``
+    (``clip-vit-b-32-openai``)."""
     return f"clip-{model.lower()}-{pretrained.lower()}"
 
 

@@ -233,7 +233,7 @@ def save_stylizer(out_dir: Path, unet_b: nn.Module, spn: SPN, cfg, size: int, st
 
 # --------------------------------------------------------------------------- opening the folder, the resume file
 def open_out_dir(out_dir: Path, accepted, resume: bool, overwrite: bool, par, compute: str,
-                  settings: Dict[str, Any]):
+                 settings: Dict[str, Any]):
     """``(finished, checkpoint)`` for ``out_dir``: a folder finished with these settings (``accepted`` digests) is
     finished; a resume file with them, written on the same ``compute``, is read for a resume; other settings or
     compute raise :class:`StylsegError` naming them unless ``overwrite``, which clears the folder's fine-tuning
@@ -262,8 +262,8 @@ _START_OVER = "choose another --out, or overwrite it (--overwrite / overwrite=Tr
 
 def save_checkpoint(path: Path, state, digest: str, compute: str, settings: Dict[str, Any]) -> None:
     """Write the resume file (safetensors + JSON, :func:`stylseg.checkpoint.save_state`; never unpickled) of
-    :meth:`~.finetune.TrainState.state_dict`, with the settings digest, the compute it ran on and the settings themselves (to
-    name a difference) as its fingerprint."""
+    :meth:`~.finetune.TrainState.state_dict`, with the settings digest, the compute it ran on and the settings
+    themselves (to name a difference) as its fingerprint."""
     save_state(path, state.state_dict(digest), fingerprint={"digest": digest, "compute": compute,
                                                             "settings": settings})
 
@@ -346,6 +346,10 @@ class Stylizer(nn.Module):
         except StylsegError as e:
             raise StylsegError(f"{e} (stylize.structure_region=lesion needs the content images' masks; "
                                f"or set stylize.structure_region=image)") from None
+        missing = [Path(f).name for f in files if Path(f) not in masks]
+        if missing:
+            raise StylsegError(f"{', '.join(missing[:5])}: not images of {folder} with a mask in "
+                               f"{Path(folder) / 'masks'} (stylize.structure_region=lesion needs one per content image, with the image's name)")
         return torch.stack([mask_tensor(read_mask(masks[Path(f)]), self.size) for f in files]
                            ).to(next(self.unet_b.parameters()).device)
 
