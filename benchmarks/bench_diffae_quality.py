@@ -37,7 +37,8 @@ def main(argv=None) -> int:
 
     from stylseg.config import get_profile, parse_set_args
     from stylseg.data import prepare_run_data
-    from stylseg.diffusion import DiffAE, load_images, train_diffae
+    from stylseg.data.tensors import load_folder_tensor
+    from stylseg.diffusion import DiffAE, train_diffae
     from stylseg.diffusion.quality import code_matters, eps_mse, sdedit_psnr
     from stylseg.layout import RunLayout
     from stylseg.utils import cache_dir, set_threads
@@ -54,8 +55,8 @@ def main(argv=None) -> int:
     t_train = time.time() - t_train
     model = DiffAE.from_pretrained(layout.diffae)
     S = model.config["image_size"]
-    x_test, _ = load_images(test_dir, S)
-    x_train, _ = load_images(train_dir, S)
+    x_test, _ = load_folder_tensor(test_dir, S)
+    x_train, _ = load_folder_tensor(train_dir, S)
     hist = json.loads((layout.diffae / "history.json").read_text())
     t0, steps = cfg.ddim.t0, cfg.ddim.apply_gen_steps
     n = model.num_parameters()["total"]

@@ -5,6 +5,6 @@ Medical Image Segmentation" (arXiv 2412.04296), built on OSASIS (Cho et al., CVP
 Diffusion Autoencoders (Preechakul et al., CVPR 2022) and PraNet (Fan et al., MICCAI 2020).
 """
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402,F401
 
 from .utils import StylsegError  # noqa: E402,F401

@@ -247,3 +247,42 @@ def folder_fingerprint(folder: os.PathLike, subdirs: Sequence[str] = ("images", 
     dirs = [folder / s for s in subdirs if (folder / s).is_dir()] or [folder]
     files = [p for d in dirs for p in d.iterdir() if p.is_file() and not p.name.startswith(".")]
     return files_fingerprint(files, folder)
+
+
+# --------------------------------------------------------------------------- random number generator states
+def rng_state(**generators) -> Dict[str, Any]:
+    """The global random states (torch, CUDA when present, numpy, Python) and those of the named ``generators``
+    (``torch.Generator``), as a resume file holds them (:func:`save_state`); :func:`set_rng_state` restores them."""
+    import random
+
+    import torch
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    st: Dict[str, Any] = {name: g.get_state() for name, g in generators.items()}
+    st.update({"torch": torch.get_rng_state(), "python": random.getstate(),
+               "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
+                         "cached": float(cached)}})
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: Mapping[str, Any], **generators) -> None:
+    """Restore what :func:`rng_state` recorded (a state without numpy, Python or CUDA entries leaves those alone;
+    numpy's state may also be the tuple ``np.random.get_state()`` gives)."""
+    import random
+
+    import torch
+
+    for name, g in generators.items():
+        g.set_state(st[name])
+    torch.set_rng_state(st["torch"])
+    n = st.get("numpy")
+    if isinstance(n, Mapping):
+        np.random.set_state((n["kind"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    elif n is not None:
+        np.random.set_state(tuple(n))
+    if st.get("python") is not None:
+        random.setstate(st["python"])
+    if st.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])

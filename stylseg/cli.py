@@ -14,7 +14,7 @@ import sys
 import warnings
 from typing import List, Optional
 
-from . import __version__
+from ._version import __version__
 from .config import RunConfig, get_profile, parse_set_args
 from .utils import StylsegError
 

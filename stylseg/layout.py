@@ -215,11 +215,3 @@ class RunLayout:
     @property
     def notebooks(self) -> Path:
         return self.root / "notebooks"
-
-
-def images_dir(folder: os.PathLike) -> Path:
-    return Path(folder) / "images"
-
-
-def masks_dir(folder: os.PathLike) -> Path:
-    return Path(folder) / "masks"

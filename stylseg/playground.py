@@ -18,6 +18,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
+from .data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from .data.io import list_images, read_image, read_mask, resize_image, resize_mask, to_tensor_pm1, from_tensor_pm1
 from .layout import RunLayout
 from .utils import StylsegError, resolve_device
@@ -38,8 +39,9 @@ class Playground:
     """Interactive stylization on a run folder made by notebooks 00-06."""
 
     def __init__(self, run_dir: os.PathLike, device: str = "auto", seg_arch: Optional[str] = None):
-        from .stylize import DomainClassifier, Stylizer
-        from .stylize.scores import style_features
+        from .scores import DomainClassifier
+        from .stylize import Stylizer
+        from .scores import style_features
 
         self.layout = L = RunLayout(run_dir)
         self.device = resolve_device(device)
@@ -93,7 +95,7 @@ class Playground:
         if self.segmenter is None:
             return None
         x = resize_image(img, self.seg_size).astype(np.float32) / 255.0
-        mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+        mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
         t = torch.from_numpy(((x - mean) / std).astype(np.float32)).permute(2, 0, 1)[None].to(self.device)
         logits = self.segmenter(t)
         if isinstance(logits, (list, tuple)):
@@ -121,7 +123,7 @@ class Playground:
         lesion boundary), ``p_target`` (domain classifier's probability of "target", input -> output)
         and ``dice`` (segmenter on the stylized image vs the input's mask).
         """
-        from .stylize.scores import edge_agreement, lnl_ssim
+        from .scores import edge_agreement, lnl_ssim
 
         if name not in self.inputs:
             raise StylsegError(f"unknown input {name!r}; valid: {', '.join(list(self.inputs)[:10])}, ...")

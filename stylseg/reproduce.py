@@ -235,6 +235,52 @@ def _abs(p: str) -> str:
     return str(Path(p).expanduser().resolve()) if p else ""
 
 
+def required_weights(cfg, archs: Optional[List[str]] = None) -> List[Dict[str, str]]:
+    """The pretrained files a run with ``cfg`` asks for, each ``{"name", "for", "optout"}``: the segmenters' ImageNet
+    encoders (``seg.pretrained``; ``archs`` default ``cfg.seg.archs``), CLIP (``stylize.embedder=clip`` with
+    weights named by ``stylize.clip_pretrained``), LPIPS's VGG16 (``stylize.recon_perceptual=lpips``) and the published DiffAE (``diffae.init`` a registry name)."""
+    from .diffusion.pretrained import train_cost
+    from .seg.models import pretrained_weights
+    from .stylize.embedders import clip_weights_name
+    from .weights import WEIGHTS
+
+    out: List[Dict[str, str]] = []
+    for arch in archs or cfg.seg.archs:
+        name = pretrained_weights(arch, cfg.seg)
+        if name and name not in {r["name"] for r in out}:
+            out.append({"name": name, "for": f"the {arch} encoder", "optout": "--set seg.pretrained=false"})
+    sc = cfg.stylize
+    if sc.embedder == "clip" and sc.clip_pretrained not in ("", "none"):
+        name = clip_weights_name(sc.clip_model, sc.clip_pretrained)
+        if name in WEIGHTS:
+            out.append({"name": name, "for": "the CLIP style loss",
+                        "optout": "--set stylize.embedder=weightfree (the kit's weight-free style embedder)"})
+    if sc.loss_set == "osasis" and sc.recon_perceptual == "lpips":
+        out.append({"name": "vgg16-imagenet", "for": "OSASIS's LPIPS term (its VGG16 trunk)",
+                    "optout": "--set stylize.recon_perceptual=msssim (the stand-in 1 - MS-SSIM)"})
+    if cfg.diffae.init in WEIGHTS:
+        out.append({"name": cfg.diffae.init, "for": "D_A, the published DiffAE",
+                    "optout": f"--set diffae.init=train, training the kit's own DiffAE ({train_cost(cfg)})"})
+    return out
+
+
+def check_required_weights(cfg, archs: Optional[List[str]] = None) -> None:
+    """Stop before any work when a pretrained file the run asks for is missing: one :class:`StylsegError` listing
+    each file, how to get it and the explicit opt-out (which the run then records in its config)."""
+    from .weights import WEIGHTS, path
+
+    missing = [r for r in required_weights(cfg, archs) if not path(r["name"]).is_file()]
+    if not missing:
+        return
+    lines = []
+    for r in missing:
+        e = WEIGHTS.get(r["name"])
+        how = (f"download {e.filename} by hand from {e.page} and put it at {path(r['name'])}" if e.manual
+               else f"`stylseg weights fetch {r['name']}` (or put the file at {path(r['name'])})")
+        lines.append(f"  - {r['name']} for {r['for']}: {how}; or {r['optout']}")
+    raise StylsegError("pretrained weights this run asks for are missing (nothing was started):\n" + "\n".join(lines))
+
+
 def preflight(args: argparse.Namespace) -> None:
     """Check every name and path of a ``stylseg reproduce`` call before notebook 00 runs, so that a typo
     costs seconds, not the notebooks before the one that reads it: the profile, every ``--set``, the kind,
@@ -280,12 +326,10 @@ def preflight(args: argparse.Namespace) -> None:
     archs = [a.strip() for a in args.archs.split(",") if a.strip()] if args.archs else list(cfg.seg.archs)
     for a in archs:
         SEGMENTERS.get(a)  # an unknown name lists the valid ones
-    from .weights import check_required
-
     # every pretrained file the run asks for, before any work (a D_A the run folder already holds needs none)
     if (layout.diffae / "config.json").is_file():
         cfg = cfg.override(**{"diffae.init": "train"})
-    check_required(cfg, archs)
+    check_required_weights(cfg, archs)
     from .stylize.perceptual import stand_in_note
 
     note = stand_in_note(cfg)  # LPIPS's weights absent under recon_perceptual=auto: the stand-in runs, said here
@@ -342,7 +386,7 @@ def _cmd(args: argparse.Namespace) -> int:
 def _refuse_launcher() -> None:
     """Started by ``accelerate launch`` / ``torchrun``, every process would run every notebook into the same run
     folder, and the notebook kernels would inherit WORLD_SIZE and wait for peers that never come."""
-    from .stylize.finetune import LAUNCHER_VARS, launched_processes
+    from .launch import LAUNCHER_VARS, launched_processes
 
     n = launched_processes()
     if n > 1:

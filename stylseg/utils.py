@@ -293,7 +293,7 @@ def save_model_folder(path: os.PathLike, kind: str, config: Mapping[str, Any], s
     (``"diffae"``, ``"segmenter"``, ``"stylizer"`` ...) so that loading the wrong folder fails clearly."""
     from safetensors.torch import save_file
 
-    from . import __version__
+    from ._version import __version__
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -307,14 +307,41 @@ def save_model_folder(path: os.PathLike, kind: str, config: Mapping[str, Any], s
     return path
 
 
-def load_model_folder(path: os.PathLike, kind: str, map_location: str = "cpu"):
-    """Read a model folder written by :func:`save_model_folder`.
+def model_folder_sha256(config_bytes: bytes, weights_bytes: bytes) -> str:
+    """Checksum of a model folder from the contents of its ``config.json`` and ``model.safetensors``: sha256 over
+    the two files' sha256 hex digests."""
+    h = hashlib.sha256()
+    for data in (config_bytes, weights_bytes):
+        h.update(hashlib.sha256(data).hexdigest().encode())
+    return h.hexdigest()
 
-    Returns ``(meta, state_dict)`` where ``meta["config"]`` is the architecture config.
-    Raises :class:`StylsegError` naming the file when the folder is missing, incomplete,
-    corrupt or of another kind.
+
+def parse_json_bytes(data: bytes, path: os.PathLike) -> Any:
+    """``data`` (the contents of the JSON file ``path``) parsed; invalid JSON raises :class:`StylsegError` naming it."""
+    try:
+        return json.loads(data.decode())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StylsegError(f"{path}: not valid JSON ({e}); delete it and rerun the stage that writes it") from None
+
+
+def load_weights_bytes(data: bytes, path: os.PathLike, map_location: str = "cpu") -> Dict[str, Any]:
+    """The tensors of a safetensors file's contents ``data`` (read from ``path``) on ``map_location``."""
+    from safetensors.torch import load
+
+    try:
+        state = load(data)
+    except Exception as e:  # safetensors raises several types on corrupt files
+        raise StylsegError(f"{path}: cannot read weights ({e}); the file is corrupt, retrain or re-copy it") from None
+    return state if str(map_location) == "cpu" else {k: v.to(map_location) for k, v in state.items()}
+
+
+def load_model_folder(path: os.PathLike, kind: str, map_location: str = "cpu", *, checksum: bool = False):
+    """Read a model folder written by :func:`save_model_folder`, each file once.
+
+    Returns ``(meta, state_dict)`` where ``meta["config"]`` is the architecture config, and with ``checksum`` also
+    the folder's checksum (:func:`model_folder_sha256`). Raises :class:`StylsegError` naming the file when the
+    folder is missing, incomplete, corrupt or of another kind.
     """
-    from safetensors.torch import load_file
 
     path = Path(path)
     cfg_path, w_path = path / MODEL_CONFIG, path / MODEL_WEIGHTS
@@ -323,7 +350,8 @@ def load_model_folder(path: os.PathLike, kind: str, map_location: str = "cpu"):
     if not cfg_path.is_file() or not w_path.is_file():
         missing = [p.name for p in (cfg_path, w_path) if not p.is_file()]
         raise StylsegError(f"{path}: not a stylseg model folder, missing {', '.join(missing)}")
-    meta = read_json(cfg_path)
+    raw_cfg = cfg_path.read_bytes()
+    meta = parse_json_bytes(raw_cfg, cfg_path)
     if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
         found = type(meta).__name__ if not isinstance(meta, dict) else f"a {type(meta['config']).__name__} as config"
         raise StylsegError(f"{cfg_path}: not a stylseg model config (expected a JSON object with 'kind' and a "
@@ -333,11 +361,9 @@ def load_model_folder(path: os.PathLike, kind: str, map_location: str = "cpu"):
             f"{cfg_path}: this folder holds a {meta.get('kind')!r} model, but a {kind!r} model was expected; "
             f"pass the folder written by the stage that trains a {kind}"
         )
-    try:
-        state = load_file(str(w_path), device=map_location)
-    except Exception as e:  # safetensors raises several types on corrupt files
-        raise StylsegError(f"{w_path}: cannot read weights ({e}); the file is corrupt, retrain or re-copy it") from None
-    return meta, state
+    raw_w = w_path.read_bytes()
+    state = load_weights_bytes(raw_w, w_path, map_location)
+    return (meta, state, model_folder_sha256(raw_cfg, raw_w)) if checksum else (meta, state)
 
 
 # --------------------------------------------------------------------------- environment report
@@ -345,7 +371,7 @@ def env_report(device: str = "auto", seed: Optional[int] = None) -> Dict[str, An
     """Versions, hardware and device: written as ``env.json`` next to every run's outputs."""
     import importlib.metadata as md
 
-    from . import __version__
+    from ._version import __version__
 
     def ver(name: str) -> Optional[str]:
         try:

@@ -146,50 +146,6 @@ def resolve(name: str) -> Path:
     return p
 
 
-def required(cfg, archs: Optional[List[str]] = None) -> List[Dict[str, str]]:
-    """The pretrained files a run with ``cfg`` asks for, each ``{"name", "for", "optout"}``: the segmenters' ImageNet
-    encoders (``seg.pretrained``; ``archs`` default ``cfg.seg.archs``), CLIP (``stylize.embedder=clip`` with
-    weights named by ``stylize.clip_pretrained``), LPIPS's VGG16 (``stylize.recon_perceptual=lpips``) and the
-    published DiffAE (``diffae.init`` a registry name)."""
-    from .seg.models import pretrained_weights
-
-    out: List[Dict[str, str]] = []
-    for arch in archs or cfg.seg.archs:
-        name = pretrained_weights(arch, cfg.seg)
-        if name and name not in {r["name"] for r in out}:
-            out.append({"name": name, "for": f"the {arch} encoder", "optout": "--set seg.pretrained=false"})
-    sc = cfg.stylize
-    if sc.embedder == "clip" and sc.clip_pretrained not in ("", "none"):
-        name = f"clip-{sc.clip_model.lower()}-{sc.clip_pretrained.lower()}"
-        if name in WEIGHTS:
-            out.append({"name": name, "for": "the CLIP style loss",
-                        "optout": "--set stylize.embedder=weightfree (the kit's weight-free style embedder)"})
-    if sc.loss_set == "osasis" and sc.recon_perceptual == "lpips":
-        out.append({"name": "vgg16-imagenet", "for": "OSASIS's LPIPS term (its VGG16 trunk)",
-                    "optout": "--set stylize.recon_perceptual=msssim (the stand-in 1 - MS-SSIM)"})
-    if cfg.diffae.init in WEIGHTS:
-        from .diffusion.pretrained import train_cost
-
-        out.append({"name": cfg.diffae.init, "for": "D_A, the published DiffAE",
-                    "optout": f"--set diffae.init=train, training the kit's own DiffAE ({train_cost(cfg)})"})
-    return out
-
-
-def check_required(cfg, archs: Optional[List[str]] = None) -> None:
-    """Stop before any work when a pretrained file the run asks for is missing: one :class:`StylsegError` listing
-    each file, how to get it and the explicit opt-out (which the run then records in its config)."""
-    missing = [r for r in required(cfg, archs) if not path(r["name"]).is_file()]
-    if not missing:
-        return
-    lines = []
-    for r in missing:
-        e = WEIGHTS.get(r["name"])
-        how = (f"download {e.filename} by hand from {e.page} and put it at {path(r['name'])}" if e.manual
-               else f"`stylseg weights fetch {r['name']}` (or put the file at {path(r['name'])})")
-        lines.append(f"  - {r['name']} for {r['for']}: {how}; or {r['optout']}")
-    raise StylsegError("pretrained weights this run asks for are missing (nothing was started):\n" + "\n".join(lines))
-
-
 def _record_path(p: Path) -> Path:
     return p.with_name(p.name + ".sha256.json")
 

@@ -10,13 +10,13 @@ from PIL import Image
 from stylseg.data.io import read_image, read_mask, resize_image
 from stylseg.manifest import ArmWriter
 from stylseg.config import get_profile
-from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
+from _testing import tiny_config, tiny_diffae, tiny_domains
 from stylseg.stylize.apply import apply_stylizer, upsample_result
 from stylseg.stylize.embedders import SUBSTITUTE
 from stylseg.stylize.finetune import finetune
 from stylseg.stylize.losses import LESION_RING
 from stylseg.stylize.perceptual import STAND_IN
-from stylseg.stylize.pipeline import Stylizer
+from stylseg.stylize.stylizer import Stylizer
 from stylseg.utils import StylsegError
 
 
@@ -187,7 +187,7 @@ def test_bad_model_folders(env, tmp_path):
 
 def test_cli_apply(env, tmp_path, monkeypatch):
     from stylseg.cli import main
-    from stylseg.stylize._testing import TINY_DIFFAE
+    from _testing import TINY_DIFFAE
 
     monkeypatch.setenv("STYLSEG_THREADS", "1")
     sets = [a for k, v in TINY_DIFFAE.items() for a in ("--set", f"{k}={v}")]
@@ -242,8 +242,11 @@ def test_sensor_match_gives_the_stylized_arms_the_style_images_noise(env, tmp_pa
     with pytest.raises(StylsegError, match="not one of off, match"):
         apply_stylizer(env["model"], env["source"], tmp_path / "x", cfg.override(**{"stylize.sensor": "on"}),
                        device="cpu", progress=False)
+    # a folder written before stylizer folders kept a copy of the style image reads it at its recorded path
     moved = tmp_path / "model_copy"
     shutil.copytree(env["model"], moved)
+    for copy in moved.glob("style_image.*"):
+        copy.unlink()
     cfgj = json.loads((moved / "config.json").read_text())
     cfgj["style"]["path"] = str(tmp_path / "gone.png")
     (moved / "config.json").write_text(json.dumps(cfgj))
@@ -290,3 +293,34 @@ def test_cli_apply_refuses_a_folder_that_is_not_a_stylizer(tmp_path, capsys):
                  str(tmp_path / "x"), "--device", "cpu"]) == 2
     assert "'diffae' model, but a 'stylizer' model was expected" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_sensor_match_reads_the_style_image_kept_in_the_stylizer_folder(tmp_path):
+    """`stylize apply --set stylize.sensor=match` works after the original style image was deleted: the stylizer
+    folder keeps a copy of it (checked by its recorded sha256)."""
+    import shutil
+
+    from stylseg.cli import main
+    from stylseg.stylize.stylizer import StylizerRecord
+
+    cfg = tiny_config(**{"stylize.iterations": 1})
+    da = tiny_diffae(tmp_path / "diffae", cfg)
+    dom = tiny_domains(tmp_path / "data", n=4)
+    style = tmp_path / "upload" / "my style.png"
+    style.parent.mkdir()
+    shutil.copyfile(dom["style"], style)
+    model = finetune(da, style, dom["source"], tmp_path / "ft", cfg, device="cpu", progress=False)
+    shutil.rmtree(style.parent)  # the user's original is gone
+    rec = StylizerRecord.read(model)
+    assert rec.style_image.parent == model and rec.style_image.read_bytes() == dom["style"].read_bytes()
+    out = tmp_path / "st_sensor"
+    assert main(["stylize", "apply", "--model", str(model), "--input", str(dom["source"]), "--out", str(out),
+                 "--device", "cpu", "--set", "stylize.sensor=match"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["params"]["sensor"] == "match" and len(m["items"]) == 4
+    assert m["style"] == str(style.resolve())  # the manifest names the image the stylizer was fine-tuned on
+    # a copy that is not the recorded image is refused, naming the fix
+    rec.style_image.write_bytes(read_image.__doc__.encode())
+    with pytest.raises(StylsegError, match="sha256 differs.*stylize.sensor=off"):
+        apply_stylizer(model, dom["source"], tmp_path / "o2", cfg.override(**{"stylize.sensor": "match"}),
+                       device="cpu", progress=False)

@@ -92,7 +92,7 @@ def _tiny_run(root, styles=1, **sets):
     it)."""
     import shutil
 
-    from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
+    from _testing import tiny_config, tiny_diffae, tiny_domains
 
     layout = RunLayout(root)
     cfg = tiny_config(**sets)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from _diffae_reference import require_reference, tiny_hparams, tiny_weights
-from stylseg.diffusion.beatgans import (TEMPLATES, BeatGANsDiffAE, config_from_hparams, template_config)
+from stylseg.diffusion.beatgans import (TEMPLATES, config_from_hparams, load_reference_state_dict,
+                                        reference_state_dict, template_config)
 from stylseg.diffusion.model import DiffAE
 from stylseg.utils import StylsegError
 
@@ -18,8 +19,8 @@ def ref():
     from safetensors.torch import load_file
 
     d = require_reference()
-    model = BeatGANsDiffAE(config_from_hparams(tiny_hparams(d))).eval()
-    model.load_reference_state_dict(tiny_weights(d), strict=True)
+    model = DiffAE(config_from_hparams(tiny_hparams(d))).eval()
+    load_reference_state_dict(model, tiny_weights(d), strict=True)
     return {"dir": d, "model": model, "io": load_file(str(d / "tiny_autoenc_io.safetensors"))}
 
 
@@ -50,23 +51,23 @@ def test_ffhq256_state_dict_loads_strictly():
     hp = json.loads((d / "ffhq256_autoenc_hparams.json").read_text())
     assert config_from_hparams(hp) == template_config("ffhq256_autoenc")
     with torch.device("meta"):
-        model = BeatGANsDiffAE(template_config("ffhq256_autoenc"))
+        model = DiffAE(template_config("ffhq256_autoenc"))
         state = {k: torch.empty(tuple(s)) for k, s in keys["state_dict"].items()}
-    own = model.reference_state_dict()
+    own = reference_state_dict(model)
     assert sorted(own) == sorted(state)
     assert sum(v.numel() for v in own.values()) == keys["n_params"] == 168_492_291
-    model.load_reference_state_dict(state, strict=True)  # no missing, unexpected or misshapen name
+    load_reference_state_dict(model, state, strict=True)  # no missing, unexpected or misshapen name
     # one name renamed: both sides are named
     bad = dict(state)
     bad["middle_block.1.qkv_renamed.weight"] = bad.pop("middle_block.1.qkv.weight")
     with pytest.raises(StylsegError, match=r"1 missing \(middle_block\.1\.qkv\.weight\).*1 unexpected"):
-        model.load_reference_state_dict(bad, strict=True, where="ckpt")
+        load_reference_state_dict(model, bad, strict=True, where="ckpt")
 
 
 def test_templates_build_with_the_published_sizes():
     with torch.device("meta"):
         for name in TEMPLATES:
-            m = BeatGANsDiffAE.from_template(name)
+            m = DiffAE(template_config(name))
             assert m.config["image_size"] in (128, 256) and m.config["z_dim"] == 512
     with pytest.raises(StylsegError, match="ffhq256_autoenc"):
         template_config("ffhq512")
@@ -76,7 +77,7 @@ def test_saved_folder_loads_through_the_kit_diffae(ref, tmp_path):
     m, io = ref["model"], ref["io"]
     m.save_pretrained(tmp_path / "m")
     back = DiffAE.from_pretrained(tmp_path / "m")
-    assert isinstance(back, BeatGANsDiffAE) and isinstance(back, DiffAE)
+    assert back.arch == "beatgans" and isinstance(back.unet, type(m.unet))
     with torch.no_grad():
         assert torch.equal(back(io["x_t"], io["t"], io["cond"]), m(io["x_t"], io["t"], io["cond"]))
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
@@ -108,7 +109,7 @@ def test_unsupported_settings_are_named():
     hp = tiny_hparams(d)
     hp["model_conf"] = dict(hp["model_conf"], enc_pool="depthconv")
     with pytest.raises(StylsegError, match="adaptivenonzero"):
-        BeatGANsDiffAE(config_from_hparams(hp))
+        DiffAE(config_from_hparams(hp))
 
 
 def test_config_from_the_net_fields_when_model_conf_is_absent():

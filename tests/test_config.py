@@ -121,12 +121,13 @@ def test_step_counts_and_t0_out_of_range_are_refused_at_once():
 def test_config_choices_agree_with_the_modules_that_use_them():
     from stylseg.config import CHOICES
     from stylseg.data.synth import KINDS
-    from stylseg.diffusion.model import ENC_POOLS, PREDICTIONS
+    from stylseg.diffusion.nets import ENC_POOLS, PREDICTIONS
     from stylseg.diffusion.train import LOSS_WEIGHTINGS
     from stylseg.metrics import PROTOCOLS
     from stylseg.stylize.apply import SENSOR, UPSAMPLE
     from stylseg.config import PRESETS
-    from stylseg.stylize.finetune import SPN_ROLES, STRUCTURE_REGIONS, STYLE_PAIR_PICKS
+    from stylseg.stylize.finetune import SPN_ROLES, STRUCTURE_REGIONS
+    from stylseg.stylize.style_pair import STYLE_PAIR_PICKS
     from stylseg.stylize.losses import LOSS_SETS
     from stylseg.stylize.perceptual import RECON_PERCEPTUAL
     from stylseg.stylize.spn import SPN_FORMS, SPN_REGIONS

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from stylseg.config import DDIMConfig, DiffAEConfig, get_profile
 from stylseg.diffusion import DiffAE, ddim_sample, ddim_timesteps
-from stylseg.diffusion.model import CondResBlock
+from stylseg.diffusion.nets import CondResBlock
 from stylseg.utils import StylsegError, save_model_folder
 
 TINY = DiffAEConfig(image_size=16, base_channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,),

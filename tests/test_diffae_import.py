@@ -85,7 +85,7 @@ def test_truncated_and_non_checkpoint_files(ref, tmp_path):
 
 
 def test_a_checkpoint_of_another_family_names_the_keys(ref, tmp_path):
-    from stylseg.stylize._testing import tiny_config
+    from _testing import tiny_config
 
     cfg = tiny_config()
     kit = DiffAE.from_config(cfg.diffae, cfg.ddim).state_dict()
@@ -171,7 +171,7 @@ def test_registry_file_is_imported_and_its_checksum_recorded(ref, tmp_path, monk
     provide_diffae(cfg3, tmp_path / "run4" / "diffae", log=said.append)
     assert is_imported(tmp_path / "run4" / "diffae")
     # importing over a model that was not imported (a trained D_A) is refused; a copied folder is kept
-    from stylseg.stylize._testing import tiny_diffae
+    from _testing import tiny_diffae
 
     kit = tiny_diffae(tmp_path / "kit")
     with pytest.raises(StylsegError, match="not imported"):
@@ -218,7 +218,7 @@ def test_manual_registry_entry_cannot_be_fetched(tmp_path, monkeypatch):
 
 def test_imported_model_through_finetune_and_apply(ref, tmp_path, monkeypatch):
     """The imported model as D_A: the smoke `stylize finetune` and `stylize apply` run end to end."""
-    from stylseg.stylize._testing import tiny_domains
+    from _testing import tiny_domains
 
     monkeypatch.setenv("STYLSEG_THREADS", "1")
     da = tmp_path / "diffae"

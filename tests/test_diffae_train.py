@@ -12,7 +12,8 @@ from stylseg import cli
 from stylseg.checkpoint import load_state
 from stylseg.config import get_profile
 from stylseg.data.io import write_image
-from stylseg.diffusion import DiffAE, load_images, train_diffae
+from stylseg.data.tensors import load_folder_tensor
+from stylseg.diffusion import DiffAE, train_diffae
 from stylseg.diffusion.train import checkpoint_line
 from stylseg.utils import StylsegError, save_model_folder
 
@@ -56,16 +57,16 @@ def data(tmp_path_factory):
 
 def test_load_images_handles_sizes_modes_and_bad_input(tmp_path):
     d = _blob_images(tmp_path / "mixed" / "images", n=8, modes=True)
-    x, names = load_images(d.parent, 16)  # a paired folder's images/ is found
+    x, names = load_folder_tensor(d.parent, 16)  # a paired folder's images/ is found
     assert x.shape == (8, 3, 16, 16) and x.min() >= -1 and x.max() <= 1 and len(names) == 8
     (tmp_path / "empty").mkdir()
     with pytest.raises(StylsegError, match="no images found"):
-        load_images(tmp_path / "empty", 16)
+        load_folder_tensor(tmp_path / "empty", 16)
     (d / "broken.png").write_bytes(b"not a png")
     with pytest.raises(StylsegError, match="broken.png"):
-        load_images(d, 16)
+        load_folder_tensor(d, 16)
     with pytest.raises(StylsegError, match="not found"):
-        load_images(tmp_path / "nope", 16)
+        load_folder_tensor(tmp_path / "nope", 16)
 
 
 def test_training_reduces_the_loss_and_writes_outputs(tmp_path, data):
@@ -80,7 +81,7 @@ def test_training_reduces_the_loss_and_writes_outputs(tmp_path, data):
     # held-out denoising loss on fixed (x0, t, noise): untrained model = E[eps^2], trained much lower
     m = DiffAE.from_pretrained(out)
     untrained = DiffAE.from_config(cfg.diffae, cfg.ddim).eval()
-    x, _ = load_images(data, 16)
+    x, _ = load_folder_tensor(data, 16)
     g = torch.Generator().manual_seed(5)
     t = torch.randint(0, 1000, (len(x),), generator=g)
     noise = torch.randn(x.shape, generator=g)

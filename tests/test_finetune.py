@@ -9,11 +9,12 @@ import torch
 from PIL import Image
 
 from stylseg.checkpoint import load_state
-from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
+from _testing import tiny_config, tiny_diffae, tiny_domains
 from stylseg.stylize.embedders import SUBSTITUTE
 from stylseg.stylize.perceptual import STAND_IN
-from stylseg.stylize.finetune import STYLE_XA, STYLE_Y, finetune, make_style_pair
-from stylseg.stylize.pipeline import Stylizer, folder_sha256, load_diffae
+from stylseg.stylize.finetune import finetune
+from stylseg.stylize.style_pair import make_style_pair
+from stylseg.stylize.stylizer import STYLE_XA, STYLE_Y, Stylizer, load_diffae
 from stylseg.utils import StylsegError, load_model_folder
 
 
@@ -43,7 +44,7 @@ def test_style_pair_picked_by_domain_is_the_render_nearest_the_content_mean(env,
     """stylize.style_pair_pick=domain: x_A_style is the render whose embedding is nearest the content images' mean
     embedding. With an embedder that returns an image's mean brightness, a mean far above every render picks the
     brightest and one far below the darkest; fidelity (the default) is what it was; misuse is refused."""
-    from stylseg.stylize.finetune import content_mean_embedding
+    from stylseg.stylize.style_pair import content_mean_embedding
 
     m = load_diffae(env["diffae"])
     style = env["style"]
@@ -83,7 +84,7 @@ def test_style_pair_picked_by_domain_is_the_render_nearest_the_content_mean(env,
 
 def test_domain_pick_embeds_the_content_only_when_the_pair_is_made(env, tmp_path, monkeypatch):
     """A resumed run reads the style pair's PNGs: the content images' mean embedding is not computed again."""
-    from stylseg.stylize import finetune as ft
+    import stylseg.stylize.style_pair as ft
 
     calls = []
     real = ft.content_mean_embedding
@@ -106,7 +107,7 @@ def test_finetune_writes_a_loadable_stylizer(env):
     out = finetune(env["diffae"], env["style"], env["source"], d / "ft", cfg, device="cpu", progress=False,
                    callback=lambda it, i, t, x0: seen.append((it, i, t, tuple(x0.shape))))
     meta, state = load_model_folder(out, "stylizer")
-    assert meta["diffae"]["sha256"] == folder_sha256(env["diffae"])
+    assert meta["diffae"]["sha256"] == load_diffae(env["diffae"]).sha256
     assert meta["substitute"] == f"{SUBSTITUTE}; {STAND_IN}" and meta["config"]["spn_lambda"] == cfg.stylize.spn_lambda
     assert (out / STYLE_Y).is_file() and (out / STYLE_XA).is_file()
     hist = json.loads((out / "history.json").read_text())
@@ -173,7 +174,7 @@ def test_paper_preset_trains_with_the_papers_loss_set_and_records_its_name(env):
     assert {"adv", "adv_mag", "spn", "cycle"} <= set(rec) and rec["updates"] == cfg.ddim.finetune_gen_steps
     st = Stylizer.load(out)
     assert st.spn.form == "osasis"
-    assert st.meta["preset"] == "paper" and st.meta["preset_changes"] == {}  # spn_form is not the preset's
+    assert st.record.preset == "paper" and st.record.preset_changes == {}  # spn_form is not the preset's
 
 
 def test_loss_divergence_flags_a_loss_that_falls_and_rises_again():
@@ -256,7 +257,7 @@ def test_cli_finetune(env, tmp_path, monkeypatch):
     monkeypatch.setenv("STYLSEG_THREADS", "1")
     from stylseg.cli import main
 
-    from stylseg.stylize._testing import TINY_DIFFAE
+    from _testing import TINY_DIFFAE
 
     sets = []
     for k, v in dict(TINY_DIFFAE, **{"stylize.iterations": 1}).items():
@@ -310,7 +311,7 @@ def test_style_pair_depth_is_its_own_setting(env, tmp_path):
 def test_checkpoint_is_read_without_running_code_and_an_old_one_names_the_fix(env, tmp_path):
     """The resume file holds tensors and plain JSON (safetensors, never unpickled); the pickled ``checkpoint.pt``
     of earlier versions is refused by name, unopened, naming what to do, and nothing is changed."""
-    from stylseg.stylize.finetune import CHECKPOINT, LEGACY_CHECKPOINT
+    from stylseg.stylize.stylizer import CHECKPOINT, LEGACY_CHECKPOINT
 
     cfg = env["cfg"].override(**{"stylize.iterations": 1, "stylize.checkpoint_every": 1})
     out = finetune(env["diffae"], env["style"], env["source"], tmp_path / "ft", cfg, device="cpu", progress=False)

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from stylseg.stylize._testing import TINY_DIFFAE, tiny_config, tiny_diffae, tiny_domains
+from _testing import TINY_DIFFAE, tiny_config, tiny_diffae, tiny_domains
 from stylseg.stylize.finetune import finetune
-from stylseg.stylize.pipeline import Stylizer
+from stylseg.stylize.stylizer import Stylizer
 from stylseg.utils import StylsegError, load_model_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -84,7 +84,7 @@ def test_two_processes_compute_what_one_process_computes(env):
 
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(env, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
-    monkeypatch.setattr("stylseg.stylize.finetune._Parallel.__init__",
+    monkeypatch.setattr("stylseg.launch.Parallel.__init__",
                         lambda self, device: setattr(self, "world", 3) or setattr(self, "rank", 0)
                         or setattr(self, "acc", None) or setattr(self, "device", device))
     with pytest.raises(StylsegError, match="batch_size=2 does not split over 3 processes"):
@@ -222,7 +222,7 @@ def test_lesion_gated_spn_in_training_and_applying(env):
     # Stylizer.masks_for, what notebooks 03 and 04 hand to stylize(): the gated stylizer with the masks of a folder
     # whose masks cover everything is the ungated one; with the real masks it is not; an SPN on the whole image
     # needs none, and a folder without masks is refused naming it
-    from stylseg.stylize.pipeline import load_folder_tensor
+    from stylseg.data.tensors import load_folder_tensor
 
     st_g, st_p = Stylizer.load(gated), Stylizer.load(plain)
     x, files = load_folder_tensor(env["source"], st_g.size)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from stylseg import weights as W
+from stylseg.reproduce import required_weights
 from stylseg.stylize import perceptual as P
 from stylseg.stylize.embedders import SUBSTITUTE
 from stylseg.utils import StylsegError
@@ -144,7 +145,7 @@ def test_registry_entry_preflight_and_list(weights_dir, capsys):
     assert "vgg16-imagenet" in out and "vgg16-397923af.pth" in out and "528 MB" in out and "BSD-3-Clause" in out
     # auto (smoke, cpu): the stand-in, said by the preflight with the fetch command and the opt-out; nothing required
     cfg = _smoke()
-    assert cfg.stylize.recon_perceptual == "auto" and P.LPIPS_WEIGHTS not in [r["name"] for r in W.required(cfg)]
+    assert cfg.stylize.recon_perceptual == "auto" and P.LPIPS_WEIGHTS not in [r["name"] for r in required_weights(cfg)]
     note = P.stand_in_note(cfg)
     assert "stylseg weights fetch vgg16-imagenet" in note and "--set stylize.recon_perceptual=msssim" in note
     assert P.stand_in_note(cfg.override(**{"stylize.recon_perceptual": "msssim"})) is None
@@ -157,7 +158,7 @@ def test_registry_entry_preflight_and_list(weights_dir, capsys):
     assert P.stand_in_note(cfg.override(**{"stylize.preset": "paper"})) is None  # no reconstruction term
     # lpips (the paper profile): required before any work, with its opt-out
     lp = cfg.override(**{"stylize.recon_perceptual": "lpips"})
-    req = [r for r in W.required(lp) if r["name"] == "vgg16-imagenet"]
+    req = [r for r in required_weights(lp) if r["name"] == "vgg16-imagenet"]
     assert req and req[0]["optout"].startswith("--set stylize.recon_perceptual=msssim")
     with pytest.raises(StylsegError, match="stylize.recon_perceptual='nope' is not one of auto, lpips, msssim"):
         cfg.override(**{"stylize.recon_perceptual": "nope"})
@@ -166,7 +167,7 @@ def test_registry_entry_preflight_and_list(weights_dir, capsys):
 # --------------------------------------------------------------------------- fine-tuning
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
+    from _testing import tiny_config, tiny_diffae, tiny_domains
 
     d = tmp_path_factory.mktemp("lpips_ft")
     cfg = tiny_config(**{"stylize.iterations": 1})
@@ -212,7 +213,7 @@ def test_scores_gain_lpips_to_the_inputs_when_the_file_is_present(tiny, weights_
     import numpy as np
 
     from stylseg.data.io import read_image, write_image
-    from stylseg.stylize.scores import score_arm
+    from stylseg.scores import score_arm
 
     src, tgt = tiny["source"], tiny["target"]
     assert "lpips_to_input" not in score_arm(src, src, tgt, write_manifest=False)  # no file: no column

@@ -24,12 +24,12 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(kind, one_thre
         unet = DiffAE.from_config(cfg.diffae, cfg.ddim).unet
         S, zd = cfg.diffae.image_size, cfg.diffae.z_dim
     else:
-        from stylseg.diffusion.beatgans import BeatGANsDiffAE, template_config
+        from stylseg.diffusion.beatgans import template_config
 
         cfg = dict(template_config("ffhq256_autoenc"), image_size=16, model_channels=32, channel_mult=[1, 2],
                    enc_channel_mult=[1, 2], attention_resolutions=[8], embed_channels=32, z_dim=32,
                    num_res_blocks=1, enc_num_res_blocks=1, dropout=0.0)
-        m = BeatGANsDiffAE(cfg)
+        m = DiffAE(cfg)
         unet, S, zd = m.unet, 16, 32
     for p in unet.parameters():  # zero-initialised output layers would give zero gradients upstream
         p.data.add_(0.02 * torch.randn_like(p))
@@ -50,7 +50,7 @@ def _finetune_losses(tmp_path, name, **overrides):
     """The weighted total of each iteration of a 3-iteration tiny fine-tuning."""
     import json
 
-    from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
+    from _testing import tiny_config, tiny_diffae, tiny_domains
     from stylseg.stylize.finetune import finetune
 
     d = tmp_path / "env"

@@ -17,7 +17,9 @@ import torch
 from stylseg.config import RunConfig
 from stylseg.data.io import from_tensor_pm1, read_image
 from stylseg.stylize.finetune import STYLE_XA, STYLE_Y, finetune
-from stylseg.stylize.pipeline import Stylizer, load_diffae, load_folder_tensor, structure_guided_generate
+from stylseg.data.tensors import load_folder_tensor
+from stylseg.stylize.spn import structure_guided_generate
+from stylseg.stylize.stylizer import Stylizer, load_diffae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

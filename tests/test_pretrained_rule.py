@@ -5,6 +5,7 @@ import pytest
 
 from stylseg import weights as W
 from stylseg.config import get_profile
+from stylseg.reproduce import check_required_weights, required_weights
 from stylseg.seg.models import create_segmenter
 from stylseg.utils import StylsegError
 
@@ -42,11 +43,11 @@ def test_the_paper_profile_lists_every_missing_file_before_any_work(tmp_path):
     from stylseg.cli import main
 
     cfg = get_profile("paper")
-    names = [r["name"] for r in W.required(cfg)]
+    names = [r["name"] for r in required_weights(cfg)]
     assert names == ["resnet34-imagenet", "res2net50d-imagenet", "clip-vit-b-32-openai", "vgg16-imagenet",
                      "diffae-ffhq256-autoenc"]
     with pytest.raises(StylsegError) as e:
-        W.check_required(cfg)
+        check_required_weights(cfg)
     msg = str(e.value)
     for n in names:
         assert n in msg
@@ -56,8 +57,8 @@ def test_the_paper_profile_lists_every_missing_file_before_any_work(tmp_path):
     # the opt-outs, explicit: nothing is required any more
     opted = cfg.override(**{"seg.pretrained": False, "stylize.embedder": "weightfree", "diffae.init": "train",
                             "stylize.recon_perceptual": "msssim"})
-    assert W.required(opted) == []
-    W.check_required(opted)
+    assert required_weights(opted) == []
+    check_required_weights(opted)
     # stylseg reproduce stops at once, writing nothing
     out = tmp_path / "run"
     assert main(["reproduce", "--profile", "paper", "--out", str(out)]) == 2

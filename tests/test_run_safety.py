@@ -138,7 +138,7 @@ def test_diffae_train_never_runs_a_planted_resume_file(tmp_path):
 
 
 def test_stylize_finetune_never_runs_a_planted_resume_file(tmp_path):
-    from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
+    from _testing import tiny_config, tiny_diffae, tiny_domains
     from stylseg.stylize.finetune import finetune
 
     cfg = tiny_config()
@@ -312,7 +312,7 @@ def test_an_arm_never_writes_through_a_symlinked_folder(tmp_path, overwrite):
 
 
 def test_stylize_apply_into_an_arm_of_other_input_exits_2(tmp_path, capsys):
-    from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
+    from _testing import tiny_config, tiny_diffae, tiny_domains
 
     cfg = tiny_config()
     diffae = tiny_diffae(tmp_path / "diffae", cfg)
@@ -504,7 +504,7 @@ def _stop_at_1(it, i, t, x0):
 def test_stylize_finetune_notices_other_content_and_other_compute(tmp_path):
     import shutil
 
-    from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
+    from _testing import tiny_config, tiny_diffae, tiny_domains
     from stylseg.stylize.finetune import finetune
 
     cfg = tiny_config()
@@ -543,7 +543,7 @@ def test_stylize_finetune_notices_other_content_and_other_compute(tmp_path):
 
 
 def test_a_fine_tuning_resumed_with_other_settings_names_them(tmp_path):
-    from stylseg.stylize._testing import tiny_config, tiny_diffae, tiny_domains
+    from _testing import tiny_config, tiny_diffae, tiny_domains
     from stylseg.stylize.finetune import finetune
 
     cfg = tiny_config()

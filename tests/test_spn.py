@@ -106,7 +106,7 @@ def test_generate_adds_lambda_spn_before_each_step():
 
 def test_structure_guidance_pulls_toward_reference_structure():
     from stylseg.stylize.losses import structure_map
-    from stylseg.stylize.pipeline import structure_guided_generate
+    from stylseg.stylize.spn import structure_guided_generate
 
     torch.manual_seed(0)
     sched = DDIMSchedule()

@@ -213,8 +213,8 @@ def test_stylizer_folder_of_an_earlier_kit_is_refused_with_one_message(tmp_path)
     resume and Stylizer.load both say to fit it again, naming the command."""
     import json
 
-    from stylseg.stylize.finetune import finished_digest
-    from stylseg.stylize.pipeline import Stylizer
+    from stylseg.stylize.stylizer import finished_digest
+    from stylseg.stylize.stylizer import Stylizer
     from stylseg.utils import StylsegError
 
     d = tmp_path / "finetune"

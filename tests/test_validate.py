@@ -63,7 +63,7 @@ BAD = ("dup", "size", "orphan", "corrupt_mask")
 @pytest.mark.parametrize("kind", BAD)
 def test_every_stage_that_reads_a_paired_folder_refuses_it_alike(tmp_path, kind):
     """stylize apply, diffae train (its image loader), seg train (the dataset) and the validator say the same."""
-    from stylseg.diffusion.train import load_images
+    from stylseg.data.tensors import load_folder_tensor
     from stylseg.stylize.apply import apply_stylizer
 
     root, pattern = _bad(tmp_path, kind)
@@ -74,7 +74,7 @@ def test_every_stage_that_reads_a_paired_folder_refuses_it_alike(tmp_path, kind)
         apply_stylizer(None, root, tmp_path / "arm", cfg, mode="recon", diffae_dir=tmp_path / "no_diffae")
     assert not (tmp_path / "arm").exists()
     with pytest.raises(StylsegError, match=pattern):
-        load_images(root, 16)
+        load_folder_tensor(root, 16)
     with pytest.raises(StylsegError, match=pattern):
         PairedDataset(root, 16, mode="seg", use="train")
 

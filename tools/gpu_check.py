@@ -138,7 +138,7 @@ def bench_apply(cfg, dev, work: Path, model_dir: Path, n_images: int) -> Dict[st
     import torch
 
     from stylseg.stylize.apply import apply_stylizer
-    from stylseg.stylize.pipeline import Stylizer
+    from stylseg.stylize.stylizer import Stylizer
 
     src = _data(work / "apply_src", n_images, max(cfg.diffae.image_size, cfg.data.seg_size), seed=2)
     with Meter(dev) as m:

@@ -18,6 +18,7 @@ from PIL import Image
 from ..utils import StylsegError
 from .io import read_image, read_mask, resize_image, resize_mask
 
+#: ImageNet mean and std (every segmenter's input is normalised with them)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MODES = ("diffusion", "seg")

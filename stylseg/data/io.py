@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, List, Tuple
+from typing import List, Tuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -189,8 +189,3 @@ def from_tensor_pm1(x) -> np.ndarray:
     if x.ndim == 4:
         return x.permute(0, 2, 3, 1).numpy().astype(np.uint8)
     return x.permute(1, 2, 0).numpy().astype(np.uint8)
-
-
-def iter_pairs_dirs(roots: Iterable[os.PathLike]):
-    for r in roots:
-        yield Path(r) / "images", Path(r) / "masks"

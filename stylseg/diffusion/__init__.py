@@ -10,7 +10,7 @@
     z = model.encode(x)                                  # (B,3,S,S) in [-1,1] -> (B, z_dim)
     x_t0 = model.encode_stochastic(x, z, t0, steps)      # DDIM inversion to t0 (fraction of T)
     x0 = model.render(x_t0, z, t0, steps)                # DDIM generation back to x0
-    import_checkpoint("last.ckpt", "DIR")                # the published DiffAE (BeatGANsDiffAE, same interface)
+    import_checkpoint("last.ckpt", "DIR")                # the published DiffAE (arch "beatgans", same interface)
 
 Heavy modules (the model, training) load lazily.
 """
@@ -23,9 +23,9 @@ from .ddim import (DDIMOut, DDIMSchedule, DDIMStep, ddim_invert, ddim_run, ddim_
                    ddim_timesteps, ddim_walk, encode_stochastic, predict_x0, render, with_coarse)
 
 _LAZY = {
-    "DiffAE": "model", "ConditionalUNet": "model", "SemanticEncoder": "model", "CondResBlock": "model",
-    "BeatGANsDiffAE": "beatgans", "import_checkpoint": "pretrained",
-    "train_diffae": "train", "load_images": "train", "training_status": "train",
+    "DiffAE": "model", "ConditionalUNet": "nets", "SemanticEncoder": "nets", "CondResBlock": "nets",
+    "import_checkpoint": "pretrained",
+    "train_diffae": "train", "training_status": "train",
     "psnr": "quality", "ssim": "quality", "sdedit_psnr": "quality", "code_matters": "quality", "eps_mse": "quality",
 }
 

@@ -21,11 +21,11 @@ this architecture (the reference's ``BeatGANsAutoencModel``). The kit builds it 
   attention is ``qkv = Conv1d(C, 3C, 1)(GN(h))``, softmax(q k^T / sqrt(C/heads)) v, a zero-initialised
   ``Conv1d`` projection and a residual connection. The decoder concatenates each encoder feature
   map ("lateral") to its input, as every UNet does.
-- :class:`BeatGANsDiffAE` wraps both behind the interface of the kit's own
-  :class:`~stylseg.diffusion.model.DiffAE` (``encode``, ``model(x_t, t, z, z_coarse=None)`` for
-  epsilon, the DDIM schedule, ``encode_stochastic``/``render``, ``save_pretrained``), so every stage
-  (inversion, rendering, fine-tuning's D_B copy, the SPN, applying) takes it unchanged.
-  ``DiffAE.from_pretrained(DIR)`` loads either kind of folder.
+- :func:`build` gives both to :class:`~stylseg.diffusion.model.DiffAE` for a config with
+  ``arch = "beatgans"`` (``DiffAE(template_config(NAME))``), so every stage (inversion, rendering,
+  fine-tuning's D_B copy, the SPN, applying) takes it unchanged; ``DiffAE.from_pretrained(DIR)`` loads
+  either kind of folder. :func:`reference_state_dict` / :func:`load_reference_state_dict` speak the
+  reference's weight names.
 
 The schedule is DiffAE's: linear betas 1e-4..0.02, T = 1000, epsilon prediction. ``stylseg diffae
 import`` (:mod:`stylseg.diffusion.pretrained`) turns a published Lightning ``last.ckpt`` into a model
@@ -34,17 +34,15 @@ folder of this kind.
 
 from __future__ import annotations
 
-import math
-import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..utils import StylsegError, save_model_folder
-from .ddim import DDIMSchedule
-from .model import KIND, SCHEDULE_KEYS, DiffAE, run_block
+from ..utils import StylsegError
+from .blocks import run_block, timestep_embedding, zero_module
+from .ddim import SCHEDULE_KEYS, DDIMSchedule
 
 #: value of ``config["arch"]`` in a model folder of this family (the kit's own DiffAE has none)
 ARCH = "beatgans"
@@ -91,24 +89,6 @@ class GroupNorm32(nn.GroupNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps).to(x.dtype)
-
-
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of timesteps t (B,) -> (B, dim): ``[cos(t f_k), sin(t f_k)]`` with
-    ``f_k = exp(-ln(max_period) k / (dim/2))`` (guided-diffusion / DiffAE convention), float32."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t[:, None].float() * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    if dim % 2:
-        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
-    return emb
-
-
-def _zero(m: nn.Module) -> nn.Module:
-    for p in m.parameters():
-        nn.init.zeros_(p)
-    return m
 
 
 class Downsample(nn.Module):
@@ -163,7 +143,7 @@ class ResBlock(nn.Module):
             self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels))
             self.cond_emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(cond_channels or emb_channels, out_channels))
             self.out_layers = nn.Sequential(GroupNorm32(out_channels), nn.SiLU(), nn.Dropout(dropout),
-                                            _zero(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
+                                            zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
         self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor, emb: Optional[torch.Tensor] = None,
@@ -200,7 +180,7 @@ class AttentionBlock(nn.Module):
             self.num_heads = channels // num_head_channels
         self.norm = GroupNorm32(channels)
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
-        self.proj_out = _zero(nn.Conv1d(channels, channels, 1))
+        self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, *spatial = x.shape
@@ -285,7 +265,7 @@ class BeatGANsUNet(nn.Module):
     lower-resolution half of the decoder levels take ``z_coarse``, every other block ``z``.
     """
 
-    #: recompute each block's activations in the backward pass (:func:`~stylseg.diffusion.model.run_block`)
+    #: recompute each block's activations in the backward pass (:func:`~stylseg.diffusion.blocks.run_block`)
     grad_checkpoint: bool = False
 
     def __init__(self, cfg: Mapping[str, Any]):
@@ -343,7 +323,7 @@ class BeatGANsUNet(nn.Module):
                 self.output_blocks.append(EmbedSequential(*layers))
                 self.output_num_blocks[level] += 1
         self.out = nn.Sequential(GroupNorm32(ch), nn.SiLU(),
-                                 _zero(nn.Conv2d(ch, int(cfg["in_channels"]), 3, padding=1)))
+                                 zero_module(nn.Conv2d(ch, int(cfg["in_channels"]), 3, padding=1)))
         n_levels = len(mult)
         #: decoder levels (index from the top) conditioned on ``z_coarse`` in mix mode: the lower half
         self.coarse_from = (n_levels + 1) // 2
@@ -374,8 +354,9 @@ class BeatGANsUNet(nn.Module):
         return self.out(h)
 
 
-# --------------------------------------------------------------------------- the kit model
-def _check_config(config: Mapping[str, Any]) -> Dict[str, Any]:
+# --------------------------------------------------------------------------- the family's config and weights
+def check_config(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """The architecture and schedule keys of ``config`` (with ``arch``) as a plain dict, checked."""
     missing = [k for k in ARCH_KEYS + SCHEDULE_KEYS if k not in config]
     if missing:
         raise StylsegError(f"BeatGANs DiffAE config lacks {', '.join(missing)}")
@@ -399,67 +380,37 @@ def _check_config(config: Mapping[str, Any]) -> Dict[str, Any]:
     return cfg
 
 
-class BeatGANsDiffAE(DiffAE):
-    """The published DiffAE family behind the kit's :class:`~stylseg.diffusion.model.DiffAE` interface.
+def build(cfg: Mapping[str, Any], schedule: DDIMSchedule) -> Tuple[nn.Module, nn.Module]:
+    """``(encoder, unet)`` of a checked config (:func:`check_config`), freshly initialised."""
+    return BeatGANsEncoder(cfg), BeatGANsUNet(cfg)
 
-    ``model.encoder`` is :class:`BeatGANsEncoder`, ``model.unet`` :class:`BeatGANsUNet`; every method of
-    the kit's DiffAE (``encode``, ``encode_stochastic``, ``render``, ``reconstruct``, ``sdedit``, the
-    Gaussian stand-in sampler ``sample``) works unchanged. ``config`` holds ``arch = "beatgans"``,
-    the architecture (:data:`ARCH_KEYS`) and the schedule (``T``, ``beta_start``, ``beta_end``).
-    """
 
-    def __init__(self, config: Mapping[str, Any]):
-        nn.Module.__init__(self)
-        cfg = _check_config(config)
-        self.config: Dict[str, Any] = cfg
-        self.schedule = DDIMSchedule(T=int(cfg["T"]), beta_start=float(cfg["beta_start"]),
-                                     beta_end=float(cfg["beta_end"]))
-        self.encoder = BeatGANsEncoder(cfg)
-        self.unet = BeatGANsUNet(cfg)
-        zd = int(cfg["z_dim"])
-        self.register_buffer("z_mean", torch.zeros(zd))
-        self.register_buffer("z_chol", torch.eye(zd))
+def reference_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """The weights of a DiffAE of this family under the reference's names (``BeatGANsAutoencModel.state_dict()``):
+    the UNet's at the top level, the encoder's under ``encoder.``."""
+    sd = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
+    sd.update(model.unet.state_dict())
+    return sd
 
-    @classmethod
-    def from_config(cls, diffae_cfg, ddim_cfg=None) -> "BeatGANsDiffAE":  # noqa: D401 - a kit config holds no such arch
-        raise StylsegError("a BeatGANs DiffAE is imported (`stylseg diffae import`), not built from a profile; "
-                           "use BeatGANsDiffAE(config) or template_config(NAME)")
 
-    @classmethod
-    def from_template(cls, name: str) -> "BeatGANsDiffAE":
-        """A randomly initialised model of a published configuration (:data:`TEMPLATES`)."""
-        return cls(template_config(name))
-
-    # ------------------------------------------------------------------ the reference's names
-    def reference_state_dict(self) -> Dict[str, torch.Tensor]:
-        """The weights under the reference's names (``BeatGANsAutoencModel.state_dict()``): the UNet's
-        at the top level, the encoder's under ``encoder.``."""
-        sd = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
-        sd.update(self.unet.state_dict())
-        return sd
-
-    def load_reference_state_dict(self, state: Mapping[str, torch.Tensor], strict: bool = True,
-                                  where: str = "state_dict") -> None:
-        """Load a ``BeatGANsAutoencModel`` ``state_dict`` (names as in the published checkpoints, without
-        the Lightning ``model.`` / ``ema_model.`` prefix). With ``strict``, a missing or unexpected name or a
-        wrong shape raises :class:`StylsegError` naming them (``where`` names the source)."""
-        own = self.reference_state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-        if strict and (missing or unexpected or wrong):
-            diff = describe_key_diff(missing, unexpected, wrong, own, state)
-            raise StylsegError(f"{where}: does not fit this DiffAE configuration: {diff}. Pass a checkpoint of the "
-                               f"published DiffAE family (https://github.com/phizaz/diffae#checkpoints), or the "
-                               f"--template it was trained with")
-        enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.") and k in own}
-        unet = {k: v for k, v in state.items() if not k.startswith("encoder.") and k in own}
-        self.encoder.load_state_dict(enc, strict=strict)
-        self.unet.load_state_dict(unet, strict=strict)
-
-    def save_pretrained(self, path: os.PathLike, extra: Optional[Mapping[str, Any]] = None):
-        """Write a model folder (``config.json`` kind "diffae", arch "beatgans" + ``model.safetensors``)."""
-        return save_model_folder(path, KIND, self.config, self.state_dict(), extra=extra)
+def load_reference_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool = True,
+                              where: str = "state_dict") -> None:
+    """Load a ``BeatGANsAutoencModel`` ``state_dict`` (names as in the published checkpoints, without
+    the Lightning ``model.`` / ``ema_model.`` prefix) into a DiffAE of this family. With ``strict``, a missing or
+    unexpected name or a wrong shape raises :class:`StylsegError` naming them (``where`` names the source)."""
+    own = reference_state_dict(model)
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if strict and (missing or unexpected or wrong):
+        diff = describe_key_diff(missing, unexpected, wrong, own, state)
+        raise StylsegError(f"{where}: does not fit this DiffAE configuration: {diff}. Pass a checkpoint of the "
+                           f"published DiffAE family (https://github.com/phizaz/diffae#checkpoints), or the "
+                           f"--template it was trained with")
+    enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.") and k in own}
+    unet = {k: v for k, v in state.items() if not k.startswith("encoder.") and k in own}
+    model.encoder.load_state_dict(enc, strict=strict)
+    model.unet.load_state_dict(unet, strict=strict)
 
 
 def describe_key_diff(missing: Sequence[str], unexpected: Sequence[str], wrong: Sequence[str] = (),

@@ -112,7 +112,7 @@ def cmd_reconstruct(args) -> int:
 
     from ..data.io import from_tensor_pm1, write_image
     from .quality import psnr, ssim
-    from .train import load_images
+    from ..data.tensors import load_folder_tensor
 
     cfg = config_for(args)
     set_threads()
@@ -122,7 +122,8 @@ def cmd_reconstruct(args) -> int:
     gen_steps = args.steps or cfg.ddim.apply_gen_steps
     if not (0 < t0 <= 1):
         raise StylsegError(f"--t0 {t0}: must be a fraction of T in (0, 1]")
-    x, names = load_images(args.input, model.config["image_size"], log=print)
+    x, files = load_folder_tensor(args.input, model.config["image_size"], log=print)
+    names = [f.name for f in files]
     out = Path(args.out)
     g = torch.Generator().manual_seed(cfg.seed)
     ps, ss = [], []

@@ -40,6 +40,8 @@ EpsFn = Callable[..., torch.Tensor]  # eps_fn(x_t (B,C,H,W), t (B,) long, cond) 
 #: ``callback(i, t, x_t, x0_pred)``: step index i (0-based), the timestep t at which the UNet was
 #: called, the latent x_t it was called on (B,C,H,W) and its clamped x0-prediction (B,C,H,W).
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
+#: the schedule's keys in a model folder's config (linear betas ``beta_start..beta_end`` over ``T`` steps)
+SCHEDULE_KEYS = ("T", "beta_start", "beta_end")
 
 
 @dataclass

@@ -155,7 +155,8 @@ def _split_state(path: Path, ckpt: Mapping[str, Any], weights: str) -> Tuple[Dic
 
 def _config_for(path: Path, ckpt: Mapping[str, Any], state: Mapping[str, torch.Tensor],
                 template: Optional[str]) -> Tuple[Dict[str, Any], str]:
-    from .beatgans import TEMPLATES, BeatGANsDiffAE, config_from_hparams, template_config
+    from .beatgans import TEMPLATES, config_from_hparams, reference_state_dict, template_config
+    from .model import DiffAE
 
     if template:
         return template_config(template), f"template {template}"
@@ -168,7 +169,7 @@ def _config_for(path: Path, ckpt: Mapping[str, Any], state: Mapping[str, torch.T
                                f"imports") from None
     for name in TEMPLATES:  # no hyper_parameters: the one template whose names and shapes match
         with torch.device("meta"):
-            own = BeatGANsDiffAE(template_config(name)).reference_state_dict()
+            own = reference_state_dict(DiffAE(template_config(name)))
         if set(own) == set(state) and all(tuple(own[k].shape) == tuple(state[k].shape) for k in own):
             return template_config(name), f"template {name} (matched by its weights)"
     raise StylsegError(f"{path}: has no hyper_parameters and its weights match no published configuration; pass "
@@ -185,7 +186,8 @@ def import_checkpoint(ckpt_path: os.PathLike, out_dir: os.PathLike, weights: str
     when given, must match the file. A checkpoint of another family, a truncated file or a
     non-checkpoint raises :class:`StylsegError` naming the file, and ``out_dir`` is left untouched.
     """
-    from .beatgans import BeatGANsDiffAE
+    from .beatgans import load_reference_state_dict
+    from .model import DiffAE
 
     path = Path(ckpt_path)
     _refuse_to_replace(Path(out_dir))
@@ -197,8 +199,8 @@ def import_checkpoint(ckpt_path: os.PathLike, out_dir: os.PathLike, weights: str
                            f"{path}.sha256.json if you replaced it on purpose)")
     state, other = _split_state(path, ckpt, weights)
     cfg, cfg_from = _config_for(path, ckpt, state, template)
-    model = BeatGANsDiffAE(cfg)
-    model.load_reference_state_dict(state, strict=True, where=f"{path} ({other['prefix']}*)")
+    model = DiffAE(cfg)
+    load_reference_state_dict(model, state, strict=True, where=f"{path} ({other['prefix']}*)")
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt.get("hyper_parameters"), Mapping) else {}
     latent = "none: z_sem sampler is the identity Gaussian (refit it with fit_latent_gaussian)"
     if "conds_mean" in other and "conds_std" in other:

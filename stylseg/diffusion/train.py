@@ -28,6 +28,7 @@ import copy
 import os
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -35,10 +36,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..checkpoint import compute_key, files_fingerprint, load_state, read_state_header, refuse_legacy, save_state
-from ..lock import stage_lock
+from ..data.tensors import load_folder
+from ..checkpoint import (compute_key, files_fingerprint, load_state, read_state_header, refuse_legacy, rng_state,
+                          save_state, set_rng_state)
+from ..launch import main_writer
 from ..utils import StylsegError, atomic_path, read_json, resolve_device, write_json
-from .model import SCHEDULE_KEYS, DiffAE
+from .ddim import SCHEDULE_KEYS
+from .model import DiffAE
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.safetensors"
@@ -48,46 +52,6 @@ LOSS_WEIGHTINGS = ("eps", "v", "min_snr", "x0_capped")
 #: DiffAEConfig fields that may change between a run and its resumption
 RESUMABLE_CHANGES = ("train_steps", "max_seconds", "sample_every", "checkpoint_every", "sample_steps", "init",
                      "micro_batch")
-
-
-# --------------------------------------------------------------------------- data
-def image_folder(path: os.PathLike) -> Path:
-    """The folder holding the images: ``path/images`` for a paired folder, else ``path`` itself."""
-    path = Path(path)
-    if not path.exists():
-        raise StylsegError(f"{path}: folder not found; pass a folder of images (or a paired folder with images/)")
-    if (path / "images").is_dir():
-        return path / "images"
-    if not path.is_dir():
-        raise StylsegError(f"{path}: not a folder; pass a folder of images (or a paired folder with images/)")
-    return path
-
-
-def load_images(path: os.PathLike, size: int, log: Optional[Callable[[str], None]] = None):
-    """Every image of a folder (or of ``path/images``), any mode and size, resized to ``size x size``
-    (bilinear, as the paper resizes): returns ``(tensor (N,3,size,size) in [-1,1], names)``.
-
-    An empty folder or an unreadable file raises :class:`StylsegError` naming it.
-    """
-    from ..data.io import list_images, read_image, resize_image, to_tensor_pm1
-
-    from ..data.validate import validate_paired
-
-    folder = image_folder(path)
-    if not list_images(folder):
-        raise StylsegError(f"{folder}: no images found (png, jpg, tif, bmp); point --data at a folder of training "
-                           f"images, e.g. RUN/data/source/train made by `stylseg data synth` or notebook 00")
-    # the shared rules (masks optional; a paired folder's pairing and mask sizes are checked), before any work
-    files = [i for i, _ in validate_paired(path, use="diffae")]
-    sizes = set()
-    out = []
-    for f in files:
-        img = read_image(f)  # raises StylsegError naming an unreadable file
-        sizes.add(img.shape[:2])
-        out.append(to_tensor_pm1(np.array(resize_image(img, size))))
-    if log and (len(sizes) > 1 or (size, size) not in sizes):
-        log(f"{folder}: {len(files)} images of {len(sizes)} size(s) resized to {size}x{size}")
-    return torch.stack(out), [f.name for f in files]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -264,36 +228,35 @@ def train_diffae(data_dir: os.PathLike, out_dir: os.PathLike, cfg, *, resume: bo
     # the memory settings (bf16 autocast, micro-batches, activations recomputed in backward) are applied in the
     # training loop itself, so that one process can train with different settings one after another
     acc = Accelerator(cpu=dev.type == "cpu", mixed_precision="no")
-    main = acc.is_main_process
-    with stage_lock(out, "diffae train") if main else nullcontext():
+    with main_writer(out, "diffae train", acc.is_main_process):
         return _train(data_dir, out, cfg, acc, resume=resume, progress=progress, log=log)
 
 
-def _train(data_dir, out: Path, cfg, acc, *, resume: bool, progress: bool, log: Callable[[str], None]) -> Path:
+@dataclass
+class _State:
+    """What DiffAE training changes as it runs and what its checkpoint holds."""
+
+    model: DiffAE
+    opt: torch.optim.Optimizer
+    sched: Any
+    ema: Any
+    gen: torch.Generator
+    step: int = 0
+    history: Dict[str, Any] = field(default_factory=lambda: {"step": [], "loss": [], "lr": [], "seconds": []})
+    train_seconds: float = 0.0
+
+    def state_dict(self, raw: DiffAE) -> Dict[str, Any]:
+        return {"model": raw.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "ema": self.ema.state_dict(), "step": self.step, "history": self.history,
+                "train_seconds": self.train_seconds, "rng": rng_state(generator=self.gen)}
+
+
+def _start(cfg, acc) -> _State:
+    """A fresh model (seeded per process), AdamW with the encoder's own learning rate, linear warm-up, EMA weights
+    and the batch generator."""
     from diffusers.training_utils import EMAModel
 
-    from ..config import resolve_precision
-    from ..utils import autocast
-    from tqdm.auto import tqdm
-
-    from ..data.io import list_images
-
     dc = cfg.diffae
-    main = acc.is_main_process
-    say = log if main else (lambda *_: None)
-
-    images, names = load_images(data_dir, dc.image_size, log=say)
-    n_img = images.shape[0]
-    fp = _fingerprint(cfg, n_img, files_fingerprint(list_images(image_folder(data_dir))))
-    # training on must also run on the same kind of compute (CPU thread count); a finished model is reused anywhere
-    compute = compute_key(acc.device)
-    ckpt_path = out / CHECKPOINT / STATE_FILE
-    legacy = out / CHECKPOINT / LEGACY_STATE_FILE
-    if resume:
-        refuse_legacy(legacy, "pass --no-resume (RETRAIN = True in notebook 02)")
-    elif main:
-        legacy.unlink(missing_ok=True)
-
     torch.manual_seed(cfg.seed + 7919 * acc.process_index)
     model = DiffAE.from_config(dc, cfg.ddim)
     enc_ids = {id(p) for p in model.encoder.parameters()}
@@ -304,76 +267,108 @@ def _train(data_dir, out: Path, cfg, acc, *, resume: bool, progress: bool, log: 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
     ema = EMAModel(model.parameters(), decay=dc.ema_decay)
     gen = torch.Generator(device=acc.device).manual_seed(cfg.seed * 1000 + 17 + acc.process_index)
-    step = 0
-    history: Dict[str, Any] = {"step": [], "loss": [], "lr": [], "seconds": []}
-    train_seconds = 0.0
+    return _State(model, opt, sched, ema, gen)
 
+
+def _resume(st: _State, ckpt_path: Path, fp: Dict[str, Any], compute: str, out: Path, cfg, acc, say) -> bool:
+    """Continue ``st`` from the checkpoint (its fingerprint compared before any tensor is read); True when there is
+    nothing to train (finished, or stopped by the time budget that still holds)."""
+    dc = cfg.diffae
+    hint = f"delete {out}, or pass --no-resume (RETRAIN = True in notebook 02) to start over"
+    old = dict(read_state_header(ckpt_path, hint).get("fingerprint") or {})
+    old_compute = old.pop("compute", None)
+    state = load_state(ckpt_path, fingerprint=dict(fp, compute=old_compute), what="DiffAE training", hint=hint)
+    st.model.load_state_dict(state["model"])
+    st.opt.load_state_dict(state["optimizer"])
+    st.sched.load_state_dict(state["scheduler"])
+    st.ema.load_state_dict(state["ema"])
+    set_rng_state(state["rng"], generator=st.gen)
+    st.step, st.history, st.train_seconds = state["step"], state["history"], state.get("train_seconds", 0.0)
+    if acc.num_processes > 1:  # the saved generator state is the main process's: give each its own stream
+        st.gen.manual_seed(cfg.seed * 1000 + 17 + acc.process_index + 1_000_003 * st.step)
+    say(f"resuming from {ckpt_path} at step {st.step}")
+    done = training_status(out)
+    if st.step >= dc.train_steps and done["model"] and done["step"] == st.step:
+        say(f"{out}: already trained ({st.step} steps with this configuration); nothing to do")
+        return True
+    if done["model"] and done["step"] == st.step and done.get("stopped_by") == "time" \
+            and done.get("max_seconds") == dc.max_seconds:
+        # the profile's time budget was spent: rerunning (a notebook, `stylseg reproduce`) must not
+        # train on silently and invalidate everything built on this model
+        say(f"{out}: stopped at step {st.step} when diffae.max_seconds={dc.max_seconds:g} was spent; "
+            f"raise diffae.max_seconds (0 = no cap) to train on")
+        return True
+    if old_compute != compute:
+        raise StylsegError(f"{ckpt_path}: this training ran on {old_compute}, here it would go on with {compute}, "
+                           f"which gives other weights than either alone; train on with the same thread count "
+                           f"(STYLSEG_THREADS) or device, or {hint}")
+    return False
+
+
+def _train(data_dir, out: Path, cfg, acc, *, resume: bool, progress: bool, log: Callable[[str], None]) -> Path:
+    dc = cfg.diffae
+    main = acc.is_main_process
+    say = log if main else (lambda *_: None)
+
+    data = load_folder(data_dir, dc.image_size, log=say)
+    images, n_img = data.images, len(data.files)
+    fp = _fingerprint(cfg, n_img, files_fingerprint(data.files))
+    # training on must also run on the same kind of compute (CPU thread count); a finished model is reused anywhere
+    compute = compute_key(acc.device)
+    ckpt_path = out / CHECKPOINT / STATE_FILE
+    legacy = out / CHECKPOINT / LEGACY_STATE_FILE
+    if resume:
+        refuse_legacy(legacy, "pass --no-resume (RETRAIN = True in notebook 02)")
+    elif main:
+        legacy.unlink(missing_ok=True)
+    st = _start(cfg, acc)
     if resume and ckpt_path.is_file():
-        # the fingerprint (settings, data) is compared before any tensor is loaded
-        hint = f"delete {out}, or pass --no-resume (RETRAIN = True in notebook 02) to start over"
-        old = dict(read_state_header(ckpt_path, hint).get("fingerprint") or {})
-        old_compute = old.pop("compute", None)
-        state = load_state(ckpt_path, fingerprint=dict(fp, compute=old_compute), what="DiffAE training", hint=hint)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        ema.load_state_dict(state["ema"])
-        gen.set_state(state["rng"]["generator"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if torch.cuda.is_available() and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        step, history, train_seconds = state["step"], state["history"], state.get("train_seconds", 0.0)
-        if acc.num_processes > 1:  # the saved generator state is the main process's: give each its own stream
-            gen.manual_seed(cfg.seed * 1000 + 17 + acc.process_index + 1_000_003 * step)
-        say(f"resuming from {ckpt_path} at step {step}")
-        done = training_status(out)
-        if step >= dc.train_steps and done["model"] and done["step"] == step:
-            say(f"{out}: already trained ({step} steps with this configuration); nothing to do")
+        if _resume(st, ckpt_path, fp, compute, out, cfg, acc, say):
             return out
-        if done["model"] and done["step"] == step and done.get("stopped_by") == "time" \
-                and done.get("max_seconds") == dc.max_seconds:
-            # the profile's time budget was spent: rerunning (a notebook, `stylseg reproduce`) must not
-            # train on silently and invalidate everything built on this model
-            say(f"{out}: stopped at step {step} when diffae.max_seconds={dc.max_seconds:g} was spent; "
-                f"raise diffae.max_seconds (0 = no cap) to train on")
-            return out
-        if old_compute != compute:
-            raise StylsegError(f"{ckpt_path}: this training ran on {old_compute}, here it would go on with {compute}, "
-                               f"which gives other weights than either alone; train on with the same thread count "
-                               f"(STYLSEG_THREADS) or device, or {hint}")
     elif not resume and ckpt_path.is_file():
         say(f"--no-resume: starting over, {ckpt_path} will be overwritten")
 
-    ema.to(acc.device)
+    st.ema.to(acc.device)
     images = images.to(acc.device)
-    loss_mod = _LossModule(model, dc.loss_weighting, dc.loss_gamma)
-    loss_mod, opt = acc.prepare(loss_mod, opt)
+    loss_mod = _LossModule(st.model, dc.loss_weighting, dc.loss_gamma)
+    loss_mod, st.opt = acc.prepare(loss_mod, st.opt)
     raw = acc.unwrap_model(loss_mod).model
     fixed = images[: min(8, n_img)]
 
     def save_checkpoint():
-        if not main:
-            return
-        st = {"model": raw.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-              "ema": ema.state_dict(), "step": step, "history": history, "train_seconds": train_seconds,
-              "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state(),
-                      "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
-        save_state(ckpt_path, st, fingerprint=dict(fp, compute=compute))
-        write_json(out / "history.json", _history_summary(history, step, dc, train_seconds, n_img))
+        if main:
+            save_state(ckpt_path, st.state_dict(raw), fingerprint=dict(fp, compute=compute))
+            write_json(out / "history.json", _history_summary(st.history, st.step, dc, st.train_seconds, n_img))
 
     def save_preview(m: DiffAE, tag: str, gaussian: bool = False):
-        if not main:
-            return
-        from ..data.io import write_image
+        if main:
+            from ..data.io import write_image
 
-        write_image(out / "samples" / f"{tag}.png",
-                    preview(m, fixed, cfg.ddim.t0, cfg.ddim.apply_gen_steps, dc.sample_steps, seed=cfg.seed,
-                                    gaussian=gaussian))
+            write_image(out / "samples" / f"{tag}.png",
+                        preview(m, fixed, cfg.ddim.t0, cfg.ddim.apply_gen_steps, dc.sample_steps, seed=cfg.seed,
+                                gaussian=gaussian))
 
-    start = time.time()
-    step_start = step
-    stopped_by = "steps"
-    bar = tqdm(total=dc.train_steps, initial=min(step, dc.train_steps), desc="DiffAE training",
+    stopped_by = _loop(st, loss_mod, raw, images, cfg, acc, save_checkpoint, save_preview, progress, say)
+    acc.wait_for_everyone()
+    save_checkpoint()
+    if main:
+        _finish(st, raw, images, data_dir, out, cfg, fp, stopped_by, save_preview, say)
+    acc.wait_for_everyone()
+    return out
+
+
+def _loop(st: _State, loss_mod, raw: DiffAE, images: torch.Tensor, cfg, acc, save_checkpoint, save_preview,
+          progress: bool, say) -> str:
+    """Optimizer steps until ``diffae.train_steps`` or ``diffae.max_seconds``; returns what stopped it
+    (``"steps"`` or ``"time"``)."""
+    from tqdm.auto import tqdm
+
+    from ..config import resolve_precision
+    from ..utils import autocast
+
+    dc = cfg.diffae
+    start, step_start, n_img = time.time(), st.step, images.shape[0]
+    bar = tqdm(total=dc.train_steps, initial=min(st.step, dc.train_steps), desc="DiffAE training",
                disable=not (progress and acc.is_local_main_process), dynamic_ncols=True)
     loss_mod.train()
     B = dc.batch_size
@@ -381,11 +376,12 @@ def _train(data_dir, out: Path, cfg, acc, *, resume: bool, progress: bool, log: 
     T = cfg.ddim.T
     raw.unet.grad_checkpoint = bool(cfg.grad_checkpoint)
     precision = resolve_precision(cfg, acc.device)
-    while step < dc.train_steps:
+    gen = st.gen
+    while st.step < dc.train_steps:
         if dc.max_seconds and time.time() - start >= dc.max_seconds:
-            stopped_by = "time"
-            say(f"stopping at step {step}: diffae.max_seconds={dc.max_seconds:g} reached (rerun to continue)")
-            break
+            say(f"stopping at step {st.step}: diffae.max_seconds={dc.max_seconds:g} reached (rerun to continue)")
+            bar.close()
+            return "time"
         t_step = time.time()
         idx = torch.randint(0, n_img, (B,), generator=gen, device=acc.device)
         flip = torch.rand(B, generator=gen, device=acc.device) < 0.5
@@ -405,48 +401,56 @@ def _train(data_dir, out: Path, cfg, acc, *, resume: bool, progress: bool, log: 
             loss = loss + part.detach()
         if dc.grad_clip > 0:
             acc.clip_grad_norm_(loss_mod.parameters(), dc.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        ema.step(raw.parameters())
-        step += 1
-        train_seconds += time.time() - t_step
+        st.opt.step()
+        st.sched.step()
+        st.opt.zero_grad(set_to_none=True)
+        st.ema.step(raw.parameters())
+        st.step += 1
+        st.train_seconds += time.time() - t_step
         lv = float(acc.gather(loss.detach()).mean()) if acc.num_processes > 1 else float(loss.detach())
-        history["step"].append(step)
-        history["loss"].append(lv)
-        history["lr"].append(float(sched.get_last_lr()[0]))
-        history["seconds"].append(round(time.time() - start, 3))
+        _record(st.history, st.step, lv, float(st.sched.get_last_lr()[0]), time.time() - start)
         bar.update(1)
         bar.set_postfix(loss=f"{lv:.4f}")
-        if dc.sample_every and step % dc.sample_every == 0 and step < dc.train_steps:
-            save_preview(_ema_model(raw, ema), f"step_{step:07d}")
-        if dc.checkpoint_every and step % dc.checkpoint_every == 0:
+        if dc.sample_every and st.step % dc.sample_every == 0 and st.step < dc.train_steps:
+            save_preview(_ema_model(raw, st.ema), f"step_{st.step:07d}")
+        if dc.checkpoint_every and st.step % dc.checkpoint_every == 0:
             save_checkpoint()
             if not progress:
-                say(checkpoint_line(step, dc.train_steps, history["loss"], time.time() - start, step - step_start))
+                say(checkpoint_line(st.step, dc.train_steps, st.history["loss"], time.time() - start,
+                                    st.step - step_start))
     bar.close()
-    acc.wait_for_everyone()
-    save_checkpoint()
-    if main:
-        final = _ema_model(raw, ema)
-        with torch.no_grad():
-            z = torch.cat([final.encode(images[i:i + 64]) for i in range(0, n_img, 64)])
-        final.fit_latent_gaussian(z.float().cpu())
-        finished = step >= dc.train_steps
-        summary = _history_summary(history, step, dc, train_seconds, n_img)
-        summary.update(finished=finished, stopped_by=stopped_by)
-        write_json(out / "history.json", summary)
-        final.save_pretrained(out, extra={"training": {
-            "step": step, "train_steps": dc.train_steps, "finished": finished, "stopped_by": stopped_by,
-            "max_seconds": dc.max_seconds,
-            "data": str(Path(data_dir)), "n_images": n_img, "seed": cfg.seed, "seconds": round(train_seconds, 2),
-            "final_loss": summary.get("final_loss"), "diffae": fp}})
-        save_loss_curve(history, out / "loss_curve.png")
-        save_preview(final, "final", gaussian=True)
-        say(f"DiffAE: {step}/{dc.train_steps} steps, loss {summary.get('final_loss')}, "
-            f"{summary['images_per_second']:.1f} images/s -> {out}")
-    acc.wait_for_everyone()
-    return out
+    return "steps"
+
+
+def _record(history: Dict[str, Any], step: int, loss: float, lr: float, seconds: float) -> None:
+    history["step"].append(step)
+    history["loss"].append(loss)
+    history["lr"].append(lr)
+    history["seconds"].append(round(seconds, 3))
+
+
+def _finish(st: _State, raw: DiffAE, images: torch.Tensor, data_dir, out: Path, cfg, fp, stopped_by: str,
+            save_preview, say) -> None:
+    """The main process's last step: the EMA model with its latent Gaussian fitted to the training codes, saved as
+    the model folder with the history, the loss curve and the final preview."""
+    dc, n_img = cfg.diffae, images.shape[0]
+    final = _ema_model(raw, st.ema)
+    with torch.no_grad():
+        z = torch.cat([final.encode(images[i:i + 64]) for i in range(0, n_img, 64)])
+    final.fit_latent_gaussian(z.float().cpu())
+    finished = st.step >= dc.train_steps
+    summary = _history_summary(st.history, st.step, dc, st.train_seconds, n_img)
+    summary.update(finished=finished, stopped_by=stopped_by)
+    write_json(out / "history.json", summary)
+    final.save_pretrained(out, extra={"training": {
+        "step": st.step, "train_steps": dc.train_steps, "finished": finished, "stopped_by": stopped_by,
+        "max_seconds": dc.max_seconds,
+        "data": str(Path(data_dir)), "n_images": n_img, "seed": cfg.seed, "seconds": round(st.train_seconds, 2),
+        "final_loss": summary.get("final_loss"), "diffae": fp}})
+    save_loss_curve(st.history, out / "loss_curve.png")
+    save_preview(final, "final", gaussian=True)
+    say(f"DiffAE: {st.step}/{dc.train_steps} steps, loss {summary.get('final_loss')}, "
+        f"{summary['images_per_second']:.1f} images/s -> {out}")
 
 
 def checkpoint_line(step: int, total: int, losses, seconds: float, steps_here: int) -> str:

@@ -32,11 +32,6 @@ from ..utils import Registry, StylsegError
 
 SEGMENTERS: Registry = Registry("segmenter")
 
-#: ImageNet mean and std (the images given to every segmenter are normalised with them)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 # --------------------------------------------------------------------------- PraNet parts
 class BasicConv2d(nn.Module):
     """Conv (no bias) + BatchNorm; as in PraNet's code, no activation is applied in forward."""

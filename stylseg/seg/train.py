@@ -29,7 +29,6 @@ changed, unless ``overwrite=True`` (``--overwrite``). One process at a time writ
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import time
 from pathlib import Path
@@ -39,8 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import compute_key, fingerprint_diff, folder_fingerprint, is_rng_state, load_state, refuse_legacy, \
-    save_state
+from ..checkpoint import (compute_key, fingerprint_diff, folder_fingerprint, is_rng_state, load_state, refuse_legacy,
+                          rng_state, save_state, set_rng_state)
 from ..lock import stage_lock
 from ..utils import StylsegError, read_json, resolve_device, save_model_folder, seed_everything, set_threads, \
     write_json
@@ -197,9 +196,7 @@ def _train_segmenter(arch, train_dir, out: Path, cfg, *, val_dir, seed, device, 
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start, history, best = ck["epoch"], ck["history"], ck["best"]
-        torch.set_rng_state(ck["rng"]["torch"])
-        np.random.set_state(ck["rng"]["numpy"])
-        random.setstate(ck["rng"]["python"])
+        set_rng_state(ck["rng"])
     val = None
     if val_dir is not None:
         vds = PairedDataset(val_dir, sc.image_size, mode="seg", augment=False, use="eval")
@@ -232,8 +229,7 @@ def _train_segmenter(arch, train_dir, out: Path, cfg, *, val_dir, seed, device, 
             save_state(ck_dir / BEST, {"model": model.state_dict(), "epoch": epoch + 1, "score": score}, fingerprint=ck_fp)
         save_state(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                           "history": history, "best": best,
-                          "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                                  "python": random.getstate()}}, fingerprint=ck_fp)
+                          "rng": rng_state()}, fingerprint=ck_fp)
         write_json(out / "history.partial.json", history)
         done_now += 1
         if stop_after is not None and done_now >= stop_after and epoch + 1 < epochs:

@@ -5,10 +5,10 @@ Public API (imported lazily, so ``stylseg stylize --help`` stays quick)::
     SPN, spn_shift, build_spn                      # stylseg.stylize.spn
     WeightFreeEmbedder, ClipEmbedder, make_embedder, register_tiny_clip, SUBSTITUTE   # .embedders
     StyleLoss, structure_map, directional_loss, ms_ssim   # .losses
-    make_style_pair, finetune, load_history        # .finetune
-    Stylizer                                       # .pipeline
+    make_style_pair                                # .style_pair
+    finetune, load_history                         # .finetune
+    Stylizer, StylizerRecord                       # .stylizer
     apply_stylizer, upsample_result                # .apply
-    score_arm, train_oracle, load_oracle, DomainClassifier, format_scores   # .scores
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ _EXPORTS = {
     "WeightFreeEmbedder": "embedders", "ClipEmbedder": "embedders", "make_embedder": "embedders",
     "register_tiny_clip": "embedders", "SUBSTITUTE": "embedders", "EMBEDDERS": "embedders",
     "StyleLoss": "losses", "structure_map": "losses", "directional_loss": "losses", "ms_ssim": "losses",
-    "make_style_pair": "finetune", "finetune": "finetune", "load_history": "finetune",
-    "Stylizer": "pipeline",
+    "make_style_pair": "style_pair", "finetune": "finetune", "load_history": "finetune",
+    "Stylizer": "stylizer", "StylizerRecord": "stylizer",
     "apply_stylizer": "apply", "upsample_result": "apply",
-    "score_arm": "scores", "train_oracle": "scores", "load_oracle": "scores", "DomainClassifier": "scores",
-    "format_scores": "scores",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -85,16 +85,18 @@ def _cmd_apply(args) -> int:
     from ..cli import config_from_args
     from ..config import parse_set_args
     from ..utils import StylsegError, set_threads
-    from .apply import apply_stylizer, stylizer_apply_config
+    from .apply import apply_stylizer
+    from .stylizer import StylizerRecord, stylizer_apply_config
 
     if args.mode == "st" and not args.model:
         raise StylsegError("--mode st needs --model DIR (a folder written by `stylseg stylize finetune`)")
+    record = StylizerRecord.read(args.model) if args.model else None  # the folder's settings, read once
     if args.model:
         # the stylizer's own settings (its profile, DDIM grid, preset, size) unless a --set changes one
         base = (config_from_args(argparse.Namespace(config=args.config, profile=args.profile, set=[]))
                 if args.config or args.profile else None)
-        cfg = stylizer_apply_config(args.model, base, parse_set_args(args.set)).override(seed=args.seed,
-                                                                                        device=args.device)
+        cfg = stylizer_apply_config(args.model, base, parse_set_args(args.set), record=record).override(
+            seed=args.seed, device=args.device)
         print(f"applying with preset {cfg.stylize.preset}, t0 {cfg.ddim.t0}, {cfg.ddim.apply_invert_steps} + "
               f"{cfg.ddim.apply_gen_steps} UNet calls, upsample {args.upsample or cfg.stylize.upsample}, sensor "
               f"{cfg.stylize.sensor}, {cfg.data.seg_size} px")
@@ -103,7 +105,7 @@ def _cmd_apply(args) -> int:
     set_threads()
     out = apply_stylizer(args.model, args.input, args.out, cfg, mode=args.mode, use_spn=not args.no_spn,
                          diffae_dir=args.diffae, device=cfg.device, upsample=args.upsample, arm=args.arm,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, record=record)
     print(f"wrote arm {out}")
     return 0
 
@@ -111,7 +113,8 @@ def _cmd_apply(args) -> int:
 def _cmd_score(args) -> int:
     from ..cli import config_from_args
     from ..utils import StylsegError, set_threads
-    from .scores import format_scores, score_arm, train_oracle
+    from ..seg.oracle import train_oracle
+    from ..scores import format_scores, score_arm
 
     cfg = config_from_args(args)
     set_threads()
@@ -126,7 +129,7 @@ def _cmd_score(args) -> int:
     else:
         print(format_scores({"arm": res}))
         if "oracle_dice_ratio" in res:  # the gates need the oracle's Dice
-            from . import scores as sc
+            from .. import scores as sc
 
             v = sc.gate_verdicts(res)
             print(f"gates: style {'PASS' if v['style'] else 'fail'} (P(target) >= {sc.STYLE_P_TARGET_MIN} and FD "

@@ -5,7 +5,7 @@
   standard deviation of the responses of a fixed multi-scale difference-of-Gaussians filter
   bank on L*, a*, b*, standardised on the source domain. It is a *substitute* for CLIP and
   every output that used it says so (``SUBSTITUTE``). It deliberately does not use local
-  binary patterns (LBP): the style scores (:mod:`stylseg.stylize.scores`) use LBP histograms
+  binary patterns (LBP): the style scores (:mod:`stylseg.scores`) use LBP histograms
   as features no loss sees.
 - :class:`ClipEmbedder`: an open_clip image encoder (ViT-B-32 with OpenAI weights in the
   paper profile) with differentiable tensor preprocessing (bicubic resize to the model's
@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import weights
 from ..utils import Registry, StylsegError
 
 SUBSTITUTE = "weight-free style embedder instead of CLIP"
@@ -150,6 +151,12 @@ def register_tiny_clip() -> str:
     return TINY_CLIP
 
 
+def clip_weights_name(model: str, pretrained: str) -> str:
+    """The weights registry's name of CLIP ``model`` with the weights tagged ``pretrained``
+    (``clip-vit-b-32-openai``)."""
+    return f"clip-{model.lower()}-{pretrained.lower()}"
+
+
 def resolve_clip_weights(model: str, pretrained: str) -> Optional[str]:
     """Where the CLIP weights come from: ``""``/``"none"`` -> random init (None); an existing
     file -> that file; a tag (``openai``) -> the kit's weights registry. Offline and not
@@ -159,24 +166,13 @@ def resolve_clip_weights(model: str, pretrained: str) -> Optional[str]:
     p = Path(os.path.expanduser(str(pretrained)))
     if p.is_file():
         return str(p)
-    key = f"clip-{model.lower()}-{pretrained.lower()}"
-    fallback = ("or work offline with the weight-free substitute: --set stylize.embedder=weightfree")
     try:
-        from .. import weights as _weights  # the kit's registry (stylseg weights list|fetch|path)
-    except ImportError:
-        _weights = None
-    if _weights is not None:
-        try:
-            return str(_weights.resolve(key))
-        except StylsegError as e:
-            # the registry's message already names `stylseg weights fetch KEY` and the download address
-            raise StylsegError(f"CLIP weights {model}/{pretrained} are not available: {e}; or pass a local file "
-                               f"with --set stylize.clip_pretrained=/path/to/weights, {fallback}") from None
-        except KeyError:
-            pass
-    raise StylsegError(f"CLIP weights {model}/{pretrained} not found (no local file {pretrained!r}); "
-                       f"fetch them with `stylseg weights fetch {key}` (needs internet), pass a local file with "
-                       f"--set stylize.clip_pretrained=/path/to/weights, {fallback}")
+        return str(weights.resolve(clip_weights_name(model, pretrained)))
+    except StylsegError as e:
+        # the registry's message names `stylseg weights fetch KEY` and the download address, or the valid names
+        raise StylsegError(f"CLIP weights {model}/{pretrained} are not available: {e}; or pass a local file "
+                           f"with --set stylize.clip_pretrained=/path/to/weights, or work offline with the "
+                           f"weight-free substitute: --set stylize.embedder=weightfree") from None
 
 
 class ClipEmbedder(nn.Module):
@@ -251,7 +247,7 @@ def _make_weightfree(scfg, source: Optional[torch.Tensor] = None) -> nn.Module:
 
 @EMBEDDERS.register("clip")
 def _make_clip(scfg, source: Optional[torch.Tensor] = None) -> nn.Module:
-    return ClipEmbedder(scfg.clip_model, scfg.clip_pretrained, getattr(scfg, "clip_preprocess", "tensor"))
+    return ClipEmbedder(scfg.clip_model, scfg.clip_pretrained)
 
 
 def make_embedder(scfg, source: Optional[torch.Tensor] = None, device="cpu") -> nn.Module:

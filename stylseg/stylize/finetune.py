@@ -1,11 +1,12 @@
 """One-shot fine-tuning of D_B + SPN from one style image (docs/method.md sections 1, 3, 4 and 7).
 
 ``finetune(diffae_dir, style_path, content_dir, out_dir, cfg)`` writes a *stylizer* model
-folder (kind ``"stylizer"``): D_B's UNet and the SPN's weights, the config (with the path and
-sha256 of the D_A folder it was tuned from), the style pair PNGs, ``history.json`` and a
-resumable ``checkpoint.safetensors`` (safetensors + JSON, never unpickled). It reads in four parts: the style pair (:func:`style_pair`), the training state
-with its resume (:class:`TrainState`, :func:`save_checkpoint`, :func:`load_checkpoint`), one iteration
-(:class:`_Iteration`) and saving (:func:`save_stylizer`); :func:`finetune` strings them together.
+folder (kind ``"stylizer"``, :mod:`.stylizer`): D_B's UNet and the SPN's weights, the config (with the path and
+sha256 of the D_A folder it was tuned from), a copy of the style image, the style pair PNGs (:mod:`.style_pair`),
+``history.json`` and a resumable ``checkpoint.safetensors`` (safetensors + JSON, never unpickled). It reads in three
+parts: the training state (:class:`TrainState`; its resume file: :func:`~.stylizer.save_checkpoint`), one
+iteration (:class:`_Iteration`) and :func:`finetune`, which strings them together with the style pair and saving
+(:func:`~.stylizer.save_stylizer`).
 
 One iteration (OSASIS's loop, the kit's reading of the paper's Algorithm 1):
 
@@ -42,41 +43,32 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import json
 import math
 import os
-import random
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-import numpy as np
 import torch
 import torch.nn as nn
 
+from ..checkpoint import compute_key, files_fingerprint, rng_state, set_rng_state
 from ..config import preset_changes
-from ..data.io import from_tensor_pm1, read_image, write_image
+from ..data.io import read_image
+from ..data.tensors import load_folder
 from ..diffusion.ddim import ddim_run, ddim_steps, ddim_timesteps, encode_stochastic
-from ..checkpoint import (compute_key, files_fingerprint, fingerprint_diff, load_state, read_state_header,
-                          refuse_legacy, save_state)
-from ..lock import stage_lock
-from ..utils import (StylsegError, check_choice, json_sha256, read_json, resolve_device,
-                     save_model_folder, seed_everything, sha256_file, write_json)
+from ..launch import Parallel, launch_rank, main_writer
+from ..utils import StylsegError, check_choice, json_sha256, read_json, resolve_device, seed_everything, write_json
 from .embedders import embedder_substitute, make_embedder
-from .losses import LOSS_SETS, StyleLoss, cycle_l1, lesion_weight, ms_ssim
+from .losses import LOSS_SETS, StyleLoss, cycle_l1, lesion_weight
 from .perceptual import make_recon_perceptual, resolve_recon_config
-from .pipeline import (KIND, check_stylizer_config, diffae_size, folder_sha256, load_content_masks, load_diffae,
-                       load_folder_tensor, load_image_pm1)
 from .spn import build_spn, spn_gate, spn_shift_fn
+from .style_pair import STYLE_PAIR_PICKS, style_pair
+from .stylizer import (APPLY_FIELDS, CHECKPOINT, HISTORY, STYLE_XA, STYLE_Y, diffae_size, load_diffae,
+                       open_out_dir, save_checkpoint, save_stylizer)
 
-STYLE_Y = "style_y_B.png"
-STYLE_XA = "style_x_A.png"
-CHECKPOINT = "checkpoint.safetensors"
-#: the pickled resume file of earlier versions: refused by name, never opened
-LEGACY_CHECKPOINT = "checkpoint.pt"
-HISTORY = "history.json"
 #: who learns from the structure term (``stylize.spn_role``, module docstring): joint = D_B and the SPN learn from
 #: every term; guard = the SPN from the structure term alone, D_B from every term
 SPN_ROLES = ("joint", "guard")
@@ -89,199 +81,17 @@ STRUCTURE_REGIONS = ("image", "lesion")
 FinetuneCallback = Callable[[int, int, int, torch.Tensor], None]
 
 
-# --------------------------------------------------------------------------- the style pair
-#: how x_A_style is picked among the D_A renders of the style image (stylize.style_pair_pick)
-STYLE_PAIR_PICKS = ("fidelity", "domain")
-
-
-@torch.no_grad()
-def make_style_pair(diffae, style_path: os.PathLike, t0: float, steps: int, tries: int = 4, seed: int = 0,
-                    pick: str = "fidelity", embedder=None, content_mean: Optional[torch.Tensor] = None):
-    """``(y_B, x_A_style, scores)``: the style image (1,3,S,S) in [-1,1] at the DiffAE size and
-    the best of ``tries`` D_A SDEdit renders of it (noise ``y_B`` to ``t0``, denoise with D_A
-    conditioned on ``Enc(y_B)``, ``steps`` UNet calls). ``scores`` (tries,), lowest picked:
-
-    - ``pick="fidelity"`` (OSASIS): ``10 L1 + (1 - MS-SSIM)`` against the style image (OSASIS uses
-      ``10 L1 + LPIPS``; LPIPS weights are not at hand offline);
-    - ``pick="domain"``: the distance of the render's ``embedder`` embedding to ``content_mean``, the mean
-      embedding of the domain-A content images. ``x_A_style`` stands for the style image as domain A would
-      show it, and the style direction ``E(y_B) - E(x_A_style)`` is only as long and as clean as the render is
-      typical of domain A. Fidelity works against that: on the synthetic polyp domains the render nearest the style
-      image is the one least like domain A (docs/results.md), and the fine-tuning's style depended on which
-      render the seed drew. It needs only the source images and the one style image.
-
-    A style image of any size, aspect or mode (grayscale, RGBA, palette, 16-bit) is converted
-    to RGB and resized to a square, as the paper resizes every image."""
-    check_choice(pick, STYLE_PAIR_PICKS, "style pair pick", "stylize.style_pair_pick")  # before the renders
-    if pick == "domain" and (embedder is None or content_mean is None):
-        raise StylsegError("style_pair_pick=domain needs the style embedder and the content images' mean "
-                           "embedding (finetune passes both)")
-    dev = next(diffae.parameters()).device
-    y = load_image_pm1(style_path, diffae_size(diffae)).unsqueeze(0).to(dev)
-    g = torch.Generator(device="cpu").manual_seed(int(seed))
-    ys = y.expand(tries, -1, -1, -1)
-    noise = torch.randn(ys.shape, generator=g).to(dev)
-    xt = diffae.schedule.add_noise(ys, noise, torch.full((tries,), diffae.grid(t0, 1)[-1], device=dev))
-    renders = diffae.render(xt, diffae.encode(y).expand(tries, -1), t0, steps)
-    if pick == "fidelity":
-        err = 10 * (renders - ys).abs().mean(dim=(1, 2, 3)) + (1 - ms_ssim((renders + 1) / 2, (ys + 1) / 2))
-    else:
-        err = (embedder(renders) - content_mean.to(renders.device)).norm(dim=-1)
-    best = int(torch.argmin(err))
-    return y, renders[best:best + 1], err.cpu()
-
-
-def content_mean_embedding(embedder, content: torch.Tensor, device="cpu", batch: int = 32) -> torch.Tensor:
-    """The mean embedding (D,) of the content images (N,3,S,S) in [-1,1], in batches on ``device``."""
-    dev = torch.device(device)
-    with torch.no_grad():
-        total = sum(embedder(content[i:i + batch].to(dev)).sum(0) for i in range(0, len(content), batch))
-    return total / len(content)
-
-
-#: what style_pair.json names as each pick's criterion
-_PICK_CRITERION = {"fidelity": "10*L1 + (1 - MS-SSIM)",
-                   "domain": "distance to the content images' mean in the style embedder's space"}
-
-
-def style_pair(diffae, style_path, out_dir: Path, cfg, device, embedder=None, content=None, par=None):
-    """``(y_B, x_A_style)`` (1,3,S,S) in [-1,1] of the fine-tuning in ``out_dir``, read from its PNGs: the main
-    process makes them once (:func:`make_style_pair`, recorded in ``style_pair.json``), and every process and every
-    resumed run reads the same files, so that all see exactly the same pair. ``content`` (N,3,S,S): the content
-    images, whose mean embedding the ``domain`` pick needs (computed only when the pair is made)."""
-    py, px = out_dir / STYLE_Y, out_dir / STYLE_XA
-    if (par is None or par.main) and not (py.is_file() and px.is_file()):
-        t0 = cfg.stylize.style_pair_t0 or cfg.ddim.t0  # both range-checked with the config (config.RANGES)
-        pick = cfg.stylize.style_pair_pick
-        content_mean = (content_mean_embedding(embedder, content, device)
-                        if pick == "domain" and embedder is not None and content is not None else None)
-        y, xa, err = make_style_pair(diffae, style_path, t0, cfg.ddim.apply_gen_steps,
-                                     cfg.stylize.style_pair_tries, seed=cfg.seed, pick=pick, embedder=embedder,
-                                     content_mean=content_mean)
-        write_image(py, from_tensor_pm1(y[0]))
-        write_image(px, from_tensor_pm1(xa[0]))
-        write_json(out_dir / "style_pair.json", {"errors": err.tolist(), "best": int(torch.argmin(err)), "t0": t0,
-                                                 "pick": pick, "criterion": _PICK_CRITERION[pick],
-                                                 "style": str(style_path)})
-    if par is not None:
-        par.wait()
-    s = diffae_size(diffae)
-    return load_image_pm1(py, s).unsqueeze(0).to(device), load_image_pm1(px, s).unsqueeze(0).to(device)
-
-
 # --------------------------------------------------------------------------- settings
-#: StylizeConfig fields that only matter when a stylizer is applied: not part of the fine-tuning settings, so
-#: changing them never refits a stylizer
-APPLY_FIELDS = ("upsample", "sensor", "apply_batch_size")
-
-
-def _settings(diffae_sha: str, style_path, content_files, cfg) -> Dict[str, Any]:
+def _settings(diffae_sha: str, style_sha: str, content_files, cfg) -> Dict[str, Any]:
     st = {k: v for k, v in dataclasses.asdict(cfg.stylize).items() if k not in APPLY_FIELDS}
-    return {
-        "stylize": st,
-        "ddim": {k: getattr(cfg.ddim, k) for k in ("T", "beta_start", "beta_end", "t0", "finetune_invert_steps",
-                                                     "finetune_gen_steps", "apply_gen_steps")},
-        "diffae_sha256": diffae_sha,
-        "style_sha256": sha256_file(style_path),
-        "content": [p.name for p in content_files],
-        "content_sha256": files_fingerprint(content_files)["sha256"],
-        "precision": cfg.precision,
-        "seed": cfg.seed,
-    }
+    ddim = ("T", "beta_start", "beta_end", "t0", "finetune_invert_steps", "finetune_gen_steps", "apply_gen_steps")
+    return {"stylize": st, "ddim": {k: getattr(cfg.ddim, k) for k in ddim}, "diffae_sha256": diffae_sha,
+            "style_sha256": style_sha, "content": [p.name for p in content_files],
+            "content_sha256": files_fingerprint(content_files)["sha256"], "precision": cfg.precision, "seed": cfg.seed}
 
 
 def _digest(settings: Dict[str, Any]) -> str:
     return json_sha256(settings)[:16]
-
-
-def finished_digest(out_dir: os.PathLike) -> Optional[str]:
-    """The settings digest of a finished stylizer folder, or None. A folder fine-tuned by an earlier stylseg raises
-    :class:`StylsegError` telling to fit it again (:func:`~.pipeline.check_stylizer_config`)."""
-    p = Path(out_dir) / "config.json"
-    if not p.is_file() or not (Path(out_dir) / "model.safetensors").is_file():
-        return None
-    try:
-        meta = read_json(p)
-    except StylsegError:
-        return None
-    if meta.get("kind") != KIND:
-        return None
-    check_stylizer_config(out_dir, meta)
-    return meta.get("settings_digest")
-
-
-# --------------------------------------------------------------------------- data parallelism
-#: the variables through which a launcher (accelerate launch / torchrun, MPI) tells a process how many there are
-LAUNCHER_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
-
-
-def launched_processes() -> int:
-    """How many processes ``accelerate launch`` / ``torchrun`` started (1 when run plainly)."""
-    for key in LAUNCHER_VARS:
-        if os.environ.get(key, "").isdigit():
-            return max(1, int(os.environ[key]))
-    return 1
-
-
-class _Parallel:
-    """Data parallelism for the fine-tuning loop, through ``accelerate`` when several processes run.
-
-    Every process draws the same global batch (the index generator is seeded alike) and keeps its
-    own contiguous slice (:meth:`shard`); :meth:`average_grads` averages the gradients over the processes
-    with ``Accelerator.reduce`` before the optimizer step. With one process every method is the identity.
-
-    The gradients are reduced explicitly rather than by wrapping D_B and the SPN in DDP
-    (``accelerator.prepare``), as DiffAE training does: an iteration of the per-step loop makes several
-    backward passes, and ``stylize.spn_role=guard`` takes the SPN's gradient with
-    ``torch.autograd.grad``, which DDP's gradient hooks do not see.
-    """
-
-    def __init__(self, device: torch.device):
-        self.world, self.rank, self.acc = 1, 0, None
-        self.device = device
-        if launched_processes() > 1:
-            from accelerate import Accelerator
-
-            self.acc = Accelerator(cpu=device.type == "cpu")
-            self.world, self.rank, self.device = self.acc.num_processes, self.acc.process_index, self.acc.device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def check_batch(self, batch_size: int) -> None:
-        if batch_size % self.world:
-            raise StylsegError(f"stylize.batch_size={batch_size} does not split over {self.world} processes; "
-                               f"use a multiple of {self.world} (--set stylize.batch_size=...) or launch "
-                               f"fewer processes")
-
-    def shard(self, x: torch.Tensor) -> torch.Tensor:
-        """This process's slice of a global batch (B, ...) -> (B/N, ...)."""
-        if self.world == 1:
-            return x
-        n = x.shape[0] // self.world
-        return x[self.rank * n:(self.rank + 1) * n]
-
-    def average_grads(self, params: List[torch.Tensor]) -> None:
-        if self.world == 1:
-            return
-        grads = self.acc.reduce([p.grad if p.grad is not None else torch.zeros_like(p) for p in params],
-                                reduction="mean")
-        for p, g in zip(params, grads):
-            p.grad = g
-
-    def mean(self, values: Dict[str, float]) -> Dict[str, float]:
-        """Per-process loss values -> their mean over the processes (for the history)."""
-        if self.world == 1 or not values:
-            return values
-        keys = sorted(values)
-        v = self.acc.reduce(torch.tensor([values[k] for k in keys], device=self.device, dtype=torch.float64),
-                            reduction="mean")
-        return dict(zip(keys, v.tolist()))
-
-    def wait(self) -> None:
-        if self.acc is not None:
-            self.acc.wait_for_everyone()
 
 
 # --------------------------------------------------------------------------- the training state, with resume
@@ -316,97 +126,14 @@ class TrainState:
         """Tensors, numbers, strings and lists only (loadable with ``torch.load(weights_only=True)``)."""
         return {"digest": digest, "iteration": self.iteration, "unet_b": self.unet_b.state_dict(),
                 "spn": self.spn.state_dict(), "opt": self.opt.state_dict(), "history": self.history,
-                "rng": _rng_state(self.gen)}
+                "rng": rng_state(gen=self.gen)}
 
     def load_state_dict(self, ckpt: Dict[str, Any], path: Path) -> None:
         self.unet_b.load_state_dict(ckpt["unet_b"])
         self.spn.load_state_dict(ckpt["spn"])
         self.opt.load_state_dict(ckpt["opt"])
-        _set_rng_state(self.gen, ckpt["rng"])
+        set_rng_state(ckpt["rng"], gen=self.gen)
         self.history, self.iteration = list(ckpt["history"]), int(ckpt["iteration"])
-
-
-_START_OVER = "choose another --out, or overwrite it (--overwrite / overwrite=True)"
-
-
-def save_checkpoint(path: Path, state: TrainState, digest: str, compute: str, settings: Dict[str, Any]) -> None:
-    """Write the resume file (safetensors + JSON, :func:`stylseg.checkpoint.save_state`; never unpickled) of
-    :meth:`TrainState.state_dict`, with the settings digest, the compute it ran on and the settings themselves (to
-    name a difference) as its fingerprint."""
-    save_state(path, state.state_dict(digest), fingerprint={"digest": digest, "compute": compute,
-                                                            "settings": settings})
-
-
-def load_checkpoint(path: Path, accepted, compute: str, overwrite: bool,
-                    settings: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
-    """The resume file's state when its settings digest is one of ``accepted`` and it ran on the same ``compute``
-    (checked before any tensor is read); ``None`` to start afresh when ``overwrite``; else :class:`StylsegError`
-    naming what differs (against ``settings``)."""
-    fp = read_state_header(path, "pass --overwrite").get("fingerprint") or {}
-    if fp.get("digest") not in accepted or fp.get("compute") != compute:
-        if overwrite:
-            return None
-        if fp.get("digest") not in accepted:
-            old, new = fp.get("settings") or {}, settings or {}
-            diff = fingerprint_diff(_flat(old), _flat(json.loads(json.dumps(new, default=str)))) if old and new else ""
-            what = f"other settings or input ({diff or 'style image, content images, D_A'})"
-        else:
-            what = f"other compute ({fp.get('compute')}; here {compute}: the result would be neither's)"
-        raise StylsegError(f"{path.parent}: holds a fine-tuning run with {what}; {_START_OVER}")
-    return load_state(path)
-
-
-def _flat(d: Dict[str, Any]) -> Dict[str, Any]:
-    """``{"stylize": {"lr": 1}}`` -> ``{"stylize.lr": 1}`` (one level), to name a changed setting."""
-    out: Dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update({f"{k}.{k2}": v2 for k2, v2 in v.items()})
-        else:
-            out[k] = v
-    return out
-
-
-def _launch_rank() -> int:
-    for key in ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK"):
-        if os.environ.get(key, "").isdigit():
-            return int(os.environ[key])
-    return 0
-
-
-def _one_writer(fn):
-    """Run ``fn(diffae_dir, style_path, content_dir, out_dir, ...)`` holding ``out_dir``'s stage lock (on the
-    main process of a launch)."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(diffae_dir, style_path, content_dir, out_dir, *args, **kwargs):
-        if _launch_rank() != 0:
-            return fn(diffae_dir, style_path, content_dir, out_dir, *args, **kwargs)
-        with stage_lock(out_dir, "stylize finetune"):
-            return fn(diffae_dir, style_path, content_dir, out_dir, *args, **kwargs)
-
-    return wrapper
-
-
-def _rng_state(gen: torch.Generator) -> Dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    st = {"gen": gen.get_state(), "torch": torch.get_rng_state(), "python": random.getstate(),
-          "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
-                    "cached": float(cached)}}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(gen: torch.Generator, st: Dict[str, Any]) -> None:
-    gen.set_state(st["gen"])
-    torch.set_rng_state(st["torch"])
-    n = st["numpy"]
-    np.random.set_state((n["kind"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    random.setstate(st["python"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
 
 
 # --------------------------------------------------------------------------- the loss history
@@ -458,7 +185,7 @@ class _Iteration:
     images); the :class:`TrainState` changes.
     """
 
-    def __init__(self, diffae, loss: StyleLoss, embedder, cfg, par: _Parallel, state: TrainState, y_b, x_as,
+    def __init__(self, diffae, loss: StyleLoss, embedder, cfg, par: Parallel, state: TrainState, y_b, x_as,
                  content, region_all, gate_all):
         from ..config import resolve_precision
 
@@ -591,34 +318,6 @@ def check_settings(sc) -> None:
                            f"(got {sc.iterations}, {sc.batch_size})")
 
 
-def _open_out_dir(out_dir: Path, accepted, resume: bool, overwrite: bool, par: _Parallel, compute: str,
-                  settings: Dict[str, Any]):
-    """``(finished, checkpoint)`` for ``out_dir``: a folder finished with these settings (``accepted`` digests) is
-    finished; a resume file with them, written on the same ``compute``, is read for a resume; other settings or
-    compute raise :class:`StylsegError` naming them unless ``overwrite``, which clears the folder's fine-tuning
-    files. A pickled resume file of an earlier version is refused by name, never opened."""
-    done = finished_digest(out_dir)
-    if done in accepted and resume:
-        return True, None
-    ckpt = None
-    if resume and not overwrite:
-        refuse_legacy(out_dir / LEGACY_CHECKPOINT, "pass --overwrite (overwrite=True)")
-    if resume and (out_dir / CHECKPOINT).is_file():
-        ckpt = load_checkpoint(out_dir / CHECKPOINT, accepted, compute, overwrite, settings)
-    elif done is not None and done not in accepted and not overwrite:
-        raise StylsegError(f"{out_dir}: holds a stylizer made with other settings; {_START_OVER}")
-    if ckpt is None and out_dir.exists() and par.main:
-        for name in (CHECKPOINT, LEGACY_CHECKPOINT, HISTORY, "config.json", "model.safetensors", STYLE_Y, STYLE_XA,
-                     "style_pair.json"):
-            if (out_dir / name).exists():
-                (out_dir / name).unlink()
-    if par.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    par.wait()
-    return False, ckpt
-
-
-@_one_writer
 def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.PathLike, out_dir: os.PathLike,
              cfg, *, resume: bool = True, overwrite: bool = False, device="auto",
              callback: Optional[FinetuneCallback] = None, progress: bool = True) -> Path:
@@ -634,42 +333,43 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
 
     Started by ``accelerate launch`` / ``torchrun`` with N processes, each process takes 1/N of every
     content batch and the gradients are averaged (module docstring); ``callback(iteration, step, t, x0_pred)``
-    and the progress bar run on the main process only, which alone writes files.
+    and the progress bar run on the main process only, which alone writes files (holding the folder's lock).
     """
-    from tqdm.auto import tqdm
+    with main_writer(out_dir, "stylize finetune", launch_rank() == 0):
+        return _finetune(Path(diffae_dir), Path(style_path), content_dir, Path(out_dir), cfg, resume=resume,
+                         overwrite=overwrite, device=device, callback=callback, progress=progress)
 
+
+def _finetune(diffae_dir: Path, style_path: Path, content_dir, out_dir: Path, cfg, *, resume, overwrite, device,
+              callback, progress) -> Path:
     cfg = resolve_recon_config(cfg)  # recon_perceptual=auto as it runs: the settings and outputs say which
     sc = cfg.stylize
     check_settings(sc)
-    diffae_dir, style_path, out_dir = Path(diffae_dir), Path(style_path), Path(out_dir)
-    _check_style_image(style_path)
-    par = _Parallel(resolve_device(device))
+    style_img, style_sha = _read_style_image(style_path)
+    par = Parallel(resolve_device(device))
     par.check_batch(sc.batch_size)
     dev = par.device
     diffae = load_diffae(diffae_dir, dev)
-    size = diffae_size(diffae)
-    content, files = load_folder_tensor(content_dir, size)
-    masks_all = load_content_masks(content_dir, files, size) if sc.structure_region == "lesion" else None
-    region_all = lesion_weight(masks_all) if masks_all is not None else None
-    diffae_sha = folder_sha256(diffae_dir)
-    settings = _settings(diffae_sha, style_path, files, cfg)
+    data = _load_content(content_dir, diffae_size(diffae), sc)
+    settings = _settings(diffae.sha256, style_sha, data.files, cfg)
     digest = _digest(settings)
     compute = compute_key(dev)
-    finished, ckpt = _open_out_dir(out_dir, {digest}, resume, overwrite, par, compute, settings)
+    finished, ckpt = open_out_dir(out_dir, {digest}, resume, overwrite, par, compute, settings)
     if finished:
         return out_dir
 
     seed_everything(cfg.seed)
     # the embedder first: style_pair_pick=domain picks x_A_style with it (making the pair draws no global random
     # numbers, so the order leaves every other draw as it was)
-    embedder = make_embedder(sc, source=content if sc.embedder == "weightfree" else None, device=dev)
-    y_b, x_as = style_pair(diffae, style_path, out_dir, cfg, dev, embedder, content, par)
+    embedder = make_embedder(sc, source=data.images if sc.embedder == "weightfree" else None, device=dev)
+    y_b, x_as = style_pair(diffae, style_path, out_dir, cfg, dev, embedder, data.images, par, style_image=style_img)
     loss = StyleLoss(sc, embedder, y_b, x_as, make_recon_perceptual(sc, dev)).to(dev)
     state = TrainState.start(diffae, sc, cfg.seed, dev)
     if ckpt is not None:
         state.load_state_dict(ckpt, out_dir / CHECKPOINT)
-    step = _Iteration(diffae, loss, embedder, cfg, par, state, y_b, x_as, content, region_all,
-                      spn_gate(masks_all, sc.structure_region))
+    region_all = lesion_weight(data.masks) if data.masks is not None else None
+    step = _Iteration(diffae, loss, embedder, cfg, par, state, y_b, x_as, data.images, region_all,
+                      spn_gate(data.masks, sc.structure_region))
 
     def save(it: int) -> None:
         if par.main:
@@ -678,6 +378,19 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
             write_json(out_dir / HISTORY, {"substitute": _substitute(embedder, loss), "loss_set": sc.loss_set,
                                            "weights": loss.weights, "iterations": state.history,
                                            "diverging": loss_divergence(state.history)})
+
+    _iterate(step, state, out_dir, sc, par, save, callback, progress)
+    if par.main:
+        _save(out_dir, state, cfg, loss, embedder, diffae, diffae_dir, style_path, content_dir, data.files, settings,
+              digest, par)
+    par.wait()
+    return out_dir
+
+
+def _iterate(step: "_Iteration", state: TrainState, out_dir: Path, sc, par: Parallel, save: Callable[[int], None],
+             callback: Optional[FinetuneCallback], progress: bool) -> None:
+    """Run the iterations from ``state.iteration`` to ``stylize.iterations``, saving every ``checkpoint_every``."""
+    from tqdm.auto import tqdm
 
     bar = tqdm(range(state.iteration, sc.iterations), desc="fine-tune D_B+SPN", disable=not (progress and par.main),
                initial=state.iteration, total=sc.iterations)
@@ -692,25 +405,28 @@ def finetune(diffae_dir: os.PathLike, style_path: os.PathLike, content_dir: os.P
     bar.close()
     if sc.iterations == 0 or not state.history:
         save(state.iteration)
-    if par.main:
-        save_stylizer(out_dir, state, cfg, loss, embedder, size, {
-            "diffae": {"path": str(diffae_dir.resolve()), "sha256": diffae_sha,
-                       "relpath": os.path.relpath(diffae_dir.resolve(), out_dir.resolve())},
-            "style": {"path": str(style_path.resolve()), "sha256": settings["style_sha256"],
-                      "y_B": STYLE_Y, "x_A_style": STYLE_XA},
-            "content": {"path": str(Path(content_dir).resolve()), "n_images": len(files)},
-            "settings_digest": digest, "seed": cfg.seed, "preset": sc.preset,
-            # the profile and size `stylseg stylize apply --model DIR` applies the stylizer with (docs/stylization.md)
-            "run": {"profile": cfg.profile, "seg_size": int(cfg.data.seg_size)},
-            "preset_changes": preset_changes(cfg), **({"processes": par.world} if par.world > 1 else {})})
-    par.wait()
-    return out_dir
 
 
-def _check_style_image(style_path: Path) -> None:
+def _read_style_image(style_path: Path):
+    """``(image (H,W,3) uint8, sha256)`` of the style image, decoded once; a missing or unreadable file raises
+    :class:`StylsegError` naming it."""
+    import hashlib
+
     if not style_path.is_file():
         raise StylsegError(f"{style_path}: style image not found (pass one target-domain image with --style)")
-    read_image(style_path)  # fails clearly on an unreadable file
+    return read_image(style_path), hashlib.sha256(style_path.read_bytes()).hexdigest()
+
+
+def _load_content(content_dir, size: int, sc):
+    """The content images (and, for ``stylize.structure_region=lesion``, their masks) at the DiffAE size."""
+    lesion = sc.structure_region == "lesion"
+    try:
+        return load_folder(content_dir, size, masks=lesion)
+    except StylsegError as e:
+        if not lesion:
+            raise
+        raise StylsegError(f"{e} (stylize.structure_region=lesion needs the content images' masks; "
+                           f"or set stylize.structure_region=image)") from None
 
 
 def _check_finite(rec: Dict[str, Any], out_dir: Path, sc) -> None:
@@ -727,11 +443,11 @@ def _check_finite(rec: Dict[str, Any], out_dir: Path, sc) -> None:
 
 
 # --------------------------------------------------------------------------- saving the stylizer
-def save_stylizer(out_dir: Path, state: TrainState, cfg, loss: StyleLoss, embedder, size: int,
-                  extra: Dict[str, Any]) -> Path:
-    """Write the stylizer model folder (kind ``"stylizer"``): D_B's and the SPN's weights and the config, with
-    ``extra`` (where D_A, the style image and the content came from, the settings digest). A diverging loss
-    (:func:`loss_divergence`) warns and is recorded."""
+def _save(out_dir: Path, state: TrainState, cfg, loss: StyleLoss, embedder, diffae, diffae_dir: Path,
+          style_path: Path, content_dir, files, settings: Dict[str, Any], digest: str, par: Parallel) -> Path:
+    """Write the stylizer folder (:func:`~.stylizer.save_stylizer`) with where D_A, the style image and the content
+    came from, the settings digest and the loss history's verdict. A diverging loss (:func:`loss_divergence`)
+    warns and is recorded."""
     sc = cfg.stylize
     diverging = loss_divergence(state.history)
     if diverging:
@@ -742,14 +458,19 @@ def save_stylizer(out_dir: Path, state: TrainState, cfg, loss: StyleLoss, embedd
             f"stylized images are likely ruined. Look at them before using the stylizer; lower stylize.lr_spn "
             f"({sc.lr_spn:g}; 1e-5 for spn_role=guard on the cpu profile) or stylize.lr_unet ({sc.lr_unet:g}), or set "
             f"stylize.grad_clip. Recorded as 'diverging' in history.json and the model folder's config.json",
-            stacklevel=3)
-    weights = {f"unet_b.{k}": v for k, v in state.unet_b.state_dict().items()}
-    weights.update({f"spn.{k}": v for k, v in state.spn.state_dict().items()})
-    config = {"spn": state.spn.config(), "spn_lambda": sc.spn_lambda, "stylize": dataclasses.asdict(sc),
-              "ddim": dataclasses.asdict(cfg.ddim), "image_size": size}
-    meta = {**extra, "embedder": embedder.describe(), "substitute": _substitute(embedder, loss),
-            "loss_set": sc.loss_set, "weights": loss.weights, "iterations_done": sc.iterations, "diverging": diverging}
-    return save_model_folder(out_dir, KIND, config, weights, extra=meta)
+            stacklevel=4)
+    return save_stylizer(out_dir, state.unet_b, state.spn, cfg, diffae_size(diffae), style_path, {
+        "diffae": {"path": str(diffae_dir.resolve()), "sha256": diffae.sha256,
+                   "relpath": os.path.relpath(diffae_dir.resolve(), out_dir.resolve())},
+        "style": {"path": str(style_path.resolve()), "sha256": settings["style_sha256"],
+                  "y_B": STYLE_Y, "x_A_style": STYLE_XA},
+        "content": {"path": str(Path(content_dir).resolve()), "n_images": len(files)},
+        "settings_digest": digest, "seed": cfg.seed, "preset": sc.preset,
+        # the profile and size `stylseg stylize apply --model DIR` applies the stylizer with (docs/stylization.md)
+        "run": {"profile": cfg.profile, "seg_size": int(cfg.data.seg_size)},
+        "preset_changes": preset_changes(cfg), **({"processes": par.world} if par.world > 1 else {}),
+        "embedder": embedder.describe(), "substitute": _substitute(embedder, loss), "loss_set": sc.loss_set,
+        "weights": loss.weights, "iterations_done": sc.iterations, "diverging": diverging})
 
 
 def _substitute(embedder, loss: StyleLoss) -> Optional[str]:

@@ -23,14 +23,14 @@ inference (it is saved with the stylizer).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..diffusion.ddim import DDIMStep, Shift
-from ..diffusion.model import norm_groups, timestep_embedding
+from ..diffusion.ddim import DDIMSchedule, DDIMStep, Shift, ddim_step, render
+from ..diffusion.blocks import norm_groups, timestep_embedding
 from ..utils import StylsegError, check_choice
 
 SPN_FORMS = ("paper", "osasis")
@@ -165,3 +165,54 @@ def build_spn(scfg, T: int = 1000) -> SPN:
 
 def count_parameters(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
+
+
+# --------------------------------------------------------------------------- a hand-made structure term (notebook 03)
+def structure_guidance(unet: nn.Module, z: torch.Tensor, x_ref: torch.Tensor, weight: float = 0.3) -> Shift:
+    """A hand-made structure term as the ``shift`` of the DDIM loop, instead of a trained SPN (the SPN's idea).
+
+    Before every step the latent is moved against the gradient of the structure loss
+    ``|S(f(x_t)) - S(x_ref)|^2`` (``S`` = locally normalised luminance, ``f`` the x0-prediction of ``unet``
+    conditioned on ``z``): ``x'_t = x_t - weight * sqrt(1 - a_t) * g / std(g)`` (one more UNet call per step).
+    A trained SPN learns a correction of the same kind, ``x'_t = x_t + lambda * SPN(x_in, t)``, without the
+    gradient at inference time. ``x_ref`` (B,3,S,S) in [-1,1].
+    """
+    from .losses import structure_map
+
+    s_ref = structure_map(x_ref).detach()
+
+    def shift(x: torch.Tensor, step: DDIMStep) -> torch.Tensor:
+        if not weight:
+            return x
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            tv = torch.full((x.shape[0],), int(step.t), device=x.device, dtype=torch.long)
+            x0 = ddim_step(xg, unet(xg, tv, z), step.a_t, step.a_next)[1]
+            g, = torch.autograd.grad(((structure_map(x0) - s_ref) ** 2).sum(), xg)
+        return x - weight * (1 - step.a_t) ** 0.5 * g / (g.std() + 1e-8)
+
+    return shift
+
+
+@torch.no_grad()
+def structure_guided_generate(unet: nn.Module, x_t: torch.Tensor, z: torch.Tensor, t0: float, steps: int,
+                              schedule: DDIMSchedule, x_ref: torch.Tensor, weight: float = 0.3,
+                              callback=None) -> torch.Tensor:
+    """Render x_t (B,3,S,S) at t0 with ``unet`` conditioned on z, guided towards the structure of ``x_ref``
+    (:func:`structure_guidance`; ``weight = 0`` is plain rendering). Returns x0 (B,3,S,S) in [-1,1]."""
+    return render(unet, x_t, z, t0, steps, schedule, callback=callback,
+                  shift=structure_guidance(unet, z, x_ref, weight))
+
+
+@torch.no_grad()
+def guidance_rows(diffae, xa: torch.Tensor, xb: torch.Tensor, t0: float, n_inv: int, n_gen: int,
+                  weight: float = 0.3) -> Dict[str, torch.Tensor]:
+    """Notebook 03's comparison: A's latent (``xa`` (N,3,S,S) in [-1,1] inverted with D_A ``diffae`` to ``t0``)
+    rendered with A's own code, with B's code (``xb``'s) and with B's code plus the hand-made structure term towards
+    A (:func:`structure_guided_generate`, ``weight``); ``{row name: (N,3,S,S) in [-1,1]}``."""
+    za, zb = diffae.encode(xa), diffae.encode(xb)
+    xt = diffae.encode_stochastic(xa, za, t0, n_inv)
+    return {"A's latent, own z": diffae.render(xt, za, t0, n_gen),
+            "A's latent, B's z": diffae.render(xt, zb, t0, n_gen),
+            f"... + structure term (w={weight})": structure_guided_generate(diffae.unet, xt, zb, t0, n_gen,
+                                                                           diffae.schedule, x_ref=xa, weight=weight)}

@@ -1,4 +1,5 @@
-"""Scores of a stylizer that doing nothing cannot game (docs/method.md section 7).
+"""Scores of a stylizer that doing nothing cannot game (docs/method.md section 7), for any arm: the diffusion
+stylizer's, its controls' and the cheap baselines' alike (``stylseg stylize score``).
 
 ``score_arm(input_dir, output_dir, target_dir)`` compares each output image with the input it
 was made from (paired by file stem) and the output set with a target-domain set:
@@ -44,14 +45,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..data.io import list_images, read_image, read_mask, resize_image, resize_mask
-from ..utils import StylsegError, load_model_folder, save_model_folder
-
-ORACLE_KIND = "oracle-segmenter"
+from .data.io import list_images, read_image, read_mask, resize_image, resize_mask
+from .seg.oracle import load_oracle, oracle_dice
+from .utils import StylsegError
 
 # --------------------------------------------------------------------------- gates
 # The acceptance rule of a stylized arm (docs/results.md, "How the stylizer presets were chosen"). Style: the domain
@@ -82,8 +82,8 @@ def structure_map_np(img: np.ndarray) -> np.ndarray:
     """Locally normalised luminance of an RGB uint8 image (H,W,3) -> float32 (H,W)."""
     import torch
 
-    from ..data.io import to_tensor_pm1
-    from .losses import structure_map
+    from .data.io import to_tensor_pm1
+    from .stylize.losses import structure_map
 
     with torch.no_grad():
         return structure_map(to_tensor_pm1(img)[None])[0, 0].numpy()
@@ -126,7 +126,7 @@ def lesion_ssim_batch(x_in, x_out, masks: Sequence[np.ndarray], min_size: int = 
     NaN when none is left. What notebooks 03 and 04 print as "the lesion kept"."""
     import torch.nn.functional as F
 
-    from ..data.io import from_tensor_pm1
+    from .data.io import from_tensor_pm1
 
     if not (len(x_in) == len(x_out) == len(masks)):
         raise StylsegError(f"lesion_ssim_batch: {len(x_in)} inputs, {len(x_out)} outputs and {len(masks)} masks; "
@@ -285,149 +285,6 @@ class DomainClassifier:
 
 
 # --------------------------------------------------------------------------- oracle segmenter
-def _make_oracle_net():
-    import segmentation_models_pytorch as smp
-
-    return smp.Unet("resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(64, 32, 16), classes=1)
-
-
-_IMNET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-_IMNET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-def _seg_tensor(imgs: Sequence[np.ndarray]):
-    import torch
-
-    x = (np.stack(imgs).astype(np.float32) / 255.0 - _IMNET_MEAN) / _IMNET_STD
-    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
-
-
-def _paired(folder: os.PathLike) -> List[Tuple[Path, Path]]:
-    from ..data.validate import validate_paired
-
-    return validate_paired(folder, use="train")  # the oracle trains on them: the shared rules
-
-
-#: the oracle's photometric augmentation (part of its cache key): it must judge where the lesion is, not its colours
-ORACLE_AUGMENT = "photometric-v1: per-image channel gain 0.6-1.4, brightness +-0.25, contrast 0.5-1.5, gamma 0.6-1.6, " \
-                 "grey mix 0-0.7, box blur 0-2 px, noise sd 0-0.06"
-
-
-def photometric_jitter(x, g):
-    """Random per-image colour, brightness, contrast, gamma, desaturation, blur and noise (ORACLE_AUGMENT)
-    of an ImageNet-normalised batch (B,3,H,W); returns the same normalisation. Geometry is untouched."""
-    import torch
-    import torch.nn.functional as F
-
-    mean = torch.tensor(_IMNET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(_IMNET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    u = (x * std + mean).clamp(0, 1)
-    b = x.shape[0]
-
-    def r(lo, hi, *shape):
-        return (lo + (hi - lo) * torch.rand((b, *shape), generator=g)).to(x)
-
-    u = u * r(0.6, 1.4, 3, 1, 1)
-    m = u.mean(dim=(1, 2, 3), keepdim=True)
-    u = (u - m) * r(0.5, 1.5, 1, 1, 1) + m + r(-0.25, 0.25, 1, 1, 1)
-    u = u.clamp(0, 1) ** r(0.6, 1.6, 1, 1, 1)
-    grey = u.mean(1, keepdim=True)
-    w = r(0.0, 0.7, 1, 1, 1)
-    u = (1 - w) * u + w * grey
-    k = int(torch.randint(0, 3, (1,), generator=g))
-    if k:
-        u = F.avg_pool2d(F.pad(u, (k, k, k, k), mode="replicate"), 2 * k + 1, stride=1)
-    u = u + r(0.0, 0.06, 1, 1, 1) * torch.randn(u.shape, generator=g).to(x)
-    return (u.clamp(0, 1) - mean) / std
-
-
-def train_oracle(train_dirs: Sequence[os.PathLike], out_dir: os.PathLike, size: int, *, epochs: int = 30,
-                 batch_size: int = 16, lr: float = 2e-3, seed: int = 0, device="auto", progress: bool = True) -> Path:
-    """Train (or reuse) the oracle segmenter on the labelled paired folders ``train_dirs`` (images of
-    BOTH domains) at ``size`` px: a U-Net (ResNet-18 encoder, depth 3, random init), BCE + Dice,
-    flips and photometric jitter (``ORACLE_AUGMENT``: it judges where the lesion is, so a colour
-    change alone must not move its Dice). Cached as a model folder (kind ``oracle-segmenter``) in
-    ``out_dir``: a folder trained on the same files with the same settings is reused."""
-    import torch
-    import torch.nn.functional as F
-    from tqdm.auto import tqdm
-
-    from ..utils import resolve_device, seed_everything
-
-    pairs = [pm for d in train_dirs for pm in _paired(d)]
-    settings = {"files": sorted(f"{Path(p).parent.parent.name}/{Path(p).parent.name}/{Path(p).name}" for p, _ in pairs),
-                "size": size, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                "arch": "smp.Unet resnet18 depth3 (64,32,16)", "augment": ORACLE_AUGMENT}
-    out_dir = Path(out_dir)
-    if (out_dir / "config.json").is_file():
-        try:
-            meta, _ = load_model_folder(out_dir, ORACLE_KIND)
-            if meta.get("config") == settings:
-                return out_dir
-        except StylsegError:
-            pass
-    seed_everything(seed)
-    dev = resolve_device(device)
-    imgs = [resize_image(read_image(p), size) for p, _ in pairs]
-    masks = [resize_mask(read_mask(m), size) for _, m in pairs]
-    x = _seg_tensor(imgs)
-    y = torch.from_numpy(np.stack(masks).astype(np.float32))[:, None]
-    net = _make_oracle_net().to(dev).train()
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    n = x.shape[0]
-    steps = epochs * max(1, (n + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    for ep in tqdm(range(epochs), desc="oracle segmenter", disable=not progress, leave=False):
-        perm = torch.randperm(n, generator=g)
-        for i in range(0, n, batch_size):
-            idx = perm[i:i + batch_size]
-            xb, yb = x[idx].to(dev), y[idx].to(dev)
-            if torch.rand(1, generator=g).item() < 0.5:
-                xb, yb = xb.flip(-1), yb.flip(-1)
-            if torch.rand(1, generator=g).item() < 0.5:
-                xb, yb = xb.flip(-2), yb.flip(-2)
-            xb = photometric_jitter(xb, g)
-            logit = net(xb)
-            p = torch.sigmoid(logit)
-            dice = 1 - (2 * (p * yb).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + yb.sum((1, 2, 3)) + 1)
-            loss = F.binary_cross_entropy_with_logits(logit, yb) + dice.mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    save_model_folder(out_dir, ORACLE_KIND, settings, net.state_dict(),
-                      extra={"note": "oracle segmenter for stylization structure scores (trained on both domains)"})
-    return out_dir
-
-
-def load_oracle(path: os.PathLike, device="cpu"):
-    meta, state = load_model_folder(path, ORACLE_KIND)
-    net = _make_oracle_net()
-    net.load_state_dict(state)
-    return net.to(device).eval(), int(meta["config"]["size"])
-
-
-def oracle_dice(oracle, imgs: Sequence[np.ndarray], masks: Sequence[np.ndarray], batch: int = 32) -> np.ndarray:
-    """Per-image Dice (threshold 0.5) of the oracle's predictions against ``masks``; NaN for an
-    image whose mask and prediction are both empty."""
-    import torch
-
-    net, size = oracle
-    dev = next(net.parameters()).device
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(imgs), batch):
-            x = _seg_tensor([resize_image(im, size) for im in imgs[i:i + batch]]).to(dev)
-            pred = (torch.sigmoid(net(x)) > 0.5).cpu().numpy()[:, 0]
-            for k, pm in enumerate(pred):
-                m = resize_mask(masks[i + k], size)
-                s = pm.sum() + m.sum()
-                out.append(float("nan") if s == 0 else 2.0 * (pm & m).sum() / s)
-    return np.array(out)
-
-
-# --------------------------------------------------------------------------- the score
 def _load_set(paths: Sequence[Path], size: int) -> List[np.ndarray]:
     return [resize_image(read_image(p), size) for p in paths]
 
@@ -439,20 +296,19 @@ def score_arm(input_dir: os.PathLike, output_dir: os.PathLike, target_dir: os.Pa
 
     ``input_dir``: the paired folder the arm was made from (``images/`` + ``masks/``);
     ``output_dir``: the arm (``images/``); ``target_dir``: target-domain images (``images/`` or a
-    plain folder). ``oracle``: an oracle model folder (:func:`train_oracle`) or ``(net, size)``;
+    plain folder). ``oracle``: an oracle model folder (:func:`~stylseg.seg.oracle.train_oracle`) or ``(net, size)``;
     None skips the oracle Dice. ``domain_clf``: a fitted :class:`DomainClassifier`; None trains
     one by 2-fold cross-fitting on the inputs and targets. Images are compared at the output's
     size. The scores are added to the arm's manifest when it has one (``write_manifest``).
     """
-    from .pipeline import images_of
-
-    from ..data.validate import validate_paired
+    from .data.tensors import image_folder
+    from .data.validate import validate_paired
 
     in_pairs = validate_paired(input_dir, use="eval")  # the shared rules; its masks give the lesion scores
     in_files = {i.stem: i for i, _ in in_pairs}
     in_masks = {i: m for i, m in in_pairs}
     out_files = [i for i, _ in validate_paired(output_dir, use="images")]
-    tgt_files = list_images(images_of(target_dir))
+    tgt_files = list_images(image_folder(target_dir))
     pairs = [(in_files[p.stem], p) for p in out_files if p.stem in in_files]
     if not pairs:
         raise StylsegError(f"{output_dir}: no output image has an input of the same name in {input_dir}")
@@ -466,18 +322,31 @@ def score_arm(input_dir: os.PathLike, output_dir: os.PathLike, target_dir: os.Pa
     masks = [resize_mask(read_mask(in_masks[i]), size) for i, _ in pairs]
 
     res: Dict[str, Any] = {"n_images": len(pairs), "n_target": len(tgts), "size": size}
-    res["structure_ssim"] = float(np.mean([lnl_ssim(a, b) for a, b in zip(ins, outs)]))
-    ef = [edge_agreement(a, b, m) for a, b, m in zip(ins, outs, masks) if m is not None]
-    res["structure_edge_f1"] = float(np.nanmean(ef)) if ef and not np.all(np.isnan(ef)) else float("nan")
-    ls = [lesion_ssim(a, b, m) for a, b, m in zip(ins, outs, masks) if m is not None]
-    res["structure_ssim_lesion"] = float(np.nanmean(ls)) if ls and not np.all(np.isnan(ls)) else float("nan")
-    bc = [boundary_contrast(a, b, m) for a, b, m in zip(ins, outs, masks) if m is not None]
-    res["structure_boundary_contrast"] = float(np.nanmean(bc)) if bc and not np.all(np.isnan(bc)) else float("nan")
-    from .perceptual import lpips_available, mean_lpips
+    res.update(_structure_scores(ins, outs, masks, oracle))
+    res.update(_style_scores(ins, outs, tgts, domain_clf, seed))
+    from .stylize.perceptual import lpips_available, mean_lpips
 
     if lpips_available():  # LPIPS (VGG16) distance to the inputs, with `stylseg weights fetch vgg16-imagenet`
         res["lpips_to_input"] = mean_lpips(ins, outs)
+    if write_manifest and (Path(output_dir) / "manifest.json").is_file():
+        from .manifest import add_scores
 
+        add_scores(output_dir, {k: v for k, v in res.items()})
+    return res
+
+
+def _nanmean(v: List[float]) -> float:
+    return float(np.nanmean(v)) if v and not np.all(np.isnan(v)) else float("nan")
+
+
+def _structure_scores(ins, outs, masks, oracle) -> Dict[str, Any]:
+    """Structure SSIM (whole image, lesion), edge F1, boundary contrast and, with an ``oracle``, its Dice ratio."""
+    res: Dict[str, Any] = {"structure_ssim": float(np.mean([lnl_ssim(a, b) for a, b in zip(ins, outs)]))}
+    res["structure_edge_f1"] = _nanmean([edge_agreement(a, b, m) for a, b, m in zip(ins, outs, masks) if m is not None])
+    res["structure_ssim_lesion"] = _nanmean([lesion_ssim(a, b, m) for a, b, m in zip(ins, outs, masks)
+                                             if m is not None])
+    res["structure_boundary_contrast"] = _nanmean([boundary_contrast(a, b, m) for a, b, m in zip(ins, outs, masks)
+                                                   if m is not None])
     if oracle is not None:
         orc = load_oracle(oracle) if isinstance(oracle, (str, os.PathLike)) else oracle
         keep = [k for k, m in enumerate(masks) if m is not None]
@@ -486,7 +355,12 @@ def score_arm(input_dir: os.PathLike, output_dir: os.PathLike, target_dir: os.Pa
         res["oracle_dice_output"] = float(np.nanmean(d_out))
         res["oracle_dice_input"] = float(np.nanmean(d_in))
         res["oracle_dice_ratio"] = res["oracle_dice_output"] / max(res["oracle_dice_input"], 1e-8)
+    return res
 
+
+def _style_scores(ins, outs, tgts, domain_clf, seed: int) -> Dict[str, Any]:
+    """Frechet distances of the style features to the targets' and the domain classifier's P(target)."""
+    res: Dict[str, Any] = {}
     f_in = np.stack([style_features(a) for a in ins])
     f_out = np.stack([style_features(b) for b in outs])
     f_tg = np.stack([style_features(t) for t in tgts])
@@ -504,29 +378,32 @@ def score_arm(input_dir: os.PathLike, output_dir: os.PathLike, target_dir: os.Pa
         res["style_p_target_output"] = float(domain_clf.p_target(f_out).mean())
         res["style_clf"] = "given"
     else:
-        rng = np.random.default_rng(seed)
-        fold_in = rng.permutation(len(f_in)) % 2
-        fold_tg = rng.permutation(len(f_tg)) % 2
-        p_in, p_out = np.zeros(len(f_in)), np.zeros(len(f_in))
-        correct, total = 0, 0
-        for k in (0, 1):
-            tr_s, tr_t = f_in[fold_in != k], f_tg[fold_tg != k]
-            if len(tr_s) < 2 or len(tr_t) < 2:
-                raise StylsegError("need at least 4 input and 4 target images for the cross-fitted domain classifier")
-            clf = DomainClassifier().fit(tr_s, tr_t)
-            te = fold_in == k
-            p_in[te], p_out[te] = clf.p_target(f_in[te]), clf.p_target(f_out[te])
-            pt = clf.p_target(f_tg[fold_tg == k])
-            correct += int((p_in[te] < 0.5).sum() + (pt >= 0.5).sum())
-            total += int(te.sum() + len(pt))
-        res["style_p_target_input"] = float(p_in.mean())
-        res["style_p_target_output"] = float(p_out.mean())
-        res["style_clf_acc"] = correct / max(total, 1)
-        res["style_clf"] = "2-fold cross-fitted logistic regression on inputs vs targets"
-    if write_manifest and (Path(output_dir) / "manifest.json").is_file():
-        from ..manifest import add_scores
+        res.update(_cross_fitted_p_target(f_in, f_out, f_tg, seed))
+    return res
 
-        add_scores(output_dir, {k: v for k, v in res.items()})
+
+def _cross_fitted_p_target(f_in: np.ndarray, f_out: np.ndarray, f_tg: np.ndarray, seed: int) -> Dict[str, Any]:
+    """P(target) of the inputs and outputs by a domain classifier cross-fitted in 2 folds on inputs vs targets."""
+    res: Dict[str, Any] = {}
+    rng = np.random.default_rng(seed)
+    fold_in = rng.permutation(len(f_in)) % 2
+    fold_tg = rng.permutation(len(f_tg)) % 2
+    p_in, p_out = np.zeros(len(f_in)), np.zeros(len(f_in))
+    correct, total = 0, 0
+    for k in (0, 1):
+        tr_s, tr_t = f_in[fold_in != k], f_tg[fold_tg != k]
+        if len(tr_s) < 2 or len(tr_t) < 2:
+            raise StylsegError("need at least 4 input and 4 target images for the cross-fitted domain classifier")
+        clf = DomainClassifier().fit(tr_s, tr_t)
+        te = fold_in == k
+        p_in[te], p_out[te] = clf.p_target(f_in[te]), clf.p_target(f_out[te])
+        pt = clf.p_target(f_tg[fold_tg == k])
+        correct += int((p_in[te] < 0.5).sum() + (pt >= 0.5).sum())
+        total += int(te.sum() + len(pt))
+    res["style_p_target_input"] = float(p_in.mean())
+    res["style_p_target_output"] = float(p_out.mean())
+    res["style_clf_acc"] = correct / max(total, 1)
+    res["style_clf"] = "2-fold cross-fitted logistic regression on inputs vs targets"
     return res
 
 

@@ -1,4 +1,4 @@
-"""Tiny fixtures for the stylization tests and benchmarks: a randomly initialised DiffAE folder
+"""Tiny fixtures for the stylization tests: a randomly initialised DiffAE folder
 and two small synthetic domains (paired folders), made in seconds on a CPU."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Dict
 
-from ..config import get_profile
+from stylseg.config import get_profile
 
 TINY_DIFFAE = {"diffae.image_size": 16, "diffae.base_channels": 8, "diffae.channel_mult": "1,2",
                "diffae.num_res_blocks": 1, "diffae.attn_resolutions": "", "diffae.enc_channel_mult": "1,2",
@@ -29,7 +29,7 @@ def tiny_diffae(out: os.PathLike, cfg=None, seed: int = 0) -> Path:
     """A randomly initialised DiffAE model folder at ``out`` (kind "diffae")."""
     import torch
 
-    from ..diffusion.model import DiffAE
+    from stylseg.diffusion.model import DiffAE
 
     cfg = cfg or tiny_config()
     torch.manual_seed(seed)
@@ -46,7 +46,7 @@ def tiny_diffae(out: os.PathLike, cfg=None, seed: int = 0) -> Path:
 def tiny_domains(root: os.PathLike, n: int = 6, size: int = 32) -> Dict[str, Path]:
     """Synthetic polyp domains: ``source`` (clinic) and ``target`` (colon) paired folders of ``n``
     images at ``size`` px, plus ``style`` (one target image)."""
-    from ..data.synth import generate_domain
+    from stylseg.data.synth import generate_domain
 
     root = Path(root)
     src = generate_domain(root / "source", "polyp", "clinic", n=n, size=size, seed=0, progress=False)
