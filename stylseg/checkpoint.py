@@ -139,19 +139,24 @@ def fingerprint_diff(old: Optional[Mapping[str, Any]], new: Mapping[str, Any]) -
 
 
 def is_rng_state(v: Any) -> bool:
-    """Whether ``v`` is ``{"torch", "numpy", "python"}`` as ``torch.get_rng_state()``, ``np.random.get_state()``
-    and ``random.getstate()`` give them (and their setters accept): what a resume file's ``rng`` must hold."""
+    """Whether ``v`` is a random state as :func:`rng_state` records it (and :func:`set_rng_state` accepts): torch's
+    byte tensor, numpy's MT19937 state (a dict, or the tuple ``np.random.get_state()`` gives) and Python's
+    ``random.getstate()``; what a resume file's ``rng`` must hold."""
     import torch
 
     try:
         t, n, p = v["torch"], v["numpy"], v["python"]
+        if isinstance(n, dict):
+            n = (n["kind"], np.asarray(n["keys"], dtype=np.int64), n["pos"], n["has_gauss"], n["cached"])
+        keys = np.asarray(n[1])
         return (isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.numel() == torch.get_rng_state().numel()
-                and isinstance(n, tuple) and len(n) == 5 and n[0] == "MT19937" and isinstance(n[1], np.ndarray)
-                and n[1].shape == (624,) and n[1].dtype == np.uint32 and _int(n[2], 0, 624) and _int(n[3], 0, 1)
-                and isinstance(n[4], float) and isinstance(p, tuple) and len(p) == 3 and p[0] == 3
-                and isinstance(p[1], tuple) and len(p[1]) == 625 and all(_int(x, 0, 2 ** 32 - 1) for x in p[1][:624])
-                and _int(p[1][624], 0, 624) and (p[2] is None or isinstance(p[2], float)))
-    except (KeyError, TypeError, IndexError):
+                and len(n) == 5 and n[0] == "MT19937" and keys.shape == (624,) and keys.dtype.kind in "iu"
+                and bool(((keys >= 0) & (keys < 2 ** 32)).all()) and _int(n[2], 0, 624) and _int(n[3], 0, 1)
+                and isinstance(n[4], (int, float)) and isinstance(p, (tuple, list)) and len(p) == 3 and p[0] == 3
+                and isinstance(p[1], (tuple, list)) and len(p[1]) == 625
+                and all(_int(x, 0, 2 ** 32 - 1) for x in p[1][:624]) and _int(p[1][624], 0, 624)
+                and (p[2] is None or isinstance(p[2], float)))
+    except (KeyError, TypeError, IndexError, ValueError):
         return False
 
 

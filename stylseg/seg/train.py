@@ -32,7 +32,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -162,21 +162,8 @@ def _train_segmenter(arch, train_dir, out: Path, cfg, *, val_dir, seed, device, 
     ck_fp = dict(sig, compute=compute_key(dev))
     epochs = sc.epochs_for(arch)
     last = ck_dir / LAST
-    if overwrite:
-        for f in (last, ck_dir / BEST, ck_dir / LEGACY_LAST, out / "history.json", out / "history.partial.json"):
-            f.unlink(missing_ok=True)
-        if model_dir.is_dir():
-            shutil.rmtree(model_dir)
-    refuse_legacy(ck_dir / LEGACY_LAST, "pass --overwrite (overwrite=True)")
-    if (model_dir / "config.json").is_file() and (out / "history.json").is_file():
-        meta = read_json(model_dir / "config.json")
-        if meta.get("train") == sig and meta.get("epochs") == epochs:
-            return model_dir
-        if meta.get("train") != sig and not last.is_file():
-            raise StylsegError(f"{model_dir}: a segmenter trained from other input or settings "
-                               f"({fingerprint_diff(meta.get('train'), sig)}); use another --out folder, or pass "
-                               f"--overwrite (overwrite=True) to train it again")
-
+    if _finished(out, sig, epochs, overwrite):
+        return model_dir
     seed_everything(seed)
     arch_kw = segmenter_config(arch, sc)
     model = create_segmenter(arch_kw.pop("arch"), pretrained=sc.pretrained, image_size=sc.image_size, **arch_kw)
@@ -185,18 +172,7 @@ def _train_segmenter(arch, train_dir, out: Path, cfg, *, val_dir, seed, device, 
     history: List[Dict[str, Any]] = []
     start, best = 0, -float("inf")
     if last.is_file():
-        ck = load_state(last, fingerprint=ck_fp, what="segmentation run", hint="pass --overwrite (overwrite=True)",
-                        types={"model": dict, "optimizer": dict, "epoch": int, "history": list, "best": float,
-                               "rng": is_rng_state})
-        if ck["epoch"] > epochs:  # a longer run is never relabelled as a shorter one
-            raise StylsegError(f"{last}: this run was trained for {ck['epoch']} epochs, more than the {epochs} asked "
-                               f"for (seg.epochs); its weights are not a {epochs}-epoch model. Ask for at least "
-                               f"{ck['epoch']} epochs (--set seg.epochs={ck['epoch']}), use another --out folder, "
-                               f"or pass --overwrite (overwrite=True) to train {epochs} epochs from the start")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        start, history, best = ck["epoch"], ck["history"], ck["best"]
-        set_rng_state(ck["rng"])
+        start, history, best = _resume(last, ck_fp, epochs, model, opt)
     val = None
     if val_dir is not None:
         vds = PairedDataset(val_dir, sc.image_size, mode="seg", augment=False, use="eval")
@@ -209,17 +185,7 @@ def _train_segmenter(arch, train_dir, out: Path, cfg, *, val_dir, seed, device, 
                disable=not progress, leave=False)
     done_now = 0
     for epoch in range(start, epochs):
-        t0 = time.perf_counter()
-        ds.set_epoch(epoch)
-        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)
-        losses = []
-        for idx in _batches(n, sc.batch_size, g):
-            x, m = load_batch(ds, idx, dev)
-            for rate in rates:
-                losses.append(train_step(model, opt, x, m, sc, rate, autocast))
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
-        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0}
+        rec = _train_epoch(model, opt, ds, sc, rates, autocast, dev, seed, epoch, bar)
         if val is not None:
             rec["val_dice"] = evaluate_dice(model, val[0], val[1], dev)
         history.append(rec)
@@ -245,3 +211,56 @@ def _train_segmenter(arch, train_dir, out: Path, cfg, *, val_dir, seed, device, 
     if not keep_last:
         last.unlink(missing_ok=True)
     return model_dir
+
+
+def _finished(out: Path, sig: Dict[str, Any], epochs: int, overwrite: bool) -> bool:
+    """Empty the run folder ``out`` under ``overwrite``; True when it holds a finished model of this signature and
+    epoch count. A finished model of other input or settings, with no checkpoint to resume, is refused."""
+    model_dir, ck_dir = out / "model", out / CHECKPOINTS
+    if overwrite:
+        for f in (ck_dir / LAST, ck_dir / BEST, ck_dir / LEGACY_LAST, out / "history.json", out / "history.partial.json"):
+            f.unlink(missing_ok=True)
+        if model_dir.is_dir():
+            shutil.rmtree(model_dir)
+    refuse_legacy(ck_dir / LEGACY_LAST, "pass --overwrite (overwrite=True)")
+    if (model_dir / "config.json").is_file() and (out / "history.json").is_file():
+        meta = read_json(model_dir / "config.json")
+        if meta.get("train") == sig and meta.get("epochs") == epochs:
+            return True
+        if meta.get("train") != sig and not (ck_dir / LAST).is_file():
+            raise StylsegError(f"{model_dir}: a segmenter trained from other input or settings "
+                               f"({fingerprint_diff(meta.get('train'), sig)}); use another --out folder, or pass "
+                               f"--overwrite (overwrite=True) to train it again")
+    return False
+
+
+def _resume(last: Path, ck_fp: Dict[str, Any], epochs: int, model, opt) -> Tuple[int, List[Dict[str, Any]], float]:
+    """Load the resume file ``last`` into ``model`` and ``opt`` and restore the RNG; returns (epoch, history, best).
+    A run of more epochs than ``epochs`` is refused, never relabelled as a shorter one."""
+    ck = load_state(last, fingerprint=ck_fp, what="segmentation run", hint="pass --overwrite (overwrite=True)",
+                    types={"model": dict, "optimizer": dict, "epoch": int, "history": list, "best": float,
+                           "rng": is_rng_state})
+    if ck["epoch"] > epochs:
+        raise StylsegError(f"{last}: this run was trained for {ck['epoch']} epochs, more than the {epochs} asked "
+                           f"for (seg.epochs); its weights are not a {epochs}-epoch model. Ask for at least "
+                           f"{ck['epoch']} epochs (--set seg.epochs={ck['epoch']}), use another --out folder, "
+                           f"or pass --overwrite (overwrite=True) to train {epochs} epochs from the start")
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    set_rng_state(ck["rng"])
+    return ck["epoch"], ck["history"], ck["best"]
+
+
+def _train_epoch(model, opt, ds, sc, rates, autocast, dev, seed, epoch: int, bar) -> Dict[str, Any]:
+    """One epoch over ``ds`` in the seed's batch order, every batch at each multi-scale rate; its history record."""
+    t0 = time.perf_counter()
+    ds.set_epoch(epoch)
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)
+    losses = []
+    for idx in _batches(len(ds), sc.batch_size, g):
+        x, m = load_batch(ds, idx, dev)
+        for rate in rates:
+            losses.append(train_step(model, opt, x, m, sc, rate, autocast))
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
+    return {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - t0}

@@ -34,9 +34,7 @@ Interpretations (docs/method.md section 7) are the kit's and are parameters: the
 (``y_B`` = the style image resized to the DiffAE size, ``x_A_style`` = the best of
 ``style_pair_tries`` SDEdit renders by D_A, chosen by ``10 L1 + (1 - MS-SSIM)`` or, with
 ``stylize.style_pair_pick=domain``, the render nearest the content images' mean in the style embedder's space),
-``L_SPN``
-as a structure-map loss, ``L_cycle`` with gradients through the last D_B call.
-"""
+``L_SPN`` as a structure-map loss, ``L_cycle`` with gradients through the last D_B call."""
 
 from __future__ import annotations
 
@@ -473,8 +471,7 @@ def _save(out_dir: Path, state: TrainState, cfg, loss: StyleLoss, embedder, diff
         "weights": loss.weights, "iterations_done": sc.iterations, "diverging": diverging})
 
 
-def _substitute(embedder, loss: StyleLoss) -> Optional[str]:
-    """What stood in for published weights (the embedder for CLIP, MS-SSIM for LPIPS), "; "-joined, or None."""
+def _substitute(embedder, loss: StyleLoss) -> Optional[str]:  # the stand-ins for CLIP and LPIPS, or None
     return "; ".join(s for s in (embedder_substitute(embedder), loss.stand_in) if s) or None
 
 
