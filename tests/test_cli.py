@@ -29,4 +29,4 @@ def test_every_stage_has_help(stage):
 
 def test_reproduce_rejects_unknown_profile(capsys, tmp_path):
     assert main(["reproduce", "--profile", "turbo", "--out", str(tmp_path / "r")]) == 2
-    assert "valid profiles: smoke, cpu, paper" in capsys.readouterr().err
+    assert "valid profiles: smoke, workshop, cpu, paper" in capsys.readouterr().err
