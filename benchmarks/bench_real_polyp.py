@@ -30,12 +30,12 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="STAGE.FIELD=VALUE")
     args = ap.parse_args(argv)
 
-    from stylseg.baselines import RUN_BASELINES, ensure_baseline_arms
+    from stylseg.stylize.baselines import RUN_BASELINES, ensure_baseline_arms
     from stylseg.config import get_profile, parse_set_args
     from stylseg.data import prepare_run_data
     from stylseg.layout import RunLayout
-    from stylseg.seg import compare
-    from stylseg.seg.compare import table
+    from stylseg.study import compare
+    from stylseg.study.tables import table
     from stylseg.utils import data_dir, set_threads
 
     root = Path(args.data) if args.data else data_dir()

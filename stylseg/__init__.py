@@ -5,6 +5,4 @@ Medical Image Segmentation" (arXiv 2412.04296), built on OSASIS (Cho et al., CVP
 Diffusion Autoencoders (Preechakul et al., CVPR 2022) and PraNet (Fan et al., MICCAI 2020).
 """
 
-from ._version import __version__  # noqa: E402,F401
-
-from .utils import StylsegError  # noqa: E402,F401
+from .utils import StylsegError, __version__  # noqa: E402,F401

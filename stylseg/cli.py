@@ -14,15 +14,14 @@ import sys
 import warnings
 from typing import List, Optional
 
-from ._version import __version__
 from .config import RunConfig, get_profile, parse_set_args
-from .utils import StylsegError
+from .utils import StylsegError, __version__
 
 STAGES = {
     "data": ("stylseg.data.cli", "datasets: synth, check, fetch, split, list"),
     "diffae": ("stylseg.diffusion.cli", "Diffusion Autoencoder: train, reconstruct, sample"),
     "stylize": ("stylseg.stylize.cli", "one-shot stylization: finetune, apply, baseline, score"),
-    "seg": ("stylseg.seg.cli", "segmentation: train, predict, compare"),
+    "seg": ("stylseg.study.cli", "segmentation: train, predict, compare"),
     "evaluate": ("stylseg.metrics", "metrics of prediction maps against masks"),
     "report": ("stylseg.report", "tables, radar charts, figures and index.html of a run"),
     "reproduce": ("stylseg.reproduce", "run the numbered notebooks end to end with papermill"),

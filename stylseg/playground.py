@@ -39,9 +39,9 @@ class Playground:
     """Interactive stylization on a run folder made by notebooks 00-06."""
 
     def __init__(self, run_dir: os.PathLike, device: str = "auto", seg_arch: Optional[str] = None):
-        from .scores import DomainClassifier
+        from .stylize.scores import DomainClassifier
         from .stylize import Stylizer
-        from .scores import style_features
+        from .stylize.scores import style_features
 
         self.layout = L = RunLayout(run_dir)
         self.device = resolve_device(device)
@@ -123,7 +123,7 @@ class Playground:
         lesion boundary), ``p_target`` (domain classifier's probability of "target", input -> output)
         and ``dice`` (segmenter on the stylized image vs the input's mask).
         """
-        from .scores import edge_agreement, lnl_ssim
+        from .stylize.scores import edge_agreement, lnl_ssim
 
         if name not in self.inputs:
             raise StylsegError(f"unknown input {name!r}; valid: {', '.join(list(self.inputs)[:10])}, ...")

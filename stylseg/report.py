@@ -1,7 +1,7 @@
 """The report of a run: tables in the paper's format, radar charts, the qualitative grid, index.html.
 
 ``build_report(run_dir)`` reads ``RUN/seg/<arch>/<arm>/seed<k>/metrics.json`` (written by
-:func:`stylseg.seg.compare`) and the stylized arms' manifests (``RUN/stylized/<arm>/manifest.json``,
+:func:`stylseg.study.compare`) and the stylized arms' manifests (``RUN/stylized/<arm>/manifest.json``,
 their ``scores``), and writes::
 
     RUN/eval/results.json, results.md, results_<protocol>.csv   tables with intervals
@@ -57,7 +57,7 @@ def _check_run_names(root: Path) -> None:
 
 
 def _seg_results(layout: RunLayout, n_boot: int) -> Optional[Dict[str, Any]]:
-    from .seg.compare import aggregate, collect
+    from .study.tables import aggregate, collect
 
     root = layout.root / "seg"
     if not root.is_dir() or not collect(root):
@@ -90,7 +90,7 @@ def stylizer_scores(layout: RunLayout) -> Dict[str, Dict[str, Any]]:
     return out
 
 
-from .seg.compare import primary_test  # noqa: E402  (re-exported: notebooks call report.primary_test)
+from .study.tables import primary_test  # noqa: E402  (re-exported: notebooks call report.primary_test)
 
 
 def primary_arms(results: Mapping[str, Any]) -> List[str]:
@@ -103,7 +103,7 @@ def primary_arms(results: Mapping[str, Any]) -> List[str]:
 
 def radar_values(results: Mapping[str, Any], arch: str, test: str, protocol: str) -> Dict[str, List[float]]:
     """``{arm: [Dice, IoU, Spec., F^w, S_alpha, E_phi^max, 1 - MAE]}`` (means over seeds)."""
-    from .seg.compare import table
+    from .study.tables import table
 
     t = table(results, test, protocol)
     out = {}
@@ -155,7 +155,7 @@ def plot_qualitative(layout: RunLayout, results: Mapping[str, Any], test: str, a
     if not arms:
         raise StylsegError(f"{seg}: no finished seed{seed} runs to draw")
     metrics = {a: read_json(seg / a / f"seed{seed}" / "metrics.json") for a in arms}
-    from .seg.compare import test_sets
+    from .study.compare import test_sets
 
     test_dir = test_sets(layout).get(test)  # from the run layout, never a path recorded in a run file
     if test_dir is None:
@@ -248,7 +248,7 @@ def plot_arms(layout: RunLayout, arms: Sequence[str], n: int = 3):
     which hold the source images and another arm's, are left out)."""
     import matplotlib.pyplot as plt
 
-    from .arms import is_union
+    from .study.arms import is_union
     from .data.io import list_images, read_image
 
     folders = {"direct": layout.domain("source", "train")}
@@ -290,7 +290,7 @@ def plot_histories(layout: RunLayout, arch: Optional[str] = None, seed: int = 0)
 
 def protocol_table(results: Mapping[str, Any], test: str, arch: Optional[str] = None) -> str:
     """Markdown: each of the seven metrics in the standard and the paper protocol, per arm."""
-    from .seg.compare import md_text, table
+    from .study.tables import md_text, table
 
     arch = arch or results["archs"][0]
     std, pap = table(results, test, "standard"), table(results, test, "paper")
@@ -361,10 +361,10 @@ def _method_name(arm: str, v: Mapping[str, Any]) -> str:
 
 
 def _stylizer_rows(st: Mapping[str, Mapping[str, Any]]) -> List[Dict[str, str]]:
-    from .seg.compare import _order
+    from .study.arms import arm_order
 
     rows = []
-    for arm in _order(st):
+    for arm in arm_order(st):
         v = st[arm]
         sc = v.get("scores") or {}
         if not any(isinstance(sc.get(k), (int, float)) for k, _, _ in STRUCTURE_SCORES + STYLE_SCORES):
@@ -381,7 +381,7 @@ def _stylizer_rows(st: Mapping[str, Mapping[str, Any]]) -> List[Dict[str, str]]:
 
 def _stylizer_markdown(st: Mapping[str, Mapping[str, Any]]) -> str:
     """The scored arms in one short table, structure columns then style columns."""
-    from .seg.compare import md_text
+    from .study.tables import md_text
 
     rows = _stylizer_rows(st)
     if not rows:
@@ -461,7 +461,7 @@ _CSS = ("body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;
 
 
 def _headline_html(results: Mapping[str, Any]) -> List[str]:
-    from .seg.compare import NEGLIGIBLE, headline, headline_cells, target_tests
+    from .study.tables import NEGLIGIBLE, headline, headline_cells, target_tests
 
     test = primary_test(results)
     rows = headline(results, test, "standard")
@@ -570,7 +570,7 @@ def write_index(layout: RunLayout, results: Optional[Mapping[str, Any]] = None,
                          + "".join(f"<td class='num'>{_e(r[k])}</td>" for k, _, _ in cols) + "</tr>")
         parts.append("</table>")
     if results:
-        from .seg.compare import _cell, table
+        from .study.tables import _cell, table
 
         parts.append("<h2>All tables</h2><p class='muted'>Cells: mean ± standard deviation over seeds [bootstrap 95% "
                      "interval over test images]. Files: "
@@ -605,7 +605,8 @@ def build_report(run_dir: os.PathLike, protocol: Optional[str] = None, n_boot: O
     ``protocol`` for the radar charts (default: the run's ``eval.protocol``, else standard)."""
     import matplotlib.pyplot as plt
 
-    from .seg.compare import results_markdown, test_sets, write_results_csv
+    from .study.compare import test_sets
+    from .study.tables import results_markdown, write_results_csv
 
     layout = RunLayout(run_dir)
     if not layout.root.is_dir():

@@ -335,10 +335,8 @@ def preflight(args: argparse.Namespace) -> None:
     note = stand_in_note(cfg)  # LPIPS's weights absent under recon_perceptual=auto: the stand-in runs, said here
     if note:
         print(note, file=sys.stderr)
-    from .baselines import RUN_BASELINES
-    from .seg.compare import ARM_ORDER
-
-    from .arms import UNION, is_union
+    from .stylize.baselines import RUN_BASELINES
+    from .study.arms import ARM_ORDER, UNION, is_union
 
     have = {split_arm(p.name)[0] for p in (layout.root / "stylized").glob("*") if p.is_dir()}
     known = set(ARM_ORDER) | set(RUN_BASELINES) | have | {"st_sensor", "sensor"}

@@ -19,6 +19,9 @@ from typing import Any, Callable, Dict, Generic, Iterator, Mapping, Optional, Ty
 
 import numpy as np
 
+#: the kit's version, defined once (``stylseg.__version__``; pyproject.toml reads it from here)
+__version__ = "0.1.0"
+
 T = TypeVar("T")
 
 
@@ -293,8 +296,6 @@ def save_model_folder(path: os.PathLike, kind: str, config: Mapping[str, Any], s
     (``"diffae"``, ``"segmenter"``, ``"stylizer"`` ...) so that loading the wrong folder fails clearly."""
     from safetensors.torch import save_file
 
-    from ._version import __version__
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
@@ -370,8 +371,6 @@ def load_model_folder(path: os.PathLike, kind: str, map_location: str = "cpu", *
 def env_report(device: str = "auto", seed: Optional[int] = None) -> Dict[str, Any]:
     """Versions, hardware and device: written as ``env.json`` next to every run's outputs."""
     import importlib.metadata as md
-
-    from ._version import __version__
 
     def ver(name: str) -> Optional[str]:
         try:

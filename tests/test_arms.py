@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from stylseg.arms import make_union, union_arms
+from stylseg.study.arms import arm_role, make_union, union_arms
 from stylseg.config import get_profile
 from stylseg.data import check_folder
 from stylseg.layout import RunLayout
-from stylseg.seg.compare import arm_role, compare, compare_run
+from stylseg.study.compare import compare, compare_run
 from stylseg.utils import StylsegError, write_json
 
 from test_seg_train import TINY, make_folder
@@ -114,7 +114,7 @@ def test_make_arms_fits_one_stylizer_per_style_image_and_writes_every_arm(tmp_pa
     """One library call (what notebooks 04 and 05, and so ``stylseg reproduce``, run): a stylizer per style image,
     then st, st_nospn, recon, the cheap baselines and the sensor arms per style image, each a paired folder whose
     manifest names the stylizer's preset; a second call writes nothing new."""
-    from stylseg.arms import make_arms
+    from stylseg.study import make_arms
 
     layout, cfg = _tiny_run(tmp_path / "run", styles=2)
     arms = make_arms(layout, cfg, device="cpu", progress=False)
@@ -135,7 +135,7 @@ def test_make_arms_fits_one_stylizer_per_style_image_and_writes_every_arm(tmp_pa
 
 
 def test_make_arms_with_the_gates_preset_matches_the_sensor_in_st_and_names_missing_inputs(tmp_path):
-    from stylseg.arms import make_arms
+    from stylseg.study import make_arms
 
     layout, cfg = _tiny_run(tmp_path / "run", **{"stylize.preset": "gates", "stylize.style_pair_tries": 2})
     arms = make_arms(layout, cfg, device="cpu", progress=False)

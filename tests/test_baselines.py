@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylseg import baselines
+from stylseg.stylize import baselines
 from stylseg.data.io import read_image, read_mask, resize_mask, write_image, write_mask
 from stylseg.utils import StylsegError
 

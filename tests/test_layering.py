@@ -1,7 +1,10 @@
 """The import graph of the stylseg package, read from the source with ``ast`` (nothing is imported or run): every
 ``import`` counts, also those written inside functions. Imports point one way: no circle among the modules, the
-weights catalogue imports no stage, the diffusion core nothing of the stylization, and ``stylseg reproduce`` does not
-load the fine-tuning to read a launcher's variables."""
+weights catalogue imports no stage, the diffusion core nothing of the stylization, the segmentation library nothing of
+the stylizer or the study, and ``stylseg reproduce`` does not load the fine-tuning to read a launcher's variables.
+
+Layers are counted on the package graph, the way the design draws the data flow (data, diffusion, stylize, seg,
+metrics, study, report): a subpackage (``stylseg.stylize``, ...) is one node, every top-level module one node."""
 
 import ast
 from functools import lru_cache
@@ -12,6 +15,9 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "stylseg"
 STAGES = ("stylseg.data", "stylseg.diffusion", "stylseg.stylize", "stylseg.seg")
+SUBPACKAGES = STAGES + ("stylseg.study",)
+#: at most this many layers in the package graph
+MAX_LAYERS = 9
 
 
 def _modules() -> Dict[str, Path]:
@@ -158,3 +164,55 @@ def test_the_graph_is_read_from_function_level_imports_too(tmp_path):
     assert "stylseg.diffusion.pretrained" in GRAPH["stylseg.reproduce"]  # imported in a function only
     src = MODULES["stylseg.reproduce"].read_text()
     assert "from .diffusion.pretrained import" in src and "\n    from .diffusion.pretrained import" in src
+
+
+def _package(module: str) -> str:
+    """The node of the package graph that ``module`` belongs to: its subpackage, or itself."""
+    return next((p for p in SUBPACKAGES if module == p or module.startswith(p + ".")), module)
+
+
+PACKAGE_GRAPH: Dict[str, Set[str]] = {}
+for _m, _imported in GRAPH.items():
+    PACKAGE_GRAPH.setdefault(_package(_m), set()).update(_package(d) for d in _imported)
+for _p, _imported in PACKAGE_GRAPH.items():
+    _imported.discard(_p)
+
+
+def _package_layers() -> Dict[str, int]:
+    """Each node's layer in the package graph (1 + the highest it imports); raises on a circle."""
+    layers: Dict[str, int] = {}
+
+    def layer(p: str, path: tuple) -> int:
+        if p in path:
+            raise AssertionError(f"packages import each other in a circle: {' -> '.join(path + (p,))}")
+        if p not in layers:
+            layers[p] = 1 + max((layer(d, path + (p,)) for d in sorted(PACKAGE_GRAPH[p])), default=0)
+        return layers[p]
+
+    for p in sorted(PACKAGE_GRAPH):
+        layer(p, ())
+    return layers
+
+
+def test_the_package_graph_has_at_most_nine_layers():
+    layers = _package_layers()
+    top = max(layers.values())
+    by = {n: sorted(p for p, v in layers.items() if v == n) for n in range(1, top + 1)}
+    assert top <= MAX_LAYERS, f"{top} layers in the package graph (at most {MAX_LAYERS}): {by}"
+
+
+def test_segmentation_library_imports_no_stylizer_study_or_report():
+    banned = ("stylseg.stylize", "stylseg.study", "stylseg.report", "stylseg.arms", "stylseg.baselines")
+    bad = sorted((m, n) for m, deps in GRAPH.items() if m.startswith("stylseg.seg")
+                 for n in deps if n.startswith(banned))
+    assert not bad, f"stylseg.seg imports the stylizer, the study or the report: {bad}. {_summary()}"
+
+
+def test_the_layer_checks_see_a_package_circle(monkeypatch):
+    """The package check fails on a circle and on an import of the study from seg (what the old ``seg.compare`` did)."""
+    monkeypatch.setitem(PACKAGE_GRAPH, "stylseg.seg", PACKAGE_GRAPH["stylseg.seg"] | {"stylseg.study"})
+    with pytest.raises(AssertionError, match="circle"):
+        _package_layers()
+    monkeypatch.setitem(GRAPH, "stylseg.seg.train", GRAPH["stylseg.seg.train"] | {"stylseg.study.arms"})
+    with pytest.raises(AssertionError, match="stylseg.seg imports"):
+        test_segmentation_library_imports_no_stylizer_study_or_report()

@@ -213,7 +213,7 @@ def test_scores_gain_lpips_to_the_inputs_when_the_file_is_present(tiny, weights_
     import numpy as np
 
     from stylseg.data.io import read_image, write_image
-    from stylseg.scores import score_arm
+    from stylseg.stylize.scores import score_arm
 
     src, tgt = tiny["source"], tiny["target"]
     assert "lpips_to_input" not in score_arm(src, src, tgt, write_manifest=False)  # no file: no column

@@ -157,7 +157,7 @@ def test_arm_dice_and_domain_predictions(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from stylseg.seg.compare import aggregate
+    from stylseg.study.tables import aggregate
     from stylseg.utils import StylsegError
 
     lay = make_run(tmp_path / "run")
@@ -179,7 +179,7 @@ def test_arm_dice_and_domain_predictions(tmp_path):
 def test_describe_run_reads_the_run_it_opens(tmp_path):
     """describe_run says what the run folder holds, from its own files: the profile, what is not made yet, the
     stylized arms' scores and each arm's target Dice as results.json has them."""
-    from stylseg.seg.compare import aggregate
+    from stylseg.study.tables import aggregate
 
     lay = make_run(tmp_path / "run")
     lines = report.describe_run(lay)
@@ -232,7 +232,7 @@ def test_report_takes_test_folders_from_the_run_layout(tmp_path):
 
 def test_results_markdown_escapes_names_from_run_files(tmp_path):
     """results.md and the Markdown notebooks 06/07 display carry no raw HTML from a run file's names."""
-    from stylseg.seg.compare import aggregate, results_markdown
+    from stylseg.study.tables import aggregate, results_markdown
 
     lay = make_run(tmp_path / "run")
     evil = "<img src=x onerror=alert(1)>"

@@ -245,7 +245,7 @@ def test_diffae_train_notices_other_data_with_as_many_images(tmp_path):
 
 
 def test_an_arm_made_from_other_input_is_refused_and_overwrite_remakes_it(tmp_path):
-    from stylseg.baselines import apply_baseline
+    from stylseg.stylize.baselines import apply_baseline
 
     a, b = paired(tmp_path / "a"), paired(tmp_path / "b", seed=3)
     style = write_image(tmp_path / "style.png", np.random.default_rng(1).integers(0, 255, (24, 24, 3)).astype(np.uint8))
@@ -263,7 +263,7 @@ def test_an_arm_made_from_other_input_is_refused_and_overwrite_remakes_it(tmp_pa
 
 
 def test_an_arm_made_with_another_style_image_names_the_style(tmp_path):
-    from stylseg.baselines import apply_baseline
+    from stylseg.stylize.baselines import apply_baseline
 
     a = paired(tmp_path / "a")
     style = write_image(tmp_path / "style.png", np.random.default_rng(1).integers(0, 255, (24, 24, 3)).astype(np.uint8))
@@ -275,7 +275,7 @@ def test_an_arm_made_with_another_style_image_names_the_style(tmp_path):
 
 
 def test_a_damaged_arm_item_is_made_again_on_rerun(tmp_path):
-    from stylseg.baselines import apply_baseline
+    from stylseg.stylize.baselines import apply_baseline
 
     a = paired(tmp_path / "a")
     style = write_image(tmp_path / "style.png", np.random.default_rng(1).integers(0, 255, (24, 24, 3)).astype(np.uint8))
@@ -292,7 +292,7 @@ def test_a_damaged_arm_item_is_made_again_on_rerun(tmp_path):
 
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_an_arm_never_writes_through_a_symlinked_folder(tmp_path, overwrite):
-    from stylseg.baselines import apply_baseline
+    from stylseg.stylize.baselines import apply_baseline
 
     a = paired(tmp_path / "a")
     style = write_image(tmp_path / "style.png", np.random.default_rng(1).integers(0, 255, (24, 24, 3)).astype(np.uint8))

@@ -9,7 +9,7 @@ import torch
 
 from stylseg.data.io import read_image, write_image
 from _testing import tiny_domains
-from stylseg.scores import (LESION_SSIM_MIN, ORACLE_DICE_RATIO_MIN, STYLE_FD_RATIO_MAX, STYLE_P_TARGET_MIN,
+from stylseg.stylize.scores import (LESION_SSIM_MIN, ORACLE_DICE_RATIO_MIN, STYLE_FD_RATIO_MAX, STYLE_P_TARGET_MIN,
                             boundary_band, boundary_contrast, edge_agreement, frechet_distance, gate_verdicts,
                             lbp_histograms, lesion_ssim, lnl_ssim, score_arm, style_features)
 from stylseg.seg.oracle import train_oracle
@@ -227,7 +227,7 @@ def test_lesion_ssim_batch_and_folder_masks(dom):
     outputs score 1, outputs with the lesion moved score less, a mask-count mismatch and a missing mask are named."""
     from stylseg.data.io import list_images, to_tensor_pm1
 
-    from stylseg.scores import folder_masks, lesion_ssim_batch
+    from stylseg.stylize.scores import folder_masks, lesion_ssim_batch
 
     src = dom["source"]
     files = list_images(src / "images")[:3]

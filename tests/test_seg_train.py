@@ -9,7 +9,8 @@ from PIL import Image
 
 from stylseg.config import get_profile
 from stylseg.data.io import write_image, write_mask
-from stylseg.seg import compare, load_segmenter, predict_folder, train_segmenter
+from stylseg.seg import load_segmenter, predict_folder, train_segmenter
+from stylseg.study import compare
 from stylseg.utils import StylsegError
 
 TINY = {"seg.image_size": 32, "seg.batch_size": 4, "seg.epochs": 2, "seg.lr": 3e-3, "seg.encoder_depth": 3,

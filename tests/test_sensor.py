@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from stylseg.baselines import apply_baseline
+from stylseg.stylize.baselines import apply_baseline
 from stylseg.data.io import read_image, write_image, write_mask
 from stylseg.data.synth import make_sample
 from stylseg.sensor import SensorMatch, noise_sigma

@@ -5,10 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from stylseg import baselines, report
+from stylseg import report
+from stylseg.stylize import baselines
 from stylseg.data.io import read_image, write_image, write_mask
 from stylseg.layout import RunLayout, arm_name, split_arm
-from stylseg.seg.compare import _order, aggregate, style_spread, style_spread_markdown
+from stylseg.study.arms import arm_order
+from stylseg.study.tables import aggregate, style_spread, style_spread_markdown
 from stylseg.utils import write_json
 
 from _fake_runs import fake_seg_runs
@@ -25,7 +27,7 @@ def test_arm_names_round_trip():
 
 def test_arm_order_keeps_styles_with_their_arm():
     names = ["oracle", "fda@s1", "histogram@s2", "st@s1", "direct", "histogram", "st", "fda", "histogram@s1", "recon"]
-    assert _order(names) == ["direct", "st", "st@s1", "recon", "histogram", "histogram@s1", "histogram@s2", "fda",
+    assert arm_order(names) == ["direct", "st", "st@s1", "recon", "histogram", "histogram@s1", "histogram@s2", "fda",
                              "fda@s1", "oracle"]
 
 
@@ -92,7 +94,7 @@ def test_style_spread_table(tmp_path):
 
 def test_gap_closed_only_where_there_is_a_gap(tmp_path):
     """On a test set where the oracle is no better than direct (the source test set) there is no gap to close."""
-    from stylseg.seg.compare import gap_closed
+    from stylseg.study.tables import gap_closed
 
     lay = RunLayout(tmp_path / "run")
     fake_seg_runs(lay, {"direct": 0.3, "histogram": 0.6, "oracle": 0.9}, seeds=(0,))
@@ -111,7 +113,7 @@ def test_eval_arms_selects_what_is_trained(tmp_path, monkeypatch):
     from stylseg.config import get_profile
     import importlib
 
-    cmp = importlib.import_module("stylseg.seg.compare")
+    cmp = importlib.import_module("stylseg.study.compare")
 
     lay = RunLayout(tmp_path / "run")
     rng = np.random.default_rng(0)

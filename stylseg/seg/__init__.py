@@ -1,5 +1,6 @@
 """Segmentation: models (U-Net, U-Net++, PraNet), PraNet's structure loss, training with exact
-resume, prediction to 8-bit probability maps, and Algorithm 2 (:func:`compare`).
+resume and prediction to 8-bit probability maps. Algorithm 2, which trains these models on a run's arms, is the
+study's (:mod:`stylseg.study`).
 
 Public API::
 
@@ -7,14 +8,12 @@ Public API::
     structure_loss, dice_score                             # stylseg.seg.losses
     train_segmenter                                        # stylseg.seg.train
     predict_folder                                         # stylseg.seg.predict
-    compare, compare_run, aggregate                        # stylseg.seg.compare
 """
 
-from .compare import aggregate, compare, compare_run
 from .losses import dice_score, structure_loss
 from .models import SEGMENTERS, PraNet, count_parameters, create_segmenter, load_segmenter
 from .predict import predict_folder
 from .train import train_segmenter
 
-__all__ = ["SEGMENTERS", "PraNet", "aggregate", "compare", "compare_run", "count_parameters", "create_segmenter", "dice_score",
+__all__ = ["SEGMENTERS", "PraNet", "count_parameters", "create_segmenter", "dice_score",
            "load_segmenter", "predict_folder", "structure_loss", "train_segmenter"]

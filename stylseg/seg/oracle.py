@@ -1,4 +1,4 @@
-"""The oracle segmenter of the stylization scores (:mod:`stylseg.scores`): a small U-Net trained on labelled
+"""The oracle segmenter of the stylization scores (:mod:`stylseg.stylize.scores`): a small U-Net trained on labelled
 images of BOTH domains, with photometric jitter, so that its Dice on a stylized image against the input's mask says
 whether the lesion survived the stylization (``oracle_dice_ratio``: its Dice on the outputs / on the inputs)."""
 

@@ -49,7 +49,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     add_common(p)
     p.set_defaults(func=_cmd_apply)
 
-    from ..baselines import add_baseline_parser
+    from .baselines import add_baseline_parser
 
     add_baseline_parser(sub)
 
@@ -114,7 +114,7 @@ def _cmd_score(args) -> int:
     from ..cli import config_from_args
     from ..utils import StylsegError, set_threads
     from ..seg.oracle import train_oracle
-    from ..scores import format_scores, score_arm
+    from .scores import format_scores, score_arm
 
     cfg = config_from_args(args)
     set_threads()
@@ -129,7 +129,7 @@ def _cmd_score(args) -> int:
     else:
         print(format_scores({"arm": res}))
         if "oracle_dice_ratio" in res:  # the gates need the oracle's Dice
-            from .. import scores as sc
+            from . import scores as sc
 
             v = sc.gate_verdicts(res)
             print(f"gates: style {'PASS' if v['style'] else 'fail'} (P(target) >= {sc.STYLE_P_TARGET_MIN} and FD "

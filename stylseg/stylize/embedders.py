@@ -5,7 +5,7 @@
   standard deviation of the responses of a fixed multi-scale difference-of-Gaussians filter
   bank on L*, a*, b*, standardised on the source domain. It is a *substitute* for CLIP and
   every output that used it says so (``SUBSTITUTE``). It deliberately does not use local
-  binary patterns (LBP): the style scores (:mod:`stylseg.scores`) use LBP histograms
+  binary patterns (LBP): the style scores (:mod:`stylseg.stylize.scores`) use LBP histograms
   as features no loss sees.
 - :class:`ClipEmbedder`: an open_clip image encoder (ViT-B-32 with OpenAI weights in the
   paper profile) with differentiable tensor preprocessing (bicubic resize to the model's

@@ -7,7 +7,7 @@
 
 - ``st`` (D_B + SPN, with the style image's blur and noise when ``stylize.sensor=match``), ``st_nospn`` (no SPN
   term), ``recon`` (the D_A round trip, once: it has no style image);
-- ``histogram``, ``reinhard``, ``fda`` (cheap one-image stylizers, :mod:`stylseg.baselines`);
+- ``histogram``, ``reinhard``, ``fda`` (cheap one-image stylizers, :mod:`stylseg.stylize.baselines`);
 - ``sensor`` (the style image's blur and noise alone) and, when ``st`` is made without them, ``st_sensor``.
 
 The paper's Algorithm 2 *replaces* the training images by their stylized copies (arm ``st``). Domain-generalisation
@@ -33,10 +33,10 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from .layout import arm_name, split_arm
-from .utils import StylsegError, read_json, write_json
+from ..layout import arm_name, split_arm
+from ..utils import StylsegError, read_json, write_json
 
 UNION = "source+"
 ALL = "@all"
@@ -45,13 +45,58 @@ JITTER = "jitter"
 JITTER_OVERRIDES = {"seg.color_jitter": True}
 
 
+#: preferred order of arms in tables
+ARM_ORDER = ("direct", "st", "st_nospn", "recon", "jitter", "source+st", "source+recon", "histogram", "source+histogram",
+             "reinhard", "fda", "oracle")
+
+
+#: what each arm is, in a few words (tables and the report)
+ARM_ROLES = {
+    "direct": "trained on the source images as they are (the baseline to beat)",
+    "st": "the diffusion stylizer: D_B + SPN (the paper's method)",
+    "st_nospn": "the diffusion stylizer without the SPN (ablation)",
+    "st_sensor": "the diffusion stylizer, then the style image's blur and noise",
+    "recon": "control: the D_A round trip, no style change",
+    "jitter": "control: colour-jitter augmentation",
+    "sensor": "control: the style image's blur and noise alone",
+    "histogram": "cheap baseline: histogram matching to the style image",
+    "reinhard": "cheap baseline: Reinhard colour transfer",
+    "fda": "cheap baseline: Fourier domain adaptation",
+    "oracle": "trained on labelled target images (upper bound)",
+    "source+st": "the source images and their stylized copies (style augmentation)",
+    "source+recon": "control: the source images and their D_A round trips (as many images as source+st)",
+    "source+histogram": "the source images and their histogram-matched copies",
+}
+
+
+def arm_order(names: Iterable[str]) -> List[str]:
+    """Arms in ARM_ORDER, an arm's other style images (``st@s1``, ...) right after it, then ``<arm>@all``."""
+    def key(a):
+        base, k = (a[:-len(ALL)], 10 ** 6) if a.endswith(ALL) else split_arm(a)
+        return (ARM_ORDER.index(base) if base in ARM_ORDER else len(ARM_ORDER), base, k)
+
+    return sorted(dict.fromkeys(names), key=key)
+
+
+def arm_role(arm: str) -> str:
+    """A few words on what ``arm`` is (``st@s1``: the same as ``st``, made with style image 1)."""
+    if arm.endswith(ALL):
+        base = arm[:-len(ALL)]
+        return f"{arm_role(base) or base} (every style image)"
+    base, k = split_arm(arm)
+    role = ARM_ROLES.get(base, "")
+    if not role and is_union(base):
+        role = f"the source images together with the {base[len(UNION):]} arm's"
+    return f"{role} (style image {k})" if role and k else role
+
+
 def is_union(name: str) -> bool:
     return name.startswith(UNION)
 
 
 def _files(folder: Path) -> List[Tuple[str, str]]:
     """``(image, mask)`` file names of a paired folder, in name order (masks matched by stem)."""
-    from .data.io import list_images
+    from ..data.io import list_images
 
     images = list_images(folder / "images")
     masks = {p.stem: p for p in list_images(folder / "masks")} if (folder / "masks").is_dir() else {}
@@ -138,10 +183,6 @@ def union_arms(layout, wanted: Set[str], stylized: Mapping[str, os.PathLike]) ->
 
 
 # --------------------------------------------------------------------------- stylizers and their arms
-#: the cheap one-image stylizers every run makes, with their parameters
-BASELINE_ARMS: Dict[str, Dict[str, Any]] = {"histogram": {}, "reinhard": {}, "fda": {"beta": 0.01}}
-
-
 def finetune_styles(layout, cfg, *, device="auto", retrain: bool = False, callback=None,
                     progress: bool = True) -> List[Path]:
     """Fine-tune one stylizer (D_B + SPN, :func:`stylseg.stylize.finetune.finetune`) per style image of the run
@@ -150,7 +191,7 @@ def finetune_styles(layout, cfg, *, device="auto", retrain: bool = False, callba
     ``RUN/finetune@s<k>``). A folder finished with the same settings is kept (``retrain=True`` fits it again);
     one made with other settings is fitted again. ``callback``: as :func:`~stylseg.stylize.finetune.finetune`'s,
     for the first style image only. A missing input is a :class:`StylsegError` naming what makes it."""
-    from .stylize.finetune import finetune
+    from ..stylize.finetune import finetune
 
     _need(layout.diffae / "model.safetensors", "the DiffAE D_A", "notebook 02 (stylseg diffae train)")
     content = _need(layout.domain("source", "train"), "the source training images", "notebook 00 (stylseg data)")
@@ -170,8 +211,8 @@ def make_arms(layout, cfg, *, device="auto", retrain: bool = False, progress: bo
     Each arm is a paired folder at ``data.seg_size`` with a manifest (method, parameters, the stylizer's
     ``preset``); finished files are kept, so a rerun only writes what is missing (delete ``RUN/stylized/`` after
     changing a setting)."""
-    from .baselines import apply_baseline
-    from .stylize.apply import apply_arms
+    from ..stylize.baselines import RUN_BASELINES, apply_baseline
+    from ..stylize.apply import apply_arms
 
     stylizers = finetune_styles(layout, cfg, device=device, retrain=retrain, progress=progress)
     src = layout.domain("source", "train")
@@ -185,7 +226,7 @@ def make_arms(layout, cfg, *, device="auto", retrain: bool = False, progress: bo
             sp["out"] = layout.stylized(sp["arm"])
         for sp, folder in zip(specs, apply_arms(model, src, specs, cfg, device=device, progress=progress)):
             arms[sp["arm"]] = folder
-        for method, params in BASELINE_ARMS.items():
+        for method, params in RUN_BASELINES.items():
             name = arm_name(method, k)
             arms[name] = apply_baseline(method, style, src, layout.stylized(name), seg, arm=name, progress=False,
                                         **params)

@@ -28,8 +28,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .data.io import list_images, read_image, read_mask, resize_image, resize_mask
-from .utils import Registry, StylsegError
+from ..data.io import list_images, read_image, read_mask, resize_image, resize_mask
+from ..utils import Registry, StylsegError
 
 BASELINES: Registry = Registry("baseline stylizer")
 
@@ -104,7 +104,7 @@ BASELINES.add("fda", fda)
 def sensor_only(img: np.ndarray, style: np.ndarray) -> np.ndarray:
     """The sensor-matching step alone (blur and noise of ``style``, no colour change): the ablation
     arm of ``st_sensor`` arm (:mod:`stylseg.sensor`)."""
-    from .sensor import match_sensor
+    from ..sensor import match_sensor
 
     return match_sensor(_check_rgb(img, "content image"), _check_rgb(style, "style image"))
 
@@ -130,7 +130,7 @@ def apply_baseline(method: str, style_path: os.PathLike, input_dir: os.PathLike,
     image's blur and noise, :mod:`stylseg.sensor`). Items already written are skipped (resume); an arm
     made from other input or settings is refused unless ``overwrite`` (made again). One process at a time
     writes ``out_dir`` (:func:`stylseg.lock.stage_lock`). Returns ``out_dir``."""
-    from .lock import stage_lock
+    from ..lock import stage_lock
 
     with stage_lock(out_dir, f"stylize baseline {method}"):
         return _apply_baseline(method, style_path, input_dir, out_dir, size, arm, progress, sensor, overwrite, params)
@@ -139,7 +139,7 @@ def apply_baseline(method: str, style_path: os.PathLike, input_dir: os.PathLike,
 def _apply_baseline(method, style_path, input_dir, out_dir, size, arm, progress, sensor, overwrite, params) -> Path:
     from tqdm.auto import tqdm
 
-    from .manifest import ArmWriter
+    from ..manifest import ArmWriter
 
     fn: Callable = BASELINES.get(method)
     if method != "fda" and params:
@@ -155,8 +155,8 @@ def _apply_baseline(method, style_path, input_dir, out_dir, size, arm, progress,
     if method == "fda":
         params = {"beta": float(params.get("beta", 0.01))}
     if (input_dir / "manifest.json").is_file():  # the input is itself an arm (e.g. st -> st_sensor): remember which
-        from .manifest import read_manifest
-        from .utils import json_sha256
+        from ..manifest import read_manifest
+        from ..utils import json_sha256
 
         m = read_manifest(input_dir)
         params = dict(params, input_arm={"arm": m.get("arm"), "params_sha256": json_sha256(m.get("params", {}))})
@@ -164,7 +164,7 @@ def _apply_baseline(method, style_path, input_dir, out_dir, size, arm, progress,
     style_fit = resize_image(style, size) if method in ("fda", "sensor") else style
     match = None
     if sensor or method == "sensor":
-        from .sensor import SensorMatch
+        from ..sensor import SensorMatch
 
         match = SensorMatch(resize_image(style, size))  # fails here, before any folder is made, on a bad size
         if method == "sensor":
@@ -191,7 +191,7 @@ def _apply_baseline(method, style_path, input_dir, out_dir, size, arm, progress,
 # --------------------------------------------------------------------------- CLI
 def add_baseline_parser(subparsers):
     """Add the ``baseline`` action to a stage's sub-parsers (``stylseg stylize baseline ...``)."""
-    from .cli import add_common
+    from ..cli import add_common
 
     p = subparsers.add_parser("baseline", help="cheap stylizer from one style image: histogram | reinhard | fda | sensor",
                               description=__doc__.split("\n\n")[0])
@@ -213,7 +213,7 @@ def add_baseline_parser(subparsers):
 
 
 def _cli_baseline(args) -> int:
-    from .cli import config_from_args
+    from ..cli import config_from_args
 
     cfg = config_from_args(args)
     size = args.size or cfg.data.seg_size
@@ -238,9 +238,9 @@ def ensure_baseline_arms(layout, size: int, methods=RUN_BASELINES, progress: boo
     style image of ``--styles K`` (arms already written, e.g. by notebook 05,
     are kept; unfinished ones resume). Returns ``{arm: folder}`` of every arm under ``RUN/stylized``
     that has a manifest."""
-    from .checkpoint import folder_fingerprint
-    from .layout import arm_name
-    from .manifest import read_manifest
+    from ..checkpoint import folder_fingerprint
+    from ..layout import arm_name
+    from ..manifest import read_manifest
 
     src, styles = layout.domain("source", "train"), layout.style_images()
     for p, what in [(src, "the source training set")] + [(s, "a style image") for s in styles]:

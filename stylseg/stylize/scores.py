@@ -49,9 +49,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .data.io import list_images, read_image, read_mask, resize_image, resize_mask
-from .seg.oracle import load_oracle, oracle_dice
-from .utils import StylsegError
+from ..data.io import list_images, read_image, read_mask, resize_image, resize_mask
+from ..seg.oracle import load_oracle, oracle_dice
+from ..utils import StylsegError
 
 # --------------------------------------------------------------------------- gates
 # The acceptance rule of a stylized arm (docs/results.md, "How the stylizer presets were chosen"). Style: the domain
@@ -82,8 +82,8 @@ def structure_map_np(img: np.ndarray) -> np.ndarray:
     """Locally normalised luminance of an RGB uint8 image (H,W,3) -> float32 (H,W)."""
     import torch
 
-    from .data.io import to_tensor_pm1
-    from .stylize.losses import structure_map
+    from ..data.io import to_tensor_pm1
+    from .losses import structure_map
 
     with torch.no_grad():
         return structure_map(to_tensor_pm1(img)[None])[0, 0].numpy()
@@ -126,7 +126,7 @@ def lesion_ssim_batch(x_in, x_out, masks: Sequence[np.ndarray], min_size: int = 
     NaN when none is left. What notebooks 03 and 04 print as "the lesion kept"."""
     import torch.nn.functional as F
 
-    from .data.io import from_tensor_pm1
+    from ..data.io import from_tensor_pm1
 
     if not (len(x_in) == len(x_out) == len(masks)):
         raise StylsegError(f"lesion_ssim_batch: {len(x_in)} inputs, {len(x_out)} outputs and {len(masks)} masks; "
@@ -301,8 +301,8 @@ def score_arm(input_dir: os.PathLike, output_dir: os.PathLike, target_dir: os.Pa
     one by 2-fold cross-fitting on the inputs and targets. Images are compared at the output's
     size. The scores are added to the arm's manifest when it has one (``write_manifest``).
     """
-    from .data.tensors import image_folder
-    from .data.validate import validate_paired
+    from ..data.tensors import image_folder
+    from ..data.validate import validate_paired
 
     in_pairs = validate_paired(input_dir, use="eval")  # the shared rules; its masks give the lesion scores
     in_files = {i.stem: i for i, _ in in_pairs}
@@ -324,12 +324,12 @@ def score_arm(input_dir: os.PathLike, output_dir: os.PathLike, target_dir: os.Pa
     res: Dict[str, Any] = {"n_images": len(pairs), "n_target": len(tgts), "size": size}
     res.update(_structure_scores(ins, outs, masks, oracle))
     res.update(_style_scores(ins, outs, tgts, domain_clf, seed))
-    from .stylize.perceptual import lpips_available, mean_lpips
+    from .perceptual import lpips_available, mean_lpips
 
     if lpips_available():  # LPIPS (VGG16) distance to the inputs, with `stylseg weights fetch vgg16-imagenet`
         res["lpips_to_input"] = mean_lpips(ins, outs)
     if write_manifest and (Path(output_dir) / "manifest.json").is_file():
-        from .manifest import add_scores
+        from ..manifest import add_scores
 
         add_scores(output_dir, {k: v for k, v in res.items()})
     return res

@@ -1,17 +1,9 @@
-"""Algorithm 2 as one call: train on the original set and on each arm, test, evaluate, tabulate.
+"""The study's results: one row per (arch, arm, test set, protocol, metric) over seeds, and its tables.
 
-``compare(train_dir, arms, tests, archs, seeds, out_dir, cfg)`` trains each architecture on
-the original training set (arm ``direct``), on every named arm (stylized, control, baseline
-folders) and, when ``oracle_dir`` is given, on labelled target-domain images (arm ``oracle``:
-the upper bound, showing how much of the domain gap an arm closes), for seeds 0..K-1;
-predicts every test set; evaluates in both protocols; writes the run-folder contract::
-
-    out_dir/<arch>/<arm>/seed<k>/model/, checkpoints/, history.json,
-                                 predictions/<test>/<stem>.png, metrics.json
-    out_dir/results.json, results.md, results_<protocol>.csv
-
-and returns the results (see :func:`aggregate`). Finished (arch, arm, seed) triples, those
-whose ``metrics.json`` exists, are skipped, so an interrupted comparison resumes.
+:func:`aggregate` reads every ``<arch>/<arm>/seed<k>/metrics.json`` of a comparison (:mod:`stylseg.study.compare`)
+and writes ``results.json``, ``results.md`` and ``results_<protocol>.csv`` beside them; this module owns those
+three files. Each row holds the mean and standard deviation over seeds, a bootstrap 95% interval over test images
+and the paired difference to ``direct``; the Markdown tables lead with the answer (:func:`headline_markdown`).
 """
 
 from __future__ import annotations
@@ -19,132 +11,25 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..metrics import METRIC_LABELS, PAPER_METRICS, PROTOCOLS, bootstrap_ci, evaluate_folder
+from ..layout import split_arm
+from ..metrics import METRIC_LABELS, PAPER_METRICS, PROTOCOLS, bootstrap_ci
 from ..utils import StylsegError, atomic_path, read_json, write_json
-from .predict import predict_folder
-from .train import train_segmenter
+from .arms import arm_order, arm_role
 
-#: preferred order of arms in tables
-ARM_ORDER = ("direct", "st", "st_nospn", "recon", "jitter", "source+st", "source+recon", "histogram", "source+histogram",
-             "reinhard", "fda", "oracle")
-#: what each arm is, in a few words (tables and the report)
-ARM_ROLES = {
-    "direct": "trained on the source images as they are (the baseline to beat)",
-    "st": "the diffusion stylizer: D_B + SPN (the paper's method)",
-    "st_nospn": "the diffusion stylizer without the SPN (ablation)",
-    "st_sensor": "the diffusion stylizer, then the style image's blur and noise",
-    "recon": "control: the D_A round trip, no style change",
-    "jitter": "control: colour-jitter augmentation",
-    "sensor": "control: the style image's blur and noise alone",
-    "histogram": "cheap baseline: histogram matching to the style image",
-    "reinhard": "cheap baseline: Reinhard colour transfer",
-    "fda": "cheap baseline: Fourier domain adaptation",
-    "oracle": "trained on labelled target images (upper bound)",
-    "source+st": "the source images and their stylized copies (style augmentation)",
-    "source+recon": "control: the source images and their D_A round trips (as many images as source+st)",
-    "source+histogram": "the source images and their histogram-matched copies",
-}
+
 #: standard-protocol metrics that are maxima of a dataset-mean curve (no per-image interval)
 DATASET_LEVEL = {"standard": ("dice_max", "iou_max", "e_max", "e_mean"), "paper": ()}
 
 
-def _order(names: Iterable[str]) -> List[str]:
-    """Arms in ARM_ORDER, an arm's other style images (``st@s1``, ...) right after it, then ``<arm>@all``."""
-    from ..arms import ALL
-    from ..layout import split_arm
 
-    def key(a):
-        base, k = (a[:-len(ALL)], 10 ** 6) if a.endswith(ALL) else split_arm(a)
-        return (ARM_ORDER.index(base) if base in ARM_ORDER else len(ARM_ORDER), base, k)
-
-    return sorted(dict.fromkeys(names), key=key)
-
-
-def _seeds(seeds: Union[int, Sequence[int]]) -> List[int]:
-    return list(range(int(seeds))) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
-
-
-def compare(train_dir: os.PathLike, arms: Mapping[str, os.PathLike], tests: Mapping[str, os.PathLike],
-            archs: Sequence[str], seeds: Union[int, Sequence[int]], out_dir: os.PathLike, cfg,
-            oracle_dir: Optional[os.PathLike] = None, device: str = "auto", progress: bool = True,
-            log=print, arm_overrides: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Dict[str, Any]:
-    """Algorithm 2. ``arms``: name -> paired folder (``direct`` is ``train_dir``, ``oracle`` is
-    ``oracle_dir``); ``tests``: name -> paired folder; ``seeds``: K (seeds 0..K-1) or a list.
-    ``arm_overrides``: name -> config overrides its training uses (the ``jitter`` arm:
-    ``{"seg.color_jitter": True}``), recorded in its ``metrics.json``."""
-    arm_overrides = dict(arm_overrides or {})
-    arm_dirs: Dict[str, Path] = {"direct": Path(train_dir)}
-    for name, d in arms.items():
-        if name in ("direct", "oracle"):
-            raise StylsegError(f"arm name {name!r} is reserved (direct = --train, oracle = --oracle); rename it")
-        arm_dirs[name] = Path(d)
-    if oracle_dir is not None:
-        arm_dirs["oracle"] = Path(oracle_dir)
-    if not tests:
-        raise StylsegError("no test set given; pass at least one --test NAME=DIR")
-    stray = sorted(set(arm_overrides) - set(arm_dirs))
-    if stray:
-        raise StylsegError(f"overrides for arm {stray[0]!r}, which this comparison does not train "
-                           f"(arms: {', '.join(arm_dirs)})")
-    from ..data.validate import validate_paired
-    from ..layout import check_name
-    from .models import SEGMENTERS
-
-    for name in arm_dirs:
-        check_name(name, "arm", "--arm")
-    for name in tests:
-        check_name(name, "test set", "--test")
-    for arch in archs:
-        SEGMENTERS.get(arch)  # unknown names list the valid ones
-    # every folder by the shared rules before any training: an arm is trained on, a test set evaluated on
-    for name, d in arm_dirs.items():
-        validate_paired(d, use="train")
-    for name, d in tests.items():
-        validate_paired(d, use="eval")
-    out = Path(out_dir)
-    seed_list = _seeds(seeds)
-    if not seed_list:
-        raise StylsegError(f"--seeds {seeds}: expected K >= 1 (seeds 0..K-1), or a list of seeds")
-    total = len(archs) * len(arm_dirs) * len(seed_list)
-    k = 0
-    # seed by seed: a run stopped early holds every arm at the seeds it finished, a comparable table
-    for s in seed_list:
-        for arch in archs:
-            for arm, d in arm_dirs.items():
-                k += 1
-                run = out / arch / arm / f"seed{s}"
-                if (run / "metrics.json").is_file():
-                    log(f"[{k}/{total}] {arch} {arm} seed{s}: done, skipped")
-                    continue
-                ov = dict(arm_overrides.get(arm, {}))
-                log(f"[{k}/{total}] {arch} {arm} seed{s}: training on {d}"
-                    + (f" with {', '.join(f'{a}={b}' for a, b in ov.items())}" if ov else ""))
-                model_dir = train_segmenter(arch, d, run, cfg.override(**ov) if ov else cfg, seed=s, device=device,
-                                            progress=progress, keep_last=False)
-                res: Dict[str, Any] = {"arch": arch, "arm": arm, "seed": s, "train_dir": str(d), "tests": {}}
-                if ov:
-                    from ..data.dataset import COLOR_JITTER
-
-                    res["overrides"] = ov
-                    if ov.get("seg.color_jitter"):
-                        res["color_jitter"] = dict(COLOR_JITTER)
-                for tname, tdir in tests.items():
-                    pdir = predict_folder(model_dir, tdir, run / "predictions" / tname, device=device,
-                                          progress=progress)
-                    res["tests"][tname] = {"dir": str(tdir),
-                                           **{p: evaluate_folder(pdir, tdir, protocol=p) for p in PROTOCOLS}}
-                write_json(run / "metrics.json", res)
-    return aggregate(out, n_boot=cfg.eval.bootstrap)
-
-
-# --------------------------------------------------------------------------- aggregation
 def collect(out_dir: os.PathLike) -> List[Dict[str, Any]]:
     """All ``<arch>/<arm>/seed<k>/metrics.json`` under ``out_dir``."""
     return [read_json(p) for p in sorted(Path(out_dir).glob("*/*/seed*/metrics.json"))]
+
 
 
 def aggregate(out_dir: os.PathLike, n_boot: int = 1000, write: bool = True) -> Dict[str, Any]:
@@ -191,7 +76,7 @@ def aggregate(out_dir: os.PathLike, n_boot: int = 1000, write: bool = True) -> D
                         row["diff_direct"] = {"mean": float(np.mean(d)), "ci": list(bootstrap_ci(d, n=n_boot, seed=0)),
                                               "n_images": len(shared)}
             rows.append(row)
-    res = {"archs": sorted({r[0] for r in groups}), "arms": _order(r[1] for r in groups),
+    res = {"archs": sorted({r[0] for r in groups}), "arms": arm_order(r[1] for r in groups),
            "tests": list(dict.fromkeys(t for r in runs for t in r["tests"])), "protocols": [p for p in PROTOCOLS
                                                                            if any(g[3] == p for g in groups)],
            "n_bootstrap": n_boot, "rows": rows}
@@ -206,6 +91,7 @@ def aggregate(out_dir: os.PathLike, n_boot: int = 1000, write: bool = True) -> D
     return res
 
 
+
 def md_text(x: Any) -> str:
     """``x`` as text for a Markdown table: HTML special characters escaped (``<`` becomes ``&lt;``), ``|`` and the
     backtick too, so that a name read from a run file shows as itself and never as HTML where the Markdown is
@@ -213,6 +99,7 @@ def md_text(x: Any) -> str:
     import html
 
     return html.escape(str(x), quote=False).replace("|", "&#124;").replace("`", "&#96;")
+
 
 
 def table(results: Mapping[str, Any], test: str, protocol: str) -> Dict[tuple, Dict[str, Dict[str, Any]]]:
@@ -224,6 +111,7 @@ def table(results: Mapping[str, Any], test: str, protocol: str) -> Dict[tuple, D
     return out
 
 
+
 def _cell(r: Optional[Mapping[str, Any]]) -> str:
     if r is None:
         return "-"
@@ -233,6 +121,7 @@ def _cell(r: Optional[Mapping[str, Any]]) -> str:
     if r.get("ci"):
         s += f" [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]"
     return s
+
 
 
 def gap_closed(results: Mapping[str, Any], arch: str, arm: str, test: str, protocol: str,
@@ -247,12 +136,11 @@ def gap_closed(results: Mapping[str, Any], arch: str, arm: str, test: str, proto
     return None if o - d < 1e-12 else (a - d) / (o - d)
 
 
+
 def style_spread(results: Mapping[str, Any], metrics: Sequence[str] = ("dice", "iou")) -> List[Dict[str, Any]]:
     """How much the single style image matters (``--styles K``): for every arm made with more than one
     style image (``st``, ``st@s1``, ...), per (arch, test, protocol, metric) the seed-mean of each style
     image and their mean, min and max. Empty when every arm has one style image."""
-    from ..layout import split_arm
-
     by: Dict[tuple, Dict[int, float]] = {}
     for r in results["rows"]:
         if r["metric"] not in metrics:
@@ -268,8 +156,9 @@ def style_spread(results: Mapping[str, Any], metrics: Sequence[str] = ("dice", "
         out.append({"arch": arch, "arm": base, "test": test, "protocol": prot, "metric": metric, "styles": ks,
                     "values": vals, "mean": float(np.mean(vals)), "min": float(np.min(vals)),
                     "max": float(np.max(vals))})
-    order = {a: i for i, a in enumerate(_order(r["arm"] for r in out))}
+    order = {a: i for i, a in enumerate(arm_order(r["arm"] for r in out))}
     return sorted(out, key=lambda r: (r["test"], r["protocol"], r["metric"], r["arch"], order[r["arm"]]))
+
 
 
 def style_spread_markdown(results: Mapping[str, Any], metric: str = "dice") -> str:
@@ -304,6 +193,7 @@ def style_spread_markdown(results: Mapping[str, Any], metric: str = "dice") -> s
     return "\n".join(lines)
 
 
+
 def primary_test(results: Mapping[str, Any]) -> str:
     """The target-domain test set when present (``target``, or a name containing it), else the first."""
     tests = list(results["tests"])
@@ -315,21 +205,6 @@ def primary_test(results: Mapping[str, Any]) -> str:
             return t
     return tests[0]
 
-
-def arm_role(arm: str) -> str:
-    """A few words on what ``arm`` is (``st@s1``: the same as ``st``, made with style image 1)."""
-    from ..layout import split_arm
-
-    from ..arms import ALL, UNION, is_union
-
-    if arm.endswith(ALL):
-        base = arm[:-len(ALL)]
-        return f"{arm_role(base) or base} (every style image)"
-    base, k = split_arm(arm)
-    role = ARM_ROLES.get(base, "")
-    if not role and is_union(base):
-        role = f"the source images together with the {base[len(UNION):]} arm's"
-    return f"{role} (style image {k})" if role and k else role
 
 
 def headline(results: Mapping[str, Any], test: Optional[str] = None, protocol: str = "standard",
@@ -352,6 +227,7 @@ def headline(results: Mapping[str, Any], test: Optional[str] = None, protocol: s
     return out
 
 
+
 def _interval(ci: Optional[Sequence[float]], signed: bool = False) -> str:
     if not ci:
         return ""
@@ -359,8 +235,10 @@ def _interval(ci: Optional[Sequence[float]], signed: bool = False) -> str:
     return f" [{f.format(ci[0])}, {f.format(ci[1])}]"
 
 
+
 #: a resolved Dice difference smaller than this is reported as "negligible", not as better or worse
 NEGLIGIBLE = 0.01
+
 
 
 def headline_cells(row: Mapping[str, Any]) -> Dict[str, str]:
@@ -375,6 +253,7 @@ def headline_cells(row: Mapping[str, Any]) -> Dict[str, str]:
     verdict = "not resolved" if lo <= 0 <= hi else "negligible" if abs(d["mean"]) < NEGLIGIBLE else \
         "better" if lo > 0 else "worse"
     return {"dice": dice, "gain": gain, "verdict": verdict}
+
 
 
 def headline_markdown(results: Mapping[str, Any], test: Optional[str] = None, protocol: str = "standard") -> str:
@@ -397,11 +276,13 @@ def headline_markdown(results: Mapping[str, Any], test: Optional[str] = None, pr
     return "\n".join(lines) + "\n"
 
 
+
 def target_tests(results: Mapping[str, Any]) -> List[str]:
     """The run's target-domain test sets, the primary one first (``target``, then ``target_<name>`` for every
     further target test set, e.g. ``target_seq11`` and ``target_all`` in a paper-polyp run)."""
     first = primary_test(results)
     return [first] + [t for t in results["tests"] if t != first and t.startswith("target")]
+
 
 
 def gains_markdown(results: Mapping[str, Any], protocol: str = "standard", metric: str = "dice") -> str:
@@ -432,6 +313,7 @@ def gains_markdown(results: Mapping[str, Any], protocol: str = "standard", metri
                 cells.append(dice + (f"; {c['gain']} {c['verdict']}" if c["gain"] else ""))
             lines.append(f"| {md_text(arch)} | {md_text(arm)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
 
 
 def results_markdown(results: Mapping[str, Any], metrics: Sequence[str] = PAPER_METRICS) -> str:
@@ -468,6 +350,7 @@ def results_markdown(results: Mapping[str, Any], metrics: Sequence[str] = PAPER_
     return "\n".join(lines)
 
 
+
 def write_results_csv(path: os.PathLike, results: Mapping[str, Any], protocol: str) -> Path:
     """One line per (arch, arm, test, metric): mean, std, ci_low, ci_high, n_seeds, n_images."""
     with atomic_path(path) as tmp:
@@ -482,84 +365,3 @@ def write_results_csv(path: os.PathLike, results: Mapping[str, Any], protocol: s
                             "" if ci[0] is None else f"{ci[0]:.6f}", "" if ci[1] is None else f"{ci[1]:.6f}",
                             len(r["values"]), r["n_images"]])
     return Path(path)
-
-
-def select_arms(names: Union[str, Sequence[str], None]) -> Optional[set]:
-    """``eval.arms`` as a set of base names; None (every arm) for an empty list."""
-    if isinstance(names, str):
-        names = [a for a in names.split(",") if a]
-    names = [str(a).strip() for a in (names or ()) if str(a).strip()]
-    return set(names) or None
-
-
-def filter_arms(arms: Mapping[str, os.PathLike], wanted: Optional[set], log=print) -> Dict[str, Path]:
-    """The stylized arms whose base name (``st`` for ``st@s1``) is in ``wanted`` (None: all). A wanted
-    name that is neither direct, oracle nor any folder under RUN/stylized is an error naming what there is."""
-    from ..layout import split_arm
-
-    if wanted is None:
-        return dict(arms)
-    have = {split_arm(a)[0] for a in arms}
-    missing = sorted(wanted - have - {"direct", "oracle"})
-    if missing:
-        raise StylsegError(f"eval.arms names {', '.join(missing)}, which RUN/stylized does not hold "
-                           f"(it has: {', '.join(sorted(have)) or 'nothing'}; direct and oracle are always "
-                           f"possible): make the arm first (notebook 05, stylseg stylize apply, stylseg baseline) "
-                           f"or drop it from --set eval.arms=...")
-    kept = {a: Path(d) for a, d in arms.items() if split_arm(a)[0] in wanted}
-    skipped = sorted(set(arms) - set(kept))
-    if skipped:
-        log(f"eval.arms: skipping {', '.join(skipped)}")
-    return kept
-
-
-def compare_run(layout, cfg, archs: Union[str, Sequence[str], None] = None, seeds: Union[int, Sequence[int], None] = None,
-                device: str = "auto", make_baselines: bool = True, progress: bool = True, log=print) -> Dict[str, Any]:
-    """Algorithm 2 on a run folder: ``direct`` = ``RUN/data/source/train``; every arm under
-    ``RUN/stylized/`` (the cheap baselines made first when missing and ``make_baselines``);
-    ``oracle`` = ``RUN/data/target/train``; test sets ``target`` (``RUN/data/target/test``) and
-    ``source`` (``RUN/data/source/test``); outputs in ``RUN/seg``. ``archs``: names or a
-    comma-separated string (empty = ``cfg.seg.archs``); ``seeds``: K (0 or None = ``cfg.seg.seeds``)."""
-    from ..arms import JITTER, JITTER_OVERRIDES, is_union, union_arms
-    from ..baselines import RUN_BASELINES, ensure_baseline_arms
-
-    if isinstance(archs, str):
-        archs = [a for a in archs.split(",") if a]
-    archs = list(archs or cfg.seg.archs)
-    if not seeds:
-        seeds = cfg.seg.seeds
-    wanted = select_arms(cfg.eval.arms)
-    if make_baselines:
-        methods = {m: kw for m, kw in RUN_BASELINES.items() if wanted is None or m in wanted}
-        arms = ensure_baseline_arms(layout, cfg.data.seg_size, methods=methods, progress=progress)
-    else:
-        arms = {p.parent.name: p.parent for p in sorted((layout.root / "stylized").glob("*/manifest.json"))}
-    stylized = {a: d for a, d in arms.items() if not is_union(a)}  # union folders are remade from their parts
-    extra = {a for a in (wanted or ()) if is_union(a) or a == JITTER}
-    arms = filter_arms(stylized, wanted - extra if wanted is not None else None, log=log)
-    if extra:
-        arms.update(union_arms(layout, extra, stylized))
-    overrides = {}
-    if JITTER in extra:
-        arms[JITTER] = layout.domain("source", "train")
-        overrides[JITTER] = dict(JITTER_OVERRIDES)
-    arms = {k: arms[k] for k in _order(arms)}
-    tests = test_sets(layout)
-    oracle = layout.domain("target", "train")
-    use_oracle = (Path(oracle) / "masks").is_dir() and (wanted is None or "oracle" in wanted)
-    return compare(layout.domain("source", "train"), arms, tests, archs, seeds, layout.root / "seg", cfg,
-                   oracle_dir=oracle if use_oracle else None, device=device,
-                   progress=progress, log=log, arm_overrides=overrides)
-
-
-def test_sets(layout) -> Dict[str, Path]:
-    """The run's test sets: ``target`` (``RUN/data/target/test``, the target domain's, the headline),
-    ``target_<name>`` for every further ``RUN/data/target/test_<name>`` (paper-polyp: ``target_seq11``,
-    ``target_all``), and ``source`` (``RUN/data/source/test``)."""
-    tests = {"target": layout.domain("target", "test")}
-    root = layout.data / "target"
-    if root.is_dir():
-        for d in sorted(root.glob("test_*")):
-            tests["target_" + d.name[len("test_"):]] = d
-    tests["source"] = layout.domain("source", "test")
-    return {k: Path(v) for k, v in tests.items() if (Path(v) / "images").is_dir()}
