@@ -200,6 +200,9 @@ class EvalConfig:
     #: recon, histogram, reinhard, fda), ``source+<arm>`` (the source set with that arm's images) and
     #: ``jitter`` (colour jitter; ``stylseg.arms``); e.g. ``--set eval.arms=direct,st,source+st,recon``
     arms: Tuple[str, ...] = ("direct", "st", "st_nospn", "recon", "histogram", "reinhard", "fda", "oracle")
+    #: stylizer presets compared in one run (``stylseg reproduce --presets osasis,paper,gates``): one stylizer per
+    #: preset on the shared D_A, its arms named ``<arm>@<preset>`` (``st@gates``); empty = ``stylize.preset`` alone
+    presets: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -320,7 +323,18 @@ RANGES: Dict[str, Tuple[float, Optional[float], str]] = {
 PER_ARCH_RANGES = {"seg.epochs_by_arch": "seg.epochs", "seg.lr_by_arch": "seg.lr"}
 
 
+#: list fields whose every item is checked like the CHOICES entry named
+ITEM_CHOICES = {"eval.presets": "stylize.preset"}
+
+
 def _check_choice(key: str, value: Any, shown: Optional[str] = None, set_key: Optional[str] = None) -> None:
+    if key in ITEM_CHOICES:
+        valid = CHOICES[ITEM_CHOICES[key]]
+        bad = [v for v in value if v not in valid]
+        if bad or len(set(value)) != len(value):
+            what = f"{bad[0]!r} is not one of {', '.join(valid)}" if bad else "a name is given twice"
+            raise StylsegError(f"{key}={','.join(map(str, value))}: {what} (set it with --set {key}=NAME,NAME,...)")
+        return
     valid = CHOICES.get(key)
     if valid is not None and value not in valid:
         raise StylsegError(f"{key}={value!r} is not one of {', '.join(valid)} (set it with --set {key}=NAME)")

@@ -61,8 +61,14 @@ def check_name(name: str, what: str = "arm", flag: str = "--arm") -> str:
     return name
 
 
-def arm_name(arm: str, k: int) -> str:
-    """The arm ``arm`` made with style image ``k``: ``"st"`` for k = 0, ``"st@s2"`` for k = 2."""
+#: the tag of a stylizer preset in names when a run compares several (``st@gates``, ``finetune@osasis``)
+PRESET_TAG = "@"
+
+
+def arm_name(arm: str, k: int, preset: str = "") -> str:
+    """The arm ``arm`` made with style image ``k`` (and the stylizer preset ``preset`` in a run that compares
+    presets): ``"st"`` for k = 0, ``"st@s2"`` for k = 2, ``"st@gates"``, ``"st@gates@s2"``."""
+    arm = f"{arm}{PRESET_TAG}{preset}" if preset else arm
     return arm if int(k) == 0 else f"{arm}{STYLE_TAG}{int(k)}"
 
 
@@ -70,6 +76,18 @@ def split_arm(name: str) -> Tuple[str, int]:
     """Inverse of :func:`arm_name`: ``"st@s2" -> ("st", 2)``, ``"st" -> ("st", 0)``."""
     base, sep, k = name.rpartition(STYLE_TAG)
     return (base, int(k)) if sep and base and k.isdigit() else (name, 0)
+
+
+def arm_base(name: str) -> str:
+    """The arm's kind, with neither style image nor preset nor ``@all``: ``"source+st@gates@s1" -> "source+st"``
+    (what ``eval.arms`` names)."""
+    return split_arm(name)[0].partition(PRESET_TAG)[0]
+
+
+def arm_preset(name: str) -> str:
+    """The stylizer preset in an arm's name (``"st@gates@s1" -> "gates"``); "" when it names none."""
+    tag = split_arm(name)[0].partition(PRESET_TAG)[2]
+    return "" if tag == "all" else tag.partition(PRESET_TAG)[0]
 
 
 def save_run_config(path: os.PathLike, cfg) -> Path:
@@ -197,9 +215,10 @@ class RunLayout:
     def finetune(self) -> Path:
         return self.root / "finetune"
 
-    def finetune_for(self, k: int) -> Path:
-        """D_B + SPN fine-tuned on style image k (``finetune`` for k = 0)."""
-        return self.finetune if int(k) == 0 else self.root / f"finetune{STYLE_TAG}{int(k)}"
+    def finetune_for(self, k: int, preset: str = "") -> Path:
+        """D_B + SPN fine-tuned on style image k (``finetune`` for k = 0) with the stylizer preset ``preset`` in a
+        run that compares presets (``finetune@gates``, ``finetune@gates@s1``)."""
+        return self.root / arm_name("finetune", k, preset)
 
     def stylized(self, arm: str) -> Path:
         return self.root / "stylized" / arm

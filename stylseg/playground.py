@@ -45,10 +45,13 @@ class Playground:
 
         self.layout = L = RunLayout(run_dir)
         self.device = resolve_device(device)
-        if not (L.finetune / "config.json").is_file():
-            raise StylsegError(f"{L.finetune}: no fine-tuned stylizer; run notebooks/04_oneshot_finetuning.ipynb "
+        from .study.arms import main_variant
+
+        self.main = main_variant(L)
+        if not (self.main.folder / "config.json").is_file():
+            raise StylsegError(f"{self.main.folder}: no fine-tuned stylizer; run notebooks/04_oneshot_finetuning.ipynb "
                                f"with RUN_DIR={L.root}")
-        self.stylizer = Stylizer.load(L.finetune, diffae_dir=L.diffae if L.diffae.is_dir() else None,
+        self.stylizer = Stylizer.load(self.main.folder, diffae_dir=L.diffae if L.diffae.is_dir() else None,
                                       device=self.device)
         self.size = self.stylizer.size
         self.base_lam = float(self.stylizer.lam)
@@ -82,7 +85,7 @@ class Playground:
         from .seg import load_segmenter
 
         L = self.layout
-        for arm in ("oracle", "direct", "st"):
+        for arm in ("oracle", "direct", self.main.arm("st")):
             cands = sorted((L.root / "seg").glob(f"{arch or '*'}/{arm}/seed0/model/config.json"))
             if cands:
                 model = load_segmenter(cands[0].parent, device=self.device).eval()

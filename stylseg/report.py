@@ -425,7 +425,9 @@ def describe_run(layout: RunLayout) -> List[str]:
     p = layout.diffae / "config.json"
     tr = (read_json(p).get("training") or {}) if p.is_file() else {}
     lines.append(f"D_A: {tr.get('step')} of {tr.get('train_steps')} training steps" if tr else "D_A: not trained here")
-    p = layout.finetune / "config.json"
+    from .study.arms import main_variant
+
+    p = main_variant(layout).folder / "config.json"
     st = (read_json(p).get("config") or {}).get("stylize", {}) if p.is_file() else {}
     lines.append(f"stylizer: preset {st.get('preset')}, {st.get('iterations')} fine-tuning iterations" if st
                  else "stylizer: not fine-tuned yet (notebook 04)")
@@ -587,8 +589,10 @@ def write_index(layout: RunLayout, results: Optional[Mapping[str, Any]] = None,
                 parts.append("</table>")
     parts += _notebook_links(layout)
     st_dir = root / "stylized"
-    other = [p for p in (layout.diffae / "history.json", layout.finetune / "history.json", layout.split_json,
-                         layout.style_image) if p.is_file()]
+    from .study.arms import main_variant
+
+    other = [p for p in (layout.diffae / "history.json", main_variant(layout).folder / "history.json",
+                         layout.split_json, layout.style_image) if p.is_file()]
     other += sorted(st_dir.glob("*/manifest.json")) if st_dir.is_dir() else []
     other += sorted((layout.diffae / "samples").glob("*.png"))[:8] if (layout.diffae / "samples").is_dir() else []
     if other:

@@ -218,6 +218,10 @@ def register(p: argparse.ArgumentParser) -> None:
                    help="one-shot spread: draw K style images from the target domain (style_0 = style.png) and "
                         "make the stylized and baseline arms once per style image (<arm>@s<k>); the results "
                         "show the spread over style images (default 1)")
+    p.add_argument("--presets", default="",
+                   help="compare stylizer presets in one run, e.g. osasis,paper,gates: one stylizer per preset on "
+                        "the shared D_A, its arms named <arm>@<preset> (st@gates, source+st@osasis); the baselines "
+                        "are made once (the same as --set eval.presets=...)")
     p.add_argument("--archs", default="", help="comma-separated architectures (default: the profile's)")
     p.add_argument("--seeds", type=int, default=0, help="seeds 0..K-1 for segmentation (default: the profile's)")
     p.add_argument("--upto", type=int, default=PIPELINE_MAX, help="run notebooks 00..NN only")
@@ -289,7 +293,7 @@ def preflight(args: argparse.Namespace) -> None:
     run in ``notebooks/``). Raises :class:`StylsegError`."""
     from .config import RunConfig, get_profile, parse_set_args
     from .data.split import check_inputs_unchanged, plan_run_data
-    from .layout import check_name, split_arm
+    from .layout import arm_base, check_name
     from .seg.models import SEGMENTERS
 
     cfg = get_profile(args.profile)  # validates the name
@@ -336,12 +340,12 @@ def preflight(args: argparse.Namespace) -> None:
     if note:
         print(note, file=sys.stderr)
     from .stylize.baselines import RUN_BASELINES
-    from .study.arms import ARM_ORDER, UNION, is_union
+    from .study.arms import ARM_ORDER, UNION, arm_kinds, is_union
 
-    have = {split_arm(p.name)[0] for p in (layout.root / "stylized").glob("*") if p.is_dir()}
+    have = {kind for p in (layout.root / "stylized").glob("*") if p.is_dir() for kind in arm_kinds(p.name)}
     known = set(ARM_ORDER) | set(RUN_BASELINES) | have | {"st_sensor", "sensor"}
     for arm in cfg.eval.arms:
-        base = split_arm(check_name(arm, "arm", "eval.arms"))[0]
+        base = arm_base(check_name(arm, "arm", "eval.arms"))
         if (base[len(UNION):] if is_union(base) else base) not in known:
             raise StylsegError(f"eval.arms names {arm!r}, which no notebook makes; valid arms: "
                                f"{', '.join(sorted(known))} (--set eval.arms=direct,st,...)")
@@ -353,6 +357,8 @@ def preflight(args: argparse.Namespace) -> None:
 
 def _cmd(args: argparse.Namespace) -> int:
     _refuse_launcher()
+    if args.presets:
+        args.set = list(args.set) + [f"eval.presets={args.presets}"]
     preflight(args)
     params = {"PROFILE": args.profile, "SEED": args.seed or 0, "DEVICE": args.device or "auto",
               "DATA_DIR": args.data, "KIND": args.kind, "PROTOCOL": args.protocol, "SOURCE_DIR": args.source,

@@ -180,3 +180,40 @@ def test_notebooks_03_04_show_a_lesion_gated_stylizer(smoke_run, tmp_path, monke
     text = "".join("".join(o.get("text", "")) for c in nb03["cells"] if c["cell_type"] == "code"
                    for o in c.get("outputs", []))
     assert "RUN_DIR/finetune not found" not in text  # the trained-SPN section ran on the gated stylizer
+
+
+def test_presets_compared_in_one_run(smoke_run, tmp_path):
+    """`stylseg reproduce --presets osasis,gates` on a finished smoke run's data and D_A: one stylizer per preset
+    (`RUN/finetune@<preset>`, each with its preset's settings), the stylized arms per preset (`st@gates`,
+    `source+st@osasis`), the baselines once, every arm trained on, and the presets side by side in the results."""
+    import shutil
+
+    run, _ = smoke_run
+    copy = tmp_path / "run"
+    for part in ("data", "diffae"):
+        shutil.copytree(run / part, copy / part)
+    env = dict(os.environ, STYLSEG_THREADS=os.environ.get("STYLSEG_THREADS", "2"), MPLBACKEND="Agg")
+    cmd = [sys.executable, "-m", "stylseg", "reproduce", "--profile", "smoke", "--presets", "osasis,gates",
+           "--out", str(copy), "--set", "stylize.iterations=2", "--set", "seg.epochs=1",
+           "--set", "eval.arms=direct,st,source+st,histogram"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500)
+    assert r.returncode == 0, f"reproduce failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    L = RunLayout(copy)
+    for preset in ("osasis", "gates"):
+        meta = json.loads((L.finetune_for(0, preset) / "config.json").read_text())
+        assert meta["config"]["stylize"]["preset"] == preset
+    assert not (L.finetune / "config.json").exists()
+    made = {p.name for p in (copy / "stylized").iterdir() if (p / "manifest.json").is_file()}
+    assert {"st@osasis", "st@gates", "st_nospn@gates", "histogram", "source+st@osasis", "source+st@gates"} <= made
+    assert not any(a.startswith("histogram@") for a in made)  # the baselines need no stylizer: made once
+    man = json.loads((L.stylized("st@gates") / "manifest.json").read_text())
+    assert (man["params"]["preset"], man["params"]["sensor"]) == ("gates", "match")
+    trained = {p.parent.name for p in (copy / "seg" / "unet").glob("*/seed0/metrics.json")}
+    assert trained == {"direct", "st@osasis", "st@gates", "source+st@osasis", "source+st@gates", "histogram"}
+    md = (L.eval / "results.md").read_text()
+    assert "## The stylizer presets side by side" in md and "| `osasis` | `gates` |" in md
+    from stylseg.study.tables import pooled_gain
+
+    g = pooled_gain(copy / "seg", "unet", "source+st@gates", ["target", "source"], n_boot=50)
+    n = sum(len(list((d / "images").glob("*.png"))) for d in (L.domain("target", "test"), L.domain("source", "test")))
+    assert g["n_images"] == n and g["ci"][0] <= g["mean"] <= g["ci"][1]

@@ -33,9 +33,9 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
-from ..layout import arm_name, split_arm
+from ..layout import arm_base, arm_name, arm_preset, split_arm
 from ..utils import StylsegError, read_json, write_json
 
 UNION = "source+"
@@ -70,24 +70,40 @@ ARM_ROLES = {
 
 
 def arm_order(names: Iterable[str]) -> List[str]:
-    """Arms in ARM_ORDER, an arm's other style images (``st@s1``, ...) right after it, then ``<arm>@all``."""
+    """Arms in ARM_ORDER, each kind's presets side by side (in :data:`~stylseg.config.PRESETS` order), an arm's
+    other style images (``st@s1``, ...) right after it, then ``<arm>@all``."""
+    from ..config import PRESETS
+
+    presets = list(PRESETS)
+
     def key(a):
         base, k = (a[:-len(ALL)], 10 ** 6) if a.endswith(ALL) else split_arm(a)
-        return (ARM_ORDER.index(base) if base in ARM_ORDER else len(ARM_ORDER), base, k)
+        kind, p = arm_base(base), arm_preset(base)
+        return (ARM_ORDER.index(kind) if kind in ARM_ORDER else len(ARM_ORDER), kind,
+                presets.index(p) + 1 if p in presets else 0, p, k)
 
     return sorted(dict.fromkeys(names), key=key)
 
 
 def arm_role(arm: str) -> str:
-    """A few words on what ``arm`` is (``st@s1``: the same as ``st``, made with style image 1)."""
+    """A few words on what ``arm`` is (``st@s1``: the same as ``st``, made with style image 1; ``st@gates``: made
+    with the stylizer preset ``gates``)."""
     if arm.endswith(ALL):
         base = arm[:-len(ALL)]
         return f"{arm_role(base) or base} (every style image)"
     base, k = split_arm(arm)
-    role = ARM_ROLES.get(base, "")
-    if not role and is_union(base):
-        role = f"the source images together with the {base[len(UNION):]} arm's"
-    return f"{role} (style image {k})" if role and k else role
+    kind, preset = arm_base(base), arm_preset(base)
+    role = ARM_ROLES.get(kind, "")
+    if not role and is_union(kind):
+        role = f"the source images together with the {kind[len(UNION):]} arm's"
+    notes = ([f"preset {preset}"] if preset else []) + ([f"style image {k}"] if k else [])
+    return f"{role} ({', '.join(notes)})" if role and notes else role
+
+
+def arm_kinds(name: str) -> Set[str]:
+    """The names in ``eval.arms`` that select the arm ``name``: its kind (``st`` selects ``st@gates@s1``) and its
+    kind with the preset (``st@gates``)."""
+    return {arm_base(name), split_arm(name)[0]}
 
 
 def is_union(name: str) -> bool:
@@ -163,80 +179,131 @@ def make_union(out: os.PathLike, parts: Sequence[Tuple[str, os.PathLike]], arm: 
 
 def union_arms(layout, wanted: Set[str], stylized: Mapping[str, os.PathLike]) -> Dict[str, Path]:
     """The union arms ``wanted`` names (``source+<arm>``), made from the run's source training set and its stylized
-    arms ``stylized`` (``{arm: folder}``, ``<arm>@s<k>`` included): ``source+<arm>`` per style image and, with more
-    than one, ``source+<arm>@all``. A wanted union of an arm the run does not hold is an error naming what it has."""
+    arms ``stylized`` (``{arm: folder}``, ``<arm>@s<k>`` and ``<arm>@<preset>`` included): ``source+<arm>`` per style
+    image and preset and, with more than one style image, ``source+<arm>[@<preset>]@all`` (per preset). A wanted
+    union of an arm the run does not hold is an error naming what it has."""
     source = layout.domain("source", "train")
     out: Dict[str, Path] = {}
     for w in sorted(n for n in wanted if is_union(n)):
         base = w[len(UNION):]
-        variants = {a: Path(d) for a, d in stylized.items() if not is_union(a) and split_arm(a)[0] == base}
+        variants = {a: Path(d) for a, d in stylized.items() if not is_union(a) and base in arm_kinds(a)}
         if not variants:
-            have = sorted({split_arm(a)[0] for a in stylized if not is_union(a)})
+            have = sorted({arm_base(a) for a in stylized if not is_union(a)})
             raise StylsegError(f"eval.arms names {w}, but RUN/stylized holds no arm {base!r} (it has: "
                                f"{', '.join(have) or 'nothing'}): make {base} first (notebook 05) or drop {w}")
-        for a in sorted(variants, key=lambda a: split_arm(a)[1]):
-            out[UNION + a] = make_union(layout.stylized(UNION + a), [("source", source), (a, variants[a])])
-        if len(variants) > 1:
-            name = UNION + base + ALL
-            out[name] = make_union(layout.stylized(name), [("source", source)] + sorted(variants.items()))
+        groups: Dict[str, Dict[str, Path]] = {}  # per preset: its style images' arms
+        for a in variants:
+            groups.setdefault(split_arm(a)[0], {})[a] = variants[a]
+        for name, group in sorted(groups.items()):
+            for a in sorted(group, key=lambda a: split_arm(a)[1]):
+                out[UNION + a] = make_union(layout.stylized(UNION + a), [("source", source), (a, group[a])])
+            if len(group) > 1:
+                out[UNION + name + ALL] = make_union(layout.stylized(UNION + name + ALL),
+                                                     [("source", source)] + sorted(group.items()))
     return out
 
 
 # --------------------------------------------------------------------------- stylizers and their arms
+class Variant(NamedTuple):
+    """One stylizer of a run: style image ``k`` (``style``), fitted with ``cfg`` (its preset applied) into
+    ``folder``; ``preset`` is "" unless the run compares presets (``eval.presets``)."""
+
+    k: int
+    style: Path
+    preset: str
+    folder: Path
+    cfg: Any
+
+    def arm(self, kind: str) -> str:
+        """The name of this stylizer's arm of ``kind`` (``st`` -> ``st@gates@s1``)."""
+        return arm_name(kind, self.k, self.preset)
+
+
+def stylizer_variants(layout, cfg) -> List[Variant]:
+    """The run's stylizers, preset by preset (``eval.presets``; the run's one ``stylize.preset`` when empty) and
+    style image by style image (``--styles K``). The first is the run's main stylizer, the one the notebooks show."""
+    from ..config import with_preset
+
+    presets = list(cfg.eval.presets) or [""]
+    return [Variant(k, style, p, layout.finetune_for(k, p), with_preset(cfg, p) if p else cfg)
+            for p in presets for k, style in enumerate(layout.style_images())]
+
+
+def main_variant(layout, cfg=None) -> Variant:
+    """The run's main stylizer, the one the notebooks show: the first of :func:`stylizer_variants` (``RUN/finetune``,
+    its arm ``st``; ``RUN/finetune@<preset>`` and ``st@<preset>`` of the first preset in a run that compares
+    presets). ``cfg``: the run's ``RUN/config.json`` when not given."""
+    if cfg is None:
+        from ..config import RunConfig, get_profile
+
+        cfg = RunConfig.load(layout.config) if layout.config.is_file() else get_profile("smoke")
+    return stylizer_variants(layout, cfg)[0]
+
+
 def finetune_styles(layout, cfg, *, device="auto", retrain: bool = False, callback=None,
                     progress: bool = True) -> List[Path]:
-    """Fine-tune one stylizer (D_B + SPN, :func:`stylseg.stylize.finetune.finetune`) per style image of the run
-    ``layout`` (:meth:`~stylseg.layout.RunLayout.style_images`) from D_A (``RUN/diffae``) on the source training
-    set, with ``cfg`` (its ``stylize.preset`` and fields); returns the stylizer folders (``RUN/finetune``,
-    ``RUN/finetune@s<k>``). A folder finished with the same settings is kept (``retrain=True`` fits it again);
-    one made with other settings is fitted again. ``callback``: as :func:`~stylseg.stylize.finetune.finetune`'s,
-    for the first style image only. A missing input is a :class:`StylsegError` naming what makes it."""
+    """Fine-tune every stylizer of the run (D_B + SPN, :func:`stylseg.stylize.finetune.finetune`;
+    :func:`stylizer_variants`: one per style image and preset) from D_A (``RUN/diffae``) on the source training
+    set; returns their folders (``RUN/finetune``, ``RUN/finetune@s<k>``, ``RUN/finetune@<preset>``), the main one
+    first. A folder finished with the same settings is kept (``retrain=True`` fits it again); one made with other
+    settings is fitted again. ``callback``: as :func:`~stylseg.stylize.finetune.finetune`'s, for the main stylizer
+    only. A missing input is a :class:`StylsegError` naming what makes it."""
     from ..stylize.finetune import finetune
 
     _need(layout.diffae / "model.safetensors", "the DiffAE D_A", "notebook 02 (stylseg diffae train)")
     content = _need(layout.domain("source", "train"), "the source training images", "notebook 00 (stylseg data)")
     out = []
-    for k, style in enumerate(layout.style_images()):
-        _need(style, f"style image {k}", "notebook 00 (stylseg data)")
-        out.append(finetune(layout.diffae, style, content, layout.finetune_for(k), cfg, resume=not retrain,
-                            overwrite=True, device=device, callback=callback if k == 0 else None,
-                            progress=progress and k == 0))
+    for i, v in enumerate(stylizer_variants(layout, cfg)):
+        _need(v.style, f"style image {v.k}", "notebook 00 (stylseg data)")
+        out.append(finetune(layout.diffae, v.style, content, v.folder, v.cfg, resume=not retrain,
+                            overwrite=True, device=device, callback=callback if i == 0 else None,
+                            progress=progress and i == 0))
     return out
 
 
 def make_arms(layout, cfg, *, device="auto", retrain: bool = False, progress: bool = True) -> Dict[str, Path]:
-    """Write a run's stylized and baseline arms, per style image (module docstring), under ``RUN/stylized/``;
-    returns ``{arm: folder}``. Fine-tunes the stylizers first where they are missing (:func:`finetune_styles`).
+    """Write a run's stylized and baseline arms (module docstring) under ``RUN/stylized/``: the stylized arms per
+    stylizer (style image and preset), the baselines once per style image, ``recon`` once; returns
+    ``{arm: folder}``. Fine-tunes the stylizers first where they are missing (:func:`finetune_styles`).
 
     Each arm is a paired folder at ``data.seg_size`` with a manifest (method, parameters, the stylizer's
     ``preset``); finished files are kept, so a rerun only writes what is missing (delete ``RUN/stylized/`` after
     changing a setting)."""
-    from ..stylize.baselines import RUN_BASELINES, apply_baseline
     from ..stylize.apply import apply_arms
 
-    stylizers = finetune_styles(layout, cfg, device=device, retrain=retrain, progress=progress)
+    finetune_styles(layout, cfg, device=device, retrain=retrain, progress=progress)
     src = layout.domain("source", "train")
-    seg = int(cfg.data.seg_size)
     arms: Dict[str, Path] = {}
-    for k, (style, model) in enumerate(zip(layout.style_images(), stylizers)):
-        specs = [{"arm": arm_name("st", k)}, {"arm": arm_name("st_nospn", k), "use_spn": False}]
-        if k == 0:
+    for i, v in enumerate(stylizer_variants(layout, cfg)):
+        specs = [{"arm": v.arm("st")}, {"arm": v.arm("st_nospn"), "use_spn": False}]
+        if i == 0:
             specs.append({"arm": "recon", "mode": "recon"})
         for sp in specs:
             sp["out"] = layout.stylized(sp["arm"])
-        for sp, folder in zip(specs, apply_arms(model, src, specs, cfg, device=device, progress=progress)):
+        for sp, folder in zip(specs, apply_arms(v.folder, src, specs, v.cfg, device=device, progress=progress)):
             arms[sp["arm"]] = folder
-        for method, params in RUN_BASELINES.items():
+        if v.cfg.stylize.sensor == "off":  # st holds them already with sensor=match
+            name = v.arm("st_sensor")
+            arms[name] = _baseline("sensor", v.style, arms[v.arm("st")], layout, name, cfg)
+    for k, style in enumerate(layout.style_images()):  # the baselines need no stylizer: once per style image
+        for method, params in _baselines().items():
             name = arm_name(method, k)
-            arms[name] = apply_baseline(method, style, src, layout.stylized(name), seg, arm=name, progress=False,
-                                        **params)
-        name = arm_name("sensor", k)
-        arms[name] = apply_baseline("sensor", style, src, layout.stylized(name), seg, arm=name, progress=False)
-        if cfg.stylize.sensor == "off":  # st holds them already with sensor=match
-            name = arm_name("st_sensor", k)
-            arms[name] = apply_baseline("sensor", style, arms[arm_name("st", k)], layout.stylized(name), seg,
-                                        arm=name, progress=False)
+            arms[name] = _baseline(method, style, src, layout, name, cfg, **params)
     return arms
+
+
+def _baselines() -> Dict[str, Dict[str, Any]]:
+    """The one-image stylizers every run makes, with their parameters: the cheap baselines and ``sensor``."""
+    from ..stylize.baselines import RUN_BASELINES
+
+    return {**RUN_BASELINES, "sensor": {}}
+
+
+def _baseline(method: str, style: Path, src: Path, layout, name: str, cfg, **params) -> Path:
+    from ..stylize.baselines import apply_baseline
+
+    return apply_baseline(method, style, src, layout.stylized(name), int(cfg.data.seg_size), arm=name,
+                          progress=False, **params)
 
 
 def _need(path: Path, what: str, maker: str) -> Path:

@@ -22,12 +22,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ..layout import split_arm
 from ..metrics import PROTOCOLS, evaluate_folder
 from ..seg.predict import predict_folder
 from ..seg.train import train_segmenter
 from ..utils import StylsegError, write_json
-from .arms import JITTER, JITTER_OVERRIDES, arm_order, is_union, union_arms
+from .arms import JITTER, JITTER_OVERRIDES, arm_kinds, arm_order, is_union, union_arms
 from .tables import aggregate
 
 
@@ -124,14 +123,14 @@ def filter_arms(arms: Mapping[str, os.PathLike], wanted: Optional[set], log=prin
     name that is neither direct, oracle nor any folder under RUN/stylized is an error naming what there is."""
     if wanted is None:
         return dict(arms)
-    have = {split_arm(a)[0] for a in arms}
+    have = {kind for a in arms for kind in arm_kinds(a)}
     missing = sorted(wanted - have - {"direct", "oracle"})
     if missing:
         raise StylsegError(f"eval.arms names {', '.join(missing)}, which RUN/stylized does not hold "
                            f"(it has: {', '.join(sorted(have)) or 'nothing'}; direct and oracle are always "
                            f"possible): make the arm first (notebook 05, stylseg stylize apply, stylseg baseline) "
                            f"or drop it from --set eval.arms=...")
-    kept = {a: Path(d) for a, d in arms.items() if split_arm(a)[0] in wanted}
+    kept = {a: Path(d) for a, d in arms.items() if arm_kinds(a) & wanted}
     skipped = sorted(set(arms) - set(kept))
     if skipped:
         log(f"eval.arms: skipping {', '.join(skipped)}")

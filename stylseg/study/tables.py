@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..layout import split_arm
+from ..layout import arm_base, arm_preset, split_arm
 from ..metrics import METRIC_LABELS, PAPER_METRICS, PROTOCOLS, bootstrap_ci
 from ..utils import StylsegError, atomic_path, read_json, write_json
 from .arms import arm_order, arm_role
@@ -316,11 +316,59 @@ def gains_markdown(results: Mapping[str, Any], protocol: str = "standard", metri
 
 
 
+def presets_markdown(results: Mapping[str, Any], protocol: str = "standard", metric: str = "dice") -> str:
+    """The stylizer presets side by side (a run with ``eval.presets``): per (arch, arm kind, test set) one
+    column per preset, each cell the paired gain over direct [bootstrap 95% interval] and its verdict; empty
+    when the run compares no presets."""
+    kinds: Dict[str, Dict[str, str]] = {}  # arm kind -> {preset: arm}
+    for arm in results["arms"]:
+        if arm_preset(arm) and split_arm(arm)[1] == 0 and not arm.endswith("@all"):
+            kinds.setdefault(arm_base(arm), {})[arm_preset(arm)] = arm
+    if not kinds:
+        return ""
+    presets = list(dict.fromkeys(arm_preset(a) for a in arm_order(a for k in kinds.values() for a in k.values())))
+    lines = ["## The stylizer presets side by side", "",
+             f"Each cell: the paired {METRIC_LABELS.get(metric, metric)} gain over direct [bootstrap 95% interval] "
+             "and its verdict, as in the headline table.", "",
+             "| arch | arm | test set | " + " | ".join(f"`{md_text(p)}`" for p in presets) + " |",
+             "|---|---|---|" + "---|" * len(presets)]
+    for test in results["tests"]:
+        rows = {(r["arch"], r["arm"]): r for r in headline(results, test, protocol, metric)}
+        for arch in results["archs"]:
+            for kind, by in kinds.items():
+                cells = []
+                for p in presets:
+                    r = rows.get((arch, by.get(p, "")))
+                    c = headline_cells(r) if r else None
+                    cells.append(f"{c['gain']} {c['verdict']}".strip() if c and c["gain"] else "-")
+                lines.append(f"| {md_text(arch)} | {md_text(kind)} | `{md_text(test)}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def pooled_gain(out_dir: os.PathLike, arch: str, arm: str, tests: Sequence[str], metric: str = "dice",
+                protocol: str = "standard", n_boot: int = 1000) -> Dict[str, Any]:
+    """The paired gain of ``arm`` over direct pooled over several test sets: the images of ``tests`` together, each
+    image's value averaged over each arm's seeds, then the per-image differences and their bootstrap 95% interval:
+    ``{"mean", "ci", "n_images"}``. How a preset is chosen on validation sets (docs/stylization.md)."""
+    per: Dict[str, Dict[tuple, List[float]]] = {"direct": {}, arm: {}}
+    for r in collect(out_dir):
+        if r["arch"] != arch or r["arm"] not in per:
+            continue
+        for t in tests:
+            for q in r["tests"].get(t, {}).get(protocol, {}).get("per_image", []):
+                per[r["arm"]].setdefault((t, q["name"]), []).append(q[metric])
+    shared = sorted(set(per["direct"]) & set(per[arm]))
+    if not shared:
+        raise StylsegError(f"{out_dir}: no test image of {', '.join(tests)} has both {arch}/direct and {arch}/{arm}")
+    d = [float(np.mean(per[arm][k]) - np.mean(per["direct"][k])) for k in shared]
+    return {"mean": float(np.mean(d)), "ci": list(bootstrap_ci(d, n=n_boot, seed=0)), "n_images": len(d)}
+
+
 def results_markdown(results: Mapping[str, Any], metrics: Sequence[str] = PAPER_METRICS) -> str:
     """The headline table (:func:`headline_markdown`), then the tables in the paper's format: one per (test set,
     protocol); rows arch x arm; cells ``mean ± std over seeds [bootstrap 95% interval over images]``."""
-    gains = gains_markdown(results)
-    lines = ["# Segmentation results", "", headline_markdown(results)] + ([gains] if gains else []) + ["## All tables", "",
+    extra = [t for t in (gains_markdown(results), presets_markdown(results)) if t]
+    lines = ["# Segmentation results", "", headline_markdown(results)] + extra + ["## All tables", "",
              "Cells: mean ± standard deviation over seeds [bootstrap 95% interval over test images]. "
              "MAE: lower is better.", ""]
     for test in results["tests"]:
