@@ -332,7 +332,8 @@ def presets_markdown(results: Mapping[str, Any], protocol: str = "standard", met
              "and its verdict, as in the headline table.", "",
              "| arch | arm | test set | " + " | ".join(f"`{md_text(p)}`" for p in presets) + " |",
              "|---|---|---|" + "---|" * len(presets)]
-    for test in results["tests"]:
+    targets = target_tests(results)
+    for test in targets + [t for t in results["tests"] if t not in targets]:
         rows = {(r["arch"], r["arm"]): r for r in headline(results, test, protocol, metric)}
         for arch in results["archs"]:
             for kind, by in kinds.items():
