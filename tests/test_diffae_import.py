@@ -244,7 +244,7 @@ def test_imported_model_through_finetune_and_apply(ref, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_notebook_02_takes_an_imported_d_a_and_shows_the_face_section(ref, tmp_path, monkeypatch):
     """Notebooks 00-02 with ``diffae.init`` = the tiny Lightning checkpoint: D_A is imported, not trained, and
-    section 5 (a published-family DiffAE on polyps at t0 = 0.5) runs (about 75 s on one core)."""
+    its appendix section A.2 (a published-family DiffAE on polyps at t0 = 0.5) runs (about 75 s on one core)."""
     monkeypatch.setenv("STYLSEG_THREADS", "1")
     run = tmp_path / "run"
     assert main(["reproduce", "--out", str(run), "--upto", "2", "--device", "cpu",

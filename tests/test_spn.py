@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from stylseg.diffusion.ddim import DDIMSchedule, ddim_sample, ddim_timesteps, render
-from stylseg.stylize.spn import SPN, spn_shift, spn_shift_fn, timestep_embedding
+from stylseg.stylize.spn import SPN, pass_through_spn, spn_shift, spn_shift_fn, timestep_embedding
 from stylseg.utils import StylsegError
 
 
@@ -179,3 +179,16 @@ def test_spn_gate_is_the_dilated_lesion_and_needs_masks():
         spn_gate(None, "lesion")
     with pytest.raises(StylsegError, match="unknown SPN region 'ring'"):
         spn_gate(m, "ring")
+
+
+def test_pass_through_spn_returns_its_input_at_every_t():
+    """Notebook 03's stand-in SPN: a paper-form SPN set by hand to ``SPN(x, t) = x``, so ``lambda * SPN`` is a pull
+    toward the clean input; far outside [-1, 1] too (silu(u) - silu(-u) = u holds for every u)."""
+    spn = pass_through_spn(8)
+    assert spn.form == "paper" and spn.hidden == 8
+    x = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(0)) * 4
+    with torch.no_grad():
+        for t in (None, torch.tensor([0, 999])):
+            assert torch.allclose(spn(x, t), x, atol=1e-5)
+    with pytest.raises(ValueError, match="hidden >= 6"):
+        pass_through_spn(5)

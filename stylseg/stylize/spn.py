@@ -167,6 +167,29 @@ def count_parameters(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
+def pass_through_spn(hidden: int = 64) -> SPN:
+    """A paper-form SPN whose weights are set by hand so that ``SPN(x_in, t) = x_in`` (B,3,H,W), for any t: a
+    stand-in for a trained SPN (notebook 03, before notebook 04 trains one), whose term ``lambda * x_in`` pulls every
+    step's latent toward the clean input. Exact up to rounding, by ``silu(u) - silu(-u) = u``: the first layer
+    makes the channels ``(x, -x)``, the middle one ``(y, -y)`` with ``y = silu(x) - silu(-x) = x``, the last one
+    ``silu(y) - silu(-y)``. ``hidden`` >= 6."""
+    if int(hidden) < 6:
+        raise ValueError(f"a pass-through SPN needs hidden >= 6 channels, got {hidden}")
+    spn = SPN("paper", hidden=hidden)
+    eye = torch.eye(3)
+    pm = torch.cat([eye, -eye])  # (6, 3): u -> (u, -u)
+    diff = torch.cat([eye, -eye], dim=1)  # (3, 6): (silu(u), silu(-u)) -> silu(u) - silu(-u) = u
+    mid = spn.body[1]
+    with torch.no_grad():
+        for conv in (spn.conv_in, mid, spn.conv_out):
+            conv.weight.zero_()
+            conv.bias.zero_()
+        spn.conv_in.weight[:6, :, 0, 0] = pm
+        mid.weight[:6, :6, 0, 0] = pm @ diff
+        spn.conv_out.weight[:, :6, 0, 0] = diff
+    return spn
+
+
 # --------------------------------------------------------------------------- a hand-made structure term (notebook 03)
 def structure_guidance(unet: nn.Module, z: torch.Tensor, x_ref: torch.Tensor, weight: float = 0.3) -> Shift:
     """A hand-made structure term as the ``shift`` of the DDIM loop, instead of a trained SPN (the SPN's idea).
