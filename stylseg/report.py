@@ -312,15 +312,16 @@ def plot_domain_predictions(layout: RunLayout, arms: Sequence[str] = ("direct",)
 
 
 def plot_arms(layout: RunLayout, arms: Sequence[str], n: int = 3):
-    """The first ``n`` training images of the original set (``direct``) and of each arm, side by side (union arms,
-    which hold the source images and another arm's, are left out)."""
+    """The first ``n`` training images of the original set (``direct``) and of each arm, side by side in the table
+    order of the arms, each title in the arm's colour (union arms, which hold the source images and another arm's,
+    are left out)."""
     import matplotlib.pyplot as plt
 
-    from .study.arms import is_union
+    from .study.arms import arm_order, is_union
     from .data.io import list_images, read_image
 
     folders = {"direct": layout.domain("source", "train")}
-    folders.update({a: layout.stylized(a) for a in arms if not is_union(a)})
+    folders.update({a: layout.stylized(a) for a in arm_order(arms) if not is_union(a)})
     folders["oracle (target)"] = layout.domain("target", "train")
     folders = {k: v for k, v in folders.items() if (Path(v) / "images").is_dir()}
     fig, axes = plt.subplots(n, len(folders), figsize=(1.7 * len(folders), 1.7 * n), squeeze=False)
@@ -332,7 +333,7 @@ def plot_arms(layout: RunLayout, arms: Sequence[str], n: int = 3):
                 ax.imshow(read_image(files[r]))
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[0][c].set_title(name, fontsize=9)
+        axes[0][c].set_title(name, fontsize=9, color=arm_colour(name.split(" ")[0]))
     fig.tight_layout()
     return fig
 
