@@ -200,7 +200,7 @@ def plot_radar(values: Mapping[str, Sequence[float]], title: str = "", ax=None):
     ax.set_xticklabels([RADAR_LABELS[k] for k in RADAR_AXES])
     ax.set_ylim(rmin, 1.0)
     ax.tick_params(axis="y", labelsize=7)
-    ax.set_title(title, pad=18, fontsize=10)
+    ax.set_title(title, pad=28, fontsize=10)  # above the top axis label
     ax.legend(loc="center left", bbox_to_anchor=(1.15, 0.5), fontsize=9, frameon=False)
     fig.tight_layout()
     return fig
