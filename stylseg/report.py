@@ -537,6 +537,12 @@ _CSS = ("body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;
         "figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}figure img{max-height:560px}figcaption{font-size:12px;color:#555}")
 
 
+def _swatch(arm: str) -> str:
+    """A small square in the arm's figure colour, before its name in the report's table."""
+    return (f"<span style='display:inline-block;width:.8em;height:.8em;margin-right:.35em;vertical-align:-.05em;"
+            f"background:{arm_colour(arm)}'></span>")
+
+
 def _headline_html(results: Mapping[str, Any]) -> List[str]:
     from .study.tables import NEGLIGIBLE, headline, headline_cells, target_tests
 
@@ -558,7 +564,9 @@ def _headline_html(results: Mapping[str, Any]) -> List[str]:
         c = headline_cells(r)
         cls = c["verdict"].replace(" ", "-")
         out.append(f"<tr class='{_e(r['arm']) if r['arm'] == 'direct' else ''}'><td>{_e(r['arch'])}</td>"
-                   f"<td><b>{_e(r['arm'])}</b></td><td>{_e(r['role'])}</td><td class='num'>{_e(c['dice'])}</td>"
+                   f"<td style='white-space:nowrap'>{_swatch(r['arm'])}<b>{_e(r['arm'])}</b></td>"
+                   f"<td>{_e(r['role'])}</td>"
+                   f"<td class='num'>{_e(c['dice'])}</td>"
                    f"<td class='num'>{_e(c['gain'])}</td><td class='{cls}'>{_e(c['verdict'])}</td></tr>")
     out.append("</table>")
     tests = target_tests(results)

@@ -295,3 +295,6 @@ def test_figures_use_the_arm_colours(tmp_path):
     assert cols == {"direct": report.arm_colour("direct"), "histogram": report.arm_colour("histogram")}
     fig = report.plot_qualitative(lay, res, "target", n=2, arms=["direct"])
     assert [a.get_title() for a in fig.axes[:3]] == ["image", "ground truth", "direct"]
+    html = report.build_report(lay.root).read_text()
+    assert f"background:{report.arm_colour('histogram')}'></span><b>histogram</b>" in html  # the table's key
+    assert (lay.eval / "qualitative_target.png").is_file() and not (lay.eval / "qualitative_target_all.png").exists()
