@@ -208,7 +208,7 @@ def test_presets_compared_in_one_run(smoke_run, tmp_path):
     assert not any(a.startswith("histogram@") for a in made)  # the baselines need no stylizer: made once
     man = json.loads((L.stylized("st@gates") / "manifest.json").read_text())
     assert (man["params"]["preset"], man["params"]["sensor"]) == ("gates", "match")
-    trained = {p.parent.name for p in (copy / "seg" / "unet").glob("*/seed0/metrics.json")}
+    trained = {p.parent.parent.name for p in (copy / "seg" / "unet").glob("*/seed0/metrics.json")}
     assert trained == {"direct", "st@osasis", "st@gates", "source+st@osasis", "source+st@gates", "histogram"}
     md = (L.eval / "results.md").read_text()
     assert "## The stylizer presets side by side" in md and "| `osasis` | `gates` |" in md
