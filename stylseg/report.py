@@ -5,9 +5,12 @@
 their ``scores``), and writes::
 
     RUN/eval/results.json, results.md, results_<protocol>.csv   tables with intervals
-    RUN/eval/radar_<arch>.png        Dice, IoU, Spec., F_beta^w, S_alpha, E_phi^max, 1-MAE per arm
-                                     (the paper's Figures 5 and 7)
-    RUN/eval/qualitative_<test>.png  image, ground truth, direct, each arm (Figures 4 and 6)
+    RUN/eval/radar_<arch>.png        Dice, IoU, Spec., F_beta^w, S_alpha, E_phi^max, 1-MAE of the teaching arms
+                                     (direct, st, histogram, oracle; the paper's Figures 5 and 7)
+    RUN/eval/qualitative_<test>.png  image, ground truth, the teaching arms' maps (Figures 4 and 6);
+    RUN/eval/qualitative_<test>_all.png  the same with every arm (when the run has more)
+
+Every figure draws an arm in the same colour (:func:`arm_colour`), here and in notebooks 05-07.
     RUN/index.html                   links to everything, executed notebooks included
 
 CLI: ``stylseg report --run DIR``.
@@ -29,6 +32,65 @@ from .utils import StylsegError, atomic_path, read_json, write_json
 RADAR_AXES = ("dice", "iou", "specificity", "wfm", "s_alpha", "e_max", "mae")
 RADAR_LABELS = {"dice": "Dice", "iou": "IoU", "specificity": "Spec.", "wfm": r"$F^w_\beta$",
                 "s_alpha": r"$S_\alpha$", "e_max": r"$E_\phi^{max}$", "mae": "1 - MAE"}
+
+
+# --------------------------------------------------------------------------- one colour per arm
+#: the colour of each arm kind in every figure (notebooks 05-07 and the report): references grey and black,
+#: the diffusion stylizer and its ablations blues, controls browns, cheap baselines greens / purple / orange
+ARM_COLOURS = {"original": "#7f7f7f", "direct": "#7f7f7f", "oracle": "#111111",
+               "st": "#1f77b4", "st_nospn": "#6baed6", "st_sensor": "#08519c", "source+st": "#17becf",
+               "recon": "#8c564b", "source+recon": "#c49c94", "jitter": "#bcbd22", "sensor": "#e377c2",
+               "histogram": "#2ca02c", "source+histogram": "#98df8a", "reinhard": "#9467bd", "fda": "#ff7f0e",
+               "target": "#d62728"}
+#: colours of arm kinds the table above does not name (chosen by a stable hash of the kind)
+_SPARE_COLOURS = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#5254a3", "#8ca252", "#bd9e39")
+#: the arms that teach, in the order the figures show them: the baseline, the method, a cheap baseline, the bound
+TEACHING_KINDS = ("direct", "st", "histogram", "oracle")
+
+
+def _shade(colour: str, amount: float) -> str:
+    """``colour`` mixed with white (amount > 0) or black (amount < 0), |amount| in [0, 1]."""
+    from matplotlib.colors import to_hex, to_rgb
+
+    rgb = np.asarray(to_rgb(colour))
+    rgb = rgb + (1 - rgb) * amount if amount >= 0 else rgb * (1 + amount)
+    return to_hex(np.clip(rgb, 0, 1))
+
+
+def arm_colour(arm: str) -> str:
+    """The hex colour of arm ``arm`` in every figure: its kind's (:func:`~stylseg.layout.arm_base`; ``st@gates@s1``
+    takes ``st``'s), shaded for a style image k > 0 (lighter) and for a preset other than the first one of
+    :data:`~stylseg.config.PRESETS` (darker), so that a preset comparison's arms stay apart."""
+    import zlib
+
+    from .config import PRESETS
+    from .layout import arm_base, arm_preset, split_arm
+
+    kind = arm_base(arm)
+    colour = ARM_COLOURS.get(kind) or _SPARE_COLOURS[zlib.crc32(kind.encode()) % len(_SPARE_COLOURS)]
+    presets, preset, k = list(PRESETS), arm_preset(arm), split_arm(arm)[1]
+    if preset in presets and presets.index(preset) > 0:
+        colour = _shade(colour, -0.3 * presets.index(preset) / max(1, len(presets) - 1))
+    return _shade(colour, min(0.6, 0.25 * k)) if k else colour
+
+
+def arm_style(arm: str) -> Dict[str, Any]:
+    """Line keywords of arm ``arm`` in a line plot or radar: its colour, dashed for the references direct and
+    oracle."""
+    from .layout import arm_base
+
+    return {"color": arm_colour(arm), "ls": "--" if arm_base(arm) in ("direct", "oracle") else "-"}
+
+
+def teaching_arms(arms: Sequence[str], kinds: Sequence[str] = TEACHING_KINDS) -> List[str]:
+    """The arms of ``arms`` a figure shows, at most one per kind of ``kinds`` in that order: the first arm of each
+    kind made with style image 0 (``st``, or ``st@<preset>`` in a run that compares presets). Every arm of ``arms``
+    when none of ``kinds`` is among them."""
+    from .layout import arm_base, split_arm
+
+    out = [next((a for a in arms if arm_base(a) == k and split_arm(a)[1] == 0), None) for k in kinds]
+    out = [a for a in out if a is not None]
+    return out or list(arms)
 
 
 def _check_run_names(root: Path) -> None:
@@ -101,13 +163,15 @@ def primary_arms(results: Mapping[str, Any]) -> List[str]:
     return [a for a in results["arms"] if split_arm(a)[1] == 0]
 
 
-def radar_values(results: Mapping[str, Any], arch: str, test: str, protocol: str) -> Dict[str, List[float]]:
-    """``{arm: [Dice, IoU, Spec., F^w, S_alpha, E_phi^max, 1 - MAE]}`` (means over seeds)."""
+def radar_values(results: Mapping[str, Any], arch: str, test: str, protocol: str,
+                 arms: Optional[Sequence[str]] = None) -> Dict[str, List[float]]:
+    """``{arm: [Dice, IoU, Spec., F^w, S_alpha, E_phi^max, 1 - MAE]}`` (means over seeds), for ``arms`` (default:
+    every arm of style image 0; :func:`teaching_arms` gives the few a readable chart holds)."""
     from .study.tables import table
 
     t = table(results, test, protocol)
     out = {}
-    for arm in primary_arms(results):
+    for arm in (primary_arms(results) if arms is None else arms):
         row = t.get((arch, arm))
         if row is None:
             continue
@@ -116,42 +180,46 @@ def radar_values(results: Mapping[str, Any], arch: str, test: str, protocol: str
 
 
 def plot_radar(values: Mapping[str, Sequence[float]], title: str = "", ax=None):
-    """A radar chart over the seven metrics, one polygon per arm; returns the figure."""
+    """A radar chart over the seven metrics, one polygon per arm in its :func:`arm_colour`, the legend outside the
+    polar axes; returns the figure."""
     import matplotlib.pyplot as plt
 
     n = len(RADAR_AXES)
     ang = np.linspace(0, 2 * np.pi, n, endpoint=False).tolist()
     if ax is None:
-        fig, ax = plt.subplots(figsize=(5.2, 5.2), subplot_kw={"projection": "polar"})
+        fig, ax = plt.subplots(figsize=(7.0, 4.8), subplot_kw={"projection": "polar"})
     else:
         fig = ax.figure
     lo = min(min(v) for v in values.values())
     rmin = max(0.0, np.floor((lo - 0.05) * 10) / 10)
     for arm, v in values.items():
         v = list(v)
-        ax.plot(ang + ang[:1], v + v[:1], lw=1.6, label=arm, ls="--" if arm in ("direct", "oracle") else "-")
-        ax.fill(ang + ang[:1], v + v[:1], alpha=0.06)
+        ax.plot(ang + ang[:1], v + v[:1], lw=1.8, label=arm, **arm_style(arm))
+        ax.fill(ang + ang[:1], v + v[:1], alpha=0.06, color=arm_colour(arm))
     ax.set_xticks(ang)
     ax.set_xticklabels([RADAR_LABELS[k] for k in RADAR_AXES])
     ax.set_ylim(rmin, 1.0)
-    ax.set_title(title, pad=18)
-    ax.legend(loc="upper right", bbox_to_anchor=(1.35, 1.12), fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title(title, pad=28, fontsize=10)  # above the top axis label
+    ax.legend(loc="center left", bbox_to_anchor=(1.15, 0.5), fontsize=9, frameon=False)
     fig.tight_layout()
     return fig
 
 
 def plot_qualitative(layout: RunLayout, results: Mapping[str, Any], test: str, arch: Optional[str] = None,
-                     n: int = 4, seed: int = 0):
+                     n: int = 4, seed: int = 0, arms: Optional[Sequence[str]] = None):
     """The grid of the paper's Figures 4/6: rows = test images, columns = image, ground truth,
-    then the prediction (seed ``seed``) of each arm, ``direct`` first. Images with the largest
-    Dice spread between arms come first (where the arms differ). Returns the figure."""
+    then the prediction (seed ``seed``) of each arm of ``arms`` (default: :func:`teaching_arms`, ``direct``
+    first; ``primary_arms(results)`` for all). Images with the largest Dice spread between the shown arms come
+    first (where they differ). Column titles in the arms' colours. Returns the figure."""
     import matplotlib.pyplot as plt
 
     from .data.io import read_image, read_mask
 
     arch = arch or results["archs"][0]
     seg = layout.root / "seg" / arch
-    arms = [a for a in primary_arms(results) if (seg / a / f"seed{seed}" / "metrics.json").is_file()]
+    arms = teaching_arms(primary_arms(results)) if arms is None else list(arms)
+    arms = [a for a in arms if (seg / a / f"seed{seed}" / "metrics.json").is_file()]
     if not arms:
         raise StylsegError(f"{seg}: no finished seed{seed} runs to draw")
     metrics = {a: read_json(seg / a / f"seed{seed}" / "metrics.json") for a in arms}
@@ -182,11 +250,11 @@ def plot_qualitative(layout: RunLayout, results: Mapping[str, Any], test: str, a
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(cols[c], fontsize=9)
+                ax.set_title(cols[c], fontsize=9, color=arm_colour(cols[c]) if c >= 2 else "black")
             if c >= 2:
                 ax.set_xlabel(f"Dice {per[arms[c - 2]].get(nm, float('nan')):.2f}", fontsize=8)
         axes[r][0].set_ylabel(nm, fontsize=8)
-    fig.suptitle(f"{arch}, test '{test}', seed {seed} (probability maps; Dice = mean over thresholds)", fontsize=10)
+    fig.suptitle(f"{arch}, test '{test}', seed {seed}\n(probability maps; Dice = mean over thresholds)", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -244,15 +312,16 @@ def plot_domain_predictions(layout: RunLayout, arms: Sequence[str] = ("direct",)
 
 
 def plot_arms(layout: RunLayout, arms: Sequence[str], n: int = 3):
-    """The first ``n`` training images of the original set (``direct``) and of each arm, side by side (union arms,
-    which hold the source images and another arm's, are left out)."""
+    """The first ``n`` training images of the original set (``direct``) and of each arm, side by side in the table
+    order of the arms, each title in the arm's colour (union arms, which hold the source images and another arm's,
+    are left out)."""
     import matplotlib.pyplot as plt
 
-    from .study.arms import is_union
+    from .study.arms import arm_order, is_union
     from .data.io import list_images, read_image
 
     folders = {"direct": layout.domain("source", "train")}
-    folders.update({a: layout.stylized(a) for a in arms if not is_union(a)})
+    folders.update({a: layout.stylized(a) for a in arm_order(arms) if not is_union(a)})
     folders["oracle (target)"] = layout.domain("target", "train")
     folders = {k: v for k, v in folders.items() if (Path(v) / "images").is_dir()}
     fig, axes = plt.subplots(n, len(folders), figsize=(1.7 * len(folders), 1.7 * n), squeeze=False)
@@ -264,26 +333,30 @@ def plot_arms(layout: RunLayout, arms: Sequence[str], n: int = 3):
                 ax.imshow(read_image(files[r]))
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[0][c].set_title(name, fontsize=9)
+        axes[0][c].set_title(name, fontsize=9, color=arm_colour(name.split(" ")[0]))
     fig.tight_layout()
     return fig
 
 
 def plot_histories(layout: RunLayout, arch: Optional[str] = None, seed: int = 0):
-    """Training loss per epoch of every arm (``RUN/seg/<arch>/<arm>/seed<k>/history.json``)."""
+    """Training loss per epoch of every arm (``RUN/seg/<arch>/<arm>/seed<k>/history.json``), each in its
+    :func:`arm_colour`, the legend beside the last panel."""
     import matplotlib.pyplot as plt
 
     root = layout.root / "seg"
     archs = [arch] if arch else sorted(p.name for p in root.iterdir() if p.is_dir())
-    fig, axes = plt.subplots(1, len(archs), figsize=(4.5 * len(archs), 3.2), squeeze=False)
+    from .study.arms import arm_order
+
+    fig, axes = plt.subplots(1, len(archs), figsize=(4.5 * len(archs) + 1.8, 3.2), squeeze=False)
     for ax, a in zip(axes[0], archs):
-        for h in sorted((root / a).glob(f"*/seed{seed}/history.json")):
-            hist = read_json(h)
-            ax.plot([e["epoch"] for e in hist], [e["loss"] for e in hist], marker="o", label=h.parent.parent.name)
+        hists = {h.parent.parent.name: h for h in (root / a).glob(f"*/seed{seed}/history.json")}
+        for arm in arm_order(hists):
+            hist = read_json(hists[arm])
+            ax.plot([e["epoch"] for e in hist], [e["loss"] for e in hist], marker=".", label=arm, **arm_style(arm))
         ax.set_title(f"{a}, seed {seed}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("structure loss")
-        ax.legend(fontsize=8)
+    axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -304,14 +377,16 @@ def protocol_table(results: Mapping[str, Any], test: str, arch: Optional[str] = 
 
 
 def plot_protocols(layout: RunLayout, results: Mapping[str, Any], test: str, arch: Optional[str] = None,
-                   seed: int = 0, metrics: Sequence[str] = ("dice", "specificity", "s_alpha", "e_max")):
-    """Per-image values, standard (x) against paper (y) protocol, every arm of seed ``seed``:
-    points off the diagonal are images the two definitions judge differently."""
+                   seed: int = 0, metrics: Sequence[str] = ("dice", "specificity", "s_alpha", "e_max"),
+                   arms: Optional[Sequence[str]] = None):
+    """Per-image values, standard (x) against paper (y) protocol, each arm of ``arms`` (default:
+    :func:`teaching_arms`) of seed ``seed`` in its :func:`arm_colour`: points off the diagonal are images the two
+    definitions judge differently."""
     import matplotlib.pyplot as plt
 
     arch = arch or results["archs"][0]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.3), squeeze=False)
-    for arm in primary_arms(results):
+    for arm in (teaching_arms(primary_arms(results)) if arms is None else arms):
         p = layout.seg(arch, arm, seed) / "metrics.json"
         if not p.is_file():
             continue
@@ -320,7 +395,7 @@ def plot_protocols(layout: RunLayout, results: Mapping[str, Any], test: str, arc
         for ax, m in zip(axes[0], metrics):
             xs = [r[m] for r in t["standard"]["per_image"]]
             ys = [pap[r["name"]][m] for r in t["standard"]["per_image"]]
-            ax.scatter(xs, ys, s=10, alpha=0.7, label=arm)
+            ax.scatter(xs, ys, s=12, alpha=0.7, label=arm, color=arm_colour(arm))
     for ax, m in zip(axes[0], metrics):
         ax.plot([0, 1.05], [0, 1.05], "k:", lw=1)
         ax.set_title(METRIC_LABELS[m])
@@ -462,6 +537,12 @@ _CSS = ("body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;
         "figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}figure img{max-height:560px}figcaption{font-size:12px;color:#555}")
 
 
+def _swatch(arm: str) -> str:
+    """A small square in the arm's figure colour, before its name in the report's table."""
+    return (f"<span style='display:inline-block;width:.8em;height:.8em;margin-right:.35em;vertical-align:-.05em;"
+            f"background:{arm_colour(arm)}'></span>")
+
+
 def _headline_html(results: Mapping[str, Any]) -> List[str]:
     from .study.tables import NEGLIGIBLE, headline, headline_cells, target_tests
 
@@ -483,7 +564,9 @@ def _headline_html(results: Mapping[str, Any]) -> List[str]:
         c = headline_cells(r)
         cls = c["verdict"].replace(" ", "-")
         out.append(f"<tr class='{_e(r['arm']) if r['arm'] == 'direct' else ''}'><td>{_e(r['arch'])}</td>"
-                   f"<td><b>{_e(r['arm'])}</b></td><td>{_e(r['role'])}</td><td class='num'>{_e(c['dice'])}</td>"
+                   f"<td style='white-space:nowrap'>{_swatch(r['arm'])}<b>{_e(r['arm'])}</b></td>"
+                   f"<td>{_e(r['role'])}</td>"
+                   f"<td class='num'>{_e(c['dice'])}</td>"
                    f"<td class='num'>{_e(c['gain'])}</td><td class='{cls}'>{_e(c['verdict'])}</td></tr>")
     out.append("</table>")
     tests = target_tests(results)
@@ -640,22 +723,24 @@ def build_report(run_dir: os.PathLike, protocol: Optional[str] = None, n_boot: O
         test = primary_test(results)
         prot = protocol if protocol in results["protocols"] else results["protocols"][0]
         for arch in results["archs"]:
-            vals = radar_values(results, arch, test, prot)
+            vals = radar_values(results, arch, test, prot, arms=teaching_arms(primary_arms(results)))
             if vals:
                 out = _eval_png(ev, "radar", arch)
                 fig = plot_radar(vals, title=f"{arch}, test '{test}', {prot} protocol")
                 with atomic_path(out) as tmp:
-                    fig.savefig(tmp, dpi=110, format="png")
+                    fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
                 plt.close(fig)
                 figures.append(out)
         known = test_sets(layout)
         for t in sorted((t for t in results["tests"] if t in known), key=lambda t: t != test):  # the target's first
-            out = _eval_png(ev, "qualitative", t)
-            fig = plot_qualitative(layout, results, t)
-            with atomic_path(out) as tmp:
-                fig.savefig(tmp, dpi=100, format="png")
-            plt.close(fig)
-            figures.append(out)
+            every = primary_arms(results)  # the teaching arms, then every arm when they are not all of them
+            for name, arms in ((t, None), (f"{t}_all", every))[:1 if teaching_arms(every) == every else 2]:
+                out = _eval_png(ev, "qualitative", name)
+                fig = plot_qualitative(layout, results, t, arms=arms)
+                with atomic_path(out) as tmp:
+                    fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight")
+                plt.close(fig)
+                figures.append(out)
     return write_index(layout, results, figures)
 
 

@@ -241,3 +241,60 @@ def test_results_markdown_escapes_names_from_run_files(tmp_path):
     for md in (results_markdown(res), (lay.root / "seg" / "results.md").read_text(),
                report.protocol_table(res, "target")):
         assert "<img" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
+
+
+def test_arm_colour_one_per_kind():
+    """Every figure draws an arm in its kind's colour: the same kind gives the same colour, an arm tagged with a
+    preset or a style image keeps its kind's hue (the first preset exactly, others shaded), different kinds differ."""
+    from matplotlib.colors import to_rgb
+
+    from stylseg.config import PRESETS
+
+    kinds = ["direct", "st", "st_nospn", "recon", "jitter", "histogram", "source+st", "source+histogram", "oracle",
+             "reinhard", "fda", "sensor", "st_sensor", "source+recon"]
+    colours = [report.arm_colour(k) for k in kinds]
+    assert len(set(colours)) == len(kinds)
+    assert report.arm_colour("st") == report.arm_colour("st") == report.ARM_COLOURS["st"]
+    first, other = list(PRESETS)[0], list(PRESETS)[-1]
+    assert report.arm_colour(f"st@{first}") == report.arm_colour("st")
+    assert report.arm_colour("source+st@all") == report.arm_colour("source+st")
+
+    def hue(c):
+        import colorsys
+        return colorsys.rgb_to_hsv(*to_rgb(c))[0]
+
+    for tagged in (f"st@{other}", "st@s1", f"st@{other}@s2", "histogram@s1", "source+st@s1"):
+        base = report.arm_colour(tagged.split("@")[0])
+        assert report.arm_colour(tagged) != base, tagged                 # a shade, so the two stay apart
+        assert hue(report.arm_colour(tagged)) == pytest.approx(hue(base), abs=0.02), tagged  # of the kind's hue
+    assert report.arm_colour("new_arm") == report.arm_colour("new_arm@gates".replace("@gates", ""))  # stable
+    assert report.arm_colour("new_arm@s1") not in (report.arm_colour("new_arm"), None)
+    assert report.arm_style("direct")["ls"] == "--" and report.arm_style("st@s1")["ls"] == "-"
+
+
+def test_teaching_arms_pick_few():
+    arms = ["direct", "st@osasis", "st@gates", "st_nospn", "recon", "histogram", "fda", "st@s1", "oracle"]
+    assert report.teaching_arms(arms) == ["direct", "st@osasis", "histogram", "oracle"]
+    assert report.teaching_arms(["recon", "fda"]) == ["recon", "fda"]
+
+
+def test_figures_use_the_arm_colours(tmp_path):
+    """The radar, the loss curves and the protocol scatter draw each arm in arm_colour; the qualitative grid shows
+    the teaching arms only, the report adds every arm's grid when there are more."""
+    from matplotlib.colors import to_hex
+
+    lay = make_run(tmp_path / "run")
+    from stylseg.study.tables import aggregate
+
+    res = aggregate(lay.root / "seg", n_boot=50)
+    fig = report.plot_radar(report.radar_values(res, "unet", "target", "standard"))
+    lines = {l.get_label(): to_hex(l.get_color()) for l in fig.axes[0].get_lines()}
+    assert lines["direct"] == report.arm_colour("direct") and lines["histogram"] == report.arm_colour("histogram")
+    fig = report.plot_protocols(lay, res, "target")
+    cols = {c.get_label(): to_hex(c.get_facecolor()[0]) for c in fig.axes[0].collections}
+    assert cols == {"direct": report.arm_colour("direct"), "histogram": report.arm_colour("histogram")}
+    fig = report.plot_qualitative(lay, res, "target", n=2, arms=["direct"])
+    assert [a.get_title() for a in fig.axes[:3]] == ["image", "ground truth", "direct"]
+    html = report.build_report(lay.root).read_text()
+    assert f"background:{report.arm_colour('histogram')}'></span><b>histogram</b>" in html  # the table's key
+    assert (lay.eval / "qualitative_target.png").is_file() and not (lay.eval / "qualitative_target_all.png").exists()
