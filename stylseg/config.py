@@ -333,7 +333,8 @@ def _check_choice(key: str, value: Any, shown: Optional[str] = None, set_key: Op
         bad = [v for v in value if v not in valid]
         if bad or len(set(value)) != len(value):
             what = f"{bad[0]!r} is not one of {', '.join(valid)}" if bad else "a name is given twice"
-            raise StylsegError(f"{key}={','.join(map(str, value))}: {what} (set it with --set {key}=NAME,NAME,...)")
+            raise StylsegError(f"{key}={','.join(map(str, value))}: {what} (set it with --set {key}=NAME,NAME,..."
+                               + (", or stylseg reproduce --presets NAME,NAME,...)" if key == "eval.presets" else ")"))
         return
     valid = CHOICES.get(key)
     if valid is not None and value not in valid:

@@ -258,3 +258,14 @@ def test_a_run_config_of_the_wrong_shape_is_named(tmp_path, text, msg):
     p.write_text(text)
     with pytest.raises(StylsegError, match=rf"{p}: {msg}.*delete it"):
         RunConfig.load(p)
+
+
+def test_eval_presets_names_are_checked_one_by_one():
+    from stylseg.config import get_profile
+
+    cfg = get_profile("smoke").override(**{"eval.presets": "osasis,gates"})
+    assert cfg.eval.presets == ("osasis", "gates") and cfg.stylize.preset == "osasis"
+    with pytest.raises(StylsegError, match=r"'gatez' is not one of osasis, paper, gates.*--presets"):
+        get_profile("smoke").override(**{"eval.presets": "osasis,gatez"})
+    with pytest.raises(StylsegError, match="given twice"):
+        get_profile("smoke").override(**{"eval.presets": "gates,gates"})
