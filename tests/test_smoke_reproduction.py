@@ -112,7 +112,9 @@ def test_notebooks_run_with_their_defaults_under_nbval(smoke_run, tmp_path):
 
     run, _ = smoke_run
     proj = tmp_path / "proj"
-    shutil.copytree(ROOT / "notebooks", proj / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    # kernel-ipc-*: the local sockets of a kernel that was killed (not files: they cannot be copied)
+    shutil.copytree(ROOT / "notebooks", proj / "notebooks",
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "kernel-ipc-*"))
     shutil.copytree(run, proj / "runs" / "smoke", ignore=shutil.ignore_patterns("notebooks"))
     for path in sorted((proj / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         nb = parameterize_notebook(load_notebook_node(str(path)), {"PROFILE": "smoke", "RUN_DIR": "../runs/smoke"})
