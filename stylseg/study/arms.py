@@ -1,9 +1,9 @@
 """A run's arms: the stylizers and baselines that make them (:func:`make_arms`), union arms and the jitter arm.
 
-:func:`finetune_styles` fine-tunes one stylizer (D_B + SPN) per style image of the run (``--styles K``), and
-:func:`make_arms` writes every stylized and baseline arm from them: notebooks 04 and 05 call these two, and so does
-``stylseg reproduce`` through them. The arms per style image k (``<arm>@s<k>`` for k >= 1,
-:func:`~stylseg.layout.arm_name`):
+:func:`finetune_styles` fine-tunes one stylizer (D_B + SPN) per style image (``--styles K``) and stylizer preset
+(``eval.presets``) of the run, and :func:`make_arms` writes every stylized and baseline arm from them: notebooks 04
+and 05 call these two, and so does ``stylseg reproduce`` through them. The arms per style image k (``<arm>@s<k>``
+for k >= 1) and, for the stylized ones, per preset (``st@gates``; :func:`~stylseg.layout.arm_name`):
 
 - ``st`` (D_B + SPN, with the style image's blur and noise when ``stylize.sensor=match``), ``st_nospn`` (no SPN
   term), ``recon`` (the D_A round trip, once: it has no style image);
@@ -270,6 +270,7 @@ def make_arms(layout, cfg, *, device="auto", retrain: bool = False, progress: bo
     ``preset``); finished files are kept, so a rerun only writes what is missing (delete ``RUN/stylized/`` after
     changing a setting)."""
     from ..stylize.apply import apply_arms
+    from ..stylize.baselines import RUN_BASELINES, apply_baseline, ensure_baseline_arms
 
     finetune_styles(layout, cfg, device=device, retrain=retrain, progress=progress)
     src = layout.domain("source", "train")
@@ -284,26 +285,13 @@ def make_arms(layout, cfg, *, device="auto", retrain: bool = False, progress: bo
             arms[sp["arm"]] = folder
         if v.cfg.stylize.sensor == "off":  # st holds them already with sensor=match
             name = v.arm("st_sensor")
-            arms[name] = _baseline("sensor", v.style, arms[v.arm("st")], layout, name, cfg)
-    for k, style in enumerate(layout.style_images()):  # the baselines need no stylizer: once per style image
-        for method, params in _baselines().items():
-            name = arm_name(method, k)
-            arms[name] = _baseline(method, style, src, layout, name, cfg, **params)
+            arms[name] = apply_baseline("sensor", v.style, arms[v.arm("st")], layout.stylized(name),
+                                        int(cfg.data.seg_size), arm=name, progress=False)
+    # the baselines need no stylizer: once per style image, by the one function that makes a run's baselines
+    methods = {**RUN_BASELINES, "sensor": {}}
+    made = ensure_baseline_arms(layout, int(cfg.data.seg_size), methods=methods, progress=False)
+    arms.update({a: made[a] for k in range(len(layout.style_images())) for a in (arm_name(m, k) for m in methods)})
     return arms
-
-
-def _baselines() -> Dict[str, Dict[str, Any]]:
-    """The one-image stylizers every run makes, with their parameters: the cheap baselines and ``sensor``."""
-    from ..stylize.baselines import RUN_BASELINES
-
-    return {**RUN_BASELINES, "sensor": {}}
-
-
-def _baseline(method: str, style: Path, src: Path, layout, name: str, cfg, **params) -> Path:
-    from ..stylize.baselines import apply_baseline
-
-    return apply_baseline(method, style, src, layout.stylized(name), int(cfg.data.seg_size), arm=name,
-                          progress=False, **params)
 
 
 def _need(path: Path, what: str, maker: str) -> Path:
