@@ -34,7 +34,6 @@ def _seeds(seeds: Union[int, Sequence[int]]) -> List[int]:
     return list(range(int(seeds))) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
 
 
-
 def compare(train_dir: os.PathLike, arms: Mapping[str, os.PathLike], tests: Mapping[str, os.PathLike],
             archs: Sequence[str], seeds: Union[int, Sequence[int]], out_dir: os.PathLike, cfg,
             oracle_dir: Optional[os.PathLike] = None, device: str = "auto", progress: bool = True,
@@ -108,14 +107,12 @@ def compare(train_dir: os.PathLike, arms: Mapping[str, os.PathLike], tests: Mapp
     return aggregate(out, n_boot=cfg.eval.bootstrap)
 
 
-
 def select_arms(names: Union[str, Sequence[str], None]) -> Optional[set]:
     """``eval.arms`` as a set of base names; None (every arm) for an empty list."""
     if isinstance(names, str):
         names = [a for a in names.split(",") if a]
     names = [str(a).strip() for a in (names or ()) if str(a).strip()]
     return set(names) or None
-
 
 
 def filter_arms(arms: Mapping[str, os.PathLike], wanted: Optional[set], log=print) -> Dict[str, Path]:
@@ -135,7 +132,6 @@ def filter_arms(arms: Mapping[str, os.PathLike], wanted: Optional[set], log=prin
     if skipped:
         log(f"eval.arms: skipping {', '.join(skipped)}")
     return kept
-
 
 
 def compare_run(layout, cfg, archs: Union[str, Sequence[str], None] = None, seeds: Union[int, Sequence[int], None] = None,
@@ -174,7 +170,6 @@ def compare_run(layout, cfg, archs: Union[str, Sequence[str], None] = None, seed
     return compare(layout.domain("source", "train"), arms, tests, archs, seeds, layout.root / "seg", cfg,
                    oracle_dir=oracle if use_oracle else None, device=device,
                    progress=progress, log=log, arm_overrides=overrides)
-
 
 
 def test_sets(layout) -> Dict[str, Path]:

@@ -25,11 +25,9 @@ from .arms import arm_order, arm_role
 DATASET_LEVEL = {"standard": ("dice_max", "iou_max", "e_max", "e_mean"), "paper": ()}
 
 
-
 def collect(out_dir: os.PathLike) -> List[Dict[str, Any]]:
     """All ``<arch>/<arm>/seed<k>/metrics.json`` under ``out_dir``."""
     return [read_json(p) for p in sorted(Path(out_dir).glob("*/*/seed*/metrics.json"))]
-
 
 
 def aggregate(out_dir: os.PathLike, n_boot: int = 1000, write: bool = True) -> Dict[str, Any]:
@@ -91,7 +89,6 @@ def aggregate(out_dir: os.PathLike, n_boot: int = 1000, write: bool = True) -> D
     return res
 
 
-
 def md_text(x: Any) -> str:
     """``x`` as text for a Markdown table: HTML special characters escaped (``<`` becomes ``&lt;``), ``|`` and the
     backtick too, so that a name read from a run file shows as itself and never as HTML where the Markdown is
@@ -101,7 +98,6 @@ def md_text(x: Any) -> str:
     return html.escape(str(x), quote=False).replace("|", "&#124;").replace("`", "&#96;")
 
 
-
 def table(results: Mapping[str, Any], test: str, protocol: str) -> Dict[tuple, Dict[str, Dict[str, Any]]]:
     """``{(arch, arm): {metric: row}}`` for one test set and protocol."""
     out: Dict[tuple, Dict[str, Dict[str, Any]]] = {}
@@ -109,7 +105,6 @@ def table(results: Mapping[str, Any], test: str, protocol: str) -> Dict[tuple, D
         if r["test"] == test and r["protocol"] == protocol:
             out.setdefault((r["arch"], r["arm"]), {})[r["metric"]] = r
     return out
-
 
 
 def _cell(r: Optional[Mapping[str, Any]]) -> str:
@@ -123,7 +118,6 @@ def _cell(r: Optional[Mapping[str, Any]]) -> str:
     return s
 
 
-
 def gap_closed(results: Mapping[str, Any], arch: str, arm: str, test: str, protocol: str,
                metric: str = "dice") -> Optional[float]:
     """``(arm - direct) / (oracle - direct)`` of ``metric``: the share of the domain gap an arm closes.
@@ -134,7 +128,6 @@ def gap_closed(results: Mapping[str, Any], arch: str, arm: str, test: str, proto
     except KeyError:
         return None
     return None if o - d < 1e-12 else (a - d) / (o - d)
-
 
 
 def style_spread(results: Mapping[str, Any], metrics: Sequence[str] = ("dice", "iou")) -> List[Dict[str, Any]]:
@@ -158,7 +151,6 @@ def style_spread(results: Mapping[str, Any], metrics: Sequence[str] = ("dice", "
                     "max": float(np.max(vals))})
     order = {a: i for i, a in enumerate(arm_order(r["arm"] for r in out))}
     return sorted(out, key=lambda r: (r["test"], r["protocol"], r["metric"], r["arch"], order[r["arm"]]))
-
 
 
 def style_spread_markdown(results: Mapping[str, Any], metric: str = "dice") -> str:
@@ -193,7 +185,6 @@ def style_spread_markdown(results: Mapping[str, Any], metric: str = "dice") -> s
     return "\n".join(lines)
 
 
-
 def primary_test(results: Mapping[str, Any]) -> str:
     """The target-domain test set when present (``target``, or a name containing it), else the first."""
     tests = list(results["tests"])
@@ -204,7 +195,6 @@ def primary_test(results: Mapping[str, Any]) -> str:
         if "target" in t or "tgt" in t:
             return t
     return tests[0]
-
 
 
 def headline(results: Mapping[str, Any], test: Optional[str] = None, protocol: str = "standard",
@@ -227,7 +217,6 @@ def headline(results: Mapping[str, Any], test: Optional[str] = None, protocol: s
     return out
 
 
-
 def _interval(ci: Optional[Sequence[float]], signed: bool = False) -> str:
     if not ci:
         return ""
@@ -235,10 +224,8 @@ def _interval(ci: Optional[Sequence[float]], signed: bool = False) -> str:
     return f" [{f.format(ci[0])}, {f.format(ci[1])}]"
 
 
-
 #: a resolved Dice difference smaller than this is reported as "negligible", not as better or worse
 NEGLIGIBLE = 0.01
-
 
 
 def headline_cells(row: Mapping[str, Any]) -> Dict[str, str]:
@@ -253,7 +240,6 @@ def headline_cells(row: Mapping[str, Any]) -> Dict[str, str]:
     verdict = "not resolved" if lo <= 0 <= hi else "negligible" if abs(d["mean"]) < NEGLIGIBLE else \
         "better" if lo > 0 else "worse"
     return {"dice": dice, "gain": gain, "verdict": verdict}
-
 
 
 def headline_markdown(results: Mapping[str, Any], test: Optional[str] = None, protocol: str = "standard") -> str:
@@ -276,13 +262,11 @@ def headline_markdown(results: Mapping[str, Any], test: Optional[str] = None, pr
     return "\n".join(lines) + "\n"
 
 
-
 def target_tests(results: Mapping[str, Any]) -> List[str]:
     """The run's target-domain test sets, the primary one first (``target``, then ``target_<name>`` for every
     further target test set, e.g. ``target_seq11`` and ``target_all`` in a paper-polyp run)."""
     first = primary_test(results)
     return [first] + [t for t in results["tests"] if t != first and t.startswith("target")]
-
 
 
 def gains_markdown(results: Mapping[str, Any], protocol: str = "standard", metric: str = "dice") -> str:
@@ -313,7 +297,6 @@ def gains_markdown(results: Mapping[str, Any], protocol: str = "standard", metri
                 cells.append(dice + (f"; {c['gain']} {c['verdict']}" if c["gain"] else ""))
             lines.append(f"| {md_text(arch)} | {md_text(arm)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
 
 
 def presets_markdown(results: Mapping[str, Any], protocol: str = "standard", metric: str = "dice") -> str:
@@ -397,7 +380,6 @@ def results_markdown(results: Mapping[str, Any], metrics: Sequence[str] = PAPER_
     if spread:
         lines += [spread]
     return "\n".join(lines)
-
 
 
 def write_results_csv(path: os.PathLike, results: Mapping[str, Any], protocol: str) -> Path:
